@@ -1,0 +1,51 @@
+# The two commands of the README. Both set everything up themselves and are idempotent:
+#   make quickstart   # venv + install + Fashion-MNIST, then the quickstart benchmark
+#   make test         # venv + install, then the default test suite
+# On a machine with a GPU nothing changes: Lightning's accelerator=auto picks it up.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup data quickstart test test-all perf lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST: Debian's package installs the standard IDX files; elsewhere put them in data/fashion_mnist/
+# or pass data.download=true to let torchvision fetch them.
+data:
+	@if [ -f $(FMNIST) ] || [ -f data/fashion_mnist/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	else \
+		echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist', copy the IDX files into data/fashion_mnist/, or add data.download=true"; \
+	fi
+
+quickstart: setup data
+	$(BIN)/fpbench run recipes/quickstart.yaml
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+test-all: setup data
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+perf: setup data
+	$(BIN)/python -m pytest -q -m perf -s
+
+lint: setup
+	$(BIN)/ruff check bench datamodules tests
+
+clean:
+	rm -rf $(VENV) .cache zoo

@@ -1,0 +1,201 @@
+"""The one evaluation loop: build the zoo, fingerprint the source, score every suspect, write results.
+
+Fingerprints are generated first (or loaded from the cache), then each suspect is loaded once and
+queried by every method through its own `Oracle`, so a zoo of large models is read from disk once.
+Pool models are never suspects: the loop checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from bench.config import run_config, run_config_sha256, to_dict
+from bench.io import sha256_json
+from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
+from bench.oracle import Oracle
+from bench.results import make_result, result_path, write_result
+from bench.zoo.build import BuildReport, build_zoo
+from bench.zoo.plan import pool_jobs_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodRun:
+    """One method's state during a benchmark."""
+
+    entry: dict[str, Any]
+    method: FingerprintMethod
+    config_sha256: str
+    fingerprint: Fingerprint | None = None
+    cached: bool = False
+    generate_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    pool: dict[str, Any] | None = None
+    per_model: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class BenchmarkOutcome:
+    zoo: BuildReport
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # result path -> result
+    leaderboard: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def instantiate(entry: dict[str, Any]) -> FingerprintMethod:
+    """Build a method from a validated recipe entry ({name, ...params})."""
+    cls = METHODS.get(entry["name"])
+    params = {k: v for k, v in entry.items() if k != "name"}
+    return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), params)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fingerprint_key(run: MethodRun, source_sha256: str, split_hashes: dict[str, str], seed: int) -> str:
+    """Cache key: method name, version and config, the source checkpoint and the owner's data."""
+    return sha256_json({"method": run.entry["name"], "version": run.method.version, "config": run.entry,
+                        "source": source_sha256, "owner": split_hashes["owner"], "test": split_hashes["test"],
+                        "seed": seed})[:16]
+
+
+def _generate(run: MethodRun, source: torch.nn.Module, ctx: GenerationContext, cache_dir: Path) -> None:
+    if Fingerprint.exists(cache_dir):
+        start = time.perf_counter()
+        run.fingerprint = Fingerprint.load(cache_dir)
+        run.cached = True
+        log.info("%s: reusing cached fingerprint %s (%.2f s to load; generated in %.1f s)", run.entry["name"], cache_dir,
+                 time.perf_counter() - start, run.fingerprint.meta.get("generate_seconds", float("nan")))
+        run.generate_seconds = float(run.fingerprint.meta.get("generate_seconds", 0.0))
+        return
+    log.info("%s: generating the fingerprint", run.entry["name"])
+    start = time.perf_counter()
+    fingerprint = run.method.generate(source, ctx)
+    run.generate_seconds = time.perf_counter() - start
+    fingerprint.meta["generate_seconds"] = run.generate_seconds
+    fingerprint.save(cache_dir)
+    run.fingerprint = fingerprint
+    log.info("%s: fingerprint generated in %.1f s -> %s", run.entry["name"], run.generate_seconds, cache_dir)
+
+
+def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device) -> Pools | None:
+    spec = run.method.pool_spec()
+    if spec is None:
+        return None
+    records = zoo.store.records()
+    jobs = pool_jobs_for(cfg, zoo.plan, spec)
+    pools = Pools(model_ids=[j.model_id for j in jobs])
+    for job in jobs:
+        model = zoo.store.load_model(job.model_id, records[job.model_id]).to(device)
+        (pools.surrogates if job.kind == "surrogate" else pools.references).append(model)
+    run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids)}
+    return pools
+
+
+def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
+    """Build the zoo if needed, evaluate every configured method, write one result per method."""
+    from bench import tracking
+    from bench.report import write_leaderboard, write_plots
+
+    start = time.perf_counter()
+    runs = [MethodRun(entry=e, method=instantiate(e), config_sha256=run_config_sha256(cfg, e))
+            for e in to_dict(cfg)["methods"]]
+    if not runs:
+        from bench.config import ConfigError
+
+        raise ConfigError("The recipe configures no methods; add `methods: [{name: adv_tra}]` or pass methods=[...].")
+    pool_specs = [spec for spec in (r.method.pool_spec() for r in runs) if spec is not None]
+    zoo = build_zoo(cfg, pool_specs, progress=progress, logger_factory=tracking.training_logger_factory(cfg),
+                     require_suspects=True)
+    plan, store = zoo.plan, zoo.store
+    records = store.records()
+    suspects = plan.by_role("positive", "negative")
+    pool_ids = {j.model_id for j in plan.by_role("pool")}
+    if pool_ids & {j.model_id for j in suspects}:
+        raise RuntimeError(f"Pool models would be scored as suspects: {sorted(pool_ids & {j.model_id for j in suspects})}.")
+    device = resolve_device(cfg.eval.device)
+    source_record = records[plan.source.model_id]
+    source = store.load_model(plan.source.model_id, source_record).to(device)
+    cache_root = Path(cfg.paths.cache_dir) / "fingerprints"
+    for run in runs:
+        ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
+                                num_classes=zoo.datamodule.num_classes, progress=progress)
+        ctx.pools = _pools(run, cfg, zoo, device)
+        key = fingerprint_key(run, source_record["sha256"], plan.split_hashes, cfg.seed)
+        _generate(run, source, ctx, cache_root / run.entry["name"] / key)
+        ctx.pools = None  # free pool models before verification
+
+    for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
+        record = records[job.model_id]
+        model = store.load_model(job.model_id, record).to(device)
+        for run in runs:
+            oracle = Oracle(model, access=run.method.access, batch_size=cfg.eval.query_batch_size,
+                            manifest_role=record["role"] if run.entry["name"] == "oracle_label" else None)
+            t0 = time.perf_counter()
+            figures = run.method.measure(run.fingerprint, oracle)
+            run.verify_seconds += time.perf_counter() - t0
+            run.per_model.append({
+                "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
+                "group": job.attack if job.role == "positive" else job.kind,
+                "score": float(figures["score"]), "queries": oracle.queries,
+                "extras": {k: float(v) for k, v in figures.items() if k != "score"},
+            })
+    outcome = BenchmarkOutcome(zoo=zoo)
+    zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
+                "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,
+                "source_test_acc": source_record["test_acc"]}
+    bootstrap = OmegaConf.to_object(cfg.eval.bootstrap)
+    for run in runs:
+        result = make_result(
+            seed=cfg.seed,
+            method={"name": run.entry["name"], "version": run.method.version, "access": run.method.access,
+                    "config": {k: v for k, v in run.entry.items() if k != "name"}},
+            config=run_config(cfg, run.entry), zoo=zoo_info, per_model=run.per_model, pool=run.pool,
+            timing_s={"generate": run.generate_seconds, "verify": run.verify_seconds,
+                      "total": run.generate_seconds + run.verify_seconds, "fingerprint_cached": run.cached},
+            fpr_targets=list(cfg.eval.fpr_targets), bootstrap=bootstrap,
+            git_path=Path(__file__).resolve().parent.parent)
+        result["fingerprint"] = {k: v for k, v in (run.fingerprint.meta or {}).items() if _is_scalar(v)}
+        path = result_path(cfg.paths.results_dir, plan.name, run.entry["name"], run.config_sha256, cfg.seed)
+        write_result(result, path)
+        outcome.results[str(path)] = result
+        tracking.log_result(cfg, result, path)
+    outcome.leaderboard, _ = write_leaderboard(cfg.paths.results_dir)
+    outcome.plots = write_plots(cfg.paths.results_dir)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
+    """What `fpbench run` prints: one line per result, then where the leaderboard and plots are."""
+    lines = [f"{'method':<14} {'AUC':>6} {'T1%F':>6} {'T10%F':>6} {'n+':>4} {'n-':>4} {'queries':>8} {'gen s':>7} {'verify s':>8}"]
+    for result in outcome.results.values():
+        m, t = result["metrics"], result["timing_s"]
+        tpr = m["tpr_at_fpr"]
+        lines.append(f"{result['method']['name']:<14} {m['auc']:>6.3f} {tpr.get('0.01', float('nan')):>6.3f} "
+                     f"{tpr.get('0.1', float('nan')):>6.3f} {m['n_positive']:>4} {m['n_negative']:>4} "
+                     f"{result['queries_per_suspect']:>8.0f} {t['generate']:>7.1f} {t['verify']:>8.2f}"
+                     f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}")
+        if m.get("resolution_note"):
+            lines.append(f"  note: {m['resolution_note']}")
+    lines.append(f"results: {', '.join(outcome.results)}")
+    lines.append(f"leaderboard: {outcome.leaderboard}; plots: {', '.join(str(p) for p in outcome.plots)}")
+    lines.append(f"done in {outcome.seconds:.1f} s")
+    return lines

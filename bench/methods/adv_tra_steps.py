@@ -1,0 +1,235 @@
+"""ADV-TRA's batched kernels: signed-gradient steps, step-size optimisation, bilateral extension.
+
+Every function works on a batch of base samples at once, each with its own target class and its
+own step sizes; finished or failed samples leave the batch as soon as their fate is known. The
+method class (`bench/methods/adv_tra.py`) chains these into surface trajectories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Why a base sample failed (codes stored per candidate; 0 = success).
+SUCCESS, DIVERGED, NO_SUCCESS, END_NOT_TARGET = 0, 1, 2, 3
+FAILURE_NAMES = {DIVERGED: "diverged", NO_SUCCESS: "no_success", END_NOT_TARGET: "end_not_target"}
+
+
+@dataclass
+class StepRules:
+    """The resolved knobs the kernels need (built from `AdvTraConfig` with variant defaults applied).
+
+    Attributes mirror `AdvTraConfig`; `full_brake_gradient` and `check_from_first_step` are the two
+    places where `variant=paper` (True) and `variant=reference` (False) differ inside a segment.
+    """
+
+    half_length: int
+    loss: str
+    boundary: str
+    brake_factor: float
+    length_control_factor: float
+    length_control_anneal: float
+    init_step: float
+    init_step_decrement: float
+    step_lr: float
+    max_iterations: int
+    min_iterations: int
+    max_step: float
+    full_brake_gradient: bool
+    check_from_first_step: bool
+    independent_length_control: bool
+
+
+@dataclass
+class Counter:
+    """Cost bookkeeping: samples passed through the source (forward+backward, forward only)."""
+
+    gradient_evaluations: int = 0
+    forward_evaluations: int = 0
+
+
+@dataclass
+class SegmentResult:
+    """Outcome of one unilateral step-size optimisation for a batch of B base samples.
+
+    Attributes:
+        status: [B] int64, SUCCESS or the failure code.
+        steps: [B, l] accepted step sizes (zeros where failed).
+        samples: [B, l+1, C, H, W] the accepted unilateral trajectory x_0..x_l (zeros where failed).
+        iterations: [B] iterations used until acceptance or failure.
+    """
+
+    status: torch.Tensor
+    steps: torch.Tensor
+    samples: torch.Tensor
+    iterations: torch.Tensor
+
+
+def target_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """Summed per-sample loss L(f(x), y_tgt) whose descent moves each sample toward its target."""
+    if loss == "logit":  # the authors' nll_loss on raw logits = -logit_target
+        return -logits.gather(1, targets[:, None]).sum()
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def logits_and_grad(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, loss: str, counter: Counter
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source logits at `x` and grad_x L per sample (losses are summed; samples are independent)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        (grad,) = torch.autograd.grad(target_loss(logits, targets, loss), x)  # no parameter .grad touched
+    counter.gradient_evaluations += int(x.shape[0])
+    return logits.detach(), grad
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, counter: Counter, batch_size: int = 1024) -> torch.Tensor:
+    """Top-1 labels of the source for a batch (forward only)."""
+    counter.forward_evaluations += int(x.shape[0])
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+
+
+def take_step(x: torch.Tensor, step: torch.Tensor, grad: torch.Tensor, boundary: str) -> torch.Tensor:
+    """Eq. 2: x - s * sign(grad), one step size per sample; pixels stay in [0,1]."""
+    moved = x - step.view(-1, *([1] * (x.dim() - 1))) * grad.sign()
+    if boundary == "clamp":
+        return moved.clamp(0.0, 1.0)
+    # "mask" (the authors' code): a pixel whose step would leave [0,1] does not move.
+    return torch.where((moved >= 0.0) & (moved <= 1.0), moved, x)
+
+
+def initial_steps(batch: int, rules: StepRules, device: torch.device) -> torch.Tensor:
+    """s_i = s_init - decrement * i for every sample: [B, l]."""
+    index = torch.arange(rules.half_length, device=device, dtype=torch.float32)
+    return (rules.init_step - rules.init_step_decrement * index).expand(batch, -1).clone()
+
+
+def regulariser_grad(steps: torch.Tensor, rules: StepRules) -> torch.Tensor:
+    """Closed-form gradient of L_brake + L_forward with respect to the step sizes [B, l].
+
+    L_brake = sum_i (a_brk * s_i - s_{i+1})^2; L_forward = sum_i relu(-s_i). `variant=reference`
+    lets the brake gradient reach only the earlier step of each pair (as the authors' code does).
+    """
+    grad = torch.zeros_like(steps)
+    if steps.shape[1] >= 2:
+        residual = rules.brake_factor * steps[:, :-1] - steps[:, 1:]
+        grad[:, :-1] += 2.0 * rules.brake_factor * residual
+        if rules.full_brake_gradient:
+            grad[:, 1:] -= 2.0 * residual
+    return grad - (steps < 0).to(steps.dtype)
+
+
+def length_control(reached: torch.Tensor, early: torch.Tensor, iteration: int, rules: StepRules) -> torch.Tensor:
+    """Per-sample factor on all step sizes: grow on undershoot, shrink on overshoot (annealed)."""
+    progress = rules.length_control_anneal * iteration / rules.max_iterations
+    grow = 1.0 / rules.length_control_factor - progress
+    shrink = rules.length_control_factor + progress
+    ones = torch.ones(reached.shape, dtype=torch.float32, device=reached.device)
+    grow_factor = torch.where(reached, ones, ones * grow)
+    shrink_factor = torch.where(early, ones * shrink, ones)
+    if rules.independent_length_control:  # the code's two independent `if`s: both may apply
+        return grow_factor * shrink_factor
+    return torch.where(early, shrink_factor, grow_factor)  # overshoot wins: the crossing comes too early
+
+
+def optimise_step_sizes(
+    model: nn.Module,
+    x0: torch.Tensor,
+    targets: torch.Tensor,
+    rules: StepRules,
+    counter: Counter,
+    on_iteration: Callable[[int, int], None] | None = None,
+) -> SegmentResult:
+    """Alg. 1 for a batch: find per-sample step sizes whose trajectory x_0..x_l first crosses at x_l.
+
+    Args:
+        model: the source, in eval mode.
+        x0: [B, C, H, W] trajectory starts.
+        targets: [B] target classes.
+        rules: resolved knobs.
+        counter: incremented with the source evaluations spent.
+        on_iteration: called with (iteration, active samples) once per iteration (progress bars).
+
+    Returns:
+        A SegmentResult; a sample whose steps exceed `max_step` (divergence) or that never
+        satisfies Eq. 3 within `max_iterations` is marked failed, never raised.
+    """
+    batch, length = x0.shape[0], rules.half_length
+    device = x0.device
+    status = torch.full((batch,), NO_SUCCESS, dtype=torch.long, device=device)
+    accepted_steps = torch.zeros(batch, length, device=device)
+    accepted_samples = torch.zeros(batch, length + 1, *x0.shape[1:], device=device, dtype=x0.dtype)
+    iterations = torch.full((batch,), rules.max_iterations, dtype=torch.long, device=device)
+    # x_0 never moves within a segment, so its logits and gradient are computed once.
+    logits0, grad0 = logits_and_grad(model, x0, targets, rules.loss, counter)
+    pred0 = logits0.argmax(1)
+    active = torch.arange(batch, device=device)
+    steps = initial_steps(batch, rules, device)
+    # Samples checked for an early crossing: x_1..x_{l-1} (paper) or x_0..x_{l-2} (the code's quirk).
+    first_checked = 1 if rules.check_from_first_step else 0
+    for iteration in range(rules.max_iterations):
+        if active.numel() == 0:
+            break
+        if on_iteration is not None:
+            on_iteration(iteration, int(active.numel()))
+        target = targets[active]
+        samples = [x0[active]]
+        preds = [pred0[active]]
+        x = take_step(samples[0], steps[:, 0], grad0[active], rules.boundary)
+        samples.append(x)
+        for i in range(1, length):
+            logits, grad = logits_and_grad(model, x, target, rules.loss, counter)
+            preds.append(logits.argmax(1))
+            x = take_step(x, steps[:, i], grad, rules.boundary)
+            samples.append(x)
+        preds.append(predict(model, x, counter))
+        hits = torch.stack(preds, 1) == target[:, None]  # [b, l+1]
+        reached = hits[:, length]
+        early = hits[:, first_checked : first_checked + length - 1].any(1)
+        accept = reached & ~early & (iteration >= rules.min_iterations)
+        if bool(accept.any()):
+            done = active[accept]
+            status[done] = SUCCESS
+            iterations[done] = iteration + 1
+            accepted_steps[done] = steps[accept]
+            accepted_samples[done] = torch.stack([s[accept] for s in samples], 1)
+            keep = ~accept
+            active, steps, reached, early = active[keep], steps[keep], reached[keep], early[keep]
+        steps = steps - rules.step_lr * regulariser_grad(steps, rules)
+        steps = steps * length_control(reached, early, iteration, rules)[:, None]
+        diverged = (steps > rules.max_step).any(1) | ~torch.isfinite(steps).all(1)
+        if bool(diverged.any()):
+            status[active[diverged]] = DIVERGED
+            iterations[active[diverged]] = iteration + 1
+            active, steps = active[~diverged], steps[~diverged]
+    return SegmentResult(status=status, steps=accepted_steps, samples=accepted_samples, iterations=iterations)
+
+
+def extend_bilateral(
+    model: nn.Module,
+    unilateral: torch.Tensor,
+    steps: torch.Tensor,
+    targets: torch.Tensor,
+    rules: StepRules,
+    counter: Counter,
+) -> torch.Tensor:
+    """Continue x_0..x_l with the reversed steps: the bilateral trajectory x_0..x_2l ([B, 2l+1, ...]).
+
+    The first l steps of `s + reverse(s)` reproduce the accepted unilateral trajectory, so only the
+    l steps after the crossing are computed.
+    """
+    x = unilateral[:, -1]
+    out = [unilateral]
+    for step in steps.flip(1).unbind(1):
+        _, grad = logits_and_grad(model, x, targets, rules.loss, counter)
+        x = take_step(x, step, grad, rules.boundary)
+        out.append(x[:, None])
+    return torch.cat(out, 1)

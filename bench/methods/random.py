@@ -1,0 +1,37 @@
+"""Guard method: a seeded random score, independent of the suspect (expected AUC 0.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
+from bench.oracle import Oracle
+
+
+@dataclass
+class RandomConfig:
+    seed: int = 0  # scores are drawn in suspect order from a generator seeded with this
+
+
+@METHODS.register("random")
+class RandomGuard(FingerprintMethod):
+    """Guard (not a paper): uniform random scores, label access, 0 queries; tests the loop (AUC ~ 0.5).
+
+    A loop that reports AUC far from 0.5 for this method leaks labels or sorts suspects by role.
+    """
+
+    name = "random"
+    Config = RandomConfig
+    access = "label"
+
+    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+        return Fingerprint(method=self.name, tensors={"seed": torch.tensor([self.config.seed + ctx.seed])}, meta={})
+
+    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+        if getattr(self, "_fingerprint_id", None) != id(fp):  # a new fingerprint restarts the sequence
+            self._fingerprint_id = id(fp)
+            self._generator = torch.Generator().manual_seed(int(fp.tensors["seed"].item()))
+        return float(torch.rand(1, generator=self._generator).item())

@@ -1,0 +1,53 @@
+"""The model contract: normalisation first, then features, then one linear head.
+
+Every architecture builds a `Classifier` so that attacks can find "the last layer" (`head`) and
+every model takes [0,1] pixels (normalisation is its first layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from bench.registry import Registry
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, as the model's first layer; mean/std are buffers."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """normalize -> features -> head. `features` maps images to a flat [B, feature_dim] tensor."""
+
+    def __init__(self, normalize: Normalize, features: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)))
+
+    def reset_head(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialise the last layer (RTLL / RTAL attacks)."""
+        fan_in = self.head.in_features
+        bound = 1.0 / fan_in**0.5
+        with torch.no_grad():
+            self.head.weight.uniform_(-bound, bound, generator=generator)
+            self.head.bias.uniform_(-bound, bound, generator=generator)
+
+
+# A factory takes (in_channels, num_classes, image_size, **params) and returns (features, feature_dim).
+FeatureFactory = Callable[..., tuple[nn.Module, int]]
+
+ARCHS: Registry[FeatureFactory] = Registry("arch")

@@ -1,0 +1,86 @@
+"""Any timm model as a feature extractor: the arch string `timm:<model_name>`.
+
+Not registered in `ARCHS` (timm has its own registry of ~1,000 names); `build_model` routes names
+with the `timm:` prefix here. Weights are never downloaded: models are created with
+`pretrained=False`, and a zoo trains them like any other architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+from bench.registry import RegistryError
+
+TIMM_PREFIX = "timm:"
+
+# build_model sets these itself; letting params override them would break the Classifier contract.
+RESERVED_PARAMS = ("pretrained", "num_classes", "in_chans", "global_pool")
+
+
+def is_timm_arch(arch: str) -> bool:
+    """True for arch strings of the form `timm:<model_name>`."""
+    return arch.startswith(TIMM_PREFIX)
+
+
+def timm_model_name(arch: str) -> str:
+    """The timm model name in `timm:<model_name>`; raises ValueError when it is empty."""
+    name = arch[len(TIMM_PREFIX) :]
+    if not name:
+        raise ValueError(f"Arch {arch!r} names no timm model; write e.g. 'timm:resnet18'.")
+    return name
+
+
+def check_timm_arch(arch: str, params: dict[str, Any]) -> str:
+    """Validate a `timm:` arch and its params without building anything; return the model name.
+
+    Raises:
+        RegistryError: the model name is not in timm (with a "did you mean" hint).
+        ValueError: params set one of the keys build_model controls.
+    """
+    import timm  # imported here: timm is slow to import and only some zoos use it
+
+    name = timm_model_name(arch)
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise RegistryError(f"Unknown timm model '{name}'.{hint} See timm.list_models() for all names.")
+    reserved = sorted(set(params) & set(RESERVED_PARAMS))
+    if reserved:
+        raise ValueError(
+            f"Arch {arch!r}: params {reserved} are set by build_model (pretrained=False, num_classes=0, "
+            f"in_chans=in_channels, pooled features); remove them."
+        )
+    return name
+
+
+def timm_features(arch: str, in_channels: int, params: dict[str, Any]) -> tuple[nn.Module, int]:
+    """Create `timm:<model_name>` without its classifier, returning pooled [B, num_features] features.
+
+    Args:
+        arch: `timm:<model_name>`, e.g. `timm:resnet18`.
+        in_channels: image channels (timm adapts the stem via `in_chans`).
+        params: extra keyword arguments for `timm.create_model`, e.g. `{"img_size": 32}` for a ViT.
+
+    Returns:
+        (timm model with num_classes=0, its pooled feature size).
+
+    Raises:
+        RegistryError: unknown timm model name.
+        ValueError: a reserved or unknown parameter.
+    """
+    import timm
+
+    name = check_timm_arch(arch, params)
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **params)
+    except TypeError as error:  # the model's constructor rejected a keyword
+        raise ValueError(
+            f"Arch {arch!r}: timm.create_model rejected params {sorted(params)}: {error}. "
+            f"Accepted keys are those of the model's constructor in timm."
+        ) from None
+    # Some models (MobileNetV3, ...) put a hidden layer after pooling; its size is what forward returns.
+    feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return model, int(feature_dim)

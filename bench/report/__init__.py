@@ -1,0 +1,28 @@
+"""Reports from result files: plots (``plots``) and the leaderboard (``leaderboard``)."""
+
+from bench.report.leaderboard import (
+    COLUMNS,
+    PAPER_TABLE2,
+    build_leaderboard,
+    check_results,
+    leaderboard_csv,
+    leaderboard_markdown,
+    paper_value,
+    write_leaderboard,
+)
+from bench.report.plots import plot_group_heatmap, plot_roc, plot_scores_box, write_plots
+
+__all__ = [
+    "COLUMNS",
+    "PAPER_TABLE2",
+    "build_leaderboard",
+    "check_results",
+    "leaderboard_csv",
+    "leaderboard_markdown",
+    "paper_value",
+    "plot_group_heatmap",
+    "plot_roc",
+    "plot_scores_box",
+    "write_leaderboard",
+    "write_plots",
+]

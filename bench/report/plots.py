@@ -1,0 +1,206 @@
+"""Plots of result files: ROC curves, positive/negative score boxes, per-group mean-score heatmap.
+
+Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas, never through
+pyplot, so nothing global changes (no backend switch, no open-figure registry, nothing shown).
+Matplotlib keeps a font cache in its config folder: when ``MPLCONFIGDIR`` is unset, the first plot
+sets it to ``<tmp>/fpbench-matplotlib-<user>`` so a read-only or shared home is never written to;
+a value the user set is respected.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
+
+
+def _figure(width: float, height: float) -> Any:
+    if "MPLCONFIGDIR" not in os.environ:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "user"
+        os.environ["MPLCONFIGDIR"] = str(Path(tempfile.gettempdir()) / f"fpbench-matplotlib-{user}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, format="png", metadata={"Software": None})
+    return target
+
+
+def _run_key(result: dict[str, Any]) -> tuple[str, str]:
+    return result["method"]["name"], result["config_sha256"]
+
+
+def _labels(results: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Legend label per (method, config): the method name, plus the config hash if it has several."""
+    keys = sorted({_run_key(r) for r in results})
+    configs = defaultdict(int)
+    for method, _ in keys:
+        configs[method] += 1
+    return {(m, c): m if configs[m] == 1 else f"{m} [{c[:8]}]" for m, c in keys}
+
+
+def _by_run(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for result in sorted(results, key=lambda r: (*_run_key(r), r["seed"])):
+        runs[_run_key(result)].append(result)
+    return dict(sorted(runs.items()))
+
+
+def plot_roc(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """ROC curves of all results (one zoo) on one figure; one colour per method config.
+
+    Args:
+        results: Result dicts of one zoo; every seed is drawn, the legend shows the mean AUC.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    fig = _figure(6, 5)
+    ax = fig.add_subplot()
+    labels = _labels(results)
+    colours = _colours(len(labels))
+    for colour, (key, runs) in zip(colours, _by_run(results).items()):
+        mean_auc = float(np.mean([r["metrics"]["auc"] for r in runs]))
+        suffix = f", {len(runs)} trials" if len(runs) > 1 else ""
+        for i, run in enumerate(runs):
+            roc = run["metrics"]["roc"]
+            label = f"{labels[key]} (AUC {mean_auc:.3f}{suffix})" if i == 0 else None
+            ax.plot(roc["fpr"], roc["tpr"], color=colour, alpha=1.0 if i == 0 else 0.45, label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false-positive rate", ylabel="true-positive rate")
+    ax.set_title(_title("ROC", results))
+    if labels:
+        ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_scores_box(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """Box plot of positive vs negative suspect scores per method config (all seeds pooled).
+
+    Args:
+        results: Result dicts of one zoo.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    labels = _labels(results)
+    runs = _by_run(results)
+    fig = _figure(max(4.0, 1.4 * len(runs) + 1.5), 4.5)
+    ax = fig.add_subplot()
+    for offset, role, colour in ((-0.2, "positive", "tab:red"), (0.2, "negative", "tab:blue")):
+        data = [[m["score"] for r in group for m in r["per_model"] if m["role"] == role] for group in runs.values()]
+        positions = [i + offset for i in range(len(data))]
+        kept = [(p, d) for p, d in zip(positions, data) if d]
+        if kept:
+            box = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.35, patch_artist=True)
+            for patch in box["boxes"]:
+                patch.set(facecolor=colour, alpha=0.5)
+        ax.plot([], [], color=colour, linewidth=8, alpha=0.5, label=f"{role}s")
+    ax.set_xticks(range(len(runs)), [labels[k] for k in runs], rotation=20, ha="right")
+    ax.set_ylabel("score (higher = more likely derived)")
+    ax.set_title(_title("Scores", results))
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _group_columns(results: list[dict[str, Any]]) -> list[str]:
+    positive = sorted({m["group"] for r in results for m in r["per_model"] if m["role"] == "positive"})
+    negative = {m["group"] for r in results for m in r["per_model"] if m["role"] == "negative"}
+    known = [k for k in NEGATIVE_KINDS if k in negative]
+    return positive + known + sorted(negative - set(known))
+
+
+def plot_group_heatmap(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """Mean score per attack (positives) and kind (negatives): rows = method configs, values shown.
+
+    Colours are scaled per row (methods' scores live on different scales); the annotated numbers are
+    the raw means over all seeds' suspects of that group.
+
+    Args:
+        results: Result dicts of one zoo.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    labels = _labels(results)
+    runs = _by_run(results)
+    columns = _group_columns(results)
+    values = np.full((len(runs), len(columns)), np.nan)
+    for i, group in enumerate(runs.values()):
+        for j, column in enumerate(columns):
+            scores = [m["score"] for r in group for m in r["per_model"] if m["group"] == column]
+            if scores:
+                values[i, j] = float(np.mean(scores))
+    low = np.nanmin(values, axis=1, keepdims=True) if values.size else values
+    span = (np.nanmax(values, axis=1, keepdims=True) - low) if values.size else values
+    scaled = np.where(span > 0, (values - low) / np.where(span > 0, span, 1.0), 0.5)
+    fig = _figure(max(4.0, 0.8 * len(columns) + 2.5), max(2.5, 0.6 * len(runs) + 1.5))
+    ax = fig.add_subplot()
+    ax.imshow(np.ma.masked_invalid(scaled), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="small",
+                    color="black" if scaled[i, j] > 0.6 else "white")  # fmt: skip
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(runs)), [labels[k] for k in runs])
+    ax.set_title(_title("Mean score per group (colour scaled per row)", results))
+    return _save(fig, path)
+
+
+def _title(what: str, results: list[dict[str, Any]]) -> str:
+    zoos = sorted({r["zoo"]["name"] for r in results})
+    return f"{what}: {', '.join(zoos)}" if zoos else what
+
+
+def _colours(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def write_plots(results_dir: str | Path) -> list[Path]:
+    """Write ``plots/<zoo>/{roc,scores_box,groups_heatmap}.png`` for every zoo with result files.
+
+    Args:
+        results_dir: Root of the results tree.
+
+    Returns:
+        The written paths, sorted by zoo then plot.
+
+    Raises:
+        ResultError: If a result file does not validate.
+    """
+    from bench.results import iter_results
+
+    root = Path(results_dir)
+    by_zoo: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _, result in iter_results(root):
+        by_zoo[result["zoo"]["name"]].append(result)
+    written: list[Path] = []
+    for zoo in sorted(by_zoo):
+        folder = root / "plots" / zoo
+        written.append(plot_roc(by_zoo[zoo], folder / "roc.png"))
+        written.append(plot_scores_box(by_zoo[zoo], folder / "scores_box.png"))
+        written.append(plot_group_heatmap(by_zoo[zoo], folder / "groups_heatmap.png"))
+    return written

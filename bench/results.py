@@ -1,0 +1,393 @@
+"""The result file: one JSON per (zoo, method config, seed), validated on write and on read.
+
+Layout: ``<results_dir>/runs/<zoo>/<method>/<config_sha256[:8]>-s<seed>.json``. Numbers are JSON
+numbers (never strings, never NaN); ``created``, ``timing_s``, ``versions`` and ``git`` are
+informational, everything else is what the leaderboard and ``fpbench leaderboard --check`` read.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.io import atomic_write_json, sha256_json
+from bench.metrics import BootstrapConfig, compute_metrics, isclose
+
+SCHEMA_VERSION = 1
+
+# Field types: "str", "int", "num" (finite int/float, not bool), "bool", "dict", "list", a nested
+# spec (dict), or a tuple of alternatives, where None allows JSON null.
+_SPLITS = {"owner": ("str", None), "attacker": ("str", None), "independent": ("str", None), "test": ("str", None)}
+_PER_MODEL = {
+    "model_id": "str",
+    "role": "str",
+    "attack": ("str", None),
+    "kind": ("str", None),
+    "group": "str",
+    "score": "num",
+    "queries": "int",
+    "extras": "dict",
+}
+_SCHEMA: dict[str, Any] = {
+    "schema_version": "int",
+    "created": "str",
+    "seed": "int",
+    "method": {"name": "str", "version": ("str", "int"), "access": "str", "config": "dict"},
+    "config": "dict",
+    "config_sha256": "str",
+    "zoo": {
+        "name": "str",
+        "manifest_sha256": "str",
+        "dataset": "str",
+        "split_hashes": _SPLITS,
+        "source_id": ("str", None),
+        "source_test_acc": ("num", None),
+    },
+    "pool": ({"model_ids": "list", "train_seconds": "num"}, None),
+    "per_model": "list",
+    "metrics": {
+        "auc": "num",
+        "tpr_at_fpr": "dict",
+        "n_positive": "int",
+        "n_negative": "int",
+        "resolution_note": ("str", None),
+        "ci": ("dict", None),
+        "groups": "dict",
+        "roc": {"fpr": "list", "tpr": "list"},
+    },
+    "queries_per_suspect": "num",
+    "timing_s": {"generate": "num", "verify": "num", "total": "num", "fingerprint_cached": "bool"},
+    "versions": "dict",
+    "git": {"commit": ("str", None), "dirty": ("bool", None)},
+}
+_ROLES = ("positive", "negative")
+
+
+class ResultError(ValueError):
+    """A result dict or file that does not follow the schema (the message names field and file)."""
+
+
+def result_path(results_dir: str | Path, zoo_name: str, method_name: str, config_sha256: str, seed: int) -> Path:
+    """Where the result of one (zoo, method config, seed) lives.
+
+    Args:
+        results_dir: Root of the results tree (``paths.results_dir``).
+        zoo_name: ``zoo.name`` of the recipe.
+        method_name: Registry key of the method.
+        config_sha256: Hex sha256 of the resolved recipe; its first 8 characters name the file.
+        seed: The run's seed.
+
+    Returns:
+        ``results_dir/runs/<zoo>/<method>/<config_sha256[:8]>-s<seed>.json``.
+    """
+    return Path(results_dir) / "runs" / zoo_name / method_name / f"{config_sha256[:8]}-s{int(seed)}.json"
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    if kind is None:
+        return value is None
+    if isinstance(kind, dict):
+        return isinstance(value, dict)
+    if kind == "num":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    types = {"str": str, "bool": bool, "dict": dict, "list": list}
+    return isinstance(value, types[kind])
+
+
+def _describe(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(_describe(k) for k in kind)
+    if isinstance(kind, dict):
+        return "object"
+    return {None: "null", "num": "finite number", "int": "integer"}.get(kind, kind)
+
+
+def _check_fields(d: Any, spec: dict[str, Any], prefix: str, where: str) -> None:
+    if not isinstance(d, dict):
+        raise ResultError(f"{where}: field '{prefix.rstrip('.') or '<root>'}' must be an object, got {_type_name(d)}.")
+    for key, kind in spec.items():
+        name = prefix + key
+        if key not in d:
+            raise ResultError(f"{where}: missing field '{name}'; write results with the evaluation loop's RunResult.")
+        value = d[key]
+        alternatives = kind if isinstance(kind, tuple) else (kind,)
+        if not any(_matches(value, k) for k in alternatives):
+            raise ResultError(
+                f"{where}: field '{name}' must be {_describe(kind)}, got {_type_name(value)} {value!r:.60}."
+            )
+        nested = next((k for k in alternatives if isinstance(k, dict) and isinstance(value, dict)), None)
+        if nested is not None:
+            _check_fields(value, nested, name + ".", where)
+
+
+def _check_numbers(mapping: dict[str, Any], name: str, where: str) -> None:
+    for key, value in mapping.items():
+        if not _matches(value, "num"):
+            raise ResultError(f"{where}: field '{name}.{key}' must be a finite number, got {_type_name(value)} {value!r:.60}.")
+
+
+def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None:
+    """Check that ``d`` follows the result schema.
+
+    Args:
+        d: The result dict.
+        source: File the dict came from or goes to, named in errors (``<result>`` when ``None``).
+
+    Raises:
+        ResultError: Naming the first missing or ill-typed field, or an unsupported ``schema_version``.
+    """
+    where = str(source) if source is not None else "<result>"
+    if not isinstance(d, dict):
+        raise ResultError(f"{where}: a result must be a JSON object, got {_type_name(d)}.")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise ResultError(
+            f"{where}: schema_version {version!r} is not supported; this fpbench reads schema_version "
+            f"{SCHEMA_VERSION}. Re-run the evaluation or use the fpbench version that wrote the file."
+        )
+    _check_fields(d, _SCHEMA, "", where)
+    for i, record in enumerate(d["per_model"]):
+        _check_fields(record, _PER_MODEL, f"per_model[{i}].", where)
+        if record["role"] not in _ROLES:
+            raise ResultError(f"{where}: field 'per_model[{i}].role' is {record['role']!r}; expected one of {', '.join(_ROLES)}.")
+        _check_numbers(record["extras"], f"per_model[{i}].extras", where)
+    _check_numbers(d["metrics"]["tpr_at_fpr"], "metrics.tpr_at_fpr", where)
+    if d["pool"] is not None and not all(isinstance(m, str) for m in d["pool"]["model_ids"]):
+        raise ResultError(f"{where}: field 'pool.model_ids' must be a list of strings.")
+
+
+def make_result(
+    *,
+    seed: int,
+    method: dict[str, Any],
+    config: dict[str, Any],
+    zoo: dict[str, Any],
+    per_model: list[dict[str, Any]],
+    timing_s: dict[str, Any],
+    pool: dict[str, Any] | None = None,
+    fpr_targets: Sequence[float] = (0.01, 0.1),
+    bootstrap: BootstrapConfig | None = None,
+    git_path: str | Path | None = ".",
+) -> dict[str, Any]:
+    """Assemble a validated result dict: metrics, hashes, versions and git state filled in.
+
+    Args:
+        seed: The run's seed.
+        method: ``{name, version, access, config}``.
+        config: The full resolved recipe; its :func:`bench.io.sha256_json` is ``config_sha256``.
+        zoo: ``{name, manifest_sha256, dataset, split_hashes, source_id, source_test_acc}``.
+        per_model: One record per suspect (see module docstring); ``extras`` defaults to ``{}``.
+        timing_s: ``{generate, verify, total, fingerprint_cached}``.
+        pool: ``{model_ids, train_seconds}`` when the method used defender pools.
+        fpr_targets: FPR bounds for ``metrics.tpr_at_fpr``.
+        bootstrap: CI settings (``None`` = ``BootstrapConfig()``).
+        git_path: Folder whose git state is recorded; ``None`` records nulls.
+
+    Returns:
+        A dict that passes :func:`validate_result`.
+    """
+    records = [{"extras": {}, **r} for r in per_model]
+    extra_keys = sorted({k for r in records for k in r["extras"]})
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": int(seed),
+        "method": method,
+        "config": config,
+        "config_sha256": sha256_json(config),
+        "zoo": zoo,
+        "pool": pool,
+        "per_model": records,
+        "metrics": compute_metrics(
+            [r["score"] for r in records],
+            [1 if r["role"] == "positive" else 0 for r in records],
+            [r["group"] for r in records],
+            fpr_targets=fpr_targets,
+            bootstrap=bootstrap,
+            extras={k: [r["extras"].get(k, math.nan) for r in records] for k in extra_keys},
+        ),
+        "queries_per_suspect": sum(r["queries"] for r in records) / max(len(records), 1),
+        "timing_s": timing_s,
+        "versions": collect_versions(),
+        "git": git_info(git_path) if git_path is not None else {"commit": None, "dirty": None},
+    }
+    validate_result(result)
+    return result
+
+
+def write_result(d: dict[str, Any], path: str | Path) -> None:
+    """Validate ``d`` and write it atomically as sorted, indented JSON.
+
+    Args:
+        d: The result dict.
+        path: Destination, normally from :func:`result_path`.
+
+    Raises:
+        ResultError: If ``d`` does not validate (nothing is written).
+        OSError: If the write fails; the previous file, if any, is left intact.
+    """
+    validate_result(d, path)
+    atomic_write_json(path, d)
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """Read and validate one result file.
+
+    Args:
+        path: A result JSON file.
+
+    Returns:
+        The result dict.
+
+    Raises:
+        ResultError: If the file is not valid JSON or does not follow the schema.
+    """
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ResultError(f"{path}: not valid JSON ({err}); delete it and re-run the evaluation.") from err
+    validate_result(d, path)
+    return d
+
+
+def list_result_files(results_dir: str | Path) -> list[Path]:
+    """Paths of the result files under ``results_dir/runs`` (temp/hidden files skipped), sorted."""
+    runs = Path(results_dir) / "runs"
+    if not runs.is_dir():
+        return []
+    return sorted(p for p in runs.rglob("*.json") if not p.name.startswith("."))
+
+
+def iter_results(results_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """All result files under ``results_dir/runs``, validated, sorted by path.
+
+    Args:
+        results_dir: Root of the results tree.
+
+    Returns:
+        ``[(path, result), ...]``; empty when there is no ``runs`` folder.
+
+    Raises:
+        ResultError: On the first file that does not validate.
+    """
+    return [(p, read_result(p)) for p in list_result_files(results_dir)]
+
+
+def check_result(d: dict[str, Any]) -> list[str]:
+    """Recompute the headline metrics from ``per_model`` and list what the stored ones get wrong.
+
+    Checked (floats to 1e-9): ``auc``, each ``tpr_at_fpr`` target stored, ``n_positive``,
+    ``n_negative``, per-group ``n``/``mean_score``, and ``queries_per_suspect`` (mean of ``queries``).
+
+    Args:
+        d: A result dict that passed :func:`validate_result`.
+
+    Returns:
+        Discrepancy messages; empty when the stored metrics reproduce.
+    """
+    records = d["per_model"]
+    stored = d["metrics"]
+    try:
+        targets = [float(k) for k in stored["tpr_at_fpr"]]
+    except ValueError:
+        return [f"metrics.tpr_at_fpr keys {sorted(stored['tpr_at_fpr'])} are not numbers like '0.01'."]
+    try:
+        fresh = compute_metrics(
+            [r["score"] for r in records],
+            [1 if r["role"] == "positive" else 0 for r in records],
+            [r["group"] for r in records],
+            fpr_targets=targets,
+            bootstrap=BootstrapConfig(n=0),
+        )
+    except ValueError as err:
+        return [f"per_model cannot be scored: {err}"]
+    problems: list[str] = []
+
+    def compare(name: str, got: Any, want: Any) -> None:
+        if got is None or not isclose(got, want):
+            problems.append(f"{name} is {got!r} but per_model gives {want!r}.")
+
+    compare("metrics.auc", stored["auc"], fresh["auc"])
+    for key, value in fresh["tpr_at_fpr"].items():
+        compare(f"metrics.tpr_at_fpr[{key!r}]", stored["tpr_at_fpr"].get(key), value)
+    for key in ("n_positive", "n_negative"):
+        compare(f"metrics.{key}", stored[key], fresh[key])
+    for group, entry in fresh["groups"].items():
+        old = stored["groups"].get(group)
+        if not isinstance(old, dict):
+            problems.append(f"metrics.groups lacks group {group!r} present in per_model.")
+            continue
+        compare(f"metrics.groups[{group!r}].n", old.get("n"), entry["n"])
+        compare(f"metrics.groups[{group!r}].mean_score", old.get("mean_score"), entry["mean_score"])
+    if records:
+        compare("queries_per_suspect", d["queries_per_suspect"], sum(r["queries"] for r in records) / len(records))
+    return problems
+
+
+_DISTRIBUTIONS = {
+    "fpbench": "fpbench",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "pytorch_lightning": "pytorch-lightning",
+    "torchmetrics": "torchmetrics",
+    "numpy": "numpy",
+    "scikit_learn": "scikit-learn",
+    "pandas": "pandas",
+    "safetensors": "safetensors",
+    "omegaconf": "omegaconf",
+    "timm": "timm",
+}
+
+
+def collect_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages results depend on (``None`` for ones not installed).
+
+    Returns:
+        ``{"python": "3.11.7", "torch": "...", "pytorch_lightning": "...", ...}`` read from package
+        metadata, so nothing heavy is imported.
+    """
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for key, dist in _DISTRIBUTIONS.items():
+        try:
+            versions[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[key] = None
+    return versions
+
+
+def _git(path: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+def git_info(path: str | Path = ".") -> dict[str, Any]:
+    """The commit checked out at ``path`` and whether tracked files differ from it.
+
+    Args:
+        path: A folder inside the checkout.
+
+    Returns:
+        ``{"commit": sha | None, "dirty": bool | None}``; both ``None`` outside a git checkout or
+        without a ``git`` executable.
+    """
+    try:
+        head = _git(path, "rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        diff = _git(path, "diff", "--quiet", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    dirty = {0: False, 1: True}.get(diff.returncode)
+    return {"commit": head.stdout.strip(), "dirty": dirty}

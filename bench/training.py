@@ -1,0 +1,225 @@
+"""Lightning training for every model in a zoo: sources, negatives, pools and removal attacks.
+
+One `ClassifierModule` covers plain training, last-layer-only training (frozen features, BatchNorm
+statistics included), soft-label distillation and PGD adversarial training, so every model of a zoo
+goes through the same Trainer path and honours `compute.trainer` (devices, strategy, precision).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine", "multistep")
+TRAINABLE = ("all", "head")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # none | cosine (to 0 over the epochs) | multistep (x gamma at milestones)
+    milestones: list[int] = field(default_factory=list)  # epochs, multistep only
+    gamma: float = 0.1
+
+
+@dataclass
+class PGDConfig:
+    """L-inf PGD (Madry et al.) on [0,1] inputs, used by adversarial training."""
+
+    eps: float = 0.01  # L-inf radius in [0,1] pixel units
+    steps: int = 5
+    step_size: float | None = None  # None: 2.5 * eps / steps (Madry's rule)
+    random_start: bool = True
+    adv_ratio: float = 0.5  # fraction of each batch replaced by its adversarial version
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to `pytorch_lightning.Trainer` (see `make_trainer`)."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"  # "auto", an int, or a list of device indices
+    strategy: str = "auto"  # e.g. ddp, ddp_spawn, fsdp
+    num_nodes: int = 1
+    precision: str = "32-true"  # e.g. 16-mixed, bf16-mixed
+    deterministic: bool = False  # True forces deterministic kernels (slower on GPU)
+    enable_progress_bar: bool = True
+    log_every_n_steps: int = 10
+
+
+def validate_training(optimizer: OptimizerConfig, schedule: ScheduleConfig, epochs: int, where: str) -> None:
+    """Cheap checks of a training spec; raise ValueError naming the field and the allowed values."""
+    if optimizer.name not in OPTIMIZERS:
+        raise ValueError(f"{where}.optimizer.name='{optimizer.name}' is not one of {', '.join(OPTIMIZERS)}.")
+    if schedule.name not in SCHEDULES:
+        raise ValueError(f"{where}.schedule.name='{schedule.name}' is not one of {', '.join(SCHEDULES)}.")
+    if not optimizer.lr > 0:
+        raise ValueError(f"{where}.optimizer.lr={optimizer.lr} must be > 0.")
+    if optimizer.weight_decay < 0:
+        raise ValueError(f"{where}.optimizer.weight_decay={optimizer.weight_decay} must be >= 0.")
+    if epochs < 0:
+        raise ValueError(f"{where}.epochs={epochs} must be >= 0.")
+
+
+def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Untargeted L-inf PGD; returns adversarial inputs in [0,1] within `eps` of `x`."""
+    step = cfg.step_size if cfg.step_size is not None else 2.5 * cfg.eps / max(cfg.steps, 1)
+    x_adv = x.detach().clone()
+    if cfg.random_start:
+        noise = torch.rand(x.shape, generator=generator, device=x.device) if generator is not None else torch.rand_like(x)
+        x_adv = (x_adv + (noise * 2 - 1) * cfg.eps).clamp(0, 1)
+    for _ in range(cfg.steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + step * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - cfg.eps), x + cfg.eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+class ClassifierModule(pl.LightningModule):
+    """Trains a `Classifier` with cross-entropy (hard labels) or distillation (soft labels).
+
+    Args:
+        model: the network (a `bench.nets.Classifier`).
+        optimizer, schedule, epochs: the training recipe.
+        trainable: "all" or "head" (features frozen: no gradients and BatchNorm in eval mode).
+        temperature: soft-label distillation temperature (targets given as probabilities).
+        adversarial: PGD settings for adversarial training, or None.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: OptimizerConfig, schedule: ScheduleConfig, epochs: int,
+                 trainable: str = "all", temperature: float = 1.0, adversarial: PGDConfig | None = None) -> None:
+        super().__init__()
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable='{trainable}' is not one of {', '.join(TRAINABLE)}.")
+        self.model = model
+        self.optimizer_cfg = optimizer
+        self.schedule_cfg = schedule
+        self.epochs_requested = int(epochs)  # 0 is allowed (e.g. prune without fine-tuning)
+        self.epochs = max(int(epochs), 1)
+        self.trainable = trainable
+        self.temperature = float(temperature)
+        self.adversarial = adversarial
+        if trainable == "head":
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.startswith("head."))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.trainable == "head":  # frozen layers keep their BatchNorm statistics too
+            self.model.features.eval()
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.dtype.is_floating_point:  # soft labels: distillation (Hinton et al.), scaled by T^2
+            t = self.temperature
+            return -(target * F.log_softmax(logits / t, dim=1)).sum(dim=1).mean() * t * t
+        return F.cross_entropy(logits, target)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, target = batch
+        if self.adversarial is not None:
+            n_adv = int(round(self.adversarial.adv_ratio * x.shape[0]))
+            if n_adv > 0:
+                hard = target.argmax(dim=1) if target.dtype.is_floating_point else target
+                was_training = self.model.training
+                self.model.eval()  # craft against fixed BatchNorm statistics
+                x_adv = pgd_attack(self.model, x[:n_adv], hard[:n_adv], self.adversarial)
+                self.model.train(was_training)
+                x = torch.cat([x_adv, x[n_adv:]])
+        logits = self.model(x)
+        loss = self._loss(logits, target)
+        hard = target.argmax(dim=1) if target.dtype.is_floating_point else target
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        self.log("train/acc", (logits.argmax(1) == hard).float().mean(), prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        cfg = self.optimizer_cfg
+        if cfg.name == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                                  weight_decay=cfg.weight_decay)
+        elif cfg.name == "adam":
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if self.schedule_cfg.name == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
+        elif self.schedule_cfg.name == "multistep":
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(self.schedule_cfg.milestones), gamma=self.schedule_cfg.gamma)
+        else:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def make_trainer(cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: Any = False, progress: bool | None = None) -> pl.Trainer:
+    """A Trainer from `compute.trainer`: no checkpoints (the zoo saves safetensors itself)."""
+    return pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=cfg.precision,
+        deterministic=cfg.deterministic,
+        max_epochs=max_epochs,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.enable_progress_bar if progress is None else progress,
+        log_every_n_steps=cfg.log_every_n_steps,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=root_dir,
+    )
+
+
+def fit(module: ClassifierModule, loader: DataLoader, trainer_cfg: TrainerConfig, *, root_dir: str, seed: int,
+        logger: Any = False, progress: bool | None = None) -> float:
+    """Train `module` on `loader` for `module.epochs` epochs; returns wall seconds.
+
+    After a spawn-based strategy the trained weights are back in `module.model` (Lightning copies them).
+    """
+    start = time.perf_counter()
+    if module.epochs_requested == 0:
+        return 0.0
+    pl.seed_everything(seed, workers=True, verbose=False)
+    trainer = make_trainer(trainer_cfg, module.epochs, root_dir=root_dir, logger=logger, progress=progress)
+    trainer.fit(module, train_dataloaders=loader)
+    module.model.cpu().eval()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of `model` on tensors (x in [0,1]); restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        correct += int((model(xb.to(device)).argmax(1).cpu() == yb.cpu()).sum())
+    model.train(was_training)
+    return correct / max(len(y), 1)

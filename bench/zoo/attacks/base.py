@@ -1,0 +1,216 @@
+"""The removal-attack contract: take the source, return a new model; the source is never mutated.
+
+An attack is one file in this package, one class, one config dataclass; the file name, the registry
+key (`ATTACKS`) and the YAML `attack:` agree. Every hyperparameter is a field of the config, so the
+manifest records all of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bench.registry import Registry
+from bench.training import (
+    ClassifierModule,
+    OptimizerConfig,
+    PGDConfig,
+    ScheduleConfig,
+    TrainerConfig,
+    fit,
+    validate_training,
+)
+
+LABEL_SOURCES = ("ground_truth", "source")
+ATTACK_SPLITS = ("attacker", "owner", "independent")
+
+
+def check_choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise ValueError unless `value` is one of `allowed`; `where` is e.g. "prune.scope"."""
+    if value not in allowed:
+        raise ValueError(f"{where}={value!r} is not one of {', '.join(allowed)}.")
+
+
+def check_range(where: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise ValueError unless `value` lies in the interval; the message shows it, e.g. "[0, 1)"."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
+        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ValueError(f"{where}={value} must be in {interval}.")
+
+
+@dataclass
+class AttackTrainingConfig:
+    """Fields every training-based attack shares (defaults: the paper's fine-tuning recipe)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="none"))
+    split: str = "attacker"  # the attacker's own data (never the owner's)
+    labels: str = "ground_truth"  # ground_truth | source (the source's predicted labels)
+    seed: int = 0
+
+    attack_name: ClassVar[str] = "attack"  # prefix of validation messages; each attack's Config sets it
+
+    def __post_init__(self) -> None:
+        where = self.attack_name
+        validate_training(self.optimizer, self.schedule, self.epochs, where)
+        check_range(f"{where}.batch_size", self.batch_size, 1)
+        check_choice(f"{where}.split", self.split, ATTACK_SPLITS)
+        check_choice(f"{where}.labels", self.labels, LABEL_SOURCES)
+
+
+@dataclass
+class AttackContext:
+    """What an attack may use: the data, the Trainer settings, where Lightning may write."""
+
+    datamodule: Any
+    trainer: TrainerConfig
+    root_dir: str
+    progress: bool = True
+    logger: Any = False
+    source_arch: str = ""  # the source's architecture name (the zoo fills it; `extract` may reuse it)
+    source_arch_params: dict[str, Any] = field(default_factory=dict)  # and its `params`
+
+    def fit(self, module: ClassifierModule, loader: DataLoader, seed: int) -> float:
+        """Train with the zoo's Trainer settings; returns wall seconds."""
+        return fit(module, loader, self.trainer, root_dir=self.root_dir, seed=seed, logger=self.logger, progress=self.progress)
+
+
+@dataclass
+class AttackOutput:
+    """The attacked model plus what the manifest should record about it (e.g. measured sparsity)."""
+
+    model: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+class RemovalAttack(ABC):
+    """Base class: `apply` hands `_attack` a deep copy of the source, so the source is never mutated."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    provenance_keys: ClassVar[tuple[str, ...]] = ()  # always shown in `provenance()` (flattened names)
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def provenance(self) -> str:
+        """A readable fragment, e.g. `ftll(epochs=5,lr=0.001)`: the key params plus every non-default one.
+
+        Every field that differs from the Config's default appears, so different configs give different
+        provenance strings (the zoo hashes the provenance into the model id).
+        """
+        return f"{self.name}({format_params(self.config, self.provenance_keys)})"
+
+    def apply(self, source: nn.Module, ctx: AttackContext) -> AttackOutput:
+        """Run the attack on a copy of `source`."""
+        victim = copy.deepcopy(source).cpu()
+        return self._attack(victim, source, ctx)
+
+    @abstractmethod
+    def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
+        """Modify `model` (a private copy of `source`) and return it; query `source` only read-only."""
+
+
+# Short names of nested fields in provenance strings; other nested fields keep their dotted path.
+PROVENANCE_ALIASES = {"optimizer.lr": "lr", "optimizer.name": "optimizer", "schedule.name": "schedule"}
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf fields of a (nested) config dataclass by dotted name; free-form dicts stay one value."""
+    flat: dict[str, Any] = {}
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if is_dataclass(value):
+            flat.update(_flatten(value, f"{prefix}{item.name}."))
+        else:
+            flat[f"{prefix}{item.name}"] = value
+    return flat
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_format_value(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def format_params(config: Any, keys: tuple[str, ...] = (), only: tuple[str, ...] | None = None,
+                  exclude: tuple[str, ...] = ()) -> str:
+    """`k=v,...` for the flattened fields named in `keys`, then every other field that differs from
+    the default of `type(config)`, in field order; `only`/`exclude` restrict the fields shown."""
+    values = _flatten(config)
+    defaults = _flatten(type(config)())
+    names = [k for k in values if (only is None or k in only) and k not in exclude]
+    shown = [k for k in keys if k in names]
+    shown += [k for k in names if k not in shown and values[k] != defaults.get(k)]
+    return ",".join(f"{PROVENANCE_ALIASES.get(k, k)}={_format_value(values[k])}" for k in shown)
+
+
+def train_attacked(model: nn.Module, source: nn.Module, ctx: AttackContext, cfg: AttackTrainingConfig, *,
+                   trainable: str = "all", labels: str | None = None, limit: int | None = None,
+                   soft_temperature: float | None = None, adversarial: PGDConfig | None = None) -> tuple[float, int]:
+    """Train `model` with `ClassifierModule` on `cfg.split` as `cfg` says; returns (seconds, samples).
+
+    `labels` overrides `cfg.labels`; `soft_temperature` trains on the source's softened probabilities.
+    Every parameter is trainable again afterwards, so a chained attack starts from a plain model.
+    """
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.train()  # the copied source is in eval mode and Lightning 2.x does not switch modes on fit
+    loader = attack_loader(ctx, source, cfg.split, labels or cfg.labels, cfg.batch_size, cfg.seed,
+                           limit=limit, soft_temperature=soft_temperature)
+    module = ClassifierModule(model, cfg.optimizer, cfg.schedule, cfg.epochs, trainable=trainable,
+                              temperature=soft_temperature or 1.0, adversarial=adversarial)
+    seconds = ctx.fit(module, loader, cfg.seed)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.cpu().eval()
+    return seconds, len(loader.dataset)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def source_outputs(source: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Source logits on `x` (eval mode, mode restored)."""
+    was_training = source.training
+    source.eval()
+    device = next(source.parameters()).device
+    logits = torch.cat([source(xb.to(device)).float().cpu() for xb in x.split(batch_size)])
+    source.train(was_training)
+    return logits
+
+
+def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str, batch_size: int, seed: int,
+                  limit: int | None = None, soft_temperature: float | None = None) -> DataLoader:
+    """A shuffled loader over `split` with ground-truth labels, the source's hard labels, or its
+    temperature-softened probabilities (`soft_temperature`), drawn from the first `limit` samples."""
+    if split not in ATTACK_SPLITS:
+        raise ValueError(f"split='{split}' is not one of {', '.join(ATTACK_SPLITS)}.")
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"labels='{labels}' is not one of {', '.join(LABEL_SOURCES)}.")
+    x, y = ctx.datamodule.tensors(split, limit)
+    if labels == "source" or soft_temperature is not None:
+        logits = source_outputs(source, x)
+        y = (logits / soft_temperature).softmax(dim=1) if soft_temperature is not None else logits.argmax(dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
+
+
+ATTACKS: Registry[type[RemovalAttack]] = Registry("attack")

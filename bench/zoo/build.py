@@ -1,0 +1,147 @@
+"""Building a zoo: run the planned jobs, skipping verified models, writing each record atomically."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from bench.config import ConfigError, ModelSpec
+from bench.methods.base import PoolSpec
+from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, accuracy, fit
+from bench.zoo.plan import Job, ZooPlan, plan_zoo
+from bench.zoo.store import ZooStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    plan: ZooPlan
+    store: ZooStore
+    datamodule: Any = None
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def data_info(dm: Any) -> dict[str, Any]:
+    """What `load_model` needs to rebuild an architecture for this datamodule."""
+    return {"name": dm.name, "in_channels": dm.in_channels, "num_classes": dm.num_classes,
+            "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std)}
+
+
+def zoo_root(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.zoo_dir) / cfg.zoo.name
+
+
+def prepare(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None) -> tuple[Any, ZooPlan, ZooStore]:
+    """Set up the data and plan the zoo (cheap; all recipe errors surface here, before training)."""
+    from datamodules import build_datamodule
+
+    dm = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)
+    dm.setup()
+    plan = plan_zoo(cfg, dm.split_hashes(), pool_specs)
+    return dm, plan, ZooStore(zoo_root(cfg))
+
+
+def _new_model(arch: str, arch_params: dict, dm: Any, seed: int) -> nn.Module:
+    from bench.nets import build_model
+
+    return build_model(arch, in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
+                       mean=dm.mean, std=dm.std, params=dict(arch_params), seed=seed)
+
+
+def run_job(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root_dir: str, progress: bool,
+            logger: Any = False) -> tuple[nn.Module, dict[str, Any], float]:
+    """Make one model; returns (model, attack info, train seconds). Reads the source from `store`."""
+    if job.op == "train":
+        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelSpec), job.spec))
+        model = _new_model(spec.arch, spec.arch_params, dm, spec.seed)
+        module = ClassifierModule(model, _as(OptimizerConfig, spec.optimizer), _as(ScheduleConfig, spec.schedule), spec.epochs)
+        loader = dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
+        seconds = fit(module, loader, trainer_cfg, root_dir=root_dir, seed=spec.seed, logger=logger, progress=progress)
+        return module.model, {}, seconds
+    from bench.zoo.attacks import AttackContext, build_attack
+
+    source_record = store.records()[job.parent]
+    model = store.load_model(job.parent, source_record)
+    ctx = AttackContext(datamodule=dm, trainer=trainer_cfg, root_dir=root_dir, progress=progress, logger=logger,
+                        source_arch=source_record["arch"], source_arch_params=source_record["arch_params"])
+    info: dict[str, Any] = {}
+    seconds = 0.0
+    for step in job.spec["chain"]:
+        output = build_attack(step["attack"], step["params"]).apply(model, ctx)
+        model = output.model
+        seconds += output.train_seconds
+        info[step["attack"]] = output.info
+        ctx.source_arch, ctx.source_arch_params = job.arch, job.arch_params
+    return model, info, seconds
+
+
+def _as(cls: type, value: Any) -> Any:
+    return value if isinstance(value, cls) else cls(**value)
+
+
+def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progress: bool = True,
+              logger_factory: Any = None, require_suspects: bool = False) -> BuildReport:
+    """Build (or finish building) the recipe's zoo; models already built and verified are skipped.
+
+    Args:
+        cfg: a loaded recipe (`bench.config.load_recipe`).
+        pool_specs: defender pools requested by the methods about to run.
+        progress: show Lightning's progress bar for each fit.
+        logger_factory: job -> Lightning logger (W&B), or None for no logger.
+        require_suspects: fail before training unless there are positives and negatives to score.
+    """
+    start = time.perf_counter()
+    dm, plan, store = prepare(cfg, pool_specs)
+    if require_suspects and not (plan.by_role("positive") and plan.by_role("negative")):
+        raise ConfigError(f"Zoo '{plan.name}' plans {len(plan.by_role('positive'))} positives and "
+                          f"{len(plan.by_role('negative'))} negatives; evaluation needs at least one of each. "
+                          "Add entries under zoo.positives and zoo.negatives.")
+    report = BuildReport(plan=plan, store=store, datamodule=dm)
+    trainer_cfg = OmegaConf.to_object(cfg.compute.trainer)
+    root_dir = str(Path(cfg.paths.cache_dir) / "lightning")
+    with store.lock():
+        records = store.records()
+        pending = [job for job in plan.jobs if not (job.model_id in records and store.verify(records[job.model_id]))]
+        report.skipped = [job.model_id for job in plan.jobs if job not in pending]
+        if pending and cfg.compute.executor == "ray":
+            from bench.zoo.executors import run_ray
+
+            run_ray(cfg, plan, pending, store, report)
+        else:
+            for n, job in enumerate(pending, 1):
+                log.info("[%d/%d] %s %s", n, len(pending), job.role, job.provenance)
+                logger = logger_factory(job) if logger_factory else False
+                model, info, seconds = run_job(job, dm, store, trainer_cfg, root_dir, progress, logger)
+                store.add_record(finish_record(job, model, info, seconds, dm, store, plan))
+                report.built.append(job.model_id)
+                if logger:
+                    logger.experiment.finish()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: float, dm: Any, store: ZooStore,
+                  plan: ZooPlan) -> dict[str, Any]:
+    """Save the checkpoint and return the manifest record (test accuracy measured here)."""
+    x_test, y_test = dm.tensors("test")
+    record = job.record_base()
+    record.update({
+        "dataset": plan.dataset,
+        "data": data_info(dm),
+        "split_hashes": plan.split_hashes,
+        "test_acc": accuracy(model, x_test, y_test),
+        "train_seconds": round(seconds, 3),
+        "info": info,
+    })
+    record["sha256"] = store.save_model(job.model_id, model, {k: record[k] for k in ("model_id", "arch", "arch_params", "provenance", "data")})
+    return record

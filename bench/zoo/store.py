@@ -1,0 +1,125 @@
+"""A zoo on disk: `manifest.jsonl` + `models/<id>.safetensors` (+ `<id>.json`), atomic and locked.
+
+Checkpoints are safetensors only, so loading a model never unpickles anything; every load checks
+the file's sha256 against the manifest, so a changed checkpoint is refused by model id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from safetensors.torch import load_file
+from torch import nn
+
+from bench.io import atomic_save_tensors, atomic_write_json, atomic_write_text, sha256_file
+
+
+class ZooError(RuntimeError):
+    """A zoo on disk is missing, locked or inconsistent."""
+
+
+class TamperedCheckpointError(ZooError):
+    """A checkpoint's bytes do not match the sha256 the manifest recorded."""
+
+
+class ZooStore:
+    """Reads and writes one zoo directory (`<zoo_dir>/<name>/`)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.manifest_path = self.root / "manifest.jsonl"
+
+    # -- manifest ---------------------------------------------------------------------------
+    def records(self) -> dict[str, dict[str, Any]]:
+        """model_id -> record, in manifest order; {} when there is no manifest yet."""
+        if not self.manifest_path.is_file():
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for n, line in enumerate(self.manifest_path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ZooError(f"{self.manifest_path}:{n} is not valid JSON ({err}).") from None
+                out[record["model_id"]] = record
+        return out
+
+    def write_records(self, records: dict[str, dict[str, Any]]) -> None:
+        """Rewrite the whole manifest atomically (temp file + rename)."""
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records.values())
+        atomic_write_text(self.manifest_path, text)
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        records = self.records()
+        records[record["model_id"]] = record
+        self.write_records(records)
+
+    def manifest_sha256(self) -> str:
+        if not self.manifest_path.is_file():
+            raise ZooError(f"No manifest at {self.manifest_path}: build the zoo first (fpbench zoo RECIPE).")
+        return sha256_file(self.manifest_path)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def checkpoint_path(self, model_id: str) -> Path:
+        return self.models_dir / f"{model_id}.safetensors"
+
+    def save_model(self, model_id: str, model: nn.Module, meta: dict[str, Any]) -> str:
+        """Write the weights (safetensors) and the arch description atomically; returns the sha256."""
+        path = self.checkpoint_path(model_id)
+        atomic_save_tensors(path, model.state_dict(), metadata={"model_id": model_id})
+        atomic_write_json(self.models_dir / f"{model_id}.json", meta)
+        return sha256_file(path)
+
+    def verify(self, record: dict[str, Any]) -> bool:
+        """True if the checkpoint exists and matches; raises TamperedCheckpointError if it differs."""
+        path = self.checkpoint_path(record["model_id"])
+        if not path.is_file():
+            return False
+        actual = sha256_file(path)
+        if actual != record["sha256"]:
+            raise TamperedCheckpointError(
+                f"Checkpoint of model {record['model_id']} ({record['provenance']}) was changed: sha256 {actual[:12]}… "
+                f"!= manifest {record['sha256'][:12]}…. Delete {path} to rebuild it, or restore the original file.")
+        return True
+
+    def load_model(self, model_id: str, record: dict[str, Any] | None = None) -> nn.Module:
+        """Rebuild the architecture and load verified weights; never unpickles."""
+        from bench.nets import build_model
+
+        record = record or self.records().get(model_id)
+        if record is None:
+            raise ZooError(f"Model {model_id} is not in {self.manifest_path}. `fpbench zoo RECIPE --list` shows the zoo.")
+        if not self.verify(record):
+            raise ZooError(f"Checkpoint of model {model_id} is missing at {self.checkpoint_path(model_id)}; rebuild the zoo.")
+        data = record["data"]
+        model = build_model(record["arch"], in_channels=data["in_channels"], num_classes=data["num_classes"],
+                            image_size=data["image_size"], mean=data["mean"], std=data["std"], params=record["arch_params"])
+        model.load_state_dict(load_file(str(self.checkpoint_path(model_id))))
+        return model.eval()
+
+    @contextmanager
+    def lock(self, timeout: float = 0.5) -> Iterator[None]:
+        """Exclusive access for a build: a second build of the same zoo fails fast instead of corrupting it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / ".lock"))
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise ZooError(f"Zoo {self.root} is being built by another process (lock {self.root / '.lock'}). "
+                           "Wait for it to finish, or delete the lock file if that process is gone.") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def load_model(zoo_dir: str | os.PathLike, model_id: str) -> nn.Module:
+    """Load one model of the zoo at `zoo_dir` (the folder holding manifest.jsonl), sha256-verified."""
+    return ZooStore(zoo_dir).load_model(model_id)

@@ -1,0 +1,391 @@
+"""The datamodule contract: config dataclasses, named splits with content hashes, the registry.
+
+A `FingerprintDataModule` turns a dataset into four disjoint, seed-determined splits: `owner`
+(source training, fingerprint seeds), `attacker` (removal attacks), `independent` (negatives trained
+on different data) and `test` (accuracy). Images are [0,1] float pixels; normalisation (`mean`,
+`std`) belongs to the model's first layer.
+
+Split drawing (shared by every dataset): one `torch.Generator` seeded with `seed` permutes the train
+pool once; `owner`, `attacker`, `independent` (and, for single-pool datasets, `test`) are consecutive
+slices of that permutation, in that order. So changing a later split's size never changes an earlier
+split. A two-pool dataset's `test` is the official test set in file order (`splits.test: null`) or a
+random subset of it drawn from the same generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+TRAIN_POOL_SPLITS: tuple[str, ...] = ("owner", "attacker", "independent")
+
+
+@dataclass
+class SplitSizes:
+    """Split sizes. A value >= 1 is a count; 0 < value < 1 a fraction of the pool; 0 an empty split.
+
+    `owner`, `attacker`, `independent` are drawn from the train pool. `test` (None: the whole
+    official test set) is drawn from the test pool; for single-pool datasets (digits) None means
+    "whatever the other three leave" and every fraction is of the one pool.
+    """
+
+    owner: float = 0.5  # source training data and fingerprint seeds
+    attacker: float = 0.1  # data the removal attacks may use
+    independent: float = 0.4  # data for negatives trained on different data
+    test: float | None = None  # accuracy; None: the whole test pool (or the remainder, single pool)
+
+
+@dataclass
+class DataConfig:
+    """The recipe's `data:` section."""
+
+    name: str = "digits"  # registry key in DATAMODULES
+    splits: SplitSizes = field(default_factory=SplitSizes)
+    batch_size: int = 128  # training batch size
+    eval_batch_size: int = 512  # batch size for evaluation and feature extraction
+    num_workers: int = 0  # DataLoader workers; 0 keeps everything in the main process
+    pin_memory: bool = False  # pin host memory for faster GPU copies
+    augment: bool = False  # random crop (+flip for natural images) on training batches, on the fly
+    download: bool = False  # allow torchvision downloads (cifar/fashion_mnist); off: never touch the network
+    image_size: int | None = None  # imagenet resize/crop size (None: 224); ignored elsewhere
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset files are missing; the message lists every place looked at and how to get them."""
+
+
+class FingerprintDataModule(pl.LightningDataModule, ABC):
+    """Abstract base: four named, disjoint, seed-determined splits of one dataset.
+
+    Subclasses set the class attributes and implement `_load_pools`, `_make_dataset`, `_tensors`
+    and `_content_hash`; the base class draws the splits and serves datasets, loaders and hashes.
+
+    Args:
+        cfg: the `data:` config (a `DataConfig` or an omegaconf structured config of one).
+        data_dir: root folder of the datasets (the recipe's `paths.data_dir`).
+        seed: seed of the split draw; the same seed gives the same indices on any machine.
+    """
+
+    name: ClassVar[str] = ""
+    num_classes: int = 0
+    in_channels: ClassVar[int] = 0
+    image_size: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    SPLITS: ClassVar[tuple[str, ...]] = ("owner", "attacker", "independent", "test")
+
+    def __init__(self, cfg: DataConfig, data_dir: str | os.PathLike, seed: int) -> None:
+        super().__init__()
+        if not isinstance(cfg, DataConfig):  # an omegaconf DictConfig: work on plain values
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        self.cfg = cfg
+        self.data_dir = os.fspath(data_dir)
+        self.seed = int(seed)
+        self._indices: dict[str, torch.Tensor] | None = None
+        self._pools: dict[str, str] = {}  # split -> "train" | "test"
+        self._hashes: dict[str, str] = {}
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    @abstractmethod
+    def _load_pools(self) -> tuple[int, int | None]:
+        """Load the data; return (train pool size, test pool size or None for a single pool)."""
+
+    @abstractmethod
+    def _make_dataset(self, indices: torch.Tensor, pool: str, train: bool) -> Dataset:
+        """A dataset over `indices` of `pool` ("train" | "test"), augmented if `train`."""
+
+    @abstractmethod
+    def _tensors(self, indices: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-augmented (x [N,C,H,W] float in [0,1], y int64 [N]) for `indices` of `pool`."""
+
+    @abstractmethod
+    def _content_hash(self, indices: torch.Tensor, pool: str) -> str:
+        """Hex sha256 of the content at `indices` of `pool`, in that order."""
+
+    # -- Lightning ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data and draw the splits; a second call does nothing."""
+        if self._indices is not None:
+            return
+        train_pool, test_pool = self._load_pools()
+        self._indices = self._draw_splits(train_pool, test_pool)
+        log.info("%s splits: %s", self.name, {s: len(i) for s, i in self._indices.items()})
+
+    def train_dataloader(self) -> DataLoader:
+        """The owner split, augmented, shuffled by the global RNG (so the training seed governs order)."""
+        return self.loader("owner", shuffle=True, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """The test split."""
+        return self.loader("test")
+
+    def test_dataloader(self) -> DataLoader:
+        """The test split."""
+        return self.loader("test")
+
+    # -- public API ---------------------------------------------------------------------------
+    def indices(self, split: str) -> torch.Tensor:
+        """Indices of `split` into its pool (train pool; test pool for a two-pool `test`)."""
+        self._check_split(split)
+        self.setup()
+        assert self._indices is not None
+        return self._indices[split]
+
+    def pool(self, split: str) -> str:
+        """The pool `split` is drawn from: "train" or "test"."""
+        self.indices(split)
+        return self._pools[split]
+
+    def dataset(self, split: str, train: bool = False) -> Dataset:
+        """Items `(x, y)`: x float32 [C,H,W] in [0,1], y int64 scalar; augmented if `train` and `cfg.augment`."""
+        return self._make_dataset(self.indices(split), self.pool(split), train and self.cfg.augment)
+
+    def loader(
+        self,
+        split: str,
+        *,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        train: bool = False,
+        drop_last: bool = False,
+        generator_seed: int | None = None,
+    ) -> DataLoader:
+        """A DataLoader over `split`.
+
+        Args:
+            split: one of `SPLITS`.
+            batch_size: None: `cfg.batch_size` if `train` else `cfg.eval_batch_size`.
+            shuffle: reshuffle every epoch.
+            train: augment (if `cfg.augment`) and use the training batch size.
+            drop_last: drop the last incomplete batch.
+            generator_seed: seed of the shuffle order; None: the global torch RNG.
+        """
+        dataset = self.dataset(split, train=train)
+        if batch_size is None:
+            batch_size = self.cfg.batch_size if train else self.cfg.eval_batch_size
+        generator = torch.Generator().manual_seed(generator_seed) if generator_seed is not None else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle and len(dataset) > 0,  # type: ignore[arg-type]
+            drop_last=drop_last,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.cfg.pin_memory,
+            persistent_workers=train and self.cfg.num_workers > 0,
+            generator=generator,
+        )
+
+    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `limit` samples of `split` in split order, un-augmented: x [N,C,H,W] in [0,1], y int64 [N]."""
+        indices = self.indices(split)
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit={limit} is negative; pass None for the whole split or a count >= 0.")
+            indices = indices[:limit]
+        return self._tensors(indices, self.pool(split))
+
+    def split_size(self, split: str) -> int:
+        """Number of samples in `split`."""
+        return len(self.indices(split))
+
+    def split_hash(self, split: str) -> str:
+        """Hex sha256 of the split's content in split order (see the subclass for what is hashed)."""
+        if split not in self._hashes:
+            self._hashes[split] = self._content_hash(self.indices(split), self.pool(split))
+        return self._hashes[split]
+
+    def split_hashes(self) -> dict[str, str]:
+        """`split_hash` of every split in `SPLITS`."""
+        return {split: self.split_hash(split) for split in self.SPLITS}
+
+    # -- internals ----------------------------------------------------------------------------
+    def _check_split(self, split: str) -> None:
+        if split not in self.SPLITS:
+            raise ValueError(
+                f"Unknown split '{split}' for {self.name}. Valid splits: {', '.join(self.SPLITS)}."
+            )
+
+    def _draw_splits(self, train_pool: int, test_pool: int | None) -> dict[str, torch.Tensor]:
+        sizes = self.cfg.splits
+        counts = {s: _count(s, getattr(sizes, s), train_pool, self.name) for s in TRAIN_POOL_SPLITS}
+        single_pool = test_pool is None
+        if single_pool:
+            if sizes.test is None:
+                remainder = train_pool - sum(counts.values())  # < 0: the oversize check below reports it
+                if remainder > 0:
+                    counts["test"] = remainder
+                elif remainder == 0:
+                    raise ValueError(
+                        f"data.splits owner={sizes.owner}, attacker={sizes.attacker}, independent={sizes.independent} "
+                        f"use all {train_pool} samples of {self.name}'s single pool and leave none for test. "
+                        "Fix: lower them (e.g. owner=0.4 attacker=0.1 independent=0.3) or set data.splits.test=0 "
+                        "to ask for an empty test split."
+                    )
+            else:
+                counts["test"] = _count("test", sizes.test, train_pool, self.name)
+        total = sum(counts.values())
+        if total > train_pool:
+            asked = " + ".join(f"{s}={n}" for s, n in counts.items())
+            raise ValueError(
+                f"data.splits ask for {asked} = {total} samples, but {self.name}'s "
+                f"{'single' if single_pool else 'train'} pool has {train_pool}. Fix: lower data.splits."
+                f"{'/'.join(counts)} (counts, or fractions of the pool) so they sum to at most {train_pool}."
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(train_pool, generator=generator)
+        splits, start = {}, 0
+        for split, n in counts.items():
+            splits[split], start = order[start : start + n], start + n
+            self._pools[split] = "train"
+        if not single_pool:
+            self._pools["test"] = "test"
+            if sizes.test is None:
+                splits["test"] = torch.arange(test_pool)
+            else:
+                n = _count("test", sizes.test, test_pool, self.name)
+                if n > test_pool:
+                    raise ValueError(
+                        f"data.splits.test={sizes.test} asks for {n} samples, but {self.name}'s test pool has "
+                        f"{test_pool}. Fix: set data.splits.test to at most {test_pool}, a fraction, or null (all)."
+                    )
+                splits["test"] = torch.randperm(test_pool, generator=generator)[:n]
+        return splits
+
+
+class InMemoryDataModule(FingerprintDataModule):
+    """Base for datasets held in memory as uint8 tensors [N,C,H,W] (converted to float on indexing).
+
+    `split_hash` is the sha256 of a header (`shape` of one image), then the split's pixel bytes
+    (uint8, NCHW, split order), then its labels (int64 little-endian, split order).
+    """
+
+    pixel_max: ClassVar[float] = 255.0  # stored value of a white pixel: x = stored / pixel_max
+    augment_padding: ClassVar[int] = 4  # random-crop padding of `augment`
+    augment_flip: ClassVar[bool] = True  # random horizontal flip of `augment`
+
+    @abstractmethod
+    def _load_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(train images uint8 [N,C,H,W], train labels int64 [N], test images or None, test labels or None)."""
+
+    def _load_pools(self) -> tuple[int, int | None]:
+        train_x, train_y, test_x, test_y = self._load_arrays()
+        self._arrays = {"train": (train_x.contiguous(), train_y.long())}
+        if test_x is not None and test_y is not None:
+            self._arrays["test"] = (test_x.contiguous(), test_y.long())
+        return len(train_x), (len(test_x) if test_x is not None else None)
+
+    def _make_dataset(self, indices: torch.Tensor, pool: str, train: bool) -> Dataset:
+        images, labels = self._arrays[pool]
+        padding, flip = (self.augment_padding, self.augment_flip) if train else (0, False)
+        return TensorSplitDataset(images, labels, indices, self.pixel_max, padding, flip)
+
+    def _tensors(self, indices: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self._arrays[pool]
+        return images[indices].float().div_(self.pixel_max), labels[indices]
+
+    def _content_hash(self, indices: torch.Tensor, pool: str) -> str:
+        images, labels = self._arrays[pool]
+        digest = hashlib.sha256(f"uint8{list(images.shape[1:])}".encode())
+        for start in range(0, len(indices), 8192):  # chunks bound the extra memory
+            digest.update(images[indices[start : start + 8192]].numpy().tobytes())
+        digest.update(labels[indices].numpy().astype("<i8").tobytes())
+        return digest.hexdigest()
+
+
+class TensorSplitDataset(Dataset):
+    """A split of uint8 images served as float [0,1]; fetches whole batches at once (`__getitems__`).
+
+    Args:
+        images: uint8 [N,C,H,W] pool.
+        labels: int64 [N] pool labels.
+        indices: the split's indices into the pool.
+        pixel_max: stored value of a white pixel.
+        padding: random-crop padding (0: no crop); drawn from the global RNG on every fetch.
+        flip: random horizontal flip.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        pixel_max: float = 255.0,
+        padding: int = 0,
+        flip: bool = False,
+    ) -> None:
+        self.images, self.labels, self.indices = images, labels, indices
+        self.pixel_max, self.padding, self.flip = pixel_max, padding, flip
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self.indices[torch.as_tensor(items, dtype=torch.long)]
+        x = self.images[rows].float().div_(self.pixel_max)
+        if self.padding or self.flip:
+            x = random_crop_flip(x, self.padding, self.flip)
+        return list(zip(x.unbind(0), self.labels[rows].unbind(0)))
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= item < len(self):
+            raise IndexError(f"index {item} out of range for a split of {len(self)} samples")
+        return self.__getitems__([item])[0]
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Per-image random crop (zero padding `padding`) and horizontal flip of a batch [B,C,H,W], vectorised."""
+    batch, channels, height, width = x.shape
+    if padding > 0:
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        top = torch.randint(0, 2 * padding + 1, (batch, 1))
+        left = torch.randint(0, 2 * padding + 1, (batch, 1))
+        rows = (top + torch.arange(height))[:, None, :, None]
+        cols = (left + torch.arange(width))[:, None, None, :]
+        x = padded[
+            torch.arange(batch)[:, None, None, None], torch.arange(channels)[None, :, None, None], rows, cols
+        ]
+    if flip:
+        flipped = torch.rand(batch) < 0.5
+        x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def _count(split: str, value: Any, pool: int, dataset: str) -> int:
+    """Resolve a SplitSizes value (count, fraction of `pool`, or 0) to a sample count."""
+    value = float(value)
+    if value < 0 or math.isnan(value):
+        raise ValueError(
+            f"data.splits.{split}={value} is invalid. Use a count >= 1, a fraction in (0, 1), or 0."
+        )
+    if value >= 1:
+        if not value.is_integer():
+            raise ValueError(
+                f"data.splits.{split}={value}: values >= 1 are sample counts and must be whole numbers. "
+                f"Fix: use {math.floor(value)}, or a fraction in (0, 1)."
+            )
+        return int(value)
+    count = math.floor(value * pool + 1e-9)  # 1e-9: 0.3 * 10 must give 3, not 2
+    if value > 0 and count == 0:
+        raise ValueError(
+            f"data.splits.{split}={value} of {dataset}'s pool of {pool} gives 0 samples. "
+            "Fix: use a larger fraction or a count, or 0 to ask for an empty split explicitly."
+        )
+    return count
+
+
+DATAMODULES = Registry[type[FingerprintDataModule]]("datamodule")

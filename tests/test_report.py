@@ -1,0 +1,133 @@
+"""bench.report: leaderboard (deterministic, golden file), plots, result checks.
+
+The golden files are ``tests/golden/leaderboard.{md,csv}``. After an intended change to the
+leaderboard format, regenerate them with::
+
+    FPBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py
+
+and review the diff before committing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.metrics import BootstrapConfig
+from bench.report import build_leaderboard, check_results, paper_value, write_leaderboard, write_plots
+from bench.results import make_result, result_path, write_result
+
+GOLDEN = Path(__file__).parent / "golden"
+ATTACKS = ("FTLL", "RTAL", "prune")
+KINDS = ("SAST", "SADT", "DAST", "DADT")
+# (method, seeds, how far positives' scores are lifted above negatives')
+RUNS = (("adv_tra", (0, 1), 0.5), ("ipguard", (0, 1), 0.2), ("akh", (0,), 0.35))
+
+
+def synthetic_result(method: str, seed: int, lift: float, n: int = 12) -> dict[str, Any]:
+    """A result on zoo `tiny` (cifar10) with scores from `random.Random`, stable across versions."""
+    rng = random.Random(f"{method}-{seed}")
+    per_model = []
+    for i in range(2 * n):
+        positive = i < n
+        attack, kind = (ATTACKS[i % 3], None) if positive else (None, KINDS[i % 4])
+        per_model.append({
+            "model_id": f"m{i:03d}", "role": "positive" if positive else "negative",
+            "attack": attack, "kind": kind, "group": attack or kind,
+            "score": round(rng.random() * 0.6 + (lift if positive else 0.0), 4), "queries": 100 + 10 * len(method),
+        })  # fmt: skip
+    return make_result(
+        seed=seed,
+        method={"name": method, "version": "1", "access": "label", "config": {}},
+        config={"method": method, "zoo": "tiny"},
+        zoo={
+            "name": "tiny", "manifest_sha256": "ab" * 32, "dataset": "cifar10",
+            "split_hashes": {"owner": "o", "attacker": "a", "independent": "i", "test": "t"},
+            "source_id": "src", "source_test_acc": 0.9,
+        },  # fmt: skip
+        per_model=per_model,
+        timing_s={"generate": 2.0 + seed, "verify": 0.5, "total": 2.5 + seed, "fingerprint_cached": False},
+        bootstrap=BootstrapConfig(n=200, seed=seed),
+        git_path=None,
+    )
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    for method, seeds, lift in RUNS:
+        for seed in seeds:
+            result = synthetic_result(method, seed, lift)
+            write_result(result, result_path(tmp_path, "tiny", method, result["config_sha256"], seed))
+    return tmp_path
+
+
+def test_leaderboard_rows(results_dir: Path) -> None:
+    frame = build_leaderboard(results_dir)
+    assert list(frame["auc"]) == sorted(frame["auc"], reverse=True)
+    assert dict(zip(frame["method"], frame["trials"])) == {"adv_tra": 2, "ipguard": 2, "akh": 1}
+    rows = frame.set_index("method")
+    assert rows.loc["adv_tra", "paper"] == "1.00/1.00/1.00" and rows.loc["akh", "paper"] == ""
+    assert math.isnan(rows.loc["akh", "auc_std"]) and rows.loc["akh", "auc_ci"]  # one trial: CI shown
+    assert rows.loc["adv_tra", "auc_ci"] == "" and rows.loc["adv_tra", "auc_std"] >= 0  # several: std
+    assert rows.loc["adv_tra", "result_files"][0].startswith("runs/tiny/adv_tra/")
+    assert (rows.loc["adv_tra", "n_pos"], rows.loc["adv_tra", "n_neg"]) == (12, 12)
+
+
+def test_paper_value_matches_dataset_spelling() -> None:
+    assert paper_value("adv_tra", "CIFAR-100") == "1.00/1.00/1.00"
+    assert paper_value("adv_tra", "fashion_mnist") == ""
+
+
+def test_leaderboard_is_byte_identical(results_dir: Path) -> None:
+    md, csv = write_leaderboard(results_dir)
+    first = (md.read_bytes(), csv.read_bytes())
+    assert write_leaderboard(results_dir) == (md, csv)
+    assert (md.read_bytes(), csv.read_bytes()) == first
+
+
+@pytest.mark.parametrize("name", ["leaderboard.md", "leaderboard.csv"])
+def test_leaderboard_golden(results_dir: Path, name: str) -> None:
+    write_leaderboard(results_dir)
+    got = (results_dir / name).read_text(encoding="utf-8")
+    golden = GOLDEN / name
+    if os.environ.get("FPBENCH_UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(got, encoding="utf-8")
+    assert got == golden.read_text(encoding="utf-8"), f"{name} changed; see this module's docstring to regenerate"
+
+
+def test_empty_results_dir(tmp_path: Path) -> None:
+    md, _ = write_leaderboard(tmp_path)
+    assert "No result files found." in md.read_text()
+    assert write_plots(tmp_path) == [] and check_results(tmp_path) == []
+
+
+def test_plots_are_png(results_dir: Path) -> None:
+    from matplotlib.image import imread
+
+    paths = write_plots(results_dir)
+    names = ["roc.png", "scores_box.png", "groups_heatmap.png"]
+    assert paths == [results_dir / "plots" / "tiny" / n for n in names]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert imread(path).shape[0] > 100
+
+
+def test_check_results_flags_edits(results_dir: Path) -> None:
+    assert check_results(results_dir) == []
+    path = sorted((results_dir / "runs").rglob("*.json"))[0]
+    data = json.loads(path.read_text())
+    data["metrics"]["auc"] = 0.999
+    path.write_text(json.dumps(data))
+    problems = check_results(results_dir)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: metrics.auc")
+    del data["per_model"]
+    path.write_text(json.dumps(data))
+    problems = check_results(results_dir)
+    assert len(problems) == 1 and str(path) in problems[0] and "'per_model'" in problems[0]
