@@ -65,6 +65,7 @@ def _setup_logging(quiet: bool) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs newer torch, harmless
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:

@@ -159,11 +159,14 @@ def _attack_steps(entry: dict[str, Any], where: str) -> list[list[tuple[str, dic
     for j, step in enumerate(steps):
         if not isinstance(step, dict) or "attack" not in step:
             raise ConfigError(f"{where}: each step needs 'attack:' (one of {', '.join(ATTACKS.names())}); got {step!r}.")
-        name = step["attack"]
-        if name not in ATTACKS:
-            raise ConfigError(f"{where}: {ATTACKS.unknown_message(name)}")
+        names = step["attack"] if isinstance(step["attack"], list) else [step["attack"]]  # a list expands too
         params = {k: v for k, v in step.items() if k not in ("attack", "label")}
-        options.append([(name, p, varied) for p, varied in expand(params, _scalar_fields(ATTACKS.get(name).Config))])
+        choices = []
+        for name in names:
+            if name not in ATTACKS:
+                raise ConfigError(f"{where}: {ATTACKS.unknown_message(name)}")
+            choices += [(name, p, varied) for p, varied in expand(params, _scalar_fields(ATTACKS.get(name).Config))]
+        options.append(choices)
     return [list(chain) for chain in itertools.product(*options)]
 
 
@@ -221,7 +224,7 @@ def _pool_jobs(zoo: DictConfig, specs: list[PoolSpec], source: Job, source_spec:
                 job = _train_job("pool", _train_spec(source_spec, overrides, "pool reference"), dataset, split_hashes, "reference")
                 jobs.setdefault(job.model_id, job)
             for arch in spec.surrogate_archs:
-                params = {"arch": arch, "seed": seed, "split": "owner", "labels": "hard"}
+                params = {"arch": arch, "seed": seed, "split": "owner", "labels_kind": "hard"}
                 if spec.epochs is not None:
                     params["epochs"] = spec.epochs
                 attack = build_attack("extract", params)

@@ -1,0 +1,78 @@
+"""Sweep report: a CSV of every (point, trial) and plots on the swept axes.
+
+Two swept keys give heatmaps of AUC and T1%F (mean over trials; the paper's Fig. 11 is AUC over
+brake factor x length); one swept key gives line plots with a 95% band over trials (Fig. 10).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.io import atomic_write_text
+from bench.report.plots import _figure, _save
+
+METRICS = (("auc", "AUC"), ("tpr@0.01", "T1%F"))
+
+
+def _axis(frame: pd.DataFrame, key: str) -> str:
+    """Plot ADV-TRA's half_length on the paper's axis (samples per trajectory) when it is known."""
+    if key.endswith("half_length") and "trajectory_length" in frame:
+        return "trajectory_length"
+    return key
+
+
+def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path: Path) -> Path:
+    table = frame.groupby([y, x])[metric].mean().unstack(x).sort_index().sort_index(axis=1)
+    fig = _figure(1.2 + 0.9 * table.shape[1], 1.0 + 0.6 * table.shape[0])
+    ax = fig.add_subplot()
+    image = ax.imshow(table.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.index])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax, label=title)
+    ax.set_title(f"{title} (mean over trials)")
+    return _save(fig, path)
+
+
+def _lines(frame: pd.DataFrame, x: str, path: Path) -> Path:
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    for metric, title in METRICS:
+        if metric not in frame:
+            continue
+        stats = frame.groupby(x)[metric].agg(["mean", "std", "count"]).sort_index()
+        half = 1.96 * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
+        xs = stats.index.to_numpy(dtype=float)
+        ax.plot(xs, stats["mean"], marker="o", label=title)
+        ax.fill_between(xs, (stats["mean"] - half).clip(0, 1), (stats["mean"] + half).clip(0, 1), alpha=0.2)
+    ax.set_xlabel(x)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("metric (mean, 95% band over trials)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def write_sweep_report(name: str, keys: list[str], rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, list[Path]]:
+    """Write `<out_dir>/points.csv` and the plots that fit the number of swept keys."""
+    out = Path(out_dir)
+    frame = pd.DataFrame(rows).sort_values(["method", "point", "trial"]).reset_index(drop=True)
+    csv = out / "points.csv"
+    atomic_write_text(csv, frame.to_csv(index=False, float_format="%.6g"))
+    plots: list[Path] = []
+    for method, part in frame.groupby("method"):
+        if len(keys) == 2:
+            x, y = _axis(part, keys[0]), _axis(part, keys[1])
+            for metric, title in METRICS:
+                if metric in part:
+                    plots.append(_heatmap(part, x, y, metric, title, out / f"{method}_{metric.replace('@', '_at_')}_heatmap.png"))
+        elif len(keys) == 1:
+            plots.append(_lines(part, _axis(part, keys[0]), out / f"{method}_lines.png"))
+    return csv, plots

@@ -1,0 +1,203 @@
+"""Sweeps: a grid or random search over any recipe keys, repeated over trial seeds.
+
+A sweep file names a base recipe and the keys to vary. Every (point, trial) becomes one `fpbench run`
+with extra overrides, so it writes an ordinary result file; the zoo and cached fingerprints are
+reused wherever a point does not change them, a finished point is skipped on rerun, and a failing
+point is reported while the others go on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import ConfigError, load_recipe, run_config_sha256, to_dict
+from bench.io import atomic_write_text
+from bench.results import ResultError, read_result, result_path
+
+log = logging.getLogger(__name__)
+SEARCHES = ("grid", "random")
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    path: Path
+    recipe: Path
+    parameters: dict[str, Any]
+    search: str = "grid"
+    n: int = 10  # random search: number of points
+    sample_seed: int = 0  # random search: sampling seed
+    trials: int = 1  # repeats with fingerprint seeds seed, seed+1, ...
+    trial_zoo_seed: bool = False  # also vary zoo.source.seed per trial (a new zoo per trial)
+    overrides: list[str] = field(default_factory=list)  # fixed overrides (sweep file, then command line)
+
+    def points(self) -> list[dict[str, Any]]:
+        """The swept values of every point, in a deterministic order."""
+        if self.search == "grid":
+            keys = list(self.parameters)
+            return [dict(zip(keys, combo)) for combo in itertools.product(*(self.parameters[k] for k in keys))]
+        rng = random.Random(self.sample_seed)
+        return [{k: _sample(v, rng) for k, v in self.parameters.items()} for _ in range(self.n)]
+
+
+def _sample(space: Any, rng: random.Random) -> Any:
+    if isinstance(space, list):
+        return rng.choice(space)
+    low, high = float(space["min"]), float(space["max"])
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if space.get("log") else rng.uniform(low, high)
+    return int(round(value)) if space.get("int") else value
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Read and check a sweep file; every point's recipe is validated before any work."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Sweep file not found: {path}.")
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = {"name", "recipe", "parameters", "search", "n", "sample_seed", "trials", "trial_zoo_seed", "overrides"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in sweep {path}. Valid keys: {', '.join(sorted(known))}.")
+    for key in ("recipe", "parameters"):
+        if key not in raw:
+            raise ConfigError(f"Sweep {path} needs '{key}:'.")
+    spec = SweepSpec(name=str(raw.get("name", path.stem)), path=path, recipe=(path.parent / raw["recipe"]).resolve(),
+                     parameters=dict(raw["parameters"]), search=str(raw.get("search", "grid")), n=int(raw.get("n", 10)),
+                     sample_seed=int(raw.get("sample_seed", 0)), trials=int(raw.get("trials", 1)),
+                     trial_zoo_seed=bool(raw.get("trial_zoo_seed", False)),
+                     overrides=[*map(str, raw.get("overrides", [])), *(overrides or [])])
+    if spec.search not in SEARCHES:
+        raise ConfigError(f"search='{spec.search}' in {path} is not one of {', '.join(SEARCHES)}.")
+    if spec.trials < 1 or spec.n < 1:
+        raise ConfigError(f"trials={spec.trials} and n={spec.n} in {path} must be >= 1.")
+    for key, values in spec.parameters.items():
+        if spec.search == "grid" and (not isinstance(values, list) or not values):
+            raise ConfigError(f"Grid parameter '{key}' in {path} needs a non-empty list of values.")
+        if isinstance(values, dict) and not {"min", "max"} <= set(values):
+            raise ConfigError(f"Random parameter '{key}' in {path} needs a list or {{min, max[, log, int]}}.")
+    for point in spec.points():  # cheap: fail on a bad key before any training
+        for trial in range(spec.trials):
+            load_recipe(spec.recipe, point_overrides(spec, point, trial))
+    return spec
+
+
+def _literal(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def point_overrides(spec: SweepSpec, point: dict[str, Any], trial: int) -> list[str]:
+    """Overrides of one (point, trial): fixed ones, the point's values, the trial's seeds, the W&B group."""
+    base = load_recipe(spec.recipe, spec.overrides)
+    out = [*spec.overrides, *(f"{k}={_literal(v)}" for k, v in point.items()), f"seed={base.seed + trial}",
+           f"tracking.wandb.group={spec.name}"]
+    if spec.trial_zoo_seed:
+        out.append(f"zoo.source.seed={base.zoo.source.seed + trial}")
+    return out
+
+
+@dataclass
+class SweepOutcome:
+    spec: SweepSpec
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: int = 0
+    csv: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        done = len(self.rows)
+        lines = [f"sweep {self.spec.name}: {done} result(s), {self.skipped} already done, {len(self.failed)} failed"]
+        lines += [f"  FAILED {f}" for f in self.failed]
+        lines.append(f"csv: {self.csv}")
+        lines += [f"plot: {p}" for p in self.plots]
+        return lines
+
+
+def _result_paths(cfg: Any) -> list[Path]:
+    return [result_path(cfg.paths.results_dir, cfg.zoo.name, m["name"], run_config_sha256(cfg, m), cfg.seed)
+            for m in to_dict(cfg)["methods"]]
+
+
+def _finished(paths: list[Path]) -> bool:
+    try:
+        return all(p.is_file() and read_result(p) for p in paths)
+    except ResultError:
+        return False
+
+
+def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
+    """Run every (point, trial) not yet finished; write the sweep CSV and plots."""
+    from bench.evaluate import run_benchmark
+
+    outcome = SweepOutcome(spec=spec)
+    results_dir = None
+    for index, point in enumerate(spec.points()):
+        for trial in range(spec.trials):
+            cfg = load_recipe(spec.recipe, point_overrides(spec, point, trial))
+            results_dir = Path(cfg.paths.results_dir)
+            paths = _result_paths(cfg)
+            label = f"point {index} {point} trial {trial}"
+            if _finished(paths):
+                outcome.skipped += 1
+                log.info("%s: already done", label)
+            else:
+                log.info("%s: running", label)
+                try:
+                    run_benchmark(cfg, progress=progress)
+                except Exception as err:  # a failing point is reported; the sweep goes on
+                    log.exception("%s failed", label)
+                    outcome.failed.append(f"{label}: {type(err).__name__}: {err}")
+                    continue
+            for path in paths:
+                outcome.rows.append(_row(spec, index, point, trial, path))
+    if results_dir is not None and outcome.rows:
+        from bench.report.sweeps import write_sweep_report
+
+        outcome.csv, outcome.plots = write_sweep_report(spec.name, list(spec.parameters), outcome.rows,
+                                                        results_dir / "sweeps" / spec.name)
+    return outcome
+
+
+def _row(spec: SweepSpec, index: int, point: dict[str, Any], trial: int, path: Path) -> dict[str, Any]:
+    result = read_result(path)
+    metrics = result["metrics"]
+    row = {"point": index, "trial": trial, "seed": result["seed"], **point, "method": result["method"]["name"],
+           "auc": metrics["auc"], **{f"tpr@{k}": v for k, v in sorted(metrics["tpr_at_fpr"].items())},
+           "queries_per_suspect": result["queries_per_suspect"], "generate_s": result["timing_s"]["generate"],
+           "result": str(path)}
+    if "trajectory_length" in result.get("fingerprint", {}):
+        row["trajectory_length"] = result["fingerprint"]["trajectory_length"]
+    return row
+
+
+def write_wandb_sweep(spec: SweepSpec, path: str | Path) -> Path:
+    """A W&B sweep definition whose program is `fpbench run` (agents pass `--key=value`)."""
+    if spec.search == "grid":
+        parameters = {k: {"values": v} for k, v in spec.parameters.items()}
+    else:
+        parameters = {k: ({"values": v} if isinstance(v, list) else
+                          {"min": v["min"], "max": v["max"], "distribution": "log_uniform_values" if v.get("log") else "uniform"})
+                      for k, v in spec.parameters.items()}
+    if spec.trials > 1:
+        base = load_recipe(spec.recipe, spec.overrides)
+        parameters["seed"] = {"values": [base.seed + t for t in range(spec.trials)]}
+    definition = {
+        "name": spec.name,
+        "method": "grid" if spec.search == "grid" else "random",
+        "metric": {"name": "auc", "goal": "maximize"},
+        "parameters": parameters,
+        "command": ["fpbench", "run", str(spec.recipe), *spec.overrides, f"tracking.wandb.group={spec.name}",
+                    "tracking.wandb.mode=online", "${args}"],
+    }
+    out = Path(path)
+    atomic_write_text(out, yaml.safe_dump(definition, sort_keys=False))
+    return out
+

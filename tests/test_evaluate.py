@@ -1,0 +1,102 @@
+"""The evaluation loop on the smoke zoo, checked with the guard methods."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from bench.config import load_recipe
+from bench.evaluate import run_benchmark
+from bench.results import read_result
+from tests.conftest import SMOKE, smoke_overrides
+
+
+@pytest.fixture(scope="module")
+def guard_run(smoke_cfg, smoke_zoo):
+    cfg = load_recipe(SMOKE, [*smoke_overrides(Path(smoke_cfg.paths.zoo_dir).parent), "methods=[oracle_label,random,akh]"])
+    return run_benchmark(cfg, progress=False)
+
+
+def _by_method(outcome) -> dict:
+    return {r["method"]["name"]: r for r in outcome.results.values()}
+
+
+def test_oracle_guard_is_perfect(guard_run):
+    result = _by_method(guard_run)["oracle_label"]
+    assert result["metrics"]["auc"] == 1.0
+    assert result["metrics"]["tpr_at_fpr"]["0.01"] == 1.0
+
+
+def test_random_guard_is_chance(guard_run):
+    assert 0.3 <= _by_method(guard_run)["random"]["metrics"]["auc"] <= 0.7
+
+
+def test_akh_is_label_only_and_counts_queries(guard_run):
+    result = _by_method(guard_run)["akh"]
+    assert result["method"]["access"] == "label"
+    assert all(r["queries"] > 0 for r in result["per_model"])
+    assert result["queries_per_suspect"] == pytest.approx(np.mean([r["queries"] for r in result["per_model"]]))
+
+
+def test_results_on_disk_match_sklearn(guard_run):
+    for path in guard_run.results:
+        result = read_result(path)
+        scores = [r["score"] for r in result["per_model"]]
+        labels = [1 if r["role"] == "positive" else 0 for r in result["per_model"]]
+        assert result["metrics"]["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        assert result["metrics"]["tpr_at_fpr"]["0.1"] == pytest.approx(tpr[fpr <= 0.1].max(), abs=1e-9)
+
+
+def test_suspects_are_exactly_positives_and_negatives(guard_run, smoke_zoo):
+    result = _by_method(guard_run)["akh"]
+    scored = {r["model_id"] for r in result["per_model"]}
+    expected = {j.model_id for j in smoke_zoo.plan.by_role("positive", "negative")}
+    assert scored == expected
+    assert smoke_zoo.plan.source.model_id not in scored
+    assert not scored & {j.model_id for j in smoke_zoo.plan.by_role("pool")}
+
+
+def test_second_run_reuses_cached_fingerprints(guard_run, smoke_cfg, caplog):
+    cfg = load_recipe(SMOKE, [*smoke_overrides(Path(smoke_cfg.paths.zoo_dir).parent), "methods=[akh]"])
+    with caplog.at_level("INFO", logger="bench.evaluate"):
+        again = run_benchmark(cfg, progress=False)
+    result = _by_method(again)["akh"]
+    assert result["timing_s"]["fingerprint_cached"] is True
+    assert "reusing cached fingerprint" in caplog.text
+    first = _by_method(guard_run)["akh"]
+    assert [r["score"] for r in result["per_model"]] == [r["score"] for r in first["per_model"]]
+
+
+def test_leaderboard_written(guard_run):
+    text = guard_run.leaderboard.read_text()
+    assert "oracle_label" in text and "akh" in text
+
+
+def test_wandb_offline_stays_in_configured_dirs(smoke_cfg, smoke_zoo, tmp_path, monkeypatch):
+    """Offline W&B: a run folder with the summary metrics, and nothing outside the configured folders."""
+    pytest.importorskip("wandb")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    root = tmp_path / "out"
+    overrides = [*smoke_overrides(root), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}", "tracking.wandb.mode=offline",
+                 "tracking.wandb.log_zoo=false", "methods=[oracle_label]"]
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    run_benchmark(load_recipe(SMOKE, overrides), progress=False)
+    summaries = list((root / "cache" / "wandb").glob("offline-run-*/files/wandb-summary.json"))
+    assert summaries, sorted(str(p) for p in (root / "cache").rglob("*"))[:20]
+    summary = json.loads(summaries[0].read_text())
+    assert summary["auc"] == 1.0
+    assert os.listdir(work) == []
+    assert not any(home.iterdir()), list(home.rglob("*"))

@@ -1,0 +1,156 @@
+"""The zoo: planning, the smoke build, manifest content, skip on rebuild, resume, tampering, locking."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from bench.config import ConfigError, load_recipe
+from bench.training import accuracy
+from bench.zoo import TamperedCheckpointError, ZooError, ZooStore, load_model
+from bench.zoo.build import build_zoo, prepare
+from tests.conftest import SMOKE, smoke_overrides
+
+RECORD_FIELDS = {"model_id", "provenance", "role", "kind", "attack", "arch", "arch_params", "params", "seed",
+                 "parent", "test_acc", "sha256", "train_seconds", "split_hashes", "dataset", "data"}
+
+
+def test_smoke_zoo_has_source_and_every_negative_kind(smoke_zoo):
+    records = smoke_zoo.store.records()
+    roles = [r["role"] for r in records.values()]
+    assert roles.count("source") == 1
+    negatives = [r for r in records.values() if r["role"] == "negative"]
+    assert len(negatives) >= 8
+    assert {r["kind"] for r in negatives} == {"SAST", "SADT", "DAST", "DADT"}
+    source = records[smoke_zoo.plan.source.model_id]
+    for record in negatives:
+        assert record["parent"] is None
+        same_arch = record["kind"].startswith("SA")
+        assert (record["arch"] == source["arch"]) == same_arch
+        assert record["split"] == ("owner" if record["kind"].endswith("ST") else "independent")
+
+
+def test_manifest_records_every_field(smoke_zoo):
+    for record in smoke_zoo.store.records().values():
+        assert RECORD_FIELDS <= set(record), RECORD_FIELDS - set(record)
+        assert len(record["model_id"]) == 12 and len(record["sha256"]) == 64
+        assert set(record["split_hashes"]) == {"owner", "attacker", "independent", "test"}
+        assert record["train_seconds"] >= 0
+
+
+def test_source_accuracy_is_real(smoke_zoo):
+    """The recorded accuracy is recomputed from the saved checkpoint on the test split (>= 95%)."""
+    source_id = smoke_zoo.plan.source.model_id
+    model = load_model(smoke_zoo.store.root, source_id)
+    x, y = smoke_zoo.datamodule.tensors("test")
+    measured = accuracy(model, x, y)
+    assert measured >= 0.95
+    assert measured == pytest.approx(smoke_zoo.store.records()[source_id]["test_acc"], abs=1e-9)
+
+
+def test_same_recipe_same_ids_and_params_change_ids(smoke_cfg):
+    _, plan_a, _ = prepare(smoke_cfg)
+    _, plan_b, _ = prepare(smoke_cfg)
+    assert [j.model_id for j in plan_a.jobs] == [j.model_id for j in plan_b.jobs]
+    changed = load_recipe(SMOKE, [*smoke_overrides(__import__("pathlib").Path("/tmp/x")), "zoo.source.epochs=3"])
+    _, plan_c, _ = prepare(changed)
+    assert plan_c.source.model_id != plan_a.source.model_id
+    assert {j.model_id for j in plan_c.by_role("negative")} != {j.model_id for j in plan_a.by_role("negative")}
+
+
+def test_rebuild_retrains_nothing(smoke_cfg, smoke_zoo):
+    before = smoke_zoo.store.manifest_path.read_bytes()
+    report = build_zoo(smoke_cfg, progress=False)
+    assert report.built == [] and len(report.skipped) == len(smoke_zoo.plan.jobs)
+    assert smoke_zoo.store.manifest_path.read_bytes() == before
+
+
+def _copy_zoo(smoke_cfg, smoke_zoo, tmp_path):
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path))
+    shutil.copytree(smoke_zoo.store.root, tmp_path / "zoo" / smoke_cfg.zoo.name)
+    return cfg, ZooStore(tmp_path / "zoo" / smoke_cfg.zoo.name)
+
+
+def test_interrupted_build_resumes(smoke_cfg, smoke_zoo, tmp_path):
+    """A build killed after two cheap models: one lost its record (killed before the manifest write,
+    checkpoint orphaned), one lost both. Rerunning builds exactly those two."""
+    cfg, store = _copy_zoo(smoke_cfg, smoke_zoo, tmp_path)
+    records = store.records()
+    cheap = [r["model_id"] for r in records.values() if r["arch"] == "mlp"][:2]
+    assert len(cheap) == 2
+    for model_id in cheap:
+        del records[model_id]
+    store.write_records(records)
+    store.checkpoint_path(cheap[1]).unlink()
+    report = build_zoo(cfg, progress=False)
+    assert sorted(report.built) == sorted(cheap)
+    assert set(store.records()) == set(smoke_zoo.store.records())
+
+
+def test_tampered_checkpoint_is_refused_by_id(smoke_cfg, smoke_zoo, tmp_path):
+    cfg, store = _copy_zoo(smoke_cfg, smoke_zoo, tmp_path)
+    victim = smoke_zoo.plan.by_role("negative")[0].model_id
+    path = store.checkpoint_path(victim)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(TamperedCheckpointError, match=victim):
+        load_model(store.root, victim)
+    with pytest.raises(TamperedCheckpointError, match=victim):
+        build_zoo(cfg, progress=False)
+
+
+def test_checkpoints_are_safetensors_not_pickles(smoke_zoo):
+    path = smoke_zoo.store.checkpoint_path(smoke_zoo.plan.source.model_id)
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])
+    assert "normalize.mean" in header and header["__metadata__"]["model_id"] == smoke_zoo.plan.source.model_id
+    assert not raw.startswith(b"PK") and not raw.startswith(b"\x80")  # neither torch zip nor raw pickle
+
+
+def test_second_build_is_locked_out(smoke_zoo, tmp_path):
+    root = tmp_path / "locked"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from bench.zoo import ZooStore\n"
+        f"with ZooStore({str(root)!r}).lock():\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ZooError, match="being built by another process"):
+            with ZooStore(root).lock(timeout=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with ZooStore(root).lock():  # released once the holder is gone
+        pass
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("zoo.negatives=[{kind: SAXT, seed: 1}]", "SAST, SADT, DAST, DADT"),
+    ("zoo.negatives=[{kind: DAST, seed: 1}]", "different from the source"),
+    ("zoo.negatives=[{kind: SAST, arch: mlp, seed: 1}]", "same architecture"),
+    ("zoo.negatives=[{kind: DAST, arch: mpl, seed: 1}]", "Did you mean 'mlp'"),
+    ("zoo.negatives=[{kind: SAST, seed: 1, epoch: 3}]", "epoch"),
+    ("zoo.positives=[{attack: ftlll}]", "Did you mean 'ftll'"),
+    ("zoo.source.optimizer.name=rmsprop", "sgd, adam, adamw"),
+])
+def test_bad_zoo_entries_fail_before_training(tmp_path, override, needle):
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), override])
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        prepare(cfg)
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_load_model_unknown_id(smoke_zoo):
+    with pytest.raises(ZooError, match="not in"):
+        load_model(smoke_zoo.store.root, "000000000000")
+    assert isinstance(load_model(smoke_zoo.store.root, smoke_zoo.plan.source.model_id), torch.nn.Module)
