@@ -136,13 +136,14 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {args.results_dir}")
         return 1 if problems else 0
     md, csv = write_leaderboard(args.results_dir)
-    plots = write_plots(args.results_dir)
     print(md.read_text())
-    print(f"leaderboard: {md}, {csv}; {len(plots)} plot(s) under {os.path.join(args.results_dir, 'plots')}")
     if args.html:
-        from bench.report.site import write_site
+        from bench.report import write_site  # draws the plots too
 
         print(f"web page: {write_site(args.results_dir)}")
+    else:
+        write_plots(args.results_dir)
+    print(f"leaderboard: {md}, {csv}; plots under {os.path.join(args.results_dir, 'plots')}")
     return 0
 
 

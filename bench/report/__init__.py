@@ -11,6 +11,7 @@ from bench.report.leaderboard import (
     write_leaderboard,
 )
 from bench.report.plots import plot_group_heatmap, plot_roc, plot_scores_box, write_plots
+from bench.report.site import write_site as write_site  # the static page (results/site/)
 
 __all__ = [
     "COLUMNS",

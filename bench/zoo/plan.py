@@ -99,7 +99,10 @@ def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> 
     spec = OmegaConf.to_container(merged, resolve=True)
     if spec["split"] not in TRAIN_SPLITS:
         raise ConfigError(f"{where}.split='{spec['split']}' is not one of {', '.join(TRAIN_SPLITS)}.")
-    validate_training(merged.optimizer, merged.schedule, spec["epochs"], where)
+    try:
+        validate_training(merged.optimizer, merged.schedule, spec["epochs"], where)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return spec
 
 

@@ -1,0 +1,412 @@
+"""The leaderboard web page: ``results/site/index.html``, one static, self-contained file.
+
+Inline CSS and vanilla JS, no CDN and no fetch, so it works from ``file://`` or any static host.
+Rows are rendered here (the table reads fine without JS); the JS only reorders and hides them, using
+the raw numbers embedded as JSON, never the formatted "0.953 ± 0.012" text. Plots are linked by
+relative path (``../plots/...``, ``../sweeps/...``) and result files as ``../runs/...``, so the
+page must stay at ``<results_dir>/site/``. The view state is read from (and written to) URL query
+or hash parameters — ``sort``, ``dir``, ``dataset``, ``zoo``, ``method``, ``q`` and ``click`` (header
+keys to click, comma-separated) — through the same functions the controls use, which is how
+the browser test drives it. Output is byte-identical for the same files: no timestamps.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bench.io import atomic_write_text
+from bench.report.leaderboard import T1F, T10F, build_leaderboard
+from bench.report.plots import write_plots
+from bench.results import iter_results
+
+# (key in the data, header label, sort type, header tooltip)
+TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
+    ("zoo", "zoo", "text", "zoo name (zoo.name of the recipe)"),
+    ("dataset", "dataset", "text", "dataset the zoo was trained on"),
+    ("method", "method", "text", "fingerprinting method (registry key)"),
+    ("config", "config", "text", "first 8 hex digits of the resolved recipe's sha256"),
+    ("trials", "trials", "number", "number of result files (seeds) aggregated in this row"),
+    ("auc", "AUC", "number", "area under the ROC curve; mean over trials"),
+    ("t1f", "T1%F", "number", "TPR at FPR ≤ 1%; mean over trials"),
+    ("t10f", "T10%F", "number", "TPR at FPR ≤ 10%; mean over trials"),
+    ("n_pos", "n+", "number", "positive suspects (smallest count over trials)"),
+    ("n_neg", "n−", "number", "negative suspects (smallest count over trials)"),
+    ("queries", "queries", "number", "queries per suspect; mean over trials"),
+    ("gen_s", "gen s", "number", "fingerprint generation time in seconds; mean over trials"),
+    ("verify_s", "verify s", "number", "verification time in seconds; mean over trials"),
+    ("paper", "paper", "text", "AUC/T1%F/T10%F reported in the ADV-TRA paper, not measured here"),
+    ("result_files", "result files", "text", "the result JSON files this row aggregates"),
+]
+PLOTS = (("roc.png", "ROC curves"), ("scores_box.png", "positive vs negative scores"),
+         ("groups_heatmap.png", "mean score per attack / negative kind"))  # fmt: skip
+COMMAND = "fpbench leaderboard --html --results-dir RESULTS_DIR"
+_FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("method", "method"))
+
+
+def _number(value: Any) -> float | int | None:
+    """JSON-safe number: NaN becomes null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _fmt(value: float | None, decimals: int = 3) -> str:
+    return "" if value is None else f"{value:.{decimals}f}"
+
+
+def _spread(mean: float | None, std: float | None, ci: str = "") -> str:
+    if mean is None:
+        return "n/a"
+    if std is not None:
+        return f"{_fmt(mean)} ± {_fmt(std)}"
+    return f"{_fmt(mean)} [{ci}]" if ci else _fmt(mean)
+
+
+def _href(rel: str) -> str:
+    """Link from ``site/index.html`` to ``rel`` (a POSIX path relative to the results dir)."""
+    return "../" + quote(rel)
+
+
+def _trials(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per result file (relative POSIX path): seed, AUC, T1%F and T10%F, for the row details."""
+    trials = {}
+    for path, result in iter_results(results_dir):
+        tpr = result["metrics"]["tpr_at_fpr"]
+        trials[path.relative_to(results_dir).as_posix()] = {
+            "seed": result["seed"], "auc": result["metrics"]["auc"], "t1f": tpr.get(T1F), "t10f": tpr.get(T10F),
+        }  # fmt: skip
+    return trials
+
+
+def _rows(results_dir: Path) -> list[dict[str, Any]]:
+    frame = build_leaderboard(results_dir)
+    trials = _trials(results_dir)
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {key: _number(value) for key, value in record.items() if key != "result_files"}
+        row["result_files"] = list(record["result_files"])
+        row["trial_results"] = [{"file": f, **trials[f]} for f in row["result_files"]]
+        rows.append(row)
+    return rows
+
+
+def _cell(key: str, row: dict[str, Any]) -> str:
+    if key == "auc":
+        return html.escape(_spread(row["auc"], row["auc_std"], row["auc_ci"]))
+    if key in ("t1f", "t10f"):
+        return html.escape(_spread(row[key], row[f"{key}_std"]))
+    if key == "queries":
+        return _fmt(row[key], 0)
+    if key in ("gen_s", "verify_s"):
+        return _fmt(row[key], 1)
+    if key == "result_files":
+        items = "".join(
+            f'<li><a href="{html.escape(_href(t["file"]))}">{html.escape(Path(t["file"]).name)}</a> '
+            f"seed {t['seed']}: AUC {_fmt(t['auc'])}, T1%F {_fmt(t['t1f'])}, T10%F {_fmt(t['t10f'])}</li>"
+            for t in row["trial_results"]
+        )
+        count = len(row["trial_results"])
+        return (
+            f"<details><summary>{count} file{'s' if count != 1 else ''}</summary><ul>{items}</ul></details>"
+        )
+    if key == "config":
+        return f"<code>{html.escape(str(row[key]))}</code>"
+    return html.escape(str(row[key]))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = "".join(
+        f'<th scope="col" data-key="{key}" data-type="{kind}" aria-sort="none" title="{html.escape(tip)}">'
+        f'<button type="button">{html.escape(label)}<span class="sort-indicator" aria-hidden="true"></span>'
+        "</button></th>"
+        for key, label, kind, tip in TABLE_COLUMNS
+    )
+    body = "\n".join(
+        f'<tr data-index="{i}">'
+        + "".join(
+            f'<td data-key="{key}" class="{kind}">{_cell(key, row)}</td>' for key, _, kind, _ in TABLE_COLUMNS
+        )
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def _filters(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for key, label in _FILTERS:
+        values = sorted({str(row[key]) for row in rows})
+        options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
+        parts.append(
+            f'<label>{label} <select id="filter-{key}" data-key="{key}"><option value="">all</option>{options}'
+            "</select></label>"
+        )
+    parts.append('<label>text <input id="filter-text" type="search" placeholder="any text in a row"></label>')
+    shown = f"{len(rows)} of {len(rows)} rows shown"
+    parts.append(f'<output id="row-count" aria-live="polite" data-shown="{len(rows)}">{shown}</output>')
+    return '<div id="filters" role="search">' + "\n".join(parts) + "</div>"
+
+
+def _figure(rel: str, caption: str) -> str:
+    href = html.escape(_href(rel))
+    return (f'<figure><a href="{href}"><img src="{href}" alt="{html.escape(caption)}" loading="lazy"></a>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+
+
+def _plots(results_dir: Path, zoos: list[str]) -> str:
+    sections = []
+    for zoo in zoos:
+        figures = "".join(
+            _figure(f"plots/{zoo}/{name}", f"{zoo}: {caption}")
+            for name, caption in PLOTS
+            if (results_dir / "plots" / zoo / name).is_file()
+        )
+        if figures:
+            sections.append(f'<section class="zoo-plots" data-zoo="{html.escape(zoo)}"><h3>{html.escape(zoo)}</h3>'
+                            f'<div class="figures">{figures}</div></section>')  # fmt: skip
+    text = "\n".join(sections) or "<p>No plots: no result files yet.</p>"
+    return f'<section id="plots"><h2>Plots</h2>\n{text}\n</section>'
+
+
+def _sweeps(results_dir: Path) -> str:
+    """One subsection per sweep folder (``fpbench sweep`` writes ``sweeps/<name>/``): its CSVs and PNGs."""
+    folder = results_dir / "sweeps"
+    found = sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".csv")) if folder.is_dir() else []
+    by_sweep: dict[str, list[str]] = {}
+    for path in found:
+        rel = path.relative_to(results_dir).as_posix()
+        parts = rel.split("/")
+        if len(parts) > 2 and not any(part.startswith(".") for part in parts):
+            by_sweep.setdefault(parts[1], []).append(rel)
+    if not by_sweep:
+        return '<section id="sweeps"><h2>Sweeps</h2><p>No sweep results (run <code>fpbench sweep</code>).</p></section>'
+    sections = []
+    for name, rels in sorted(by_sweep.items()):
+        tables = " ".join(
+            f'<a href="{html.escape(_href(r))}">{html.escape(r.split("/", 2)[2])}</a>'
+            for r in rels
+            if r.endswith(".csv")
+        )
+        figures = "".join(_figure(r, r.split("/", 2)[2]) for r in rels if r.endswith(".png"))
+        sections.append(
+            f'<section class="sweep"><h3>{html.escape(name)}</h3>'
+            + (f"<p>Data: {tables}</p>" if tables else "")
+            + (f'<div class="figures">{figures}</div>' if figures else "")
+            + "</section>"
+        )
+    return '<section id="sweeps"><h2>Sweeps</h2>\n' + "\n".join(sections) + "\n</section>"
+
+
+def _json_for_html(data: Any) -> str:
+    """Deterministic JSON that cannot end its ``<script>`` block (``<``, ``>``, ``&`` escaped)."""
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_LEGEND = """<section id="legend"><h2>How to read the table</h2><dl>
+<dt>AUC</dt><dd>Area under the ROC curve of suspect scores: positives (derived from the source by a
+removal attack) against negatives (independent models).</dd>
+<dt>T1%F / T10%F</dt><dd>The largest true-positive rate among ROC points whose false-positive rate is
+at most 1% / 10%, without interpolation. With fewer negatives than 1/FPR (n− &lt; 100 for T1%F) the
+figure is the TPR at zero false positives: read it together with n−.</dd>
+<dt>± and [ ]</dt><dd>Trials (seeds) of one zoo × method × config are aggregated into one row: the value
+is the mean over trials and ± the standard deviation across them; with a single trial the bracket is
+that result's bootstrap confidence interval. Each trial's own numbers are under <em>result files</em>.</dd>
+<dt>paper</dt><dd>AUC/T1%F/T10%F <strong>reported</strong> in the ADV-TRA paper (Table 2) for the same
+method and dataset; not measured here.</dd>
+<dt>queries, gen s, verify s</dt><dd>Queries per suspect; fingerprint generation and verification time
+in seconds (means over trials).</dd></dl>
+<p>Click a column header to sort (again to reverse). The view can be linked: parameters
+<code>sort</code>, <code>dir</code>, <code>dataset</code>, <code>zoo</code>, <code>method</code> and <code>q</code>
+in the URL's query or hash, e.g. <code>index.html#sort=auc&amp;dir=desc</code>.</p></section>"""
+
+
+def render_site(results_dir: str | Path) -> str:
+    """The page's HTML for the result files (and plots already written) under ``results_dir``.
+
+    Args:
+        results_dir: Root of the results tree.
+
+    Returns:
+        The complete ``index.html`` text.
+
+    Raises:
+        ResultError: If a result file does not validate.
+    """
+    root = Path(results_dir)
+    rows = _rows(root)
+    data = {"columns": [key for key, *_ in TABLE_COLUMNS], "rows": rows}
+    n_files = sum(len(row["result_files"]) for row in rows)
+    empty = "" if rows else "<p>No result files found. Run <code>fpbench run RECIPE</code> first.</p>"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fpbench leaderboard</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<header><h1>fpbench leaderboard</h1>
+<p>{len(rows)} row(s) from {n_files} result file(s) under <code>runs/</code>; generated from those files only,
+do not edit by hand. Regenerate with <code>{COMMAND}</code> (<code>RESULTS_DIR</code> is the folder
+holding <code>runs/</code>, default <code>results</code>).</p></header>
+<main>
+{_filters(rows)}
+{empty}{_table(rows)}
+<p id="no-rows" hidden>No rows match the filters.</p>
+{_LEGEND}
+{_plots(root, sorted({row["zoo"] for row in rows}))}
+{_sweeps(root)}
+</main>
+<footer><p>Regenerate: <code>{COMMAND}</code></p></footer>
+<script type="application/json" id="leaderboard-data">{_json_for_html(data)}</script>
+<script>{_JS}</script>
+</body>
+</html>
+"""
+
+
+def write_site(results_dir: str | Path) -> Path:
+    """Write ``results_dir/site/index.html``: the sortable, filterable leaderboard with its plots.
+
+    Plots are (re)written first with :func:`bench.report.plots.write_plots`.
+
+    Args:
+        results_dir: Root of the results tree.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        ResultError: If a result file does not validate.
+    """
+    root = Path(results_dir)
+    write_plots(root)
+    path = root / "site" / "index.html"
+    atomic_write_text(path, render_site(root))
+    return path
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #222; }
+code { font-size: 0.92em; }
+#filters { display: flex; flex-wrap: wrap; gap: 0.5rem 1.2rem; align-items: center; margin: 1rem 0; }
+#row-count { color: #555; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.5rem; vertical-align: top; }
+thead th { position: sticky; top: 0; background: #f4f4f4; }
+th button { white-space: nowrap; font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; }
+th[aria-sort="ascending"] .sort-indicator::after { content: " ▲"; }
+th[aria-sort="descending"] .sort-indicator::after { content: " ▼"; }
+th[aria-sort="none"] .sort-indicator::after { content: " ↕"; color: #aaa; }
+td.number { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+tbody tr:nth-child(even) { background: #fafafa; }
+details ul { margin: 0.3rem 0; padding-left: 1.2rem; }
+.figures { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; }
+figure img { max-width: 480px; width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; }
+dt { font-weight: 600; }
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("leaderboard-data").textContent);
+  const table = document.getElementById("leaderboard");
+  const tbody = table.tBodies[0];
+  const rowEls = new Map(Array.from(tbody.rows, (tr) => [Number(tr.dataset.index), tr]));
+  const headers = Array.from(table.querySelectorAll("th[data-key]"));
+  const selects = Array.from(document.querySelectorAll("#filters select"));
+  const text = document.getElementById("filter-text");
+  const count = document.getElementById("row-count");
+  const state = { key: null, dir: null };
+
+  const value = (i, key) => {
+    const v = data.rows[i][key];
+    return Array.isArray(v) ? v.join(" ") : v;
+  };
+  const missing = (v) => v === null || v === undefined || v === "";
+  const header = (key) => headers.find((th) => th.dataset.key === key);
+
+  function matches(i) {
+    for (const select of selects) {
+      if (select.value !== "" && String(data.rows[i][select.dataset.key]) !== select.value) return false;
+    }
+    const needle = text.value.trim().toLowerCase();
+    return needle === "" || rowEls.get(i).textContent.toLowerCase().includes(needle);
+  }
+
+  function compare(i, j) {
+    const a = value(i, state.key), b = value(j, state.key);
+    // Missing values go last in either direction; ties keep the leaderboard order.
+    if (missing(a) || missing(b)) return (missing(a) - missing(b)) || (i - j);
+    const numeric = header(state.key).dataset.type === "number";
+    const order = numeric ? a - b : (a < b ? -1 : a > b ? 1 : 0);
+    return (state.dir === "asc" ? 1 : -1) * (order || (i - j));
+  }
+
+  function saveState() {
+    const params = new URLSearchParams();
+    if (state.key) { params.set("sort", state.key); params.set("dir", state.dir); }
+    for (const select of selects) if (select.value) params.set(select.dataset.key, select.value);
+    if (text.value) params.set("q", text.value);
+    const hash = params.toString();
+    if (!hash && !location.hash && !location.search) return;
+    try { history.replaceState(null, "", location.pathname + (hash ? "#" + hash : "")); } catch (e) { /* file:// may refuse */ }
+  }
+
+  function update() {
+    let shown = data.rows.map((_, i) => i).filter(matches);
+    if (state.key) shown.sort(compare);
+    tbody.replaceChildren(...shown.map((i) => rowEls.get(i)));
+    for (const th of headers) {
+      const sorted = th.dataset.key === state.key;
+      th.setAttribute("aria-sort", sorted ? (state.dir === "asc" ? "ascending" : "descending") : "none");
+    }
+    count.textContent = shown.length + " of " + data.rows.length + " rows shown";
+    count.dataset.shown = String(shown.length);
+    document.getElementById("no-rows").hidden = shown.length > 0 || data.rows.length === 0;
+    const zoo = document.getElementById("filter-zoo").value;
+    for (const section of document.querySelectorAll(".zoo-plots")) section.hidden = zoo !== "" && section.dataset.zoo !== zoo;
+    saveState();
+  }
+
+  function sortBy(key, dir) {
+    const th = header(key);
+    if (!th) return;
+    if (dir !== "asc" && dir !== "desc") {
+      // Clicking the sorted column reverses it; a new column starts high-to-low for numbers.
+      dir = state.key === key ? (state.dir === "asc" ? "desc" : "asc") : (th.dataset.type === "number" ? "desc" : "asc");
+    }
+    state.key = key;
+    state.dir = dir;
+    update();
+  }
+
+  for (const th of headers) th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.key));
+  for (const select of selects) select.addEventListener("change", update);
+  text.addEventListener("input", update);
+
+  // View state from the URL: the query, then the hash (which wins); applied like user input.
+  const params = new URLSearchParams(location.search);
+  new URLSearchParams(location.hash.slice(1)).forEach((v, k) => params.set(k, v));
+  for (const select of selects) {
+    const wanted = params.get(select.dataset.key);
+    if (wanted !== null) select.value = Array.from(select.options).some((o) => o.value === wanted) ? wanted : "";
+  }
+  if (params.has("q")) text.value = params.get("q");
+  if (params.has("sort")) sortBy(params.get("sort"), params.get("dir"));
+  else update();
+  for (const key of (params.get("click") || "").split(",").filter(Boolean)) {
+    const th = header(key);
+    if (th) th.querySelector("button").click();
+  }
+})();
+"""
