@@ -41,7 +41,9 @@ def arch_names() -> list[str]:
 def arch_descriptions() -> dict[str, str]:
     """Name -> one-line description for `fpbench list archs`, including the `timm:<name>` entry."""
     descriptions = ARCHS.describe()
-    descriptions[TIMM_NOTE] = "any timm model, e.g. timm:resnet18 (random init; params go to timm.create_model)"
+    descriptions[TIMM_NOTE] = (
+        "any timm model, e.g. timm:resnet18 (random init; params go to timm.create_model)"
+    )
     return descriptions
 
 

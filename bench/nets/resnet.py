@@ -77,7 +77,9 @@ class CifarResNet(nn.Module):
 
     def __init__(self, in_channels: int, widths: list[int], blocks: list[int], pad_shortcut: bool) -> None:
         super().__init__()
-        self.stem = nn.Sequential(_conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            _conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         stages: list[nn.Module] = []
         channels = widths[0]
         for index, (width, count) in enumerate(zip(widths, blocks)):
@@ -220,7 +222,9 @@ def wrn(
 
 
 @ARCHS.register("wrn40_10")
-def wrn40_10(in_channels: int, num_classes: int, image_size: int, dropout: float = 0.0) -> tuple[nn.Module, int]:
+def wrn40_10(
+    in_channels: int, num_classes: int, image_size: int, dropout: float = 0.0
+) -> tuple[nn.Module, int]:
     """WRN-40-10 (56M parameters), shorthand for `wrn` with depth=40, widen=10; GPU only in practice.
 
     Args:
