@@ -100,6 +100,7 @@ class RayConfig:
 class ComputeConfig:
     executor: str = "local"  # local | ray
     workers: int = 1  # zoo jobs at once (ray)
+    cpu_threads: int | None = None  # torch intra-op threads; None: torch's default. 1 is fastest for tiny CPU models
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -267,6 +268,8 @@ def _check_choices(cfg: DictConfig) -> None:
         raise ConfigError(f"compute.executor='{cfg.compute.executor}' is not one of {', '.join(EXECUTORS)}.")
     if cfg.tracking.wandb.mode not in WANDB_MODES:
         raise ConfigError(f"tracking.wandb.mode='{cfg.tracking.wandb.mode}' is not one of {', '.join(WANDB_MODES)}.")
+    if cfg.compute.cpu_threads is not None and cfg.compute.cpu_threads < 1:
+        raise ConfigError(f"compute.cpu_threads={cfg.compute.cpu_threads} must be >= 1 (or null for torch's default).")
     if cfg.compute.workers < 1:
         raise ConfigError(f"compute.workers={cfg.compute.workers} must be >= 1.")
     for target in cfg.eval.fpr_targets:

@@ -128,6 +128,9 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_train_start(self) -> None:
+        self.model.train()  # Lightning keeps the mode a model arrives in; a loaded model arrives in eval
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.trainable == "head":  # frozen layers keep their BatchNorm statistics too
             self.model.features.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,10 @@ def fast_params(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Digits, a trained convnet source (>= 95% test accuracy), the attack context, the source's hash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 8x8 models: intra-op threads only add overhead (10x on a busy machine)
     tmp = tmp_path_factory.mktemp("attacks")
     splits = SplitSizes(owner=0.4, attacker=0.2, independent=0.1, test=None)  # test: the remaining 0.3
     dm = build_datamodule(DataConfig(name="digits", splits=splits), data_dir=str(tmp), seed=0)
@@ -76,8 +79,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     source_acc = accuracy(source, x_test, y_test)
     assert source_acc >= 0.95, f"source test accuracy {source_acc:.3f} < 0.95"
     ctx = AttackContext(datamodule=dm, trainer=trainer, root_dir=str(tmp), progress=False, source_arch="convnet")
-    return {"dm": dm, "source": source, "ctx": ctx, "hash": state_hash(source), "test": (x_test, y_test),
-            "source_acc": source_acc, "tmp": tmp, "runs": {}}
+    yield {"dm": dm, "source": source, "ctx": ctx, "hash": state_hash(source), "test": (x_test, y_test),
+           "source_acc": source_acc, "tmp": tmp, "runs": {}}
+    torch.set_num_threads(threads)
 
 
 def run(setup: dict, name: str, params: dict | None = None) -> AttackOutput:
@@ -127,6 +131,7 @@ def test_attack_contract(setup: dict, name: str) -> None:
     assert attack.provenance().startswith(f"{name}(")
     json.dumps(attack.config_dict())
     assert accuracy(out.model, x_test, y_test) > 0.5, f"{name} destroyed the model"
+    assert all(p.requires_grad for p in out.model.parameters()), "a chained attack would find frozen layers"
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -140,6 +145,17 @@ def test_defaults_validate_and_seed_exists(name: str) -> None:
 def test_unknown_key_names_valid_keys(name: str) -> None:
     with pytest.raises(ValueError, match=r"Unknown key 'bogus'.*Valid keys: .*seed"):
         build_attack(name, {"bogus": 1})
+
+
+def test_attacks_chain_prune_then_quantize(setup: dict) -> None:
+    pruned = run(setup, "prune")
+    chained = build_attack("quantize", {}).apply(pruned.model, setup["ctx"])
+    assert measured_sparsity(chained.model) == pytest.approx(measured_sparsity(pruned.model))  # 0 stays on the grid
+
+
+def test_same_config_same_weights(setup: dict) -> None:
+    again = build_attack("ftal", fast_params("ftal")).apply(setup["source"], setup["ctx"])
+    assert not changed(run(setup, "ftal").model, again.model)
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------------

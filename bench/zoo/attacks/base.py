@@ -57,7 +57,7 @@ class AttackTrainingConfig:
     batch_size: int = 64
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="none"))
-    split: str = "attacker"  # the attacker's own data (never the owner's)
+    split: str = "attacker"  # the attacker's own data; owner / independent allowed (defender pools use owner)
     labels: str = "ground_truth"  # ground_truth | source (the source's predicted labels)
     seed: int = 0
 
