@@ -193,8 +193,8 @@ def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
                      f"{tpr.get('0.1', float('nan')):>6.3f} {m['n_positive']:>4} {m['n_negative']:>4} "
                      f"{result['queries_per_suspect']:>8.0f} {t['generate']:>7.1f} {t['verify']:>8.2f}"
                      f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}")
-        if m.get("resolution_note"):
-            lines.append(f"  note: {m['resolution_note']}")
+    notes = sorted({r["metrics"]["resolution_note"] for r in outcome.results.values() if r["metrics"].get("resolution_note")})
+    lines += [f"note: {note}" for note in notes]
     lines.append(f"results: {', '.join(outcome.results)}")
     lines.append(f"leaderboard: {outcome.leaderboard}; plots: {', '.join(str(p) for p in outcome.plots)}")
     lines.append(f"done in {outcome.seconds:.1f} s")

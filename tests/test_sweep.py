@@ -1,0 +1,66 @@
+"""Sweeps: one result per (point, trial), CSV + heatmap, no new work on rerun, failures reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import bench.evaluate
+from bench.config import ConfigError
+from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
+from tests.conftest import REPO, smoke_overrides
+
+SWEEP = REPO / "recipes" / "sweeps" / "smoke.yaml"
+
+
+def _overrides(smoke_cfg, root: Path) -> list[str]:
+    return [*smoke_overrides(root), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}"]
+
+
+def test_sweep_grid_trials_and_rerun(smoke_cfg, smoke_zoo, tmp_path):
+    spec = load_sweep(SWEEP, _overrides(smoke_cfg, tmp_path))
+    outcome = run_sweep(spec, progress=False)
+    assert not outcome.failed and outcome.skipped == 0
+    assert len(outcome.rows) == 2 * 2 * 2  # grid 2x2, 2 trials
+    assert len({row["result"] for row in outcome.rows}) == 8
+    assert {row["seed"] for row in outcome.rows} == {smoke_cfg.seed, smoke_cfg.seed + 1}
+    assert outcome.csv.is_file() and len(outcome.csv.read_text().splitlines()) == 9
+    heatmaps = [p for p in outcome.plots if p.name.endswith("heatmap.png")]
+    assert heatmaps and all(p.read_bytes().startswith(b"\x89PNG") for p in heatmaps)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").rglob("*.json")}
+    again = run_sweep(load_sweep(SWEEP, _overrides(smoke_cfg, tmp_path)), progress=False)
+    assert again.skipped == 8 and not again.failed
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").rglob("*.json")} == files
+
+
+def test_failing_point_is_reported_and_sweep_goes_on(smoke_cfg, smoke_zoo, tmp_path, monkeypatch):
+    real = bench.evaluate.run_benchmark
+
+    def flaky(cfg, progress=True):
+        if cfg.methods[0]["n_samples"] == 5:
+            raise RuntimeError("boom")
+        return real(cfg, progress=progress)
+
+    monkeypatch.setattr(bench.evaluate, "run_benchmark", flaky)
+    outcome = run_sweep(load_sweep(SWEEP, _overrides(smoke_cfg, tmp_path)), progress=False)
+    assert len(outcome.failed) == 4 and all("boom" in f for f in outcome.failed)
+    assert len(outcome.rows) == 4
+
+
+def test_bad_sweep_key_fails_before_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"recipe": str(REPO / "recipes" / "smoke.yaml"),
+                                   "parameters": {"methods.akh.n_sample": [1, 2]}, "overrides": ["methods=[akh]"]}))
+    with pytest.raises(ConfigError, match="n_sample"):
+        load_sweep(bad, smoke_overrides(tmp_path))
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_wandb_sweep_definition(tmp_path):
+    spec = load_sweep(SWEEP, smoke_overrides(tmp_path))
+    definition = yaml.safe_load(write_wandb_sweep(spec, tmp_path / "sweep.yaml").read_text())
+    assert definition["method"] == "grid"
+    assert definition["parameters"]["methods.akh.n_samples"] == {"values": [5, 10]}
+    assert definition["command"][:2] == ["fpbench", "run"] and definition["command"][-1] == "${args}"
