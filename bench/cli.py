@@ -69,16 +69,18 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
+    from bench.evaluate import method_pool_specs
     from bench.zoo.build import build_zoo, prepare
     from bench.zoo.listing import zoo_table
 
     cfg = load_recipe(args.recipe, args.overrides)
+    pools = method_pool_specs(cfg)  # defender pools of the recipe's methods belong to its zoo
     if args.list:
-        _, plan, store = prepare(cfg)
+        _, plan, store = prepare(cfg, pools)
         print(zoo_table(plan, store))
         return 0
     _check_paths(cfg)
-    report = build_zoo(cfg, progress=_progress(cfg, args), logger_factory=_training_loggers(cfg))
+    report = build_zoo(cfg, pools, progress=_progress(cfg, args), logger_factory=_training_loggers(cfg))
     print(zoo_table(report.plan, report.store))
     print(f"\nzoo {report.plan.name}: {len(report.built)} built, {len(report.skipped)} already built "
           f"({report.seconds:.1f} s) -> {report.store.root}")

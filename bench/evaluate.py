@@ -59,6 +59,12 @@ def instantiate(entry: dict[str, Any]) -> FingerprintMethod:
     return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), params)))
 
 
+def method_pool_specs(cfg: DictConfig) -> list[Any]:
+    """The defender pools the recipe's methods ask for (so `fpbench zoo` builds them too)."""
+    specs = (instantiate(entry).pool_spec() for entry in to_dict(cfg)["methods"])
+    return [spec for spec in specs if spec is not None]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

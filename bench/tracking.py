@@ -80,3 +80,33 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
         return run.dir
     finally:
         run.finish()
+
+
+def offline_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary metrics stored in an offline W&B run folder (`.../wandb/offline-run-*`).
+
+    W&B >= 0.19 keeps offline runs in one binary `run-*.wandb` log and writes no summary JSON until
+    `wandb sync`; this reads the summary items (protobuf `SummaryItem`: key = field 1, value_json =
+    field 16) straight from that log, so an offline run can be checked without syncing it.
+    """
+    import json
+    import re
+
+    files = sorted(Path(run_dir).glob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"No run-*.wandb file in {run_dir}; is it an offline W&B run folder?")
+    data = files[0].read_bytes()
+    out: dict[str, Any] = {}
+    for match in re.finditer(rb"\n([\x01-\x7f])", data):
+        start, key_len = match.end(), match.group(1)[0]
+        key, rest = data[start:start + key_len], start + key_len
+        if data[rest:rest + 2] != b"\x82\x01" or rest + 3 > len(data):
+            continue
+        value_len = data[rest + 2]
+        if value_len > 0x7F:
+            continue
+        try:
+            out[key.decode()] = json.loads(data[rest + 3:rest + 3 + value_len])
+        except (UnicodeDecodeError, ValueError):
+            continue
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from bench.config import load_recipe
 from bench.evaluate import run_benchmark
 from bench.results import read_result
+from bench.tracking import offline_summary
 from tests.conftest import SMOKE, smoke_overrides
 
 
@@ -94,9 +94,10 @@ def test_wandb_offline_stays_in_configured_dirs(smoke_cfg, smoke_zoo, tmp_path, 
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     run_benchmark(load_recipe(SMOKE, overrides), progress=False)
-    summaries = list((root / "cache" / "wandb").glob("offline-run-*/files/wandb-summary.json"))
-    assert summaries, sorted(str(p) for p in (root / "cache").rglob("*"))[:20]
-    summary = json.loads(summaries[0].read_text())
-    assert summary["auc"] == 1.0
+    runs = list((root / "cache" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, sorted(str(p) for p in (root / "cache").rglob("*"))[:20]
+    summary = offline_summary(runs[0])
+    assert summary["auc"] == 1.0 and summary["tpr_at_fpr/0.01"] == 1.0
+    assert summary["n_negative"] == len(smoke_zoo.plan.by_role("negative"))
     assert os.listdir(work) == []
     assert not any(home.iterdir()), list(home.rglob("*"))
