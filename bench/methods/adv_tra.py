@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,7 +67,7 @@ class AdvTraConfig:
     variant: str = "reference"  # reference: the authors' code quirks | paper: the equations
     threshold: float = 0.5  # a fingerprint is matched if its mutation rate is below this, in (0, 1]
     score: str = "detection_rate"  # detection_rate (paper: matched / N) | agreement (1 - mean mutation rate)
-    batch_size: int | None = None  # candidates advanced together; None: adaptive (N, then what is missing)
+    batch_size: int | None = None  # candidates advanced together, chunk by chunk; None: all at once
     seed: int = 0  # combined with the fingerprint seed: ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
@@ -167,24 +166,25 @@ class AdvTra(FingerprintMethod):
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+        """Trajectories from the owner's data, all candidates advancing together on `ctx.device`.
+
+        Returns tensors `inputs` [N, S, C, H, W], `labels` [N, S] (the source's), `segment_targets`
+        [N, m], `step_sizes` [N, m, l], `base_indices` / `base_labels` [N]; meta records the success
+        rate, failures by reason, S, the paper's trajectory length and the source evaluations spent.
+
+        Raises:
+            ValueError: classes_spanned above the task's classes, or too few owner samples.
+            RuntimeError: no candidate produced a trajectory.
+        """
         cfg: AdvTraConfig = self.config
         num_classes = int(ctx.num_classes)
         if cfg.trajectory == "surface" and cfg.classes_spanned > num_classes:
             raise ValueError(f"adv_tra: classes_spanned={cfg.classes_spanned} exceeds the task's {num_classes} "
                              f"classes; set classes_spanned <= {num_classes}.")
         candidates = cfg.candidate_count()
-        x_pool, y_pool = ctx.owner_data(cfg.owner_pool if cfg.owner_pool is not None else candidates)
-        if x_pool.shape[0] < candidates:
-            raise ValueError(f"adv_tra: needs {candidates} candidate base samples but the owner split has "
-                             f"{x_pool.shape[0]}; lower n_fingerprints or candidates.")
-        generator = torch.Generator().manual_seed(int(ctx.seed) * SEED_STRIDE + int(cfg.seed))
-        choice = torch.randperm(x_pool.shape[0], generator=generator)[:candidates]
-        orders = random_class_orders(y_pool.cpu()[choice], num_classes, cfg.segments(), generator)
-        x_base = x_pool[choice.to(x_pool.device)].to(ctx.device)
-        y_base = y_pool[choice.to(y_pool.device)].to(ctx.device)
-        orders, choice = orders.to(ctx.device), choice.to(ctx.device)
+        x_base, y_base, orders, choice = self._draw_candidates(ctx, candidates)
 
-        was_training = source.training
+        modes = {module: module.training for module in source.modules()}  # restored one by one afterwards
         source.eval()
         started = time.monotonic()
         counter = Counter()
@@ -194,7 +194,7 @@ class AdvTra(FingerprintMethod):
         bar = tqdm(total=cfg.n_fingerprints, desc="adv_tra", unit="fp", disable=not ctx.progress, leave=False)
         try:
             while processed < candidates and successes < cfg.n_fingerprints:
-                size = self._chunk_size(processed, successes, candidates)
+                size = self._chunk_size(processed, candidates)
                 rows = slice(processed, processed + size)
                 status, chunk = self._run_chunk(source, x_base[rows], orders[rows], counter, bar)
                 for code, name in FAILURE_NAMES.items():
@@ -207,7 +207,8 @@ class AdvTra(FingerprintMethod):
                 bar.update(min(successes, cfg.n_fingerprints) - bar.n)
         finally:
             bar.close()
-            source.train(was_training)
+            for module, training in modes.items():
+                module.train(training)
         if successes == 0:
             raise RuntimeError(f"adv_tra: no base sample out of {processed} produced a trajectory "
                                f"(failures: {failures}); try boundary=clamp, more max_iterations, or a larger max_step.")
@@ -240,16 +241,27 @@ class AdvTra(FingerprintMethod):
         }
         return Fingerprint(method=self.name, tensors=tensors, meta=meta)
 
-    def _chunk_size(self, processed: int, successes: int, candidates: int) -> int:
-        """Candidates to advance together next: `batch_size`, or adaptively what is still missing."""
+    def _draw_candidates(
+        self, ctx: GenerationContext, candidates: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Base samples (seeded random order of the first `owner_pool`), true labels, target orders, indices."""
+        cfg: AdvTraConfig = self.config
+        x_pool, y_pool = ctx.owner_data(cfg.owner_pool if cfg.owner_pool is not None else candidates)
+        if x_pool.shape[0] < candidates:
+            raise ValueError(f"adv_tra: needs {candidates} candidate base samples but the owner split has "
+                             f"{x_pool.shape[0]}; lower n_fingerprints or candidates.")
+        # CPU generator: the same draws on any device; never the global RNG.
+        generator = torch.Generator().manual_seed(int(ctx.seed) * SEED_STRIDE + int(cfg.seed))
+        choice = torch.randperm(x_pool.shape[0], generator=generator)[:candidates]
+        orders = random_class_orders(y_pool.cpu()[choice], int(ctx.num_classes), cfg.segments(), generator)
+        x_base = x_pool[choice.to(x_pool.device)].to(ctx.device)
+        y_base = y_pool[choice.to(y_pool.device)].to(ctx.device)
+        return x_base, y_base, orders.to(ctx.device), choice.to(ctx.device)
+
+    def _chunk_size(self, processed: int, candidates: int) -> int:
+        """Candidates advanced together next: `batch_size`, or all that are left (None)."""
         remaining = candidates - processed
-        if self.config.batch_size is not None:
-            return min(self.config.batch_size, remaining)
-        missing = self.config.n_fingerprints - successes
-        if processed == 0:
-            return min(missing, remaining)
-        rate = max(successes / processed, 0.1)
-        return min(remaining, math.ceil(1.2 * missing / rate))  # 20 % slack so one more chunk usually suffices
+        return remaining if self.config.batch_size is None else min(self.config.batch_size, remaining)
 
     def _run_chunk(
         self, source: nn.Module, x_base: torch.Tensor, orders: torch.Tensor, counter: Counter, bar: tqdm

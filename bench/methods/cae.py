@@ -1,0 +1,216 @@
+"""CAE: conferrable adversarial examples (Lukas et al., "Deep Neural Network Fingerprinting by
+Conferrable Adversarial Examples", ICLR 2021)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.methods._common import (
+    DEFAULT_POOL_ARCHS,
+    eval_mode,
+    input_gradient,
+    label_agreement,
+    make_generator,
+    pool_spec_of,
+    require,
+    require_pool_fields,
+    require_pools,
+)
+from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext, PoolSpec
+
+if TYPE_CHECKING:
+    from bench.oracle import Oracle
+
+log = logging.getLogger(__name__)
+
+TINY = 1e-12  # keeps log() finite
+
+
+@dataclass
+class CaeConfig:
+    """CAE hyperparameters; defaults and their sources are listed in docs/methods/cae.md."""
+
+    n_fingerprints: int = 100  # kept: the most conferrable accepted examples; queries per suspect <= this
+    candidates: int | None = None  # seeds tried, the first of the owner split; None: 5 x n_fingerprints (or the split)
+    eps: float = 0.025  # L-inf radius around each seed (pixels in [0,1])
+    step_size: float | None = None  # signed-gradient step; None: eps / 10
+    iterations: int = 100  # optimisation steps per seed (the best accepted iterate is kept)
+    dropout: float = 0.3  # ensemble member dropout: each pool model is left out of an iterate with this probability
+    alpha: float = 1.0  # weight of the conferrability term CE(1, max_t ME_t)
+    beta: float = 1.0  # weight of the adversarial term -CE(f(x0), f(x'))
+    gamma: float = 1.0  # weight of the surrogate-agreement term CE(f(x'), S(x'))
+    threshold: float = 0.85  # accept x' if Transfer(S) * (1 - Transfer(R)) >= threshold (and the label changed)
+    batch_size: int | None = None  # seeds optimised together; None: all candidates at once
+    surrogate_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # extracted from the source
+    reference_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # trained independently
+    pool_seeds: int = 2  # models per architecture in each pool (2 x 2 surrogates + 2 x 2 references)
+    pool_epochs: int | None = None  # training epochs of pool models; None: the source's
+    seed: int = 0  # dropout masks: generator seeded with ctx.seed * 1_000_003 + seed
+
+    def __post_init__(self) -> None:
+        require("cae", "n_fingerprints", self.n_fingerprints, self.n_fingerprints >= 1, ">= 1")
+        require("cae", "candidates", self.candidates, self.candidates is None or self.candidates >= self.n_fingerprints,
+                ">= n_fingerprints, or null")
+        require("cae", "eps", self.eps, 0 < self.eps <= 1, "in (0, 1]")
+        require("cae", "step_size", self.step_size, self.step_size is None or self.step_size > 0,
+                "> 0, or null (eps / 10)")
+        require("cae", "iterations", self.iterations, self.iterations >= 1, ">= 1")
+        require("cae", "dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
+        for name in ("alpha", "beta", "gamma"):
+            require("cae", name, getattr(self, name), getattr(self, name) >= 0, ">= 0")
+        require("cae", "threshold", self.threshold, 0 < self.threshold <= 1, "in (0, 1]")
+        require("cae", "batch_size", self.batch_size, self.batch_size is None or self.batch_size >= 1, ">= 1, or null")
+        require_pool_fields("cae", self)
+
+    def resolved_step_size(self) -> float:
+        return self.step_size if self.step_size is not None else self.eps / 10
+
+
+def conferrability(source_labels: torch.Tensor, surrogate_labels: torch.Tensor,
+                   reference_labels: torch.Tensor) -> torch.Tensor:
+    """Transfer(S) * (1 - Transfer(R)): share of surrogates / references agreeing with the source, per sample.
+
+    Args:
+        source_labels: [B] the source's labels at x'.
+        surrogate_labels: [S, B]; reference_labels: [R, B].
+    """
+    transfer_s = (surrogate_labels == source_labels).float().mean(0)
+    transfer_r = (reference_labels == source_labels).float().mean(0)
+    return transfer_s * (1 - transfer_r)
+
+
+def member_masks(members: int, batch: int, dropout: float, generator: torch.Generator) -> torch.Tensor:
+    """[members, batch] keep-masks with member dropout; every column keeps at least one member."""
+    draws = torch.rand(members, batch, generator=generator)
+    keep = draws >= dropout
+    empty = ~keep.any(0)
+    keep[draws.argmax(0)[empty], empty.nonzero().flatten()] = True
+    return keep.float()
+
+
+@METHODS.register("cae")
+class Cae(FingerprintMethod):
+    """CAE (Lukas et al., ICLR 2021): label-only; adversarial examples that transfer to surrogates, not references.
+
+    Needs defender pools: surrogates (extracted from the source) and references (trained
+    independently). From owner seeds, signed-gradient steps in an L-inf ball of `eps` minimise
+    `alpha CE(1, max_t ME_t) - beta CE(f(x0), f(x')) + gamma CE(f(x'), S(x'))` with
+    `ME = S * (1 - R)` (S, R: mean softmax of the surrogates / references, with member dropout).
+    An example is kept if the source's label changed and its conferrability
+    Transfer(S) * (1 - Transfer(R)) >= `threshold`. Score = agreement of the suspect's labels with
+    the source's (higher = more likely derived; the literature decides at 0.75). Queries per
+    suspect: the number of examples kept (<= n_fingerprints, 100).
+    """
+
+    name = "cae"
+    Config = CaeConfig
+    access = "label"
+    version = "1"
+
+    def pool_spec(self) -> PoolSpec:
+        return pool_spec_of(self.config)
+
+    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+        cfg: CaeConfig = self.config
+        pools = require_pools("cae", ctx.pools)
+        started = time.monotonic()
+        wanted = cfg.candidates if cfg.candidates is not None else 5 * cfg.n_fingerprints
+        x0, _ = ctx.owner_data(wanted)
+        if cfg.candidates is not None and len(x0) < cfg.candidates:
+            raise ValueError(f"cae: candidates={cfg.candidates} exceeds the owner split ({len(x0)} samples).")
+        generator = make_generator(ctx.seed, cfg.seed)
+        batch_size = cfg.batch_size or len(x0)
+        models = [source, *pools.surrogates, *pools.references]
+        chunks = []
+        with eval_mode(*models):
+            bar = tqdm(total=cfg.iterations * len(x0.split(batch_size)), desc="cae", unit="step",
+                       disable=not ctx.progress, leave=False)
+            for seeds in x0.split(batch_size):
+                chunks.append(self._optimise(source, pools.surrogates, pools.references, seeds, generator, bar))
+            bar.close()
+        found = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+        accepted = found["accepted"]
+        if not bool(accepted.any()):
+            raise RuntimeError(f"cae: none of the {len(x0)} seeds gave a conferrable example: the source's label "
+                               f"changed for {int(found['changed'].sum())} of them and the best conferrability was "
+                               f"{float(found['conferrability'].max()):.2f} (needed >= {cfg.threshold}); "
+                               "raise eps or iterations, lower threshold, or use more diverse pools.")
+        # Accepted examples first, most conferrable first; ties keep candidate order.
+        order = torch.argsort(2.0 * (~accepted).float() - found["conferrability"], stable=True)
+        keep = order[: min(cfg.n_fingerprints, int(accepted.sum()))]
+        if len(keep) < cfg.n_fingerprints:
+            log.warning("cae: only %d of %d requested examples were conferrable (%d seeds tried).", len(keep),
+                        cfg.n_fingerprints, len(x0))
+        tensors = {"inputs": found["inputs"][keep], "labels": found["labels"][keep], "seeds": x0[keep],
+                   "seed_labels": found["seed_labels"][keep], "conferrability": found["conferrability"][keep]}
+        meta = {
+            "n_fingerprints": len(keep),
+            "n_requested": cfg.n_fingerprints,
+            "candidates_tried": len(x0),
+            "accepted": int(accepted.sum()),
+            "acceptance_rate": float(accepted.float().mean()),
+            "label_changed": int(found["changed"].sum()),
+            "mean_conferrability": float(found["conferrability"][keep].mean()),
+            "surrogates": len(pools.surrogates),
+            "references": len(pools.references),
+            "step_size": cfg.resolved_step_size(),
+            "queries_per_suspect": len(keep),
+            "gradient_evaluations": cfg.iterations * len(x0) * len(models),
+            "generation_seconds": time.monotonic() - started,
+        }
+        return Fingerprint(method=self.name, tensors={k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                           meta=meta)
+
+    def _optimise(self, source: nn.Module, surrogates: list[nn.Module], references: list[nn.Module],
+                  x0: torch.Tensor, generator: torch.Generator, bar: tqdm) -> dict[str, torch.Tensor]:
+        """Signed-gradient descent in the eps-ball; keeps, per seed, the last iterate of best conferrability."""
+        cfg: CaeConfig = self.config
+        step = cfg.resolved_step_size()
+        with torch.no_grad():
+            p0 = source(x0).softmax(1)
+        seed_labels = p0.argmax(1)
+        x = x0.clone()
+        best_x, best_labels = x0.clone(), seed_labels.clone()
+        best_score = torch.full((len(x0),), -1.0, device=x0.device)  # -1: label unchanged so far
+        for iteration in range(cfg.iterations + 1):
+            x.requires_grad_(True)
+            logits = source(x)
+            probs_s = torch.stack([m(x).softmax(1) for m in surrogates])  # [S, B, C]
+            probs_r = torch.stack([m(x).softmax(1) for m in references])  # [R, B, C]
+            with torch.no_grad():  # acceptance of the current iterate, on the full pools (no dropout)
+                labels = logits.argmax(1)
+                conf = conferrability(labels, probs_s.argmax(2), probs_r.argmax(2))
+                score = torch.where(labels != seed_labels, conf, torch.full_like(conf, -1.0))
+                better = score >= best_score
+                best_score = torch.where(better, score, best_score)
+                best_x[better], best_labels[better] = x.detach()[better], labels[better]
+            if iteration == cfg.iterations:
+                break
+            mask_s = member_masks(len(surrogates), len(x), cfg.dropout, generator).to(x.device).unsqueeze(2)
+            mask_r = member_masks(len(references), len(x), cfg.dropout, generator).to(x.device).unsqueeze(2)
+            mean_s = (probs_s * mask_s).sum(0) / mask_s.sum(0)
+            mean_r = (probs_r * mask_r).sum(0) / mask_r.sum(0)
+            ensemble = mean_s * (1 - mean_r)  # ME: high where surrogates say t and references do not
+            log_p = logits.log_softmax(1)
+            conferrable_term = -(ensemble.max(1).values + TINY).log()
+            adversarial_term = -(p0 * log_p).sum(1)
+            agreement_term = -(log_p.exp().detach() * (mean_s + TINY).log()).sum(1)
+            loss = cfg.alpha * conferrable_term - cfg.beta * adversarial_term + cfg.gamma * agreement_term
+            grad = input_gradient(loss.sum(), x)
+            with torch.no_grad():
+                x = x - step * grad.sign()
+                x = torch.minimum(torch.maximum(x, x0 - cfg.eps), x0 + cfg.eps).clamp(0.0, 1.0)
+            bar.update(1)
+        accepted = best_score >= cfg.threshold
+        return {"inputs": best_x, "labels": best_labels, "seed_labels": seed_labels, "accepted": accepted,
+                "changed": best_score >= 0, "conferrability": best_score.clamp(min=0.0)}
+
+    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+        return label_agreement(fp, suspect)
