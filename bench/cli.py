@@ -111,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_paths(cfg)
     outcome = run_benchmark(cfg, progress=_progress(cfg, args))
     print("\n".join(summary_lines(outcome)))
-    return 0
+    return 1 if outcome.failed else 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class MethodRun:
 class BenchmarkOutcome:
     zoo: BuildReport
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # result path -> result
+    failed: dict[str, str] = field(default_factory=dict)  # method -> error (its result is not written)
     leaderboard: Path | None = None
     plots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -136,13 +137,19 @@ def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
     source_record = records[plan.source.model_id]
     source = store.load_model(plan.source.model_id, source_record).to(device)
     cache_root = Path(cfg.paths.cache_dir) / "fingerprints"
+    outcome = BenchmarkOutcome(zoo=zoo)
     for run in runs:
         ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
                                 num_classes=zoo.datamodule.num_classes, progress=progress)
         ctx.pools = _pools(run, cfg, zoo, device)
         key = fingerprint_key(run, source_record["sha256"], plan.split_hashes, cfg.seed)
-        _generate(run, source, ctx, cache_root / run.entry["name"] / key)
+        try:
+            _generate(run, source, ctx, cache_root / run.entry["name"] / key)
+        except Exception as err:  # one method failing must not cost the others their results
+            log.error("%s: generation failed: %s: %s", run.entry["name"], type(err).__name__, err)
+            outcome.failed[run.entry["name"]] = f"{type(err).__name__}: {err}"
         ctx.pools = None  # free pool models before verification
+    runs = [run for run in runs if run.fingerprint is not None]
 
     for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
         record = records[job.model_id]
@@ -159,7 +166,6 @@ def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
                 "score": float(figures["score"]), "queries": oracle.queries,
                 "extras": {k: float(v) for k, v in figures.items() if k != "score"},
             })
-    outcome = BenchmarkOutcome(zoo=zoo)
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
                 "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,
                 "source_test_acc": source_record["test_acc"]}
@@ -201,6 +207,7 @@ def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
                      f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}")
     notes = sorted({r["metrics"]["resolution_note"] for r in outcome.results.values() if r["metrics"].get("resolution_note")})
     lines += [f"note: {note}" for note in notes]
+    lines += [f"FAILED {name}: {error}" for name, error in outcome.failed.items()]
     lines.append(f"results: {', '.join(outcome.results)}")
     lines.append(f"leaderboard: {outcome.leaderboard}; plots: {', '.join(str(p) for p in outcome.plots)}")
     lines.append(f"done in {outcome.seconds:.1f} s")

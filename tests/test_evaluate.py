@@ -101,3 +101,17 @@ def test_wandb_offline_stays_in_configured_dirs(smoke_cfg, smoke_zoo, tmp_path, 
     assert summary["n_negative"] == len(smoke_zoo.plan.by_role("negative"))
     assert os.listdir(work) == []
     assert not any(home.iterdir()), list(home.rglob("*"))
+
+
+def test_a_failing_method_does_not_cost_the_others(smoke_cfg, smoke_zoo, tmp_path, monkeypatch):
+    from bench.methods.akh import Akh
+
+    def broken(self, source, ctx):
+        raise RuntimeError("no fingerprint today")
+
+    monkeypatch.setattr(Akh, "generate", broken)
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}",
+                              "methods=[akh,oracle_label]"])
+    outcome = run_benchmark(cfg, progress=False)
+    assert "no fingerprint today" in outcome.failed["akh"]
+    assert [r["method"]["name"] for r in outcome.results.values()] == ["oracle_label"]
