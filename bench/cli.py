@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results")
     board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
+    board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
     lst = sub.add_parser("list", help="what is registered, with one-line descriptions")
     lst.add_argument("family", choices=["methods", "attacks", "archs", "datamodules"])
     perf = sub.add_parser("perf", help="run the performance benchmarks; write results/perf/<name>.json")
@@ -145,6 +146,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"web page: {write_site(args.results_dir)}")
     else:
         write_plots(args.results_dir)
+    if args.readme:
+        from bench.report.readme import update_readme
+
+        try:
+            print(f"README table updated: {update_readme(args.readme, args.results_dir)}")
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     print(f"leaderboard: {md}, {csv}; plots under {os.path.join(args.results_dir, 'plots')}")
     return 0
 

@@ -1,0 +1,36 @@
+"""Keep the README's results table generated: the block between two markers is rewritten from the
+result files (never typed by hand)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from bench.io import atomic_write_text
+from bench.report.leaderboard import build_leaderboard, leaderboard_markdown
+
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def update_readme(readme: str | Path, results_dir: str | Path) -> Path:
+    """Replace the README block between the leaderboard markers with the current leaderboard table
+    (links made relative to the README) and links to the plots and the web page."""
+    readme, results_dir = Path(readme), Path(results_dir)
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no '{START}' ... '{END}' block; add the two markers where the table goes.")
+    prefix = Path(os.path.relpath(results_dir.resolve(), readme.resolve().parent)).as_posix()
+    table = leaderboard_markdown(build_leaderboard(results_dir))
+    table = table[table.index("| zoo"):] if "| zoo" in table else "No result files yet.\n"
+    table = re.sub(r"\]\((runs/[^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", table)
+    plots = sorted(p.relative_to(results_dir).as_posix() for p in (results_dir / "plots").rglob("*.png"))
+    links = [f"[{p}]({prefix}/{p})" for p in plots]
+    site = results_dir / "site" / "index.html"
+    if site.is_file():
+        links.append(f"[web page]({prefix}/site/index.html)")
+    block = f"{START}\n{table}\nPlots: {', '.join(links) if links else 'none yet'}.\n{END}"
+    new = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    if new != text:
+        atomic_write_text(readme, new)
+    return readme
