@@ -36,6 +36,7 @@ quickstart: setup data
 	$(BIN)/fpbench run recipes/quickstart.yaml
 
 test: setup data
+	$(BIN)/ruff check bench datamodules tests
 	$(BIN)/python -m pytest -q
 
 test-all: setup data

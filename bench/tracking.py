@@ -57,7 +57,6 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
     if settings is None:
         return None
     import wandb
-
     from bench.report import plot_roc, plot_scores_box
 
     name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"

@@ -16,7 +16,9 @@ def test_smoke_recipe_loads_and_is_readonly():
     cfg = load_recipe(SMOKE)
     assert cfg.data.name == "digits" and cfg.zoo.name == "smoke"
     assert cfg.tracking.wandb.dir == cfg.paths.cache_dir  # interpolation resolved
-    with pytest.raises(Exception):
+    from omegaconf.errors import ReadonlyConfigError
+
+    with pytest.raises(ReadonlyConfigError):
         cfg.seed = 3
 
 

@@ -6,8 +6,8 @@ from bench.methods.base import (
     Fingerprint,
     FingerprintMethod,
     GenerationContext,
-    PoolSpec,
     Pools,
+    PoolSpec,
 )
 
 __all__ = ["METHODS", "Fingerprint", "FingerprintMethod", "GenerationContext", "PoolSpec", "Pools"]

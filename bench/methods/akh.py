@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext

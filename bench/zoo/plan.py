@@ -159,7 +159,7 @@ def _attack_steps(entry: dict[str, Any], where: str) -> list[list[tuple[str, dic
     if not isinstance(steps, list) or not steps:
         raise ConfigError(f"{where}.chain must be a non-empty list of {{attack: ..}} mappings.")
     options = []
-    for j, step in enumerate(steps):
+    for step in steps:
         if not isinstance(step, dict) or "attack" not in step:
             raise ConfigError(f"{where}: each step needs 'attack:' (one of {', '.join(ATTACKS.names())}); got {step!r}.")
         names = step["attack"] if isinstance(step["attack"], list) else [step["attack"]]  # a list expands too
