@@ -44,8 +44,10 @@ def training_logger_factory(cfg: DictConfig) -> Callable[[Any], Any] | None:
     def factory(job: Any) -> Any:
         from pytorch_lightning.loggers import WandbLogger
 
-        return WandbLogger(name=f"zoo/{job.role}/{job.model_id}", job_type="zoo", reinit="finish_previous",
-                           config={"job": job.record_base(), "recipe": to_dict(cfg)}, **settings)
+        kwargs = dict(settings)
+        save_dir = kwargs.pop("dir")  # WandbLogger ignores `dir` unless save_dir is left at "."
+        return WandbLogger(name=f"zoo/{job.role}/{job.model_id}", save_dir=save_dir, job_type="zoo",
+                           reinit="finish_previous", config={"job": job.record_base(), "recipe": to_dict(cfg)}, **kwargs)
 
     return factory
 
@@ -57,6 +59,7 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
     if settings is None:
         return None
     import wandb
+
     from bench.report import plot_roc, plot_scores_box
 
     name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"

@@ -115,3 +115,23 @@ def test_a_failing_method_does_not_cost_the_others(smoke_cfg, smoke_zoo, tmp_pat
     outcome = run_benchmark(cfg, progress=False)
     assert "no fingerprint today" in outcome.failed["akh"]
     assert [r["method"]["name"] for r in outcome.results.values()] == ["oracle_label"]
+
+
+def test_zoo_training_logs_offline_inside_the_cache(tmp_path, monkeypatch):
+    """Each trained zoo model gets an offline W&B run under the configured folder, none in the cwd."""
+    from bench.zoo.build import build_zoo
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    from bench import tracking
+
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path / "out"), "tracking.wandb.mode=offline",
+                              "zoo.negatives=[]", "zoo.positives=[]", "zoo.source.epochs=1"])
+    report = build_zoo(cfg, progress=False, logger_factory=tracking.training_logger_factory(cfg))
+    assert len(report.built) == 1
+    runs = list((tmp_path / "out" / "cache" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert os.listdir(work) == []
