@@ -375,6 +375,9 @@ def _git(path: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
 def git_info(path: str | Path = ".") -> dict[str, Any]:
     """The commit checked out at ``path`` and whether tracked files differ from it.
 
+    Published results under ``results/`` are excluded from the dirty check: writing them is what
+    a run does, so only changes to the code and recipes count.
+
     Args:
         path: A folder inside the checkout.
 
@@ -386,7 +389,7 @@ def git_info(path: str | Path = ".") -> dict[str, Any]:
         head = _git(path, "rev-parse", "HEAD")
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
-        diff = _git(path, "diff", "--quiet", "HEAD")
+        diff = _git(path, "diff", "--quiet", "HEAD", "--", ":(top)", ":(exclude,top)results")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     dirty = {0: False, 1: True}.get(diff.returncode)
