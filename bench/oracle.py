@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from bench.methods.base import ACCESS_LEVELS, Access
+Access = Literal["label", "probs"]
+ACCESS_LEVELS: tuple[str, ...] = ("label", "probs")
 
 
 class AccessError(PermissionError):

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,18 @@ def fit(module: ClassifierModule, loader: DataLoader, trainer_cfg: TrainerConfig
         return 0.0
     pl.seed_everything(seed, workers=True, verbose=False)
     trainer = make_trainer(trainer_cfg, module.epochs, root_dir=root_dir, logger=logger, progress=progress)
+    if getattr(trainer.strategy.launcher, "_start_method", None) == "spawn" and loader.generator is not None:
+        loader = _without_generator(loader)  # a torch.Generator cannot be sent to spawned ranks (torch 2.14)
     trainer.fit(module, train_dataloaders=loader)
     module.model.cpu().eval()
     return time.perf_counter() - start
+
+
+def _without_generator(loader: DataLoader) -> DataLoader:
+    """The same loader without its shuffle generator; under DDP Lightning's DistributedSampler shuffles."""
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=isinstance(loader.sampler, RandomSampler),
+                      drop_last=loader.drop_last, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                      persistent_workers=loader.persistent_workers, collate_fn=loader.collate_fn)
 
 
 @torch.no_grad()

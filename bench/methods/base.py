@@ -12,20 +12,15 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from bench.io import atomic_save_tensors, atomic_write_json
+from bench.oracle import ACCESS_LEVELS, Access, Oracle  # noqa: F401  (ACCESS_LEVELS re-exported)
 from bench.registry import Registry
-
-if TYPE_CHECKING:
-    from bench.oracle import Oracle
-
-Access = Literal["label", "probs"]
-ACCESS_LEVELS: tuple[str, ...] = ("label", "probs")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from torch import nn
 from bench.config import ConfigError, ModelSpec
 from bench.methods.base import PoolSpec
 from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, accuracy, fit
+from bench.zoo.executors import follow_rank_zero, is_rank_zero
 from bench.zoo.plan import Job, ZooPlan, plan_zoo
 from bench.zoo.store import ZooStore
 
@@ -118,6 +119,9 @@ def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progres
     report = BuildReport(plan=plan, store=store, datamodule=dm)
     trainer_cfg = OmegaConf.to_object(cfg.compute.trainer)
     root_dir = str(Path(cfg.paths.cache_dir) / "lightning")
+    if not is_rank_zero():  # a DDP rank > 0 (ddp re-launch, torchrun, SLURM): train alongside rank 0, write nothing
+        follow_rank_zero(plan, dm, store, trainer_cfg, root_dir, logger_factory)
+        raise SystemExit(0)  # rank 0 alone writes the zoo and goes on (evaluation) by itself
     with store.lock():
         records = store.records()
         pending = [job for job in plan.jobs if not (job.model_id in records and store.verify(records[job.model_id]))]

@@ -1,0 +1,499 @@
+"""Performance benchmarks: `fpbench perf [NAME ...] [key=value ...]` or `pytest -m perf`.
+
+Each benchmark writes `<results_dir>/perf/<name>.json`: its figures (rates and ratios, not only
+times), the machine (CPUs, torch threads and version, device, load average) and the command.
+`perf.<key>=value` overrides set the sizes (`PerfConfig`); every other override goes to the recipe
+the benchmarks load (`perf.recipe`, the quickstart). No benchmark asserts a time (STYLE rule 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bench.config import ConfigError, load_recipe, to_dict
+from bench.io import atomic_write_json
+from bench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+GUARDS = ("random", "oracle_label")  # methods that test the loop; not benchmarked
+ORDER = ("train_throughput", "generation", "verification", "quickstart", "executor_ray")
+SCHEMA_VERSION = 1
+TARGET_LIGHTNING_RATIO = 1.2  # Lightning's time per epoch within 1.2x the plain loop's
+TARGET_QUICKSTART_S = 600.0  # the quickstart (zoo + all methods) in 10 minutes on 2 CPU cores
+
+
+@dataclass
+class PerfConfig:
+    """Benchmark sizes, set as `perf.<key>=value`."""
+
+    recipe: str = str(REPO / "recipes" / "quickstart.yaml")  # data, source, methods and the end-to-end run
+    smoke_recipe: str = str(REPO / "recipes" / "smoke.yaml")  # the zoo built by executor_ray
+    smoke_overrides: list[str] = field(default_factory=list)  # extra overrides of executor_ray's builds
+    train_images: int = 4096  # owner images trained on by train_throughput
+    train_epochs: int = 3  # epochs of each timed fit
+    repeats: int = 3  # train_throughput: timed fits of each kind (best and median reported); verification: rounds
+    source_epochs: int = 2  # epochs of the perf zoo's source and pool models
+    suspects: int = 8  # verification suspects: fine-tuned positives and SAST negatives, 1 epoch each
+    methods: list[str] = field(default_factory=list)  # empty: every registered method except the guards
+    workers: int = 2  # compute.workers of executor_ray's Ray build
+    timeout_s: int = 3600  # per subprocess run (quickstart, each executor_ray build)
+    keep_workdir: bool = False  # keep the temporary zoo and results of quickstart and executor_ray
+
+
+@dataclass
+class PerfRun:
+    """One `run_perf` call: settings, recipe overrides, and what benchmarks share (the perf zoo)."""
+
+    settings: PerfConfig
+    overrides: list[str]
+    results_dir: Path
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def recipe(self, *extra: str) -> DictConfig:
+        return load_recipe(self.settings.recipe, [*self.overrides, *extra])
+
+
+BENCHMARKS: Registry[Callable[[PerfRun], dict[str, Any]]] = Registry("benchmark")
+
+
+def parse_overrides(overrides: list[str] | None) -> tuple[PerfConfig, list[str]]:
+    """Split `perf.<key>=value` (validated against PerfConfig) from the recipe overrides."""
+    perf_items, recipe_items = [], []
+    for item in overrides or []:
+        item = item[2:] if item.startswith("--") else item
+        (perf_items if item.startswith("perf.") else recipe_items).append(item)
+    schema = OmegaConf.structured(PerfConfig)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.from_dotlist([i[len("perf."):] for i in perf_items]))
+    except OmegaConfBaseException as err:
+        valid = ", ".join(f"perf.{f.name}" for f in dataclasses.fields(PerfConfig))
+        raise ConfigError(f"Bad benchmark setting in {perf_items}: {str(err).splitlines()[0]}. Valid: {valid}.") from None
+    return OmegaConf.to_object(merged), recipe_items
+
+
+def run_perf(names: list[str] | None, results_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Path]:
+    """Run the named benchmarks (default: all, in `ORDER`); write `<results_dir>/perf/<name>.json` each.
+
+    Returns name -> JSON path. A benchmark that fails is written with status "failed" and its error;
+    the others still run, then RuntimeError names the failures.
+
+    Raises:
+        ConfigError / RegistryError: a bad `perf.` setting or benchmark name (before any work).
+    """
+    given = list(names or [])  # argparse puts every positional in `names`: key=value items are overrides
+    overrides = [*(n for n in given if "=" in n), *(overrides or [])]
+    settings, recipe_overrides = parse_overrides(overrides)
+    selected = [n for n in given if "=" not in n] or list(ORDER)
+    for name in selected:
+        BENCHMARKS.get(name)
+    run = PerfRun(settings=settings, overrides=recipe_overrides, results_dir=Path(results_dir))
+    paths, failed = {}, []
+    for name in selected:
+        record = _run_one(name, run, overrides)
+        paths[name] = Path(results_dir) / "perf" / f"{name}.json"
+        atomic_write_json(paths[name], record)
+        log.info("perf %s: %s -> %s", name, record["status"], paths[name])
+        if record["status"] == "failed":
+            failed.append(f"{name} ({record['error']})")
+    if failed:
+        raise RuntimeError(f"benchmark(s) failed: {'; '.join(failed)}. Details in {Path(results_dir) / 'perf'}.")
+    return paths
+
+
+def _run_one(name: str, run: PerfRun, overrides: list[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "name": name, "status": "ok",
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["fpbench", "perf", name, *overrides]), "argv": list(sys.argv),
+        "settings": dataclasses.asdict(run.settings), "overrides": run.overrides, "machine": machine_info()}
+    start = time.perf_counter()
+    try:
+        figures = BENCHMARKS.get(name)(run)
+    except Exception as err:  # recorded; the other benchmarks still run
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        figures = {}
+    if figures.get("skipped"):
+        record.update(status="skipped", reason=figures.pop("skipped"))
+    elif figures.get("errors"):
+        record.update(status="failed", error=f"{len(figures['errors'])} part(s) failed: {figures['errors']}")
+    record["figures"] = figures
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures depend on: CPUs, threads, versions, device and how busy the machine was."""
+    import pytorch_lightning as pl
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_count": os.cpu_count(), "cpus_usable": usable, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+# -- (a) training throughput: Lightning vs a plain loop ------------------------------------------
+@BENCHMARKS.register("train_throughput")
+def train_throughput(run: PerfRun) -> dict[str, Any]:
+    """Images/s of the zoo's Lightning path (`ClassifierModule` + `fit`) vs a plain PyTorch loop, same model and data."""
+    from bench.training import ClassifierModule, fit
+
+    s = run.settings
+    cfg = run.recipe(f"data.splits.owner={s.train_images}")
+    dm, spec = _datamodule(cfg), OmegaConf.to_object(cfg.zoo.source)
+    trainer_cfg = OmegaConf.to_object(cfg.compute.trainer)
+    trainer_cfg.enable_progress_bar = False
+    device = _plain_device(trainer_cfg.accelerator)
+    root_dir = str(Path(cfg.paths.cache_dir) / "lightning")
+
+    def loader() -> Any:  # the zoo's own loader: same batch size, shuffling and workers for both
+        return dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
+
+    def lightning(epochs: int) -> float:
+        module = ClassifierModule(_model(dm, spec), spec.optimizer, spec.schedule, epochs)
+        return fit(module, loader(), trainer_cfg, root_dir=root_dir, seed=spec.seed, progress=False)
+
+    def plain(epochs: int) -> float:
+        module = ClassifierModule(_model(dm, spec), spec.optimizer, spec.schedule, epochs)
+        return plain_fit(module, loader(), epochs, device, spec.seed)
+
+    fits = {"lightning": lightning, "plain": plain}
+    timed: dict[str, list[float]] = {kind: [] for kind in fits}
+    threads_before = torch.get_num_threads()
+    if OmegaConf.select(cfg, "compute.cpu_threads") is not None:  # as a zoo build does, for both loops
+        torch.set_num_threads(int(cfg.compute.cpu_threads))
+    try:
+        lightning(1), plain(1)  # warm-up: imports, allocator, thread pools
+        for _ in range(s.repeats):  # interleaved, so a load change on a busy machine hits both
+            for kind, run_fit in fits.items():
+                timed[kind].append(run_fit(s.train_epochs))
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads_before)
+    images = dm.split_size(spec.split)
+    out: dict[str, Any] = {"arch": spec.arch, "dataset": cfg.data.name, "images": images, "epochs": s.train_epochs,
+                           "batch_size": spec.batch_size, "repeats": s.repeats, "plain_device": str(device),
+                           "precision": trainer_cfg.precision, "torch_threads": threads}
+    for kind in fits:
+        out[kind] = _epoch_figures(timed[kind], s.train_epochs, images)
+    lightning_s, plain_s = out["lightning"], out["plain"]
+    out["ratio_time_per_epoch"] = lightning_s["seconds_per_epoch"] / plain_s["seconds_per_epoch"]
+    out["ratio_time_per_epoch_median"] = lightning_s["seconds_per_epoch_median"] / plain_s["seconds_per_epoch_median"]
+    out["target_ratio"] = TARGET_LIGHTNING_RATIO
+    out["within_target"] = out["ratio_time_per_epoch"] <= TARGET_LIGHTNING_RATIO
+    return out
+
+
+def _epoch_figures(seconds: list[float], epochs: int, images: int) -> dict[str, Any]:
+    """Time per epoch of an N-epoch fit (the whole fit / N, per-fit overhead included: what a zoo model
+    costs), from the best of the repeats (least disturbed by other load) and from their median."""
+    per_epoch = min(seconds) / epochs
+    return {"seconds": [round(x, 4) for x in seconds], "seconds_per_epoch": per_epoch,
+            "seconds_per_epoch_median": statistics.median(seconds) / epochs, "images_per_second": images / per_epoch}
+
+
+def plain_fit(module: Any, loader: Any, epochs: int, device: torch.device, seed: int) -> float:
+    """The baseline: the module's own optimizer and schedule in a hand-written loop; returns wall seconds.
+
+    Per-epoch loss and accuracy are accumulated on the device, as the module's `self.log` does.
+    """
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    model = module.model.to(device).train()
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
+    loss_sum = torch.zeros((), device=device)
+    for _ in range(epochs):
+        loss_sum.zero_()
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+        if scheduler is not None:
+            scheduler.step()
+    float(loss_sum)  # waits for the device
+    model.cpu().eval()
+    return time.perf_counter() - start
+
+
+def _plain_device(accelerator: str) -> torch.device:
+    wants_gpu = accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _datamodule(cfg: DictConfig) -> Any:
+    from datamodules import build_datamodule
+
+    dm = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)
+    dm.setup()
+    return dm
+
+
+def _model(dm: Any, spec: Any) -> torch.nn.Module:
+    from bench.nets import build_model
+
+    return build_model(spec.arch, in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
+                       mean=dm.mean, std=dm.std, params=dict(spec.arch_params), seed=spec.seed)
+
+
+# -- (b) generation and (c) verification on the perf zoo -----------------------------------------
+def _method_entries(run: PerfRun, cfg: DictConfig) -> list[dict[str, Any]]:
+    """The methods to time, with the recipe's parameters where it configures them."""
+    from bench.methods import METHODS
+
+    names = run.settings.methods or [n for n in METHODS.names() if n not in GUARDS]
+    configured = {entry["name"]: entry for entry in to_dict(cfg)["methods"]}
+    for name in names:
+        METHODS.get(name)
+    return [configured.get(name, {"name": name}) for name in names]
+
+
+def perf_zoo(run: PerfRun) -> dict[str, Any]:
+    """`perf_<zoo.name>`: the recipe's data and source (trained `source_epochs`), cheap suspects and the
+    methods' defender pools; built once under `paths.zoo_dir` and reused by later runs."""
+    if "zoo" in run.shared:
+        return run.shared["zoo"]
+    from bench.evaluate import instantiate, resolve_device
+    from bench.zoo.build import build_zoo
+
+    s = run.settings
+    base = run.recipe()
+    n_positive, n_negative = s.suspects // 2, s.suspects - s.suspects // 2
+    negatives = f"[{{kind: SAST, seed: {list(range(1, n_negative + 1))}, epochs: 1}}]" if n_negative else "[]"
+    positives = f"[{{attack: ftll, seed: {list(range(n_positive))}, epochs: 1}}]" if n_positive else "[]"
+    cfg = run.recipe(f"zoo.name=perf_{base.zoo.name}", f"zoo.source.epochs={s.source_epochs}",
+                     f"zoo.negatives={negatives}", f"zoo.positives={positives}")
+    methods = [instantiate(entry) for entry in _method_entries(run, cfg)]
+    pool_specs = [spec for spec in (m.pool_spec() for m in methods) if spec is not None]
+    start = time.perf_counter()
+    report = build_zoo(cfg, pool_specs, progress=False)
+    if report.failed:
+        raise RuntimeError(f"perf zoo models failed: {report.failed}")
+    device = resolve_device(cfg.eval.device)
+    source = report.store.load_model(report.plan.source.model_id).to(device)
+    run.shared["zoo"] = {"cfg": cfg, "report": report, "methods": methods, "device": device, "source": source,
+                         "build_seconds": time.perf_counter() - start, "fingerprints": {}, "failed": {}}
+    return run.shared["zoo"]
+
+
+def _pools(method: Any, zoo: dict[str, Any]) -> Any:
+    from bench.methods import Pools
+    from bench.zoo.plan import pool_jobs_for
+
+    spec = method.pool_spec()
+    if spec is None:
+        return None
+    store, pools = zoo["report"].store, Pools()
+    for job in pool_jobs_for(zoo["cfg"], zoo["report"].plan, spec):
+        model = store.load_model(job.model_id).to(zoo["device"])
+        (pools.surrogates if job.kind == "surrogate" else pools.references).append(model)
+        pools.model_ids.append(job.model_id)
+    return pools
+
+
+def _generate(method: Any, zoo: dict[str, Any]) -> tuple[Any, float]:
+    from bench.methods import GenerationContext
+
+    dm = zoo["report"].datamodule
+    ctx = GenerationContext(datamodule=dm, seed=zoo["cfg"].seed, device=zoo["device"], num_classes=dm.num_classes,
+                            pools=_pools(method, zoo), progress=False)
+    start = time.perf_counter()
+    try:
+        fingerprint = method.generate(zoo["source"], ctx)
+    except Exception as err:  # remembered, so verification does not try again
+        zoo["failed"][method.name] = f"{type(err).__name__}: {err}"
+        raise
+    seconds = time.perf_counter() - start
+    zoo["fingerprints"][method.name] = fingerprint
+    return fingerprint, seconds
+
+
+def _count(fingerprint: Any) -> int | None:
+    for key in ("n_fingerprints", "n_samples"):
+        if isinstance(fingerprint.meta.get(key), int):
+            return fingerprint.meta[key]
+    inputs = fingerprint.tensors.get("inputs")
+    return int(inputs.shape[0]) if inputs is not None else None
+
+
+@BENCHMARKS.register("generation")
+def generation(run: PerfRun) -> dict[str, Any]:
+    """Fingerprints/s and gradient evaluations of every method's `generate` on the perf zoo's source."""
+    zoo = perf_zoo(run)
+    out: dict[str, Any] = {"zoo": zoo["cfg"].zoo.name, "zoo_build_seconds": zoo["build_seconds"],
+                           "device": str(zoo["device"]), "torch_threads": torch.get_num_threads(),
+                           "methods": {}, "errors": {}}
+    for method in zoo["methods"]:
+        try:
+            fingerprint, seconds = _generate(method, zoo)
+        except Exception as err:
+            out["errors"][method.name] = f"{type(err).__name__}: {err}"
+            continue
+        count, grads = _count(fingerprint), fingerprint.meta.get("gradient_evaluations")
+        out["methods"][method.name] = {
+            "seconds": seconds, "fingerprints": count,
+            "fingerprints_per_second": count / seconds if count and seconds > 0 else None,
+            "gradient_evaluations": grads,
+            "gradient_evaluations_per_second": grads / seconds if grads and seconds > 0 else None,
+            "queries_per_suspect": fingerprint.meta.get("queries_per_suspect")}
+    return out
+
+
+@BENCHMARKS.register("verification")
+def verification(run: PerfRun) -> dict[str, Any]:
+    """Suspects/s and queries/s of every method's `measure` over the perf zoo's suspects (loaded once)."""
+    import bench.methods  # noqa: F401  (before bench.oracle: importing bench.oracle first is circular)
+    from bench.oracle import Oracle
+
+    zoo = perf_zoo(run)
+    report, batch_size, rounds = zoo["report"], zoo["cfg"].eval.query_batch_size, max(run.settings.repeats, 1)
+    suspects = [report.store.load_model(job.model_id).to(zoo["device"]) for job in report.plan.by_role("positive", "negative")]
+    out: dict[str, Any] = {"zoo": zoo["cfg"].zoo.name, "device": str(zoo["device"]), "torch_threads": torch.get_num_threads(),
+                           "suspects": len(suspects), "rounds": rounds,
+                           "query_batch_size": batch_size, "methods": {}, "errors": {}}
+    for method in zoo["methods"]:
+        if method.name in zoo["failed"]:
+            out["errors"][method.name] = f"generation failed: {zoo['failed'][method.name]}"
+            continue
+        try:
+            fingerprint = zoo["fingerprints"].get(method.name) or _generate(method, zoo)[0]
+            queries, start = 0, time.perf_counter()
+            for _ in range(rounds):
+                for model in suspects:
+                    oracle = Oracle(model, access=method.access, batch_size=batch_size)
+                    method.measure(fingerprint, oracle)
+                    queries += oracle.queries
+            seconds = time.perf_counter() - start
+        except Exception as err:
+            out["errors"][method.name] = f"{type(err).__name__}: {err}"
+            continue
+        scored = len(suspects) * rounds
+        out["methods"][method.name] = {"seconds": seconds, "queries": queries,
+                                       "suspects_per_second": scored / seconds if seconds > 0 else None,
+                                       "queries_per_second": queries / seconds if seconds > 0 else None,
+                                       "queries_per_suspect": queries / max(scored, 1)}
+    return out
+
+
+# -- (d) the quickstart end to end and (e) Ray vs local, each in a subprocess ---------------------
+def run_measured(command: list[str], log_path: Path, timeout_s: float) -> dict[str, Any]:
+    """Run `command` (output to `log_path`); wall seconds, peak RSS (MB) of its largest process, exit code."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        timed_out = False
+        while True:  # os.wait4 gives this child's own rusage (getrusage would mix in earlier children)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout_s:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                timed_out = True
+                break
+            time.sleep(0.2)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    tail = log_path.read_text(errors="replace").splitlines()[-25:]
+    return {"wall_seconds": seconds, "peak_rss_mb": usage.ru_maxrss / scale, "returncode": proc.returncode,
+            "timed_out": timed_out, "command": " ".join(command), "log_tail": tail}
+
+
+def _workdir(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"fpbench-perf-{name}-"))
+
+
+def _paths(root: Path) -> list[str]:
+    return [f"paths.zoo_dir={root / 'zoo'}", f"paths.results_dir={root / 'results'}", f"paths.cache_dir={root / 'cache'}",
+            "compute.trainer.enable_progress_bar=false", "eval.progress=false"]
+
+
+@BENCHMARKS.register("quickstart")
+def quickstart(run: PerfRun) -> dict[str, Any]:
+    """`fpbench run <perf.recipe>` from scratch (zoo + every method) in a subprocess: wall time and peak memory."""
+    work = _workdir("quickstart")
+    try:
+        command = [sys.executable, "-m", "bench", "run", run.settings.recipe, *run.overrides, *_paths(work)]
+        out = run_measured(command, work / "run.log", run.settings.timeout_s)
+    finally:
+        if not run.settings.keep_workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    out.update(target_seconds=TARGET_QUICKSTART_S, within_target=out["wall_seconds"] <= TARGET_QUICKSTART_S,
+               workdir=str(work) if run.settings.keep_workdir else None)
+    if out["returncode"] != 0:
+        out["errors"] = {"run": f"exit code {out['returncode']}" + (" (timed out)" if out["timed_out"] else "")}
+    return out
+
+
+@BENCHMARKS.register("executor_ray")
+def executor_ray(run: PerfRun) -> dict[str, Any]:
+    """The smoke zoo built from scratch with `executor=ray workers=N` vs `local` (subprocesses): the ratio."""
+    if importlib.util.find_spec("ray") is None:
+        return {"skipped": "Ray is not installed: pip install 'fpbench[ray]'"}
+    s, work, out = run.settings, _workdir("executor"), {"workers": run.settings.workers, "errors": {}}
+    try:
+        for executor in ("local", "ray"):
+            command = [sys.executable, "-m", "bench", "-q", "zoo", s.smoke_recipe, *s.smoke_overrides, *_paths(work / executor),
+                       f"compute.executor={executor}", f"compute.workers={s.workers}"]
+            out[executor] = run_measured(command, work / executor / "build.log", s.timeout_s)
+            found = re.search(r"already built \(([\d.]+) s\)", "\n".join(out[executor]["log_tail"]))
+            out[executor]["build_seconds"] = float(found.group(1)) if found else None  # build_zoo's own time
+            if out[executor]["returncode"] != 0:
+                out["errors"][executor] = f"exit code {out[executor]['returncode']}"
+        records = {e: _manifest(work / e / "zoo") for e in ("local", "ray")}
+    finally:
+        if not s.keep_workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    local_s, ray_s = out["local"]["wall_seconds"], out["ray"]["wall_seconds"]
+    common = set(records["local"]) & set(records["ray"])
+    out.update(models=len(records["ray"]), same_ids=set(records["local"]) == set(records["ray"]),
+               max_test_acc_diff=max((abs(records["local"][i] - records["ray"][i]) for i in common), default=None),
+               speedup_ray_vs_local=local_s / ray_s, ratio_ray_to_local_time=ray_s / local_s)
+    if out["local"]["build_seconds"] and out["ray"]["build_seconds"]:  # without interpreter start-up
+        out["speedup_ray_vs_local_build"] = out["local"]["build_seconds"] / out["ray"]["build_seconds"]
+    return out
+
+
+def _manifest(zoo_dir: Path) -> dict[str, float]:
+    """model_id -> test accuracy of the one zoo under `zoo_dir`."""
+    out: dict[str, float] = {}
+    for manifest in zoo_dir.glob("*/manifest.jsonl"):
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                out[record["model_id"]] = record["test_acc"]
+    return out

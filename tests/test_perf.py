@@ -1,0 +1,97 @@
+"""The benchmark suite: each benchmark writes a well-formed JSON with positive figures.
+
+`perf` tests (`pytest -m perf`) run the real sizes and write `results/perf/<name>.json` (or under
+$FPBENCH_PERF_RESULTS_DIR); they assert only that figures exist, never a time (STYLE rule 10).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.config import ConfigError
+from bench.perf import ORDER, parse_overrides, run_perf
+from bench.registry import RegistryError
+from tests.conftest import REPO, SMOKE
+
+MACHINE_KEYS = {"cpu_count", "torch_threads", "torch", "device", "load_average"}
+
+
+def _read(path: Path) -> dict:
+    record = json.loads(path.read_text())
+    assert record["schema_version"] == 1 and record["command"].startswith("fpbench perf ")
+    assert MACHINE_KEYS <= set(record["machine"])
+    return record
+
+
+def test_train_throughput_writes_figures_and_a_ratio(tmp_path):
+    """`fpbench perf` with the cheapest benchmark at tiny sizes: Fashion-MNIST owner images, one epoch each way."""
+    overrides = [f"perf.recipe={SMOKE}", "data.name=fashion_mnist", "perf.train_images=256", "perf.train_epochs=1",
+                 "perf.repeats=1", f"paths.cache_dir={tmp_path / 'cache'}", "compute.trainer.enable_progress_bar=false"]
+    from bench.cli import main
+
+    assert main(["-q", "perf", "--results-dir", str(tmp_path / "results"), "train_throughput", *overrides]) == 0
+    record = _read(tmp_path / "results" / "perf" / "train_throughput.json")
+    figures = record["figures"]
+    assert record["status"] == "ok" and figures["images"] == 256 and figures["dataset"] == "fashion_mnist"
+    for kind in ("lightning", "plain"):
+        assert figures[kind]["images_per_second"] > 0 and figures[kind]["seconds_per_epoch"] > 0
+    assert figures["ratio_time_per_epoch"] > 0 and isinstance(figures["within_target"], bool)
+
+
+def test_bad_names_and_settings_fail_before_work(tmp_path):
+    with pytest.raises(RegistryError, match="Did you mean 'generation'"):
+        run_perf(["generaton"], tmp_path)
+    with pytest.raises(ConfigError, match="perf.train_images"):
+        parse_overrides(["perf.train_imgs=3"])
+    settings, recipe = parse_overrides(["perf.repeats=2", "--zoo.source.epochs=1", "perf.methods=[akh]"])
+    assert settings.repeats == 2 and settings.methods == ["akh"] and recipe == ["zoo.source.epochs=1"]
+    assert not (tmp_path / "perf").exists()
+
+
+# -- the suite (pytest -m perf) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def perf_dirs(tmp_path_factory):
+    results = Path(os.environ.get("FPBENCH_PERF_RESULTS_DIR", REPO / "results"))
+    scratch = tmp_path_factory.mktemp("perf")
+    overrides = [f"paths.zoo_dir={scratch / 'zoo'}", f"paths.cache_dir={scratch / 'cache'}",
+                 f"paths.results_dir={scratch / 'results'}", "tracking.wandb.mode=disabled",
+                 "compute.trainer.enable_progress_bar=false", "eval.progress=false"]
+    return results, overrides
+
+
+def _positive_numbers(figures: dict, *keys: str) -> None:
+    for key in keys:
+        assert isinstance(figures[key], (int, float)) and figures[key] > 0, (key, figures[key])
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("name", ORDER)
+def test_benchmark(name, perf_dirs, benchmark):
+    if name == "executor_ray" and importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install 'fpbench[ray]')")
+    results, overrides = perf_dirs
+    paths = benchmark.pedantic(run_perf, args=([name], results, overrides), rounds=1, iterations=1)
+    record = _read(paths[name])
+    assert record["status"] == "ok", record.get("error")
+    figures = record["figures"]
+    if name == "train_throughput":
+        _positive_numbers(figures, "ratio_time_per_epoch")
+        _positive_numbers(figures["lightning"], "images_per_second")
+        _positive_numbers(figures["plain"], "images_per_second")
+    elif name in ("generation", "verification"):
+        assert figures["methods"] and not figures["errors"]
+        rate = "fingerprints_per_second" if name == "generation" else "queries_per_second"
+        for method, numbers in figures["methods"].items():
+            assert numbers[rate] is None or numbers[rate] > 0, method
+            _positive_numbers(numbers, "seconds")
+    elif name == "quickstart":
+        _positive_numbers(figures, "wall_seconds", "peak_rss_mb")
+    else:
+        assert figures["same_ids"] and figures["max_test_acc_diff"] <= 0.02
+        _positive_numbers(figures, "speedup_ray_vs_local", "ratio_ray_to_local_time")
+    benchmark.extra_info.update({k: v for k, v in figures.items() if isinstance(v, (int, float, bool))})

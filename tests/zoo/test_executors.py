@@ -1,0 +1,203 @@
+"""Executors: the Ray executor builds the same zoo as `local`, reports failures, resumes after a kill.
+
+The fast tests need no Ray instance; the Ray builds start one each (tens of seconds) and are `slow`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.config import ConfigError, load_recipe
+from bench.zoo import ZooStore
+from bench.zoo.executors import (
+    FAIL_JOB_ENV,
+    JobQueue,
+    check_ray_config,
+    describe_error,
+    is_rank_zero,
+    ray_temp_dir,
+    relaunches_script,
+    task_trainer,
+)
+from bench.zoo.plan import Job
+from tests.conftest import REPO, SMOKE, smoke_overrides
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'fpbench[ray]')")
+
+# A small digits zoo: source, two negatives, two positives (one with a fit, one without).
+SMALL = ["zoo.source.epochs=4",
+         "zoo.negatives=[{kind: SAST, seed: 1, epochs: 2}, {kind: DAST, arch: mlp, seed: 1, epochs: 2}]",
+         "zoo.positives=[{attack: ftll, epochs: 1}, {attack: prune, rate: 0.4, epochs: 0}]"]
+RAY = ["compute.executor=ray", "compute.workers=2"]
+
+
+def _job(model_id: str, parent: str | None = None) -> Job:
+    return Job(model_id=model_id, role="positive" if parent else "negative", provenance=model_id, op="train",
+               spec={}, arch="convnet", arch_params={}, seed=0, parent=parent)
+
+
+# -- fast: no Ray instance -----------------------------------------------------------------
+def test_missing_ray_is_a_config_error_before_training(tmp_path, monkeypatch):
+    from bench.zoo.build import build_zoo
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *RAY))
+    with pytest.raises(ConfigError, match=r"pip install 'fpbench\[ray\]'"):
+        build_zoo(cfg, progress=False)
+    assert not (tmp_path / "zoo" / "smoke" / "manifest.jsonl").exists()
+
+
+def test_job_queue_runs_parents_first_and_drops_orphans():
+    jobs = [_job("neg1"), _job("child1", "src"), _job("src"), _job("neg2"), _job("child2", "src"), _job("old", "built")]
+    queue = JobQueue(jobs)
+    first = queue.ready(2)
+    assert [j.model_id for j in first] == ["src", "neg1"]  # the parent jumps ahead; the plan order is kept
+    assert [j.model_id for j in queue.ready(10)] == ["neg2", "old"]  # children wait; a built parent is no wait
+    queue.finished(first[0])
+    assert [j.model_id for j in queue.ready(1)] == ["child1"]
+    assert [j.model_id for j in queue.orphans({"src"})] == ["child2"]
+    assert not queue
+
+
+def test_ray_temp_dir_falls_back_for_long_paths(tmp_path):
+    assert ray_temp_dir("/c") == Path("/c/ray")
+    long_dir = tmp_path / ("x" * 80)
+    fallback = ray_temp_dir(long_dir)
+    assert fallback.is_absolute() and str(fallback).startswith("/tmp/fpbench-ray-")
+
+
+def test_relaunching_strategies_and_multi_gpu_tasks(tmp_path):
+    from omegaconf import OmegaConf
+
+    from bench.training import TrainerConfig
+
+    assert relaunches_script("ddp") and relaunches_script("ddp_find_unused_parameters_true")
+    assert not relaunches_script("ddp_spawn") and not relaunches_script("auto")
+    trainer = OmegaConf.structured(TrainerConfig(devices=2))
+    assert task_trainer(trainer, gpus=2).strategy == "ddp_spawn"
+    assert task_trainer(OmegaConf.structured(TrainerConfig()), gpus=0).strategy == "auto"
+
+
+@needs_ray
+def test_ray_refuses_ddp_relaunch(tmp_path):
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *RAY, "compute.trainer.strategy=ddp"))
+    with pytest.raises(ConfigError, match="ddp_spawn"):
+        check_ray_config(cfg)
+
+
+def test_describe_error_unwraps_the_cause():
+    class Wrapped(Exception):
+        cause = ValueError("bad lr\nsecond line")
+
+    assert describe_error(Wrapped("ray noise")) == "ValueError: second line"
+    assert describe_error(KeyError("x")) == "KeyError: 'x'"
+
+
+def test_rank_zero_from_launcher_environment(monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert is_rank_zero()
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert not is_rank_zero()
+
+
+# -- slow: real Ray builds -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_and_ray(tmp_path_factory):
+    """The small zoo built once by `local` and once by `ray` with 2 workers."""
+    from bench.zoo.build import build_zoo
+
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fpbench[ray]')")
+    local_root, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
+    local = build_zoo(load_recipe(SMOKE, smoke_overrides(local_root, *SMALL)), progress=False)
+    ray = build_zoo(load_recipe(SMOKE, smoke_overrides(ray_root, *SMALL, *RAY)), progress=False)
+    return local, ray, ray_root
+
+
+@pytest.mark.slow
+def test_ray_builds_the_local_zoo(local_and_ray):
+    local, ray, _ = local_and_ray
+    assert not ray.failed and sorted(ray.built) == sorted(local.built)
+    assert [j.model_id for j in ray.plan.jobs] == [j.model_id for j in local.plan.jobs]
+    local_records, ray_records = local.store.records(), ray.store.records()
+    assert list(ray_records) == list(local_records)  # the driver rewrites the manifest in plan order
+    for model_id, record in ray_records.items():
+        assert record["test_acc"] == pytest.approx(local_records[model_id]["test_acc"], abs=0.02), record["provenance"]
+        assert ray.store.verify(record)
+        assert record["parent"] is None or record["parent"] in ray_records
+
+
+@pytest.mark.slow
+def test_ray_rerun_builds_only_what_is_missing(local_and_ray, tmp_path):
+    from bench.zoo.build import build_zoo
+
+    _, ray, ray_root = local_and_ray
+    shutil.copytree(ray_root / "zoo", tmp_path / "zoo")
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *RAY))
+    store = ZooStore(tmp_path / "zoo" / "smoke")
+    records = store.records()
+    source_id = ray.plan.source.model_id
+    no_record, no_checkpoint = [i for i in records if i != source_id][:2]
+    del records[no_record]  # as if killed after the checkpoint was written, before its record
+    store.write_records(records)
+    store.checkpoint_path(no_checkpoint).unlink()
+    again = build_zoo(cfg, progress=False)
+    assert sorted(again.built) == sorted([no_record, no_checkpoint]) and not again.failed
+    assert source_id in again.skipped and len(again.skipped) == len(ray.plan.jobs) - 2
+
+
+@pytest.mark.slow
+def test_ray_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
+    """The source fails: it is reported with its error, its positives as DependencyError, negatives are built."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fpbench[ray]')")
+    from bench.zoo.build import build_zoo, prepare
+
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *RAY))
+    _, plan, store = prepare(cfg)
+    source_id = plan.source.model_id
+    monkeypatch.setenv(FAIL_JOB_ENV, source_id)  # the test hook: this job's task raises
+    report = build_zoo(cfg, progress=False)  # `fpbench zoo` exits 1 when report.failed is not empty
+    assert report.failed[source_id].startswith("RuntimeError: ") and FAIL_JOB_ENV in report.failed[source_id]
+    positives = [j.model_id for j in plan.by_role("positive")]
+    assert sorted(report.failed) == sorted([source_id, *positives])
+    assert all(report.failed[i].startswith("DependencyError: ") for i in positives)
+    negatives = sorted(j.model_id for j in plan.by_role("negative"))
+    assert sorted(report.built) == negatives and sorted(store.records()) == negatives
+
+
+@pytest.mark.slow
+def test_ray_build_killed_midway_resumes_without_retraining(tmp_path):
+    """SIGINT to `fpbench zoo ... executor=ray` once one model is recorded; the rerun trains only the rest."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fpbench[ray]')")
+    from bench.zoo.build import build_zoo
+
+    slow_negatives = "zoo.negatives=[{kind: SAST, seed: [1, 2, 3, 4], epochs: 40}]"
+    overrides = smoke_overrides(tmp_path, *SMALL, slow_negatives, *RAY)
+    manifest = tmp_path / "zoo" / "smoke" / "manifest.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "-q", "zoo", str(SMOKE), *overrides], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not (manifest.exists() and manifest.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    finished = {json.loads(line)["model_id"] for line in manifest.read_text().splitlines() if line.strip()}
+    assert finished and proc.returncode == 130, (proc.returncode, stderr[-3000:])  # 130: interrupted, resumable
+    again = build_zoo(load_recipe(SMOKE, overrides), progress=False)
+    assert again.built and not again.failed
+    assert finished <= set(again.skipped) and not finished & set(again.built)
+    assert sorted(again.built + again.skipped) == sorted(j.model_id for j in again.plan.jobs)
