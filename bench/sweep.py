@@ -163,6 +163,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
 
         outcome.csv, outcome.plots = write_sweep_report(spec.name, list(spec.parameters), outcome.rows,
                                                         results_dir / "sweeps" / spec.name)
+        from bench.tracking import log_sweep
+
+        log_sweep(cfg, spec.name, outcome.csv, outcome.plots)
     return outcome
 
 

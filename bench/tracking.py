@@ -112,3 +112,25 @@ def offline_summary(run_dir: str | Path) -> dict[str, Any]:
         except (UnicodeDecodeError, ValueError):
             continue
     return out
+
+
+def log_sweep(cfg: DictConfig, name: str, csv: Path, plots: list[Path]) -> str | None:
+    """Log a sweep's report (its CSV as a table, its heatmaps / line plots as images) as one W&B run
+    in the sweep's group; the per-point runs are logged by `log_result`. Returns the run folder."""
+    settings = wandb_settings(cfg)
+    if settings is None:
+        return None
+    import pandas as pd
+    import wandb
+
+    settings["group"] = name
+    run = wandb.init(name=f"sweep/{name}", job_type="sweep", reinit="finish_previous", **settings)
+    try:
+        run.log({"points": wandb.Table(dataframe=pd.read_csv(csv)),
+                 **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
+        artifact = wandb.Artifact(name=f"sweep-{name}", type="sweep")
+        artifact.add_file(str(csv))
+        run.log_artifact(artifact)
+        return run.dir
+    finally:
+        run.finish()

@@ -135,3 +135,21 @@ def test_zoo_training_logs_offline_inside_the_cache(tmp_path, monkeypatch):
     runs = list((tmp_path / "out" / "cache" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert os.listdir(work) == []
+
+
+def test_baselines_on_the_smoke_zoo_with_pools(smoke_cfg, smoke_zoo, tmp_path):
+    """IPGuard, CAE, UAP and SAC each write a result; CAE/UAP's defender pools are recorded and are
+    never among the scored suspects; UAP/SAC declare probabilities, IPGuard/CAE labels."""
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}",
+                              "methods=[ipguard,cae,uap,sac]"])
+    outcome = run_benchmark(cfg, progress=False)
+    assert not outcome.failed
+    results = _by_method(outcome)
+    assert set(results) == {"ipguard", "cae", "uap", "sac"}
+    assert {m: r["method"]["access"] for m, r in results.items()} == {
+        "ipguard": "label", "cae": "label", "uap": "probs", "sac": "probs"}
+    for name in ("cae", "uap"):
+        pool = results[name]["pool"]
+        assert pool and pool["model_ids"] and pool["train_seconds"] >= 0
+        assert not set(pool["model_ids"]) & {r["model_id"] for r in results[name]["per_model"]}
+    assert results["ipguard"]["pool"] is None
