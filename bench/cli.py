@@ -166,11 +166,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from bench.nets import ARCHS as registry
     else:
         from datamodules import DATAMODULES as registry
-    width = max(len(n) for n in registry.names())
-    for name, description in registry.describe().items():
-        print(f"{name:<{width}}  {description}")
     if args.family == "archs":
-        print(f"{'timm:<name>':<{width}}  any timm model, e.g. timm:resnet50 (pretrained=False)")
+        from bench.nets import arch_descriptions
+
+        descriptions = arch_descriptions()  # includes the timm:<name> entry
+    else:
+        descriptions = registry.describe()
+    width = max(len(n) for n in descriptions)
+    for name, description in descriptions.items():
+        print(f"{name:<{width}}  {description}")
     return 0
 
 

@@ -38,6 +38,8 @@ class SweepSpec:
     trials: int = 1  # repeats with fingerprint seeds seed, seed+1, ...
     trial_zoo_seed: bool = False  # also vary zoo.source.seed per trial (a new zoo per trial)
     overrides: list[str] = field(default_factory=list)  # fixed overrides (sweep file, then command line)
+    base_seed: int = 0  # the base recipe's trial seed; trial t runs with base_seed + t
+    base_source_seed: int = 0  # the base recipe's zoo.source.seed (trial_zoo_seed)
 
     def points(self) -> list[dict[str, Any]]:
         """The swept values of every point, in a deterministic order."""
@@ -74,6 +76,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpe
                      sample_seed=int(raw.get("sample_seed", 0)), trials=int(raw.get("trials", 1)),
                      trial_zoo_seed=bool(raw.get("trial_zoo_seed", False)),
                      overrides=[*map(str, raw.get("overrides", [])), *(overrides or [])])
+    base = load_recipe(spec.recipe, spec.overrides)
+    spec.base_seed, spec.base_source_seed = int(base.seed), int(base.zoo.source.seed)
     if spec.search not in SEARCHES:
         raise ConfigError(f"search='{spec.search}' in {path} is not one of {', '.join(SEARCHES)}.")
     if spec.trials < 1 or spec.n < 1:
@@ -95,11 +99,10 @@ def _literal(value: Any) -> str:
 
 def point_overrides(spec: SweepSpec, point: dict[str, Any], trial: int) -> list[str]:
     """Overrides of one (point, trial): fixed ones, the point's values, the trial's seeds, the W&B group."""
-    base = load_recipe(spec.recipe, spec.overrides)
-    out = [*spec.overrides, *(f"{k}={_literal(v)}" for k, v in point.items()), f"seed={base.seed + trial}",
+    out = [*spec.overrides, *(f"{k}={_literal(v)}" for k, v in point.items()), f"seed={spec.base_seed + trial}",
            f"tracking.wandb.group={spec.name}"]
     if spec.trial_zoo_seed:
-        out.append(f"zoo.source.seed={base.zoo.source.seed + trial}")
+        out.append(f"zoo.source.seed={spec.base_source_seed + trial}")
     return out
 
 
@@ -190,8 +193,7 @@ def write_wandb_sweep(spec: SweepSpec, path: str | Path) -> Path:
                           {"min": v["min"], "max": v["max"], "distribution": "log_uniform_values" if v.get("log") else "uniform"})
                       for k, v in spec.parameters.items()}
     if spec.trials > 1:
-        base = load_recipe(spec.recipe, spec.overrides)
-        parameters["seed"] = {"values": [base.seed + t for t in range(spec.trials)]}
+        parameters["seed"] = {"values": [spec.base_seed + t for t in range(spec.trials)]}
     definition = {
         "name": spec.name,
         "method": "grid" if spec.search == "grid" else "random",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,23 @@ def training_logger_factory(cfg: DictConfig) -> Callable[[Any], Any] | None:
     return factory
 
 
+@contextmanager
+def _wandb_run(settings: dict[str, Any], name: str, job_type: str, config: dict[str, Any] | None = None,
+               artifact: tuple[str, str, Path] | None = None) -> Iterator[Any]:
+    """One finished-for-sure W&B run; `artifact` = (name, type, file) is attached before it closes."""
+    import wandb
+
+    run = wandb.init(name=name, job_type=job_type, config=config, reinit="finish_previous", **settings)
+    try:
+        yield run
+        if artifact is not None:
+            art = wandb.Artifact(name=artifact[0], type=artifact[1])
+            art.add_file(str(artifact[2]))
+            run.log_artifact(art)
+    finally:
+        run.finish()
+
+
 def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | None:
     """Log one result to W&B (after it is on disk): config, summary metrics, per-model table,
     ROC and score plots, and the result JSON as an artifact. Returns the run folder, or None."""
@@ -63,8 +81,8 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
     from bench.report import plot_roc, plot_scores_box
 
     name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"
-    run = wandb.init(name=name, job_type="eval", config=result["config"], reinit="finish_previous", **settings)
-    try:
+    artifact = (f"result-{result['config_sha256'][:8]}-s{result['seed']}", "result", path)
+    with _wandb_run(settings, name, "eval", config=result["config"], artifact=artifact) as run:
         metrics = result["metrics"]
         summary = {"auc": metrics["auc"], "n_positive": metrics["n_positive"], "n_negative": metrics["n_negative"],
                    "queries_per_suspect": result["queries_per_suspect"], **{f"timing/{k}": v for k, v in result["timing_s"].items()}}
@@ -76,12 +94,8 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
         plots_dir = Path(settings["dir"]) / "plots" / name.replace("/", "_")
         images = {"roc": plot_roc([result], plots_dir / "roc.png"), "scores": plot_scores_box([result], plots_dir / "scores.png")}
         run.log({"per_model": table, **{k: wandb.Image(str(v)) for k, v in images.items()}})
-        artifact = wandb.Artifact(name=f"result-{result['config_sha256'][:8]}-s{result['seed']}", type="result")
-        artifact.add_file(str(path))
-        run.log_artifact(artifact)
-        return run.dir
-    finally:
-        run.finish()
+        run_dir = run.dir
+    return run_dir  # after the block: the artifact is attached when it closes
 
 
 def offline_summary(run_dir: str | Path) -> dict[str, Any]:
@@ -124,13 +138,8 @@ def log_sweep(cfg: DictConfig, name: str, csv: Path, plots: list[Path]) -> str |
     import wandb
 
     settings["group"] = name
-    run = wandb.init(name=f"sweep/{name}", job_type="sweep", reinit="finish_previous", **settings)
-    try:
+    with _wandb_run(settings, f"sweep/{name}", "sweep", artifact=(f"sweep-{name}", "sweep", csv)) as run:
         run.log({"points": wandb.Table(dataframe=pd.read_csv(csv)),
                  **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
-        artifact = wandb.Artifact(name=f"sweep-{name}", type="sweep")
-        artifact.add_file(str(csv))
-        run.log_artifact(artifact)
-        return run.dir
-    finally:
-        run.finish()
+        run_dir = run.dir
+    return run_dir

@@ -118,10 +118,14 @@ def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict
 
 
 def _check_arch(arch: str, params: dict[str, Any]) -> None:
-    from bench.nets import ARCHS
+    """Arch name and params are checked by the nets package itself (no model is built)."""
+    from bench.nets import check_arch
+    from bench.registry import RegistryError
 
-    if not arch.startswith("timm:") and arch not in ARCHS:
-        raise ConfigError(ARCHS.unknown_message(arch))
+    try:
+        check_arch(arch, params)
+    except (RegistryError, ValueError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashes: dict[str, str]) -> list[Job]:
