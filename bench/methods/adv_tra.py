@@ -11,17 +11,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.methods.adv_tra_steps import (
-    END_NOT_TARGET,
-    FAILURE_NAMES,
-    SUCCESS,
-    Counter,
-    StepRules,
-    extend_bilateral,
-    optimise_step_sizes,
-    predict,
-)
+from bench.methods.adv_tra_pipeline import UNRESOLVED, run_trajectories
+from bench.methods.adv_tra_steps import FAILURE_NAMES, Counter, StepRules
 from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
+from bench.nets.frozen import frozen_copy
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -67,7 +60,8 @@ class AdvTraConfig:
     variant: str = "reference"  # reference: the authors' code quirks | paper: the equations
     threshold: float = 0.5  # a fingerprint is matched if its mutation rate is below this, in (0, 1]
     score: str = "detection_rate"  # detection_rate (paper: matched / N) | agreement (1 - mean mutation rate)
-    batch_size: int | None = None  # candidates advanced together, chunk by chunk; None: all at once
+    batch_size: int | None = None  # samples in flight at once (a finished one's slot goes to the next); None: all
+    fast_source: bool = True  # optimise steps on a frozen, BatchNorm-folded copy (channels_last on CPU); labels from the source
     seed: int = 0  # combined with the fingerprint seed: ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
@@ -188,41 +182,38 @@ class AdvTra(FingerprintMethod):
         source.eval()
         started = time.monotonic()
         counter = Counter()
-        kept: list[dict[str, torch.Tensor]] = []
-        failures = dict.fromkeys(FAILURE_NAMES.values(), 0)
-        processed = successes = 0
         bar = tqdm(total=cfg.n_fingerprints, desc="adv_tra", unit="fp", disable=not ctx.progress, leave=False)
         try:
-            while processed < candidates and successes < cfg.n_fingerprints:
-                size = self._chunk_size(processed, candidates)
-                rows = slice(processed, processed + size)
-                status, chunk = self._run_chunk(source, x_base[rows], orders[rows], counter, bar)
-                for code, name in FAILURE_NAMES.items():
-                    failures[name] += int((status == code).sum())
-                chunk["base_indices"] = choice[rows][status == SUCCESS]
-                chunk["base_labels"] = y_base[rows][status == SUCCESS]
-                kept.append(chunk)
-                processed += size
-                successes += int((status == SUCCESS).sum())
-                bar.update(min(successes, cfg.n_fingerprints) - bar.n)
+            engine, engine_info = frozen_copy(source, ctx.device) if cfg.fast_source else (source, {})
+            run = run_trajectories(engine, x_base, orders, cfg.step_rules(), counter,
+                                   bilateral=cfg.trajectory != "unilateral", labeller=source, slots=cfg.batch_size,
+                                   enough=cfg.n_fingerprints, on_iteration=_progress_hook(bar, cfg.n_fingerprints))
         finally:
             bar.close()
             for module, training in modes.items():
                 module.train(training)
-        if successes == 0:
-            raise RuntimeError(f"adv_tra: no base sample out of {processed} produced a trajectory "
+        tried = int((run.status != UNRESOLVED).sum())
+        failures = {name: int((run.status == code).sum()) for code, name in FAILURE_NAMES.items()}
+        if run.index.numel() == 0:
+            raise RuntimeError(f"adv_tra: no base sample out of {tried} produced a trajectory "
                                f"(failures: {failures}); try boundary=clamp, more max_iterations, or a larger max_step.")
-        tensors = {key: torch.cat([c[key] for c in kept])[: cfg.n_fingerprints] for key in kept[0]}
+        keep = slice(0, cfg.n_fingerprints)  # the first N successes in candidate order
+        tensors = {"inputs": run.inputs[keep], "labels": run.labels[keep], "segment_targets": orders[run.index[keep]],
+                   "step_sizes": run.step_sizes[keep], "base_indices": choice[run.index[keep]],
+                   "base_labels": y_base[run.index[keep]]}
         n_kept = int(tensors["inputs"].shape[0])
+        successes = int(run.index.numel())
         if n_kept < cfg.n_fingerprints:
             log.warning("adv_tra: only %d of %d fingerprints succeeded (%d candidates).", n_kept, cfg.n_fingerprints,
-                        processed)
+                        tried)
+        iterations = run.iterations[run.index[keep]].float()
         tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
         meta = {
             "n_fingerprints": n_kept,
             "n_requested": cfg.n_fingerprints,
-            "candidates_tried": processed,
-            "success_rate": successes / processed,
+            "candidates_tried": tried,
+            "success_rate": successes / tried,
+            "mean_iterations_per_segment": float(iterations.mean()),
             "failures": failures,
             "samples_per_fingerprint": cfg.samples_per_fingerprint(),
             "samples_per_segment": cfg.samples_per_segment(),
@@ -238,6 +229,7 @@ class AdvTra(FingerprintMethod):
             "gradient_evaluations": counter.gradient_evaluations,
             "forward_evaluations": counter.forward_evaluations,
             "generation_seconds": time.monotonic() - started,
+            "fast_source": engine_info,
         }
         return Fingerprint(method=self.name, tensors=tensors, meta=meta)
 
@@ -257,52 +249,6 @@ class AdvTra(FingerprintMethod):
         x_base = x_pool[choice.to(x_pool.device)].to(ctx.device)
         y_base = y_pool[choice.to(y_pool.device)].to(ctx.device)
         return x_base, y_base, orders.to(ctx.device), choice.to(ctx.device)
-
-    def _chunk_size(self, processed: int, candidates: int) -> int:
-        """Candidates advanced together next: `batch_size`, or all that are left (None)."""
-        remaining = candidates - processed
-        return remaining if self.config.batch_size is None else min(self.config.batch_size, remaining)
-
-    def _run_chunk(
-        self, source: nn.Module, x_base: torch.Tensor, orders: torch.Tensor, counter: Counter, bar: tqdm
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Advance a batch of base samples through all segments; return status and kept tensors."""
-        cfg: AdvTraConfig = self.config
-        rules = cfg.step_rules()
-        batch, segments, per_segment = x_base.shape[0], orders.shape[1], cfg.samples_per_segment()
-        device = x_base.device
-        status = torch.full((batch,), SUCCESS, dtype=torch.long, device=device)
-        inputs = torch.zeros(batch, segments * per_segment, *x_base.shape[1:], device=device, dtype=x_base.dtype)
-        steps = torch.zeros(batch, segments, cfg.half_length, device=device)
-        alive = torch.arange(batch, device=device)
-        start = x_base
-        for segment in range(segments):
-            if alive.numel() == 0:
-                break
-            targets = orders[alive, segment]
-            refresh = _progress_hook(bar, segment, segments)
-            result = optimise_step_sizes(source, start, targets, rules, counter, refresh)
-            ok = result.status == SUCCESS
-            status[alive[~ok]] = result.status[~ok]
-            alive, targets, samples, seg_steps = alive[ok], targets[ok], result.samples[ok], result.steps[ok]
-            if cfg.trajectory != "unilateral":
-                samples = extend_bilateral(source, samples, seg_steps, targets, rules, counter)
-                end_ok = predict(source, samples[:, -1], counter) == targets
-                status[alive[~end_ok]] = END_NOT_TARGET
-                alive, samples, seg_steps = alive[end_ok], samples[end_ok], seg_steps[end_ok]
-            inputs[alive, segment * per_segment : (segment + 1) * per_segment] = samples
-            steps[alive, segment] = seg_steps
-            start = samples[:, -1]
-        # Final labels from one pass over whole trajectories; a segment end that is no longer its
-        # target (a float tie resolved differently in another batch) fails the sample.
-        inputs, steps, targets = inputs[alive], steps[alive], orders[alive]
-        labels = predict(source, inputs.flatten(0, 1), counter).view(alive.numel(), inputs.shape[1])
-        ends = labels[:, per_segment - 1 :: per_segment]
-        consistent = (ends == targets).all(1)
-        status[alive[~consistent]] = END_NOT_TARGET
-        keep = consistent
-        return status, {"inputs": inputs[keep], "labels": labels[keep], "segment_targets": targets[keep],
-                        "step_sizes": steps[keep]}
 
     # -- verification ---------------------------------------------------------------------------
     def mutation_rates(self, fp: Fingerprint, suspect: Oracle) -> torch.Tensor:
@@ -333,14 +279,15 @@ def random_class_orders(labels: torch.Tensor, num_classes: int, segments: int, g
     return keys.argsort(1)[:, :segments]
 
 
-def _progress_hook(bar: tqdm, segment: int, segments: int):
-    """A per-iteration callback that shows segment / iteration / active samples, redrawn at most 2x/s."""
+def _progress_hook(bar: tqdm, requested: int):
+    """A per-iteration callback: the bar counts fingerprints; the postfix shows samples in flight."""
     last = [0.0]
 
-    def hook(iteration: int, active: int) -> None:
+    def hook(active: int, successes: int) -> None:
         if bar.disable:
             return
-        bar.set_postfix(segment=f"{segment + 1}/{segments}", iteration=iteration, active=active, refresh=False)
+        bar.update(min(successes, requested) - bar.n)
+        bar.set_postfix(in_flight=active, refresh=False)
         now = time.monotonic()
         if now - last[0] > 0.5:
             last[0] = now

@@ -7,7 +7,6 @@ method class (`bench/methods/adv_tra.py`) chains these into surface trajectories
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,23 +49,6 @@ class Counter:
 
     gradient_evaluations: int = 0
     forward_evaluations: int = 0
-
-
-@dataclass
-class SegmentResult:
-    """Outcome of one unilateral step-size optimisation for a batch of B base samples.
-
-    Attributes:
-        status: [B] int64, SUCCESS or the failure code.
-        steps: [B, l] accepted step sizes (zeros where failed).
-        samples: [B, l+1, C, H, W] the accepted unilateral trajectory x_0..x_l (zeros where failed).
-        iterations: [B] iterations used until acceptance or failure.
-    """
-
-    status: torch.Tensor
-    steps: torch.Tensor
-    samples: torch.Tensor
-    iterations: torch.Tensor
 
 
 def target_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
@@ -127,90 +109,20 @@ def regulariser_grad(steps: torch.Tensor, rules: StepRules) -> torch.Tensor:
     return grad - (steps < 0).to(steps.dtype)
 
 
-def length_control(reached: torch.Tensor, early: torch.Tensor, iteration: int, rules: StepRules) -> torch.Tensor:
-    """Per-sample factor on all step sizes: grow on undershoot, shrink on overshoot (annealed)."""
-    progress = rules.length_control_anneal * iteration / rules.max_iterations
-    grow = 1.0 / rules.length_control_factor - progress
-    shrink = rules.length_control_factor + progress
-    ones = torch.ones(reached.shape, dtype=torch.float32, device=reached.device)
-    grow_factor = torch.where(reached, ones, ones * grow)
-    shrink_factor = torch.where(early, ones * shrink, ones)
+def length_control(reached: torch.Tensor, early: torch.Tensor, iteration: torch.Tensor, rules: StepRules) -> torch.Tensor:
+    """Per-sample factor on all step sizes: grow on undershoot, shrink on overshoot (annealed).
+
+    `iteration` [B] is each sample's iteration within its current segment (the annealing clock).
+    """
+    progress = rules.length_control_anneal * iteration.double() / rules.max_iterations  # float64 as in Python
+    grow = (1.0 / rules.length_control_factor - progress).float()
+    shrink = (rules.length_control_factor + progress).float()
+    ones = torch.ones_like(grow)
+    grow_factor = torch.where(reached, ones, grow)
+    shrink_factor = torch.where(early, shrink, ones)
     if rules.independent_length_control:  # the code's two independent `if`s: both may apply
         return grow_factor * shrink_factor
     return torch.where(early, shrink_factor, grow_factor)  # overshoot wins: the crossing comes too early
-
-
-def optimise_step_sizes(
-    model: nn.Module,
-    x0: torch.Tensor,
-    targets: torch.Tensor,
-    rules: StepRules,
-    counter: Counter,
-    on_iteration: Callable[[int, int], None] | None = None,
-) -> SegmentResult:
-    """Alg. 1 for a batch: find per-sample step sizes whose trajectory x_0..x_l first crosses at x_l.
-
-    Args:
-        model: the source, in eval mode.
-        x0: [B, C, H, W] trajectory starts.
-        targets: [B] target classes.
-        rules: resolved knobs.
-        counter: incremented with the source evaluations spent.
-        on_iteration: called with (iteration, active samples) once per iteration (progress bars).
-
-    Returns:
-        A SegmentResult; a sample whose steps exceed `max_step` (divergence) or that never
-        satisfies Eq. 3 within `max_iterations` is marked failed, never raised.
-    """
-    batch, length = x0.shape[0], rules.half_length
-    device = x0.device
-    status = torch.full((batch,), NO_SUCCESS, dtype=torch.long, device=device)
-    accepted_steps = torch.zeros(batch, length, device=device)
-    accepted_samples = torch.zeros(batch, length + 1, *x0.shape[1:], device=device, dtype=x0.dtype)
-    iterations = torch.full((batch,), rules.max_iterations, dtype=torch.long, device=device)
-    # x_0 never moves within a segment, so its logits and gradient are computed once.
-    logits0, grad0 = logits_and_grad(model, x0, targets, rules.loss, counter)
-    pred0 = logits0.argmax(1)
-    active = torch.arange(batch, device=device)
-    steps = initial_steps(batch, rules, device)
-    # Samples checked for an early crossing: x_1..x_{l-1} (paper) or x_0..x_{l-2} (the code's quirk).
-    first_checked = 1 if rules.check_from_first_step else 0
-    for iteration in range(rules.max_iterations):
-        if active.numel() == 0:
-            break
-        if on_iteration is not None:
-            on_iteration(iteration, int(active.numel()))
-        target = targets[active]
-        samples = [x0[active]]
-        preds = [pred0[active]]
-        x = take_step(samples[0], steps[:, 0], grad0[active], rules.boundary)
-        samples.append(x)
-        for i in range(1, length):
-            logits, grad = logits_and_grad(model, x, target, rules.loss, counter)
-            preds.append(logits.argmax(1))
-            x = take_step(x, steps[:, i], grad, rules.boundary)
-            samples.append(x)
-        preds.append(predict(model, x, counter))
-        hits = torch.stack(preds, 1) == target[:, None]  # [b, l+1]
-        reached = hits[:, length]
-        early = hits[:, first_checked : first_checked + length - 1].any(1)
-        accept = reached & ~early & (iteration >= rules.min_iterations)
-        if bool(accept.any()):
-            done = active[accept]
-            status[done] = SUCCESS
-            iterations[done] = iteration + 1
-            accepted_steps[done] = steps[accept]
-            accepted_samples[done] = torch.stack([s[accept] for s in samples], 1)
-            keep = ~accept
-            active, steps, reached, early = active[keep], steps[keep], reached[keep], early[keep]
-        steps = steps - rules.step_lr * regulariser_grad(steps, rules)
-        steps = steps * length_control(reached, early, iteration, rules)[:, None]
-        diverged = (steps > rules.max_step).any(1) | ~torch.isfinite(steps).all(1)
-        if bool(diverged.any()):
-            status[active[diverged]] = DIVERGED
-            iterations[active[diverged]] = iteration + 1
-            active, steps = active[~diverged], steps[~diverged]
-    return SegmentResult(status=status, steps=accepted_steps, samples=accepted_samples, iterations=iterations)
 
 
 def extend_bilateral(

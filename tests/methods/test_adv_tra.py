@@ -13,7 +13,8 @@ from torch import nn
 
 import bench.methods.adv_tra  # noqa: F401  (registers adv_tra)
 from bench.methods.adv_tra import AdvTra, AdvTraConfig
-from bench.methods.adv_tra_steps import DIVERGED, SUCCESS, Counter, optimise_step_sizes
+from bench.methods.adv_tra_pipeline import optimise_step_sizes
+from bench.methods.adv_tra_steps import DIVERGED, SUCCESS, Counter
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
 from bench.nets import build_model
 from bench.oracle import Oracle
