@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 GUARDS = ("random", "oracle_label")  # methods that test the loop; not benchmarked
-ORDER = ("train_throughput", "generation", "verification", "quickstart", "executor_ray")
+ORDER = ("train_throughput", "generation", "verification", "adv_tra_batching", "quickstart", "executor_ray")
 SCHEMA_VERSION = 1
 TARGET_LIGHTNING_RATIO = 1.2  # Lightning's time per epoch within 1.2x the plain loop's
 TARGET_QUICKSTART_S = 600.0  # the quickstart (zoo + all methods) in 10 minutes on 2 CPU cores
@@ -62,6 +62,7 @@ class PerfConfig:
     workers: int = 2  # compute.workers of executor_ray's Ray build
     timeout_s: int = 3600  # per subprocess run (quickstart, each executor_ray build)
     keep_workdir: bool = False  # keep the temporary zoo and results of quickstart and executor_ray
+    adv_tra_threads: list[int] = field(default_factory=list)  # adv_tra_batching: torch threads to measure at; []: all cores
 
 
 @dataclass
@@ -497,3 +498,6 @@ def _manifest(zoo_dir: Path) -> dict[str, float]:
                 record = json.loads(line)
                 out[record["model_id"]] = record["test_acc"]
     return out
+
+
+from bench import perf_adv_tra  # noqa: E402, F401  (registers adv_tra_batching; it imports BENCHMARKS from here)

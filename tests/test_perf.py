@@ -89,6 +89,11 @@ def test_benchmark(name, perf_dirs, benchmark):
         for method, numbers in figures["methods"].items():
             assert numbers[rate] is None or numbers[rate] > 0, method
             _positive_numbers(numbers, "seconds")
+    elif name == "adv_tra_batching":
+        assert figures["runs"] and isinstance(figures["meets_target"], bool)
+        for numbers in figures["runs"]:
+            _positive_numbers(numbers, "ratio", "threads")
+            assert numbers["batched"]["fingerprints"] > 0 and numbers["sequential"]["fingerprints"] > 0
     elif name == "quickstart":
         _positive_numbers(figures, "wall_seconds", "peak_rss_mb")
     else:

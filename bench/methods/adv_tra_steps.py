@@ -81,11 +81,12 @@ def predict(model: nn.Module, x: torch.Tensor, counter: Counter, batch_size: int
 
 def take_step(x: torch.Tensor, step: torch.Tensor, grad: torch.Tensor, boundary: str) -> torch.Tensor:
     """Eq. 2: x - s * sign(grad), one step size per sample; pixels stay in [0,1]."""
-    moved = x - step.view(-1, *([1] * (x.dim() - 1))) * grad.sign()
+    # addcmul is exact here: s * sign(g) is s, -s or 0, so there is one rounding as in x - s*sign(g)
+    moved = torch.addcmul(x, step.view(-1, *([1] * (x.dim() - 1))), grad.sign(), value=-1.0)
     if boundary == "clamp":
-        return moved.clamp(0.0, 1.0)
+        return moved.clamp_(0.0, 1.0)
     # "mask" (the authors' code): a pixel whose step would leave [0,1] does not move.
-    return torch.where((moved >= 0.0) & (moved <= 1.0), moved, x)
+    return torch.where(moved == moved.clamp(0.0, 1.0), moved, x)
 
 
 def initial_steps(batch: int, rules: StepRules, device: torch.device) -> torch.Tensor:
