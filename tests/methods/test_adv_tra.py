@@ -12,8 +12,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import bench.methods.adv_tra  # noqa: F401  (registers adv_tra)
-from bench.methods.adv_tra import AdvTra, AdvTraConfig
-from bench.methods.adv_tra_pipeline import optimise_step_sizes
+from bench.methods.adv_tra import AdvTra, AdvTraConfig, random_class_orders
+from bench.methods.adv_tra_pipeline import UNRESOLVED, optimise_step_sizes, run_trajectories
 from bench.methods.adv_tra_steps import DIVERGED, SUCCESS, Counter
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
 from bench.nets import build_model
@@ -317,3 +317,18 @@ def test_perf_batched_vs_sequential(source, digits):
           f"sequential {figures['sequential']['fingerprints_per_second']:.3f} fp/s, ratio {figures['ratio']:.1f}x "
           f"(per candidate tried {figures['candidate_ratio']:.1f}x)")
     assert figures["batched"]["fingerprints"] > 0 and figures["sequential"]["fingerprints"] > 0
+
+
+def test_samples_do_not_wait_for_each_other(source, digits):
+    # No lock-step between samples: the pool runs exactly as many iterations as the slowest single
+    # sample spends over all its segments, fewer than the sum over segments of each one's slowest.
+    x, y = digits
+    cfg = AdvTraConfig(n_fingerprints=20, candidates=20, classes_spanned=4, variant="paper")
+    orders = random_class_orders(y[:20], 10, cfg.segments(), torch.Generator().manual_seed(0))
+    in_flight: list[int] = []
+    run = run_trajectories(source, x[:20], orders, cfg.step_rules(), Counter(), bilateral=True,
+                           on_iteration=lambda active, successes: in_flight.append(active))
+    assert (run.status != UNRESOLVED).all() and run.index.numel() > 0
+    assert len(in_flight) == int(run.iterations.sum(1).max())
+    assert len(in_flight) < int(run.iterations.max(0).values.sum())
+    assert in_flight == sorted(in_flight, reverse=True)  # slots=None: all admitted at once, none added later
