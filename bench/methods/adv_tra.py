@@ -283,11 +283,11 @@ def _progress_hook(bar: tqdm, requested: int):
     """A per-iteration callback: the bar counts fingerprints; the postfix shows samples in flight."""
     last = [0.0]
 
-    def hook(active: int, successes: int) -> None:
+    def hook(active: int, successes: int, segments: int) -> None:
         if bar.disable:
             return
         bar.update(min(successes, requested) - bar.n)
-        bar.set_postfix(in_flight=active, refresh=False)
+        bar.set_postfix(in_flight=active, segments_done=segments, refresh=False)
         now = time.monotonic()
         if now - last[0] > 0.5:
             last[0] = now

@@ -93,7 +93,7 @@ def run_trajectories(
     labeller: nn.Module | None = None,
     slots: int | None = None,
     enough: int | None = None,
-    on_iteration: Callable[[int, int], None] | None = None,
+    on_iteration: Callable[[int, int, int], None] | None = None,
 ) -> Trajectories:
     """Surface (or single-segment) trajectories for the candidates `x_base` [B, C, H, W].
 
@@ -108,7 +108,8 @@ def run_trajectories(
             label as the target fails the candidate (END_NOT_TARGET). None: no labels, no check.
         slots: samples in flight at once (None: all candidates).
         enough: stop admitting candidates once this many succeeded (None: try all).
-        on_iteration: called with (samples in flight, successes) once per iteration.
+        on_iteration: called with (samples in flight, successes, segments accepted so far) once per
+            iteration (progress bars).
     """
     batch, segments = orders.shape
     length, device = rules.half_length, x_base.device
@@ -121,7 +122,7 @@ def run_trajectories(
     store_steps = torch.zeros(slots, segments, length, device=device)
     done: dict[str, list[torch.Tensor]] = {"index": [], "inputs": [], "step_sizes": [], "labels": []}
     free = list(range(slots))
-    admitted = successes = 0
+    admitted = successes = accepted_segments = 0
     pool: _Pool | None = None
     first_checked = 1 if rules.check_from_first_step else 0
 
@@ -145,7 +146,7 @@ def run_trajectories(
         if pool is None or pool.cand.numel() == 0:
             break
         if on_iteration is not None:
-            on_iteration(int(pool.cand.numel()), successes)
+            on_iteration(int(pool.cand.numel()), successes, accepted_segments)
         # -- one iteration of Alg. 1 for every sample in flight -----------------------------------
         samples, preds = [pool.x0], [pool.pred0]
         x = take_step(pool.x0, pool.steps[:, 0], pool.grad0, rules.boundary)
@@ -174,6 +175,7 @@ def run_trajectories(
         leaving = accept | diverged | exhausted
         restarted = None
         if bool(accept.any()):
+            accepted_segments += int(accept.sum())
             iterations[pool.cand[accept], pool.seg[accept]] = pool.it[accept]
             restarted, finished = _store_segments(
                 model, pool.select(accept), torch.stack([s[accept] for s in samples], 1), rules, counter,

@@ -327,7 +327,7 @@ def test_samples_do_not_wait_for_each_other(source, digits):
     orders = random_class_orders(y[:20], 10, cfg.segments(), torch.Generator().manual_seed(0))
     in_flight: list[int] = []
     run = run_trajectories(source, x[:20], orders, cfg.step_rules(), Counter(), bilateral=True,
-                           on_iteration=lambda active, successes: in_flight.append(active))
+                           on_iteration=lambda active, successes, segments: in_flight.append(active))
     assert (run.status != UNRESOLVED).all() and run.index.numel() > 0
     assert len(in_flight) == int(run.iterations.sum(1).max())
     assert len(in_flight) < int(run.iterations.max(0).values.sum())
