@@ -7,7 +7,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -18,43 +17,14 @@ from bench.methods.adv_tra_steps import DIVERGED, SUCCESS, Counter
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
 from bench.nets import build_model
 from bench.oracle import Oracle
+from bench.perf_adv_tra import TensorSplits
+from tests.methods.conftest import fit
 
 OWNER = 1000  # digits 0..999 train the source and seed fingerprints; the rest is "other" data
 
 
-class Splits:
-    """Datamodule stand-in: `owner` and `test` are the owner's digits."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[:limit], self.y[:limit]
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, lr: float) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(64):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-    return model.eval()
-
-
 def convnet(seed: int) -> nn.Module:
     return build_model("convnet", in_channels=1, num_classes=10, image_size=8, mean=(0.3053,), std=(0.3760,), seed=seed)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 8x8 models: intra-op threads only add synchronisation overhead (and suffer on a loaded machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +36,18 @@ def digits(one_thread) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def source(digits) -> nn.Module:
     x, y = digits
-    return train(convnet(0), x[:OWNER], y[:OWNER], seed=0, epochs=8, lr=1e-2)
+    return fit(convnet(0), x[:OWNER], y[:OWNER], seed=0, epochs=8)
 
 
 @pytest.fixture(scope="module")
 def independent(digits) -> nn.Module:
     x, y = digits
-    return train(convnet(1), x[:OWNER], y[:OWNER], seed=1, epochs=8, lr=1e-2)
+    return fit(convnet(1), x[:OWNER], y[:OWNER], seed=1, epochs=8)
 
 
 def make_ctx(digits, seed: int = 0) -> GenerationContext:
     x, y = digits
-    return GenerationContext(datamodule=Splits(x[:OWNER], y[:OWNER]), seed=seed, device=torch.device("cpu"),
+    return GenerationContext(datamodule=TensorSplits(x[:OWNER], y[:OWNER]), seed=seed, device=torch.device("cpu"),
                              num_classes=10, progress=False)
 
 

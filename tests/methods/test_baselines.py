@@ -23,6 +23,7 @@ from bench.methods.sac import Sac, SacConfig, correlation_matrix
 from bench.methods.uap import UapConfig, fooling_rate
 from bench.nets import build_model
 from bench.oracle import AccessError, Oracle
+from tests.methods.conftest import fit
 
 OWNER = 1000  # digits: 1,797 images; the rest is the owner's test split
 EPOCHS = 8
@@ -42,16 +43,7 @@ class TensorData:
 
 def train(arch: str, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = EPOCHS) -> nn.Module:
     model = build_model(arch, in_channels=1, num_classes=10, image_size=8, mean=[0.5], std=[0.5], seed=seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    order = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=order).split(BATCH):
-            optimiser.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimiser.step()
-    model.zero_grad(set_to_none=True)  # so that the fixture can check methods leave no gradients behind
-    return model.eval()
+    return fit(model, x, y, seed=seed, epochs=epochs, batch_size=BATCH)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -70,15 +62,6 @@ class World:
 
     def context(self, pools: bool = True) -> GenerationContext:
         return copy.copy(self.ctx) if pools else GenerationContext(**{**self.ctx.__dict__, "pools": None})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are bound by per-op overhead: one thread is several times faster than two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
