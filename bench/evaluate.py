@@ -73,8 +73,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def fingerprint_key(run: MethodRun, source_sha256: str, split_hashes: dict[str, str], seed: int) -> str:
-    """Cache key: method name, version and config, the source checkpoint and the owner's data."""
-    return sha256_json({"method": run.entry["name"], "version": run.method.version, "config": run.entry,
+    """Cache key: method name, version and generation config, the source checkpoint and the owner's data.
+
+    The method's `verification_fields` (e.g. ADV-TRA's threshold and score) are left out: they do
+    not change the fingerprint.
+    """
+    config = {k: v for k, v in run.entry.items() if k not in run.method.verification_fields}
+    return sha256_json({"method": run.entry["name"], "version": run.method.version, "config": config,
                         "source": source_sha256, "owner": split_hashes["owner"], "test": split_hashes["test"],
                         "seed": seed})[:16]
 

@@ -73,6 +73,23 @@ def test_second_run_reuses_cached_fingerprints(guard_run, smoke_cfg, caplog):
     assert [r["score"] for r in result["per_model"]] == [r["score"] for r in first["per_model"]]
 
 
+def test_verification_only_fields_reuse_the_fingerprint(smoke_cfg, smoke_zoo, tmp_path):
+    # ADV-TRA's threshold and score act at verification: changing them must not regenerate.
+    root = Path(smoke_cfg.paths.zoo_dir).parent
+    small = ["methods=[adv_tra]", "methods.adv_tra.n_fingerprints=4", "methods.adv_tra.candidates=12",
+             "methods.adv_tra.classes_spanned=3", f"paths.cache_dir={tmp_path / 'cache'}",
+             f"paths.results_dir={tmp_path / 'results'}"]
+    first = _by_method(run_benchmark(load_recipe(SMOKE, [*smoke_overrides(root), *small]), progress=False))["adv_tra"]
+    swept = ["methods.adv_tra.score=agreement", "methods.adv_tra.threshold=0.2"]
+    again = _by_method(run_benchmark(load_recipe(SMOKE, [*smoke_overrides(root), *small, *swept]), progress=False))["adv_tra"]
+    assert first["timing_s"]["fingerprint_cached"] is False and again["timing_s"]["fingerprint_cached"] is True
+    assert first["config_sha256"] != again["config_sha256"]  # still two distinct results
+    for a, b in zip(first["per_model"], again["per_model"], strict=True):
+        assert a["model_id"] == b["model_id"]
+        assert b["score"] == pytest.approx(b["extras"]["agreement"])
+        assert a["extras"]["mean_mutation_rate"] == b["extras"]["mean_mutation_rate"]  # the same fingerprint
+
+
 def test_leaderboard_written(guard_run):
     text = guard_run.leaderboard.read_text()
     assert "oracle_label" in text and "akh" in text

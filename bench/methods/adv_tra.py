@@ -155,8 +155,9 @@ class AdvTra(FingerprintMethod):
 
     name = "adv_tra"
     access = "label"
-    version = "1"
+    version = "2"  # 2: pooled scheduler and frozen source copy (same algorithm; float rounding differs from 1)
     Config = AdvTraConfig
+    verification_fields = ("threshold", "score")
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:

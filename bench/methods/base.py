@@ -120,6 +120,9 @@ class FingerprintMethod(ABC):
     Config: ClassVar[type]
     access: ClassVar[Access] = "label"
     version: ClassVar[str] = "1"
+    # Config fields read only when scoring a suspect: a fingerprint cached under one value serves
+    # every other value (the loop leaves them out of the cache key), so sweeping them is cheap.
+    verification_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
