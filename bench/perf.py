@@ -139,12 +139,16 @@ def _run_one(name: str, run: PerfRun, overrides: list[str]) -> dict[str, Any]:
     return record
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures depend on: CPUs, threads, versions, device and how busy the machine was."""
     import pytorch_lightning as pl
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_count": os.cpu_count(), "cpus_usable": usable, "torch_threads": torch.get_num_threads(),
+    return {"cpu_count": os.cpu_count(), "cpus_usable": usable_cpus(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

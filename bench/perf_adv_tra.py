@@ -8,7 +8,6 @@ assertion anywhere (STYLE rule 10).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from torch import nn
 
 from bench.methods.adv_tra import AdvTra, AdvTraConfig
 from bench.methods.base import GenerationContext
-from bench.perf import BENCHMARKS, PerfRun
+from bench.perf import BENCHMARKS, PerfRun, usable_cpus
 
 TARGET_RATIO = 20.0  # issue 5: batched >= 20x the fingerprints/s of one at a time, 100 fingerprints, 2 CPU cores
 
@@ -139,12 +138,11 @@ def adv_tra_batching(run: PerfRun) -> dict[str, Any]:
     source = report.store.load_model(report.plan.source.model_id).to(device)
     probe = AdvTraConfig(n_fingerprints=n_fingerprints, **config)
     x, y = report.datamodule.tensors("owner", probe.owner_pool or probe.candidate_count())
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads_before = torch.get_num_threads()
     out: dict[str, Any] = {"source": report.plan.source.model_id, "zoo": cfg.zoo.name, "device": str(device),
                            "n_fingerprints": n_fingerprints, "config": config, "target_ratio": TARGET_RATIO, "runs": []}
     try:
-        for threads in run.settings.adv_tra_threads or [usable]:
+        for threads in run.settings.adv_tra_threads or [usable_cpus()]:
             torch.set_num_threads(int(threads))
             figures = compare_batched_vs_sequential(source, x, n_fingerprints, y=y, num_classes=report.datamodule.num_classes,
                                                     fingerprint_seed=int(cfg.seed),

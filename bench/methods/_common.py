@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bench.methods.base import Fingerprint, Pools, PoolSpec
+from bench.methods.base import Fingerprint, FingerprintMethod, GenerationContext, Pools, PoolSpec
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -54,20 +54,24 @@ def require_pool_fields(method: str, config: Any) -> None:
             ">= 1, or null (the source's epochs)")
 
 
-def pool_spec_of(config: Any) -> PoolSpec:
-    """The PoolSpec a config with the shared pool fields declares."""
-    return PoolSpec(surrogate_archs=list(config.surrogate_archs), reference_archs=list(config.reference_archs),
-                    seeds=int(config.pool_seeds), epochs=config.pool_epochs)
+class PooledMethod(FingerprintMethod):
+    """A method whose config has the shared pool fields and that needs the defender pools (CAE, UAP)."""
 
+    def pool_spec(self) -> PoolSpec:
+        """The surrogate/reference pools the config's shared pool fields declare."""
+        cfg = self.config
+        return PoolSpec(surrogate_archs=list(cfg.surrogate_archs), reference_archs=list(cfg.reference_archs),
+                        seeds=int(cfg.pool_seeds), epochs=cfg.pool_epochs)
 
-def require_pools(method: str, pools: Pools | None) -> Pools:
-    """The context's pools, or a RuntimeError if surrogates or references are missing."""
-    if pools is None or not pools.surrogates or not pools.references:
-        have = "none" if pools is None else f"{len(pools.surrogates)} surrogates, {len(pools.references)} references"
-        raise RuntimeError(f"{method} needs defender pools (surrogates and references) in ctx.pools; got {have}. "
-                           "The evaluation loop builds them from the method's pool_spec(); callers building a "
-                           "GenerationContext by hand must pass Pools(surrogates=[...], references=[...]).")
-    return pools
+    def pools(self, ctx: GenerationContext) -> Pools:
+        """The context's pools, or a RuntimeError if surrogates or references are missing."""
+        pools = ctx.pools
+        if pools is None or not pools.surrogates or not pools.references:
+            have = "none" if pools is None else f"{len(pools.surrogates)} surrogates, {len(pools.references)} references"
+            raise RuntimeError(f"{self.name} needs defender pools (surrogates and references) in ctx.pools; got {have}. "
+                               "The evaluation loop builds them from the method's pool_spec(); callers building a "
+                               "GenerationContext by hand must pass Pools(surrogates=[...], references=[...]).")
+        return pools
 
 
 def make_generator(ctx_seed: int, config_seed: int) -> torch.Generator:

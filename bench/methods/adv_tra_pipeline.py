@@ -294,35 +294,3 @@ def _assemble(
     order = index.argsort()
     return Trajectories(status, iterations, index[order], torch.cat(done["inputs"])[order],
                         torch.cat(done["step_sizes"])[order], torch.cat(done["labels"])[order])
-
-
-@dataclass
-class SegmentResult:
-    """One unilateral step-size optimisation (Alg. 1) for B base samples.
-
-    Attributes:
-        status: [B] SUCCESS or the failure code.
-        steps: [B, l] accepted step sizes (zeros where failed).
-        samples: [B, l+1, C, H, W] the accepted unilateral trajectory x_0..x_l (zeros where failed).
-        iterations: [B] iterations used until acceptance or failure.
-    """
-
-    status: torch.Tensor
-    steps: torch.Tensor
-    samples: torch.Tensor
-    iterations: torch.Tensor
-
-
-def optimise_step_sizes(
-    model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, rules: StepRules, counter: Counter
-) -> SegmentResult:
-    """Alg. 1 for a batch [B, C, H, W] toward `targets` [B]: per-sample steps whose x_l first crosses.
-
-    A sample whose steps exceed `max_step` (divergence) or that never satisfies Eq. 3 within
-    `max_iterations` is marked failed, never raised.
-    """
-    run = run_trajectories(model, x0, targets[:, None], rules, counter, bilateral=False)
-    steps = x0.new_zeros(x0.shape[0], rules.half_length)
-    samples = x0.new_zeros(x0.shape[0], rules.half_length + 1, *x0.shape[1:])
-    steps[run.index], samples[run.index] = run.step_sizes[:, 0], run.inputs
-    return SegmentResult(run.status, steps, samples, run.iterations[:, 0])

@@ -14,16 +14,15 @@ from tqdm.auto import tqdm
 
 from bench.methods._common import (
     DEFAULT_POOL_ARCHS,
+    PooledMethod,
     eval_mode,
     input_gradient,
     label_agreement,
     make_generator,
-    pool_spec_of,
     require,
     require_pool_fields,
-    require_pools,
 )
-from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext, PoolSpec
+from bench.methods.base import METHODS, Fingerprint, GenerationContext
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -96,7 +95,7 @@ def member_masks(members: int, batch: int, dropout: float, generator: torch.Gene
 
 
 @METHODS.register("cae")
-class Cae(FingerprintMethod):
+class Cae(PooledMethod):
     """CAE (Lukas et al., ICLR 2021): label-only; adversarial examples that transfer to surrogates, not references.
 
     Needs defender pools: surrogates (extracted from the source) and references (trained
@@ -114,12 +113,9 @@ class Cae(FingerprintMethod):
     access = "label"
     version = "1"
 
-    def pool_spec(self) -> PoolSpec:
-        return pool_spec_of(self.config)
-
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: CaeConfig = self.config
-        pools = require_pools("cae", ctx.pools)
+        pools = self.pools(ctx)
         started = time.monotonic()
         wanted = cfg.candidates if cfg.candidates is not None else 5 * cfg.n_fingerprints
         x0, _ = ctx.owner_data(wanted)

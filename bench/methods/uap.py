@@ -13,15 +13,14 @@ from tqdm.auto import tqdm
 
 from bench.methods._common import (
     DEFAULT_POOL_ARCHS,
+    PooledMethod,
     eval_mode,
     input_gradient,
     make_generator,
-    pool_spec_of,
     require,
     require_pool_fields,
-    require_pools,
 )
-from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext, PoolSpec
+from bench.methods.base import METHODS, Fingerprint, GenerationContext
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -72,7 +71,7 @@ class UapConfig:
 
 
 @METHODS.register("uap")
-class Uap(FingerprintMethod):
+class Uap(PooledMethod):
     """UAP fingerprinting (Peng et al., CVPR 2022): probabilities; outputs around a universal perturbation.
 
     A DeepFool-based universal adversarial perturbation v of the source (L-inf `xi`) and m points
@@ -89,12 +88,9 @@ class Uap(FingerprintMethod):
     access = "probs"
     version = "1"
 
-    def pool_spec(self) -> PoolSpec:
-        return pool_spec_of(self.config)
-
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: UapConfig = self.config
-        pools = require_pools("uap", ctx.pools)
+        pools = self.pools(ctx)
         started = time.monotonic()
         generator = make_generator(ctx.seed, cfg.seed)
         x_uap, _ = ctx.owner_data(cfg.uap_samples)
