@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.nets import build_model
-from bench.nets.frozen import frozen_copy
+from bench.nets.frozen import ColumnGradConv2d, frozen_copy
 
 
 def _convnet() -> nn.Module:
@@ -25,7 +27,7 @@ def test_folded_copy_matches_the_source_and_leaves_it_alone():
     model = _convnet().train()
     before = copy.deepcopy(model.state_dict())
     frozen, info = frozen_copy(model, torch.device("cpu"))
-    assert info == {"batchnorm_folded": True, "channels_last": True}
+    assert info == {"batchnorm_folded": True, "column_grad_convs": 1, "channels_last": True}
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
     assert not any(p.requires_grad for p in frozen.parameters())
     # the source keeps its mode, gradients flags and weights
@@ -59,7 +61,38 @@ class DataDependent(nn.Module):
 def test_untraceable_model_is_copied_without_folding():
     model = DataDependent().eval()
     frozen, info = frozen_copy(model, torch.device("cpu"))
-    assert info == {"batchnorm_folded": False, "channels_last": True}
+    assert info == {"batchnorm_folded": False, "column_grad_convs": 1, "channels_last": True}
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(frozen(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("stride, padding, dilation, kernel, size", [
+    (2, 1, 1, 3, (28, 28)),  # the quickstart convnet's first layer
+    (1, 1, 1, 3, (12, 12)),
+    (2, 0, 1, 3, (13, 13)),  # the last row/column of the input is never read: its gradient is 0
+    ((1, 2), (2, 1), 2, (3, 5), (11, 14)),
+])
+def test_column_input_gradient_equals_autograd(stride, padding, dilation, kernel, size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 6, kernel, stride=stride, padding=padding, dilation=dilation).requires_grad_(False)
+    column = ColumnGradConv2d(conv)
+    x = torch.rand(4, 1, *size, requires_grad=True)
+    out = column(x)
+    assert torch.allclose(out, conv(x), atol=1e-6)
+    upstream = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    (expected,) = torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias, stride, padding, dilation), x, upstream)
+    assert grad.shape == x.shape
+    assert torch.allclose(grad, expected, atol=1e-5)
+
+
+def test_column_gradients_only_replace_frozen_single_channel_convs():
+    with pytest.raises(ValueError, match="frozen weights"):
+        ColumnGradConv2d(nn.Conv2d(1, 4, 3))  # trainable: its weight gradient would be lost
+    with pytest.raises(ValueError, match="groups=1"):
+        ColumnGradConv2d(nn.Conv2d(1, 4, 3, padding="same").requires_grad_(False))
+    rgb = build_model("convnet", in_channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, seed=0)
+    frozen, info = frozen_copy(rgb.eval(), torch.device("cpu"))
+    assert info["column_grad_convs"] == 0
+    assert not any(isinstance(m, ColumnGradConv2d) for m in frozen.modules())
