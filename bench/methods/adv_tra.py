@@ -61,7 +61,7 @@ class AdvTraConfig:
     threshold: float = 0.5  # a fingerprint is matched if its mutation rate is below this, in (0, 1]
     score: str = "detection_rate"  # detection_rate (paper: matched / N) | agreement (1 - mean mutation rate)
     batch_size: int | None = None  # samples in flight at once (a finished one's slot goes to the next); None: all
-    fast_source: bool = True  # optimise steps on a frozen, BatchNorm-folded copy (channels_last on CPU); labels from the source
+    fast_source: bool = True  # optimise steps on a frozen copy (bench/nets/frozen.py); labels from the source
     seed: int = 0  # combined with the fingerprint seed: ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
@@ -155,7 +155,8 @@ class AdvTra(FingerprintMethod):
 
     name = "adv_tra"
     access = "label"
-    version = "2"  # 2: pooled scheduler and frozen source copy (same algorithm; float rounding differs from 1)
+    version = "3"  # 2: pooled scheduler and frozen source copy; 3: column input gradients for single-channel
+    # first convs (bench/nets/frozen.py). Same algorithm each time; only float rounding differs.
     Config = AdvTraConfig
     verification_fields = ("threshold", "score")
 
