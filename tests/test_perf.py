@@ -94,6 +94,7 @@ def test_benchmark(name, perf_dirs, benchmark):
         for numbers in figures["runs"]:
             _positive_numbers(numbers, "ratio", "threads")
             assert numbers["batched"]["fingerprints"] > 0 and numbers["sequential"]["fingerprints"] > 0
+            assert 0 < numbers["ratio_vs_fastest_sequential"] <= numbers["ratio"]  # its own one-at-a-time run is a candidate
     elif name == "quickstart":
         _positive_numbers(figures, "wall_seconds", "peak_rss_mb")
     else:
