@@ -102,6 +102,9 @@ def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progres
               logger_factory: Any = None, require_suspects: bool = False) -> BuildReport:
     """Build (or finish building) the recipe's zoo; models already built and verified are skipped.
 
+    Sets torch's intra-op thread count for the whole process to `compute.cpu_threads` when the
+    recipe gives one (`fpbench run` relies on it for generation and verification too).
+
     Args:
         cfg: a loaded recipe (`bench.config.load_recipe`).
         pool_specs: defender pools requested by the methods about to run.
