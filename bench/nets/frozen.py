@@ -1,11 +1,11 @@
 """A frozen copy of a model for loops that only need input gradients and labels (fingerprint generation).
 
 The copy is in eval mode, its parameters need no gradient, every Conv followed by an eval-mode
-BatchNorm is folded into one Conv (torch.fx pattern fusion), every single-channel-input Conv2d (the
-first layer of a grayscale model) computes its input gradient as col2im(W^T grad) instead of
-oneDNN's backward-data kernel, and on CPU it runs in channels_last layout. The maths are unchanged;
-float rounding differs from the original by ~1e-6 in the logits and ~1e-5 in input gradients, so a
-caller that stores labels must take them from the original model (ADV-TRA does).
+BatchNorm is folded into one Conv (torch.fx pattern fusion), and on CPU the copy runs in
+channels_last layout and every single-channel-input Conv2d (the first layer of a grayscale model)
+computes its input gradient as col2im(W^T grad) instead of oneDNN's backward-data kernel. The maths
+are unchanged; float rounding differs from the original by ~1e-6 in the logits and ~1e-5 in input
+gradients, so a caller that stores labels must take them from the original model (ADV-TRA does).
 
 Measured on the quickstart source (convnet, 28x28, 2 CPU threads), gradient + forward per sample:
 folding and channels_last, batch 150: 104 -> 59 us; batch 1: 779 -> 604 us. The column gradient of
@@ -111,8 +111,8 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
 
 
 def frozen_copy(model: nn.Module, device: torch.device) -> tuple[nn.Module, dict[str, bool | int]]:
-    """An eval-mode, gradient-free, BatchNorm-folded copy of `model` (column input gradients for
-    single-channel convs); channels_last on CPU.
+    """An eval-mode, gradient-free, BatchNorm-folded copy of `model`; on CPU also channels_last, with
+    column input gradients for single-channel convs.
 
     The original is not modified. Returns the copy and what was applied
     ({"batchnorm_folded": ..., "column_grad_convs": n, "channels_last": ...}) for the caller's metadata.
@@ -120,8 +120,10 @@ def frozen_copy(model: nn.Module, device: torch.device) -> tuple[nn.Module, dict
     frozen, folded = fold_batchnorm(copy.deepcopy(model).eval())
     for parameter in frozen.parameters():
         parameter.requires_grad_(False)
-    column_convs = _replace_single_channel_convs(frozen)
-    channels_last = torch.device(device).type == "cpu"
+    on_cpu = torch.device(device).type == "cpu"
+    # both measured on CPU only (oneDNN); on a GPU cuDNN keeps its own kernels and layout
+    column_convs = _replace_single_channel_convs(frozen) if on_cpu else 0
+    channels_last = on_cpu
     if channels_last:
         frozen = ChannelsLast(frozen.to(memory_format=torch.channels_last)).eval()
     return frozen, {"batchnorm_folded": folded, "column_grad_convs": column_convs, "channels_last": channels_last}

@@ -96,3 +96,11 @@ def test_column_gradients_only_replace_frozen_single_channel_convs():
     frozen, info = frozen_copy(rgb.eval(), torch.device("cpu"))
     assert info["column_grad_convs"] == 0
     assert not any(isinstance(m, ColumnGradConv2d) for m in frozen.modules())
+
+
+def test_gpu_copy_keeps_the_native_kernels():
+    # channels_last and the column gradient were measured on CPU only; folding applies everywhere.
+    # Only the target device's type is read, so this runs without a GPU.
+    frozen, info = frozen_copy(_convnet().eval(), torch.device("cuda"))
+    assert info == {"batchnorm_folded": True, "column_grad_convs": 0, "channels_last": False}
+    assert not any(isinstance(m, ColumnGradConv2d) for m in frozen.modules())
