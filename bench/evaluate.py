@@ -103,17 +103,29 @@ def _generate(run: MethodRun, source: torch.nn.Module, ctx: GenerationContext, c
     log.info("%s: fingerprint generated in %.1f s -> %s", run.entry["name"], run.generate_seconds, cache_dir)
 
 
-def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device) -> Pools | None:
-    spec = run.method.pool_spec()
+def load_pools(method: FingerprintMethod, cfg: DictConfig, zoo: BuildReport, device: torch.device,
+               records: dict[str, dict[str, Any]] | None = None) -> Pools | None:
+    """The defender pools `method.pool_spec()` asks for, loaded from the built zoo (None: it asks for none).
+
+    `records`: the zoo's manifest records if the caller has read them already.
+    """
+    spec = method.pool_spec()
     if spec is None:
         return None
-    records = zoo.store.records()
+    records = zoo.store.records() if records is None else records
     jobs = pool_jobs_for(cfg, zoo.plan, spec)
     pools = Pools(model_ids=[j.model_id for j in jobs])
     for job in jobs:
         model = zoo.store.load_model(job.model_id, records[job.model_id]).to(device)
         (pools.surrogates if job.kind == "surrogate" else pools.references).append(model)
-    run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids)}
+    return pools
+
+
+def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device) -> Pools | None:
+    records = zoo.store.records()
+    pools = load_pools(run.method, cfg, zoo, device, records)
+    if pools is not None:
+        run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids)}
     return pools
 
 

@@ -160,10 +160,11 @@ def machine_info() -> dict[str, Any]:
 def train_throughput(run: PerfRun) -> dict[str, Any]:
     """Images/s of the zoo's Lightning path (`ClassifierModule` + `fit`) vs a plain PyTorch loop, same model and data."""
     from bench.training import ClassifierModule, fit
+    from bench.zoo.build import apply_threads, new_model, setup_datamodule
 
     s = run.settings
     cfg = run.recipe(f"data.splits.owner={s.train_images}")
-    dm, spec = _datamodule(cfg), OmegaConf.to_object(cfg.zoo.source)
+    dm, spec = setup_datamodule(cfg), OmegaConf.to_object(cfg.zoo.source)
     trainer_cfg = OmegaConf.to_object(cfg.compute.trainer)
     trainer_cfg.enable_progress_bar = False
     device = _plain_device(trainer_cfg.accelerator)
@@ -173,18 +174,19 @@ def train_throughput(run: PerfRun) -> dict[str, Any]:
         return dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
 
     def lightning(epochs: int) -> float:
-        module = ClassifierModule(_model(dm, spec), spec.optimizer, spec.schedule, epochs)
+        module = ClassifierModule(new_model(spec.arch, spec.arch_params, dm, spec.seed), spec.optimizer, spec.schedule,
+                                  epochs)
         return fit(module, loader(), trainer_cfg, root_dir=root_dir, seed=spec.seed, progress=False)
 
     def plain(epochs: int) -> float:
-        module = ClassifierModule(_model(dm, spec), spec.optimizer, spec.schedule, epochs)
+        module = ClassifierModule(new_model(spec.arch, spec.arch_params, dm, spec.seed), spec.optimizer, spec.schedule,
+                                  epochs)
         return plain_fit(module, loader(), epochs, device, spec.seed)
 
     fits = {"lightning": lightning, "plain": plain}
     timed: dict[str, list[float]] = {kind: [] for kind in fits}
     threads_before = torch.get_num_threads()
-    if OmegaConf.select(cfg, "compute.cpu_threads") is not None:  # as a zoo build does, for both loops
-        torch.set_num_threads(int(cfg.compute.cpu_threads))
+    apply_threads(cfg)  # as a zoo build does, for both loops
     try:
         lightning(1), plain(1)  # warm-up: imports, allocator, thread pools
         for _ in range(s.repeats):  # interleaved, so a load change on a busy machine hits both
@@ -251,21 +253,6 @@ def _plain_device(accelerator: str) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def _datamodule(cfg: DictConfig) -> Any:
-    from datamodules import build_datamodule
-
-    dm = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)
-    dm.setup()
-    return dm
-
-
-def _model(dm: Any, spec: Any) -> torch.nn.Module:
-    from bench.nets import build_model
-
-    return build_model(spec.arch, in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
-                       mean=dm.mean, std=dm.std, params=dict(spec.arch_params), seed=spec.seed)
-
-
 # -- (b) generation and (c) verification on the perf zoo -----------------------------------------
 def _method_entries(run: PerfRun, cfg: DictConfig) -> list[dict[str, Any]]:
     """The methods to time, with the recipe's parameters where it configures them."""
@@ -306,27 +293,14 @@ def perf_zoo(run: PerfRun) -> dict[str, Any]:
     return run.shared["zoo"]
 
 
-def _pools(method: Any, zoo: dict[str, Any]) -> Any:
-    from bench.methods import Pools
-    from bench.zoo.plan import pool_jobs_for
-
-    spec = method.pool_spec()
-    if spec is None:
-        return None
-    store, pools = zoo["report"].store, Pools()
-    for job in pool_jobs_for(zoo["cfg"], zoo["report"].plan, spec):
-        model = store.load_model(job.model_id).to(zoo["device"])
-        (pools.surrogates if job.kind == "surrogate" else pools.references).append(model)
-        pools.model_ids.append(job.model_id)
-    return pools
-
-
 def _generate(method: Any, zoo: dict[str, Any]) -> tuple[Any, float]:
+    from bench.evaluate import load_pools
     from bench.methods import GenerationContext
 
     dm = zoo["report"].datamodule
+    pools = load_pools(method, zoo["cfg"], zoo["report"], zoo["device"])
     ctx = GenerationContext(datamodule=dm, seed=zoo["cfg"].seed, device=zoo["device"], num_classes=dm.num_classes,
-                            pools=_pools(method, zoo), progress=False)
+                            pools=pools, progress=False)
     start = time.perf_counter()
     try:
         fingerprint = method.generate(zoo["source"], ctx)

@@ -137,21 +137,21 @@ def adv_tra_batching(run: PerfRun) -> dict[str, Any]:
     entries = [dict(entry) for entry in cfg.methods if entry.get("name") == "adv_tra"]
     config = {k: v for k, v in (entries[0] if entries else {}).items() if k not in ("name", "batch_size")}
     n_fingerprints = int(config.pop("n_fingerprints", AdvTraConfig.n_fingerprints))
-    report = build_zoo(cfg, [], progress=False)
-    device = resolve_device(cfg.eval.device)
-    source = report.store.load_model(report.plan.source.model_id).to(device)
-    probe = AdvTraConfig(n_fingerprints=n_fingerprints, **config)
-    x, y = report.datamodule.tensors("owner", probe.owner_pool or probe.candidate_count())
-    threads_before = torch.get_num_threads()
-    out: dict[str, Any] = {"source": report.plan.source.model_id, "zoo": cfg.zoo.name, "device": str(device),
-                           "n_fingerprints": n_fingerprints, "config": config, "target_ratio": TARGET_RATIO, "runs": []}
+    threads_before = torch.get_num_threads()  # build_zoo applies compute.cpu_threads to the process
     try:
+        report = build_zoo(cfg, [], progress=False)
+        device = resolve_device(cfg.eval.device)
+        source = report.store.load_model(report.plan.source.model_id).to(device)
+        probe = AdvTraConfig(n_fingerprints=n_fingerprints, **config)
+        x, y = report.datamodule.tensors("owner", probe.owner_pool or probe.candidate_count())
+        out: dict[str, Any] = {"source": report.plan.source.model_id, "zoo": cfg.zoo.name, "device": str(device),
+                               "n_fingerprints": n_fingerprints, "config": config, "target_ratio": TARGET_RATIO,
+                               "runs": []}
         for threads in run.settings.adv_tra_threads or [usable_cpus()]:
             torch.set_num_threads(int(threads))
-            figures = compare_batched_vs_sequential(source, x, n_fingerprints, y=y, num_classes=report.datamodule.num_classes,
-                                                    fingerprint_seed=int(cfg.seed),
-                                                    batched_repeats=run.settings.repeats, **config)
-            out["runs"].append(figures)
+            out["runs"].append(compare_batched_vs_sequential(
+                source, x, n_fingerprints, y=y, num_classes=report.datamodule.num_classes, fingerprint_seed=int(cfg.seed),
+                batched_repeats=run.settings.repeats, **config))
     finally:
         torch.set_num_threads(threads_before)
     out["ratio"] = out["runs"][-1]["ratio"]  # at the last thread count (default: all usable cores)

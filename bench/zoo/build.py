@@ -42,17 +42,24 @@ def zoo_root(cfg: DictConfig) -> Path:
     return Path(cfg.paths.zoo_dir) / cfg.zoo.name
 
 
-def prepare(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None) -> tuple[Any, ZooPlan, ZooStore]:
-    """Set up the data and plan the zoo (cheap; all recipe errors surface here, before training)."""
+def setup_datamodule(cfg: DictConfig) -> Any:
+    """The recipe's datamodule with its splits made (`zoo.split_seed`)."""
     from datamodules import build_datamodule
 
     dm = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)
     dm.setup()
+    return dm
+
+
+def prepare(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None) -> tuple[Any, ZooPlan, ZooStore]:
+    """Set up the data and plan the zoo (cheap; all recipe errors surface here, before training)."""
+    dm = setup_datamodule(cfg)
     plan = plan_zoo(cfg, dm.split_hashes(), pool_specs)
     return dm, plan, ZooStore(zoo_root(cfg))
 
 
-def _new_model(arch: str, arch_params: dict, dm: Any, seed: int) -> nn.Module:
+def new_model(arch: str, arch_params: dict, dm: Any, seed: int) -> nn.Module:
+    """A freshly initialised `arch` sized for the datamodule's images and classes."""
     from bench.nets import build_model
 
     return build_model(arch, in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
@@ -64,7 +71,7 @@ def run_job(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root
     """Make one model; returns (model, attack info, train seconds). Reads the source from `store`."""
     if job.op == "train":
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelSpec), job.spec))
-        model = _new_model(spec.arch, spec.arch_params, dm, spec.seed)
+        model = new_model(spec.arch, spec.arch_params, dm, spec.seed)
         module = ClassifierModule(model, _as(OptimizerConfig, spec.optimizer), _as(ScheduleConfig, spec.schedule), spec.epochs)
         loader = dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
         seconds = fit(module, loader, trainer_cfg, root_dir=root_dir, seed=spec.seed, logger=logger, progress=progress)
@@ -126,8 +133,7 @@ def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progres
         follow_rank_zero(plan, dm, store, trainer_cfg, root_dir, logger_factory)
         raise SystemExit(0)  # rank 0 alone writes the zoo and goes on (evaluation) by itself
     with store.lock():
-        records = store.records()
-        pending = [job for job in plan.jobs if not (job.model_id in records and store.verify(records[job.model_id]))]
+        pending = store.unbuilt(plan.jobs)
         report.skipped = [job.model_id for job in plan.jobs if job not in pending]
         if pending and cfg.compute.executor == "ray":
             from bench.zoo.executors import run_ray

@@ -137,16 +137,14 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
         fail: raise before training (the `FPBENCH_TEST_FAIL_JOB` test hook).
     """
     from bench.tracking import training_logger_factory
-    from bench.zoo.build import finish_record, run_job, zoo_root
-    from datamodules import build_datamodule
+    from bench.zoo.build import finish_record, run_job, setup_datamodule, zoo_root
 
     torch.set_num_threads(max(1, threads))
     cfg = OmegaConf.merge(OmegaConf.structured(RecipeConfig), cfg_data)
     job = Job(**job_data)
     if fail:
         raise RuntimeError(f"{FAIL_JOB_ENV} names {job.model_id}: failing it on purpose (test hook)")
-    dm = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)
-    dm.setup()
+    dm = setup_datamodule(cfg)
     plan = ZooPlan(name=plan_data["name"], dataset=plan_data["dataset"], split_hashes=plan_data["split_hashes"])
     if dm.split_hashes() != plan.split_hashes:
         raise RuntimeError(f"The data under paths.data_dir={cfg.paths.data_dir} on this node differs from the driver's "
@@ -155,9 +153,10 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
     logger = factory(job) if factory else False
     trainer_cfg = task_trainer(cfg.compute.trainer, cfg.compute.resources.gpus)
     root_dir = str(Path(cfg.paths.cache_dir) / "lightning")
+    store = ZooStore(zoo_root(cfg))
     try:
-        model, info, seconds = run_job(job, dm, ZooStore(zoo_root(cfg)), trainer_cfg, root_dir, False, logger)
-        return finish_record(job, model, info, seconds, dm, ZooStore(zoo_root(cfg)), plan)
+        model, info, seconds = run_job(job, dm, store, trainer_cfg, root_dir, False, logger)
+        return finish_record(job, model, info, seconds, dm, store, plan)
     finally:
         if logger:
             logger.experiment.finish()
@@ -298,8 +297,7 @@ def follow_rank_zero(plan: ZooPlan, dm: Any, store: ZooStore, trainer_cfg: Any, 
     """
     from bench.zoo.build import run_job
 
-    records = store.records()
-    pending = [job for job in plan.jobs if not (job.model_id in records and store.verify(records[job.model_id]))]
+    pending = store.unbuilt(plan.jobs)
     for job in pending:
         if job.parent is not None:
             wait_for_record(store, job.parent, wait_s)

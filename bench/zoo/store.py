@@ -89,6 +89,11 @@ class ZooStore:
                 f"!= manifest {record['sha256'][:12]}…. Delete {path} to rebuild it, or restore the original file.")
         return True
 
+    def unbuilt(self, jobs: list[Any]) -> list[Any]:
+        """The jobs (anything with a `model_id`) whose model is not recorded with a verified checkpoint."""
+        records = self.records()
+        return [job for job in jobs if not (job.model_id in records and self.verify(records[job.model_id]))]
+
     def load_model(self, model_id: str, record: dict[str, Any] | None = None) -> nn.Module:
         """Rebuild the architecture and load verified weights; never unpickles."""
         from bench.nets import build_model
