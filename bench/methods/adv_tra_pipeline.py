@@ -183,10 +183,8 @@ def run_trajectories(
             if finished.cand.numel():
                 successes += _collect(finished, store, store_steps, status, orders, labeller, per_segment, counter,
                                       done)
-            for row in torch.cat([finished.slot, restarted.slot[restarted.failed]]).tolist():
-                free.append(int(row))
-        for row in pool.slot[diverged | exhausted].tolist():
-            free.append(int(row))
+            free.extend(torch.cat([finished.slot, restarted.slot[restarted.failed]]).tolist())
+        free.extend(pool.slot[diverged | exhausted].tolist())
         if bool(leaving.any()):
             pool = pool.select(~leaving)
         if restarted is not None and restarted.ok.any():

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from bench.io import atomic_save_tensors, atomic_write_json
-from bench.oracle import ACCESS_LEVELS, Access, Oracle  # noqa: F401  (ACCESS_LEVELS re-exported)
+from bench.oracle import Access, Oracle
 from bench.registry import Registry
 
 

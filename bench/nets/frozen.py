@@ -123,7 +123,6 @@ def frozen_copy(model: nn.Module, device: torch.device) -> tuple[nn.Module, dict
     on_cpu = torch.device(device).type == "cpu"
     # both measured on CPU only (oneDNN); on a GPU cuDNN keeps its own kernels and layout
     column_convs = _replace_single_channel_convs(frozen) if on_cpu else 0
-    channels_last = on_cpu
-    if channels_last:
+    if on_cpu:
         frozen = ChannelsLast(frozen.to(memory_format=torch.channels_last)).eval()
-    return frozen, {"batchnorm_folded": folded, "column_grad_convs": column_convs, "channels_last": channels_last}
+    return frozen, {"batchnorm_folded": folded, "column_grad_convs": column_convs, "channels_last": on_cpu}
