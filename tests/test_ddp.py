@@ -70,7 +70,8 @@ def test_ddp_spawn_trains_one_model_recorded_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_cli_relaunch_builds_source_and_attack_once(tmp_path: Path) -> None:
     """`ddp` re-runs `fpbench zoo` for rank 1: only rank 0 may lock and write the zoo."""
-    overrides = smoke_overrides(tmp_path, *DDP, "zoo.positives=[{attack: ftal, epochs: 2}]",
+    # methods=[akh]: no defender pools (`fpbench zoo` also builds those the recipe's methods ask for)
+    overrides = smoke_overrides(tmp_path, *DDP, "zoo.positives=[{attack: ftal, epochs: 2}]", "methods=[akh]",
                                 "compute.trainer.strategy=ddp")
     proc = subprocess.run([sys.executable, "-m", "bench", "-q", "zoo", str(SMOKE), *overrides], cwd=tmp_path,
                           env=_env(), capture_output=True, text=True, timeout=900)
