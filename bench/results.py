@@ -7,11 +7,8 @@ informational, everything else is what the leaderboard and ``fpbench leaderboard
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
-import platform
-import subprocess
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 
 from bench.io import atomic_write_json, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
+from bench.provenance import collect_versions, git_info
 
 SCHEMA_VERSION = 1
 
@@ -335,62 +333,3 @@ def check_result(d: dict[str, Any]) -> list[str]:
     if records:
         compare("queries_per_suspect", d["queries_per_suspect"], sum(r["queries"] for r in records) / len(records))
     return problems
-
-
-_DISTRIBUTIONS = {
-    "fpbench": "fpbench",
-    "torch": "torch",
-    "torchvision": "torchvision",
-    "pytorch_lightning": "pytorch-lightning",
-    "torchmetrics": "torchmetrics",
-    "numpy": "numpy",
-    "scikit_learn": "scikit-learn",
-    "pandas": "pandas",
-    "safetensors": "safetensors",
-    "omegaconf": "omegaconf",
-    "timm": "timm",
-}
-
-
-def collect_versions() -> dict[str, str | None]:
-    """Versions of Python and the packages results depend on (``None`` for ones not installed).
-
-    Returns:
-        ``{"python": "3.11.7", "torch": "...", "pytorch_lightning": "...", ...}`` read from package
-        metadata, so nothing heavy is imported.
-    """
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for key, dist in _DISTRIBUTIONS.items():
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[key] = None
-    return versions
-
-
-def _git(path: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30, check=False)
-
-
-def git_info(path: str | Path = ".") -> dict[str, Any]:
-    """The commit checked out at ``path`` and whether tracked files differ from it.
-
-    Published results under ``results/`` are excluded from the dirty check: writing them is what
-    a run does, so only changes to the code and recipes count.
-
-    Args:
-        path: A folder inside the checkout.
-
-    Returns:
-        ``{"commit": sha | None, "dirty": bool | None}``; both ``None`` outside a git checkout or
-        without a ``git`` executable.
-    """
-    try:
-        head = _git(path, "rev-parse", "HEAD")
-        if head.returncode != 0:
-            return {"commit": None, "dirty": None}
-        diff = _git(path, "diff", "--quiet", "HEAD", "--", ":(top)", ":(exclude,top)results")
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    dirty = {0: False, 1: True}.get(diff.returncode)
-    return {"commit": head.stdout.strip(), "dirty": dirty}

@@ -17,8 +17,6 @@ from bench.results import (
     SCHEMA_VERSION,
     ResultError,
     check_result,
-    collect_versions,
-    git_info,
     iter_results,
     make_result,
     read_result,
@@ -141,10 +139,3 @@ def test_check_result(result: dict[str, Any]) -> None:
     edited = copy.deepcopy(result)
     edited["per_model"][0]["score"] = -100.0  # a score edited after the metrics were computed
     assert any("metrics.auc" in p for p in check_result(edited))
-
-
-def test_versions_and_git(tmp_path: Path) -> None:
-    versions = collect_versions()
-    assert versions["python"] and versions["torch"] and versions["fpbench"]
-    assert set(git_info(tmp_path)) == {"commit", "dirty"}
-    assert git_info(tmp_path / "missing") == {"commit": None, "dirty": None}
