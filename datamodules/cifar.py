@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from datamodules.base import DATAMODULES, DataNotFoundError, InMemoryDataModule
+from datamodules.base import DATAMODULES, DataNotFoundError
+from datamodules.in_memory import InMemoryDataModule
 
 
 class _CifarDataModule(InMemoryDataModule):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import DATAMODULES, InMemoryDataModule
+from datamodules.base import DATAMODULES
+from datamodules.in_memory import InMemoryDataModule
 
 
 @DATAMODULES.register("digits")

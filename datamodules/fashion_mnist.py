@@ -8,7 +8,8 @@ import os
 import numpy as np
 import torch
 
-from datamodules.base import DATAMODULES, DataNotFoundError, InMemoryDataModule
+from datamodules.base import DATAMODULES, DataNotFoundError
+from datamodules.in_memory import InMemoryDataModule
 
 # Where Debian's `dataset-fashion-mnist` package installs the IDX files (the one path in library code).
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

@@ -27,7 +27,7 @@ from datamodules import (
     SplitSizes,
     build_datamodule,
 )
-from datamodules.base import random_crop_flip
+from datamodules.in_memory import random_crop_flip
 
 SPLITS = ("owner", "attacker", "independent", "test")
 FASHION_DIR = Path(fashion_module.DEBIAN_FASHION_MNIST_DIR)
