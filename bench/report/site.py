@@ -1,6 +1,7 @@
 """The leaderboard web page: ``results/site/index.html``, one static, self-contained file.
 
-Inline CSS and vanilla JS, no CDN and no fetch, so it works from ``file://`` or any static host.
+Inline CSS and vanilla JS (kept as ``static/site.css`` and ``static/site.js`` beside this module and
+copied into the page), no CDN and no fetch, so it works from ``file://`` or any static host.
 Rows are rendered here (the table reads fine without JS); the JS only reorders and hides them, using
 the raw numbers embedded as JSON, never the formatted "0.953 ± 0.012" text. Plots are linked by
 relative path (``../plots/...``, ``../sweeps/...``) and result files as ``../runs/...``, so the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -226,6 +228,11 @@ in seconds (means over trials).</dd></dl>
 in the URL's query or hash, e.g. <code>index.html#sort=auc&amp;dir=desc</code>.</p></section>"""
 
 
+def _asset(name: str) -> str:
+    """The text of ``static/<name>``, read from the installed package (works from a wheel too)."""
+    return resources.files("bench.report").joinpath("static", name).read_text(encoding="utf-8")
+
+
 def render_site(results_dir: str | Path) -> str:
     """The page's HTML for the result files (and plots already written) under ``results_dir``.
 
@@ -249,7 +256,8 @@ def render_site(results_dir: str | Path) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>fpbench leaderboard</title>
-<style>{_CSS}</style>
+<style>
+{_asset("site.css")}</style>
 </head>
 <body>
 <header><h1>fpbench leaderboard</h1>
@@ -266,7 +274,8 @@ holding <code>runs/</code>, default <code>results</code>).</p></header>
 </main>
 <footer><p>Regenerate: <code>{COMMAND}</code></p></footer>
 <script type="application/json" id="leaderboard-data">{_json_for_html(data)}</script>
-<script>{_JS}</script>
+<script>
+{_asset("site.js")}</script>
 </body>
 </html>
 """
@@ -291,122 +300,3 @@ def write_site(results_dir: str | Path) -> Path:
     path = root / "site" / "index.html"
     atomic_write_text(path, render_site(root))
     return path
-
-
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #222; }
-code { font-size: 0.92em; }
-#filters { display: flex; flex-wrap: wrap; gap: 0.5rem 1.2rem; align-items: center; margin: 1rem 0; }
-#row-count { color: #555; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.5rem; vertical-align: top; }
-thead th { position: sticky; top: 0; background: #f4f4f4; }
-th button { white-space: nowrap; font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; }
-th[aria-sort="ascending"] .sort-indicator::after { content: " ▲"; }
-th[aria-sort="descending"] .sort-indicator::after { content: " ▼"; }
-th[aria-sort="none"] .sort-indicator::after { content: " ↕"; color: #aaa; }
-td.number { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-tbody tr:nth-child(even) { background: #fafafa; }
-details ul { margin: 0.3rem 0; padding-left: 1.2rem; }
-.figures { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: 0; }
-figure img { max-width: 480px; width: 100%; border: 1px solid #ddd; }
-figcaption { color: #555; }
-dt { font-weight: 600; }
-"""
-
-_JS = """
-(function () {
-  "use strict";
-  const data = JSON.parse(document.getElementById("leaderboard-data").textContent);
-  const table = document.getElementById("leaderboard");
-  const tbody = table.tBodies[0];
-  const rowEls = new Map(Array.from(tbody.rows, (tr) => [Number(tr.dataset.index), tr]));
-  const headers = Array.from(table.querySelectorAll("th[data-key]"));
-  const selects = Array.from(document.querySelectorAll("#filters select"));
-  const text = document.getElementById("filter-text");
-  const count = document.getElementById("row-count");
-  const state = { key: null, dir: null };
-
-  const value = (i, key) => {
-    const v = data.rows[i][key];
-    return Array.isArray(v) ? v.join(" ") : v;
-  };
-  const missing = (v) => v === null || v === undefined || v === "";
-  const header = (key) => headers.find((th) => th.dataset.key === key);
-
-  function matches(i) {
-    for (const select of selects) {
-      if (select.value !== "" && String(data.rows[i][select.dataset.key]) !== select.value) return false;
-    }
-    const needle = text.value.trim().toLowerCase();
-    return needle === "" || rowEls.get(i).textContent.toLowerCase().includes(needle);
-  }
-
-  function compare(i, j) {
-    const a = value(i, state.key), b = value(j, state.key);
-    // Missing values go last in either direction; ties keep the leaderboard order.
-    if (missing(a) || missing(b)) return (missing(a) - missing(b)) || (i - j);
-    const numeric = header(state.key).dataset.type === "number";
-    const order = numeric ? a - b : (a < b ? -1 : a > b ? 1 : 0);
-    return (state.dir === "asc" ? 1 : -1) * (order || (i - j));
-  }
-
-  function saveState() {
-    const params = new URLSearchParams();
-    if (state.key) { params.set("sort", state.key); params.set("dir", state.dir); }
-    for (const select of selects) if (select.value) params.set(select.dataset.key, select.value);
-    if (text.value) params.set("q", text.value);
-    const hash = params.toString();
-    if (!hash && !location.hash && !location.search) return;
-    try { history.replaceState(null, "", location.pathname + (hash ? "#" + hash : "")); } catch (e) { /* file:// may refuse */ }
-  }
-
-  function update() {
-    let shown = data.rows.map((_, i) => i).filter(matches);
-    if (state.key) shown.sort(compare);
-    tbody.replaceChildren(...shown.map((i) => rowEls.get(i)));
-    for (const th of headers) {
-      const sorted = th.dataset.key === state.key;
-      th.setAttribute("aria-sort", sorted ? (state.dir === "asc" ? "ascending" : "descending") : "none");
-    }
-    count.textContent = shown.length + " of " + data.rows.length + " rows shown";
-    count.dataset.shown = String(shown.length);
-    document.getElementById("no-rows").hidden = shown.length > 0 || data.rows.length === 0;
-    const zoo = document.getElementById("filter-zoo").value;
-    for (const section of document.querySelectorAll(".zoo-plots")) section.hidden = zoo !== "" && section.dataset.zoo !== zoo;
-    saveState();
-  }
-
-  function sortBy(key, dir) {
-    const th = header(key);
-    if (!th) return;
-    if (dir !== "asc" && dir !== "desc") {
-      // Clicking the sorted column reverses it; a new column starts high-to-low for numbers.
-      dir = state.key === key ? (state.dir === "asc" ? "desc" : "asc") : (th.dataset.type === "number" ? "desc" : "asc");
-    }
-    state.key = key;
-    state.dir = dir;
-    update();
-  }
-
-  for (const th of headers) th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.key));
-  for (const select of selects) select.addEventListener("change", update);
-  text.addEventListener("input", update);
-
-  // View state from the URL: the query, then the hash (which wins); applied like user input.
-  const params = new URLSearchParams(location.search);
-  new URLSearchParams(location.hash.slice(1)).forEach((v, k) => params.set(k, v));
-  for (const select of selects) {
-    const wanted = params.get(select.dataset.key);
-    if (wanted !== null) select.value = Array.from(select.options).some((o) => o.value === wanted) ? wanted : "";
-  }
-  if (params.has("q")) text.value = params.get("q");
-  if (params.has("sort")) sortBy(params.get("sort"), params.get("dir"));
-  else update();
-  for (const key of (params.get("click") || "").split(",").filter(Boolean)) {
-    const th = header(key);
-    if (th) th.querySelector("button").click();
-  }
-})();
-"""
