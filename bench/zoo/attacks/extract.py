@@ -1,7 +1,7 @@
 """Model extraction: a fresh substitute trained only on the source's answers (hard labels or soft
 probabilities, i.e. knowledge distillation) over the attacker's data, within an explicit query budget.
 
-The substitute never sees the source's weights: it is built from scratch (`bench.nets.build_model`,
+The substitute never sees the source's weights: it is built from scratch (`bench.zoo.build.new_model`,
 seeded by `seed`), of the source's architecture (`arch: null`) or another one. Each attacker sample
 is queried once; `info["queries"]` records how many were.
 """
@@ -87,13 +87,11 @@ class Extract(RemovalAttack):
         return ctx.source_arch, {**ctx.source_arch_params, **cfg.arch_params}
 
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
-        from bench.nets import build_model
+        from bench.zoo.build import new_model
 
         cfg = self.config
         arch, params = self.resolve_arch(ctx)
-        dm = ctx.datamodule
-        substitute = build_model(arch, in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
-                                 mean=dm.mean, std=dm.std, params=params, seed=cfg.seed)
+        substitute = new_model(arch, params, ctx.datamodule, cfg.seed)
         soft = cfg.temperature if cfg.labels_kind == "soft" else None
         seconds, queries = train_attacked(substitute, source, ctx, cfg, labels="source", limit=cfg.query_budget,
                                           soft_temperature=soft)
