@@ -124,7 +124,6 @@ def run_trajectories(
     free = list(range(slots))
     admitted = successes = accepted_segments = 0
     pool: _Pool | None = None
-    first_checked = 1 if rules.check_from_first_step else 0
 
     def fresh(cand: torch.Tensor, slot: torch.Tensor, seg: torch.Tensor, x0: torch.Tensor) -> _Pool:
         target = orders[cand, seg]
@@ -147,27 +146,8 @@ def run_trajectories(
             break
         if on_iteration is not None:
             on_iteration(int(pool.cand.numel()), successes, accepted_segments)
-        # -- one iteration of Alg. 1 for every sample in flight -----------------------------------
-        samples, preds = [pool.x0], [pool.pred0]
-        x = take_step(pool.x0, pool.steps[:, 0], pool.grad0, rules.boundary)
-        samples.append(x)
-        for i in range(1, length):
-            logits, grad = logits_and_grad(model, x, pool.target, rules.loss, counter)
-            preds.append(logits.argmax(1))
-            x = take_step(x, pool.steps[:, i], grad, rules.boundary)
-            samples.append(x)
-        preds.append(predict(model, x, counter))
-        hits = torch.stack(preds, 1) == pool.target[:, None]  # [A, l+1]
-        reached = hits[:, length]
-        early = hits[:, first_checked : first_checked + length - 1].any(1)
-        accept = reached & ~early & (pool.it >= rules.min_iterations)
-        # -- samples still searching: update their step sizes, drop the diverged and exhausted -----
-        steps = pool.steps - rules.step_lr * regulariser_grad(pool.steps, rules)
-        steps = steps * length_control(reached, early, pool.it, rules)[:, None]
-        pool.steps = torch.where(accept[:, None], pool.steps, steps)
-        pool.it = pool.it + 1
-        diverged = ~accept & ((steps > rules.max_step).any(1) | ~torch.isfinite(steps).all(1))
-        exhausted = ~accept & ~diverged & (pool.it >= rules.max_iterations)
+        # -- one iteration of Alg. 1 for every sample in flight; drop the diverged and exhausted ----
+        samples, accept, diverged, exhausted = _iterate(model, pool, rules, counter)
         for mask, code in ((diverged, DIVERGED), (exhausted, NO_SUCCESS)):
             if bool(mask.any()):
                 status[pool.cand[mask]] = code
@@ -193,6 +173,37 @@ def run_trajectories(
         if successes >= enough and _first_known(done, pool, enough):
             break  # whatever is still in flight comes after the first `enough` successes
     return _assemble(status, iterations, done, x_base, segments, per_segment, length)
+
+
+def _iterate(model: nn.Module, pool: _Pool, rules: StepRules,
+             counter: Counter) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One iteration of Alg. 1 for every sample in `pool`: l steps from x_0 and the labels on the way.
+
+    Samples still searching get new step sizes (`pool.steps`) and every sample one more iteration
+    (`pool.it`), both in place. Returns (x_0..x_l, accepted, diverged, exhausted), masks over the pool.
+    """
+    length = rules.half_length
+    first_checked = 1 if rules.check_from_first_step else 0
+    samples, preds = [pool.x0], [pool.pred0]
+    x = take_step(pool.x0, pool.steps[:, 0], pool.grad0, rules.boundary)
+    samples.append(x)
+    for i in range(1, length):
+        logits, grad = logits_and_grad(model, x, pool.target, rules.loss, counter)
+        preds.append(logits.argmax(1))
+        x = take_step(x, pool.steps[:, i], grad, rules.boundary)
+        samples.append(x)
+    preds.append(predict(model, x, counter))
+    hits = torch.stack(preds, 1) == pool.target[:, None]  # [A, l+1]
+    reached = hits[:, length]
+    early = hits[:, first_checked : first_checked + length - 1].any(1)
+    accept = reached & ~early & (pool.it >= rules.min_iterations)
+    steps = pool.steps - rules.step_lr * regulariser_grad(pool.steps, rules)
+    steps = steps * length_control(reached, early, pool.it, rules)[:, None]
+    pool.steps = torch.where(accept[:, None], pool.steps, steps)
+    pool.it = pool.it + 1
+    diverged = ~accept & ((steps > rules.max_step).any(1) | ~torch.isfinite(steps).all(1))
+    exhausted = ~accept & ~diverged & (pool.it >= rules.max_iterations)
+    return samples, accept, diverged, exhausted
 
 
 @dataclass
