@@ -5,7 +5,6 @@ The fast tests need no Ray instance; the Ray builds start one each (tens of seco
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -31,9 +30,6 @@ from bench.zoo.executors import (
 )
 from bench.zoo.plan import Job
 from tests.conftest import REPO, SMOKE, smoke_overrides
-
-HAS_RAY = importlib.util.find_spec("ray") is not None
-needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'fpbench[ray]')")
 
 # A small digits zoo: source, two negatives, two positives (one with a fit, one without).
 SMALL = ["zoo.source.epochs=4",
@@ -89,10 +85,15 @@ def test_relaunching_strategies_and_multi_gpu_tasks(tmp_path):
     assert task_trainer(OmegaConf.structured(TrainerConfig()), gpus=0).strategy == "auto"
 
 
-@needs_ray
-def test_ray_refuses_ddp_relaunch(tmp_path):
+def test_ray_config_checks_refuse_ddp_relaunch_and_empty_resources(tmp_path, monkeypatch):
+    # the checks after `require_ray` are plain config checks: run them whether Ray is installed or not
+    monkeypatch.setattr("bench.zoo.executors.require_ray", lambda: None)
+    check_ray_config(load_recipe(SMOKE, smoke_overrides(tmp_path, *RAY)))  # the smoke recipe's defaults pass
     cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *RAY, "compute.trainer.strategy=ddp"))
     with pytest.raises(ConfigError, match="ddp_spawn"):
+        check_ray_config(cfg)
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *RAY, "compute.resources.cpus=0", "compute.resources.gpus=0"))
+    with pytest.raises(ConfigError, match=r"compute.resources.cpus=1"):
         check_ray_config(cfg)
 
 
