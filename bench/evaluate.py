@@ -22,7 +22,7 @@ from bench.io import sha256_json
 from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
 from bench.oracle import Oracle
 from bench.results import make_result, result_path, write_result
-from bench.zoo.build import BuildReport, build_zoo
+from bench.zoo.build import BuildReport, build_zoo, recipe_threads
 from bench.zoo.plan import pool_jobs_for
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,16 @@ def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.devi
 
 
 def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
-    """Build the zoo if needed, evaluate every configured method, write one result per method."""
+    """Build the zoo if needed, evaluate every configured method, write one result per method.
+
+    Zoo, generation and verification run at torch's thread count `compute.cpu_threads` when the
+    recipe gives one; the caller's own count is back in force on return.
+    """
+    with recipe_threads(cfg):
+        return _run_benchmark(cfg, progress)
+
+
+def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     from bench import tracking
     from bench.report import write_leaderboard, write_plots
 
@@ -186,6 +195,17 @@ def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
                 "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,
                 "source_test_acc": source_record["test_acc"]}
+    _write_results(cfg, runs, zoo_info, outcome)
+    outcome.leaderboard, _ = write_leaderboard(cfg.paths.results_dir)
+    outcome.plots = write_plots(cfg.paths.results_dir)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, Any], outcome: BenchmarkOutcome) -> None:
+    """One result file per method that produced a fingerprint; logged to W&B and kept in `outcome`."""
+    from bench import tracking
+
     bootstrap = OmegaConf.to_object(cfg.eval.bootstrap)
     for run in runs:
         result = make_result(
@@ -198,14 +218,10 @@ def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
             fpr_targets=list(cfg.eval.fpr_targets), bootstrap=bootstrap,
             git_path=Path(__file__).resolve().parent.parent)
         result["fingerprint"] = {k: v for k, v in (run.fingerprint.meta or {}).items() if _is_scalar(v)}
-        path = result_path(cfg.paths.results_dir, plan.name, run.entry["name"], run.config_sha256, cfg.seed)
+        path = result_path(cfg.paths.results_dir, zoo_info["name"], run.entry["name"], run.config_sha256, cfg.seed)
         write_result(result, path)
         outcome.results[str(path)] = result
         tracking.log_result(cfg, result, path)
-    outcome.leaderboard, _ = write_leaderboard(cfg.paths.results_dir)
-    outcome.plots = write_plots(cfg.paths.results_dir)
-    outcome.seconds = time.perf_counter() - start
-    return outcome
 
 
 def _is_scalar(value: Any) -> bool:

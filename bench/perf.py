@@ -223,10 +223,16 @@ def _count(fingerprint: Any) -> int | None:
 @BENCHMARKS.register("generation")
 def generation(run: PerfRun) -> dict[str, Any]:
     """Fingerprints/s and gradient evaluations of every method's `generate` on the perf zoo's source."""
+    from bench.zoo.build import recipe_threads
+
     zoo = perf_zoo(run)
+    with recipe_threads(zoo["cfg"]) as threads:  # as `fpbench run` generates
+        return _generation(zoo, threads)
+
+
+def _generation(zoo: dict[str, Any], threads: int) -> dict[str, Any]:
     out: dict[str, Any] = {"zoo": zoo["cfg"].zoo.name, "zoo_build_seconds": zoo["build_seconds"],
-                           "device": str(zoo["device"]), "torch_threads": torch.get_num_threads(),
-                           "methods": {}, "errors": {}}
+                           "device": str(zoo["device"]), "torch_threads": threads, "methods": {}, "errors": {}}
     for method in zoo["methods"]:
         try:
             fingerprint, seconds = _generate(method, zoo)
@@ -246,13 +252,20 @@ def generation(run: PerfRun) -> dict[str, Any]:
 @BENCHMARKS.register("verification")
 def verification(run: PerfRun) -> dict[str, Any]:
     """Suspects/s and queries/s of every method's `measure` over the perf zoo's suspects (loaded once)."""
+    from bench.zoo.build import recipe_threads
+
+    zoo = perf_zoo(run)
+    with recipe_threads(zoo["cfg"]) as threads:  # as `fpbench run` verifies
+        return _verification(zoo, max(run.settings.repeats, 1), threads)
+
+
+def _verification(zoo: dict[str, Any], rounds: int, threads: int) -> dict[str, Any]:
     import bench.methods  # noqa: F401  (before bench.oracle: importing bench.oracle first is circular)
     from bench.oracle import Oracle
 
-    zoo = perf_zoo(run)
-    report, batch_size, rounds = zoo["report"], zoo["cfg"].eval.query_batch_size, max(run.settings.repeats, 1)
+    report, batch_size = zoo["report"], zoo["cfg"].eval.query_batch_size
     suspects = [report.store.load_model(job.model_id).to(zoo["device"]) for job in report.plan.by_role("positive", "negative")]
-    out: dict[str, Any] = {"zoo": zoo["cfg"].zoo.name, "device": str(zoo["device"]), "torch_threads": torch.get_num_threads(),
+    out: dict[str, Any] = {"zoo": zoo["cfg"].zoo.name, "device": str(zoo["device"]), "torch_threads": threads,
                            "suspects": len(suspects), "rounds": rounds,
                            "query_batch_size": batch_size, "methods": {}, "errors": {}}
     for method in zoo["methods"]:

@@ -137,7 +137,7 @@ def adv_tra_batching(run: PerfRun) -> dict[str, Any]:
     entries = [dict(entry) for entry in cfg.methods if entry.get("name") == "adv_tra"]
     config = {k: v for k, v in (entries[0] if entries else {}).items() if k not in ("name", "batch_size")}
     n_fingerprints = int(config.pop("n_fingerprints", AdvTraConfig.n_fingerprints))
-    threads_before = torch.get_num_threads()  # build_zoo applies compute.cpu_threads to the process
+    threads_before = torch.get_num_threads()  # the loop below sets each thread count measured
     try:
         report = build_zoo(cfg, [], progress=False)
         device = resolve_device(cfg.eval.device)

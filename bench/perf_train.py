@@ -24,7 +24,7 @@ TARGET_LIGHTNING_RATIO = 1.2  # Lightning's time per epoch within 1.2x the plain
 def train_throughput(run: PerfRun) -> dict[str, Any]:
     """Images/s of the zoo's Lightning path (`ClassifierModule` + `fit`) vs a plain PyTorch loop, same model and data."""
     from bench.training import ClassifierModule, fit
-    from bench.zoo.build import apply_threads, new_model, setup_datamodule
+    from bench.zoo.build import new_model, recipe_threads, setup_datamodule
 
     s = run.settings
     cfg = run.recipe(f"data.splits.owner={s.train_images}")
@@ -49,16 +49,11 @@ def train_throughput(run: PerfRun) -> dict[str, Any]:
 
     fits = {"lightning": lightning, "plain": plain}
     timed: dict[str, list[float]] = {kind: [] for kind in fits}
-    threads_before = torch.get_num_threads()
-    apply_threads(cfg)  # as a zoo build does, for both loops
-    try:
+    with recipe_threads(cfg) as threads:  # as a zoo build does, for both loops
         lightning(1), plain(1)  # warm-up: imports, allocator, thread pools
         for _ in range(s.repeats):  # interleaved, so a load change on a busy machine hits both
             for kind, run_fit in fits.items():
                 timed[kind].append(run_fit(s.train_epochs))
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads_before)
     images = dm.split_size(spec.split)
     out: dict[str, Any] = {"arch": spec.arch, "dataset": cfg.data.name, "images": images, "epochs": s.train_epochs,
                            "batch_size": spec.batch_size, "repeats": s.repeats, "plain_device": str(device),

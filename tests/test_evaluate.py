@@ -170,3 +170,41 @@ def test_baselines_on_the_smoke_zoo_with_pools(smoke_cfg, smoke_zoo, tmp_path):
         assert pool and pool["model_ids"] and pool["train_seconds"] >= 0
         assert not set(pool["model_ids"]) & {r["model_id"] for r in results[name]["per_model"]}
     assert results["ipguard"]["pool"] is None
+
+
+def test_run_works_at_the_recipe_threads_and_gives_the_callers_back(smoke_cfg, smoke_zoo, tmp_path, monkeypatch):
+    import torch
+
+    from bench.methods.akh import Akh
+
+    seen: dict[str, int] = {}
+    generate, measure = Akh.generate, Akh.measure
+
+    def generate_spy(self, source, ctx):
+        seen["generate"] = torch.get_num_threads()
+        return generate(self, source, ctx)
+
+    def measure_spy(self, fingerprint, oracle):
+        seen["measure"] = torch.get_num_threads()
+        return measure(self, fingerprint, oracle)
+
+    monkeypatch.setattr(Akh, "generate", generate_spy)
+    monkeypatch.setattr(Akh, "measure", measure_spy)
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}", "methods=[akh]",
+                              "compute.cpu_threads=1"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        run_benchmark(cfg, progress=False)
+        assert seen == {"generate": 1, "measure": 1}
+        assert torch.get_num_threads() == 3  # a notebook calling run_benchmark keeps its own setting
+
+        def disk_full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("bench.evaluate.write_result", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            run_benchmark(cfg, progress=False)
+        assert torch.get_num_threads() == 3  # and when the run fails
+    finally:
+        torch.set_num_threads(before)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -93,12 +96,21 @@ def run_job(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root
     return model, info, seconds
 
 
-def apply_threads(cfg: DictConfig) -> None:
-    """Honour `compute.cpu_threads` (tiny CPU models train ~10x faster on one thread than on two)."""
-    if cfg.compute.cpu_threads is not None:
-        import torch
+@contextmanager
+def recipe_threads(cfg: DictConfig) -> Iterator[int]:
+    """Run the block at torch's intra-op thread count `compute.cpu_threads` (tiny CPU models train
+    ~10x faster on one thread than on two), then give the caller back its own count, errors included.
 
+    Yields:
+        The thread count in force inside the block.
+    """
+    before = torch.get_num_threads()
+    if cfg.compute.cpu_threads is not None:
         torch.set_num_threads(int(cfg.compute.cpu_threads))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _as(cls: type, value: Any) -> Any:
@@ -109,8 +121,8 @@ def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progres
               logger_factory: Any = None, require_suspects: bool = False) -> BuildReport:
     """Build (or finish building) the recipe's zoo; models already built and verified are skipped.
 
-    Sets torch's intra-op thread count for the whole process to `compute.cpu_threads` when the
-    recipe gives one (`fpbench run` relies on it for generation and verification too).
+    Trains at torch's intra-op thread count `compute.cpu_threads` when the recipe gives one; the
+    caller's own count is back in force on return (`recipe_threads`).
 
     Args:
         cfg: a loaded recipe (`bench.config.load_recipe`).
@@ -119,8 +131,13 @@ def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progres
         logger_factory: job -> Lightning logger (W&B), or None for no logger.
         require_suspects: fail before training unless there are positives and negatives to score.
     """
+    with recipe_threads(cfg):
+        return _build_zoo(cfg, pool_specs, progress, logger_factory, require_suspects)
+
+
+def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: bool, logger_factory: Any,
+               require_suspects: bool) -> BuildReport:
     start = time.perf_counter()
-    apply_threads(cfg)
     dm, plan, store = prepare(cfg, pool_specs)
     if require_suspects and not (plan.by_role("positive") and plan.by_role("negative")):
         raise ConfigError(f"Zoo '{plan.name}' plans {len(plan.by_role('positive'))} positives and "

@@ -154,3 +154,24 @@ def test_load_model_unknown_id(smoke_zoo):
     with pytest.raises(ZooError, match="not in"):
         load_model(smoke_zoo.store.root, "000000000000")
     assert isinstance(load_model(smoke_zoo.store.root, smoke_zoo.plan.source.model_id), torch.nn.Module)
+
+
+def test_build_trains_at_the_recipe_threads_and_gives_the_callers_back(smoke_cfg, smoke_zoo, monkeypatch):
+    import bench.zoo.build as build
+
+    seen: list[int] = []
+    real_prepare = build.prepare
+
+    def prepare_spy(cfg, pool_specs=None):
+        seen.append(torch.get_num_threads())
+        return real_prepare(cfg, pool_specs)
+
+    monkeypatch.setattr(build, "prepare", prepare_spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        build_zoo(smoke_cfg, progress=False)  # built already: plans, verifies, trains nothing
+        assert seen == [smoke_cfg.compute.cpu_threads] == [1]
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
