@@ -121,8 +121,8 @@ def load_pools(method: FingerprintMethod, cfg: DictConfig, zoo: BuildReport, dev
     return pools
 
 
-def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device) -> Pools | None:
-    records = zoo.store.records()
+def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device,
+           records: dict[str, dict[str, Any]]) -> Pools | None:
     pools = load_pools(run.method, cfg, zoo, device, records)
     if pools is not None:
         run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids)}
@@ -167,7 +167,7 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     for run in runs:
         ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
                                 num_classes=zoo.datamodule.num_classes, progress=progress)
-        ctx.pools = _pools(run, cfg, zoo, device)
+        ctx.pools = _pools(run, cfg, zoo, device, records)
         key = fingerprint_key(run, source_record["sha256"], plan.split_hashes, cfg.seed)
         try:
             _generate(run, source, ctx, cache_root / run.entry["name"] / key)

@@ -6,7 +6,6 @@ Registered in `bench.perf.BENCHMARKS` when `bench.perf` is imported; see that mo
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -105,10 +104,9 @@ def executor_ray(run: PerfRun) -> dict[str, Any]:
 
 def _manifest(zoo_dir: Path) -> dict[str, float]:
     """model_id -> test accuracy of the one zoo under `zoo_dir`."""
+    from bench.zoo.store import ZooStore
+
     out: dict[str, float] = {}
     for manifest in zoo_dir.glob("*/manifest.jsonl"):
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                out[record["model_id"]] = record["test_acc"]
+        out.update({model_id: r["test_acc"] for model_id, r in ZooStore(manifest.parent).records().items()})
     return out
