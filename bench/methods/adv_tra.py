@@ -53,7 +53,7 @@ class AdvTraConfig:
     init_step_decrement: float = 0.002  # initial s_i = s_init - decrement * i (pixels)
     step_lr: float = 0.05  # learning rate of the gradient step on L_brake + L_forward
     max_iterations: int = 300  # T: iteration cap of the step-size optimisation, per segment
-    min_iterations: int | None = None  # accept Eq. 3 only from this iteration; None: T // 4 reference, 0 paper
+    min_iterations: int | None = None  # first iteration (0-based) that may accept; None: T//4 + 1 reference, 0 paper
     max_step: float = 1.0  # a step size above this is divergence: the base sample fails (pixels)
     loss: str = "logit"  # logit: L = -logit_target (the authors) | ce: cross-entropy to the target
     boundary: str = "mask"  # mask: a pixel that would leave [0,1] stays (the authors) | clamp
@@ -75,6 +75,11 @@ class AdvTraConfig:
         _require(self.owner_pool is None or self.owner_pool >= candidates, "owner_pool", self.owner_pool,
                  f">= candidates ({candidates}), or null")
         _require(self.half_length >= 1, "half_length", self.half_length, ">= 1")
+        if self.variant == "reference" and self.half_length == 1:
+            raise ValueError("adv_tra: half_length=1 with variant=reference makes no trajectory: the authors' code "
+                             "checks x_0 in place of the last sample x_1, so it accepts only a base sample the source "
+                             "already labels as the target and grows the step of every other one until it diverges. "
+                             "Use variant=paper for l = 1, or half_length >= 2.")
         _require(self.classes_spanned >= 2, "classes_spanned", self.classes_spanned, ">= 2")
         _require(0 < self.brake_factor <= 1, "brake_factor", self.brake_factor, "in (0, 1]")
         _require(0 < self.length_control_factor < 1, "length_control_factor", self.length_control_factor, "in (0, 1)")
@@ -88,7 +93,7 @@ class AdvTraConfig:
         _require(self.step_lr >= 0, "step_lr", self.step_lr, ">= 0")
         _require(self.max_iterations >= 1, "max_iterations", self.max_iterations, ">= 1")
         _require(0 <= self.resolved_min_iterations() < self.max_iterations, "min_iterations", self.min_iterations,
-                 "in [0, max_iterations), or null")
+                 "in [0, max_iterations), or null (variant=reference: max_iterations // 4 + 1, so max_iterations >= 2)")
         _require(self.max_step > self.init_step, "max_step", self.max_step, "> init_step")
         _require(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
         _require(self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size, ">= 1, or null")
@@ -103,9 +108,10 @@ class AdvTraConfig:
         return REFERENCE_ANNEAL if self.variant == "reference" else 0.0
 
     def resolved_min_iterations(self) -> int:
+        """First iteration that may accept: the authors accept when `epoch > T/4` (0-based), i.e. T//4 + 1."""
         if self.min_iterations is not None:
             return self.min_iterations
-        return self.max_iterations // 4 if self.variant == "reference" else 0
+        return self.max_iterations // 4 + 1 if self.variant == "reference" else 0
 
     def segments(self) -> int:
         """m: target classes per fingerprint (one for unilateral / bilateral trajectories)."""
@@ -132,7 +138,6 @@ class AdvTraConfig:
             init_step=self.init_step, init_step_decrement=self.init_step_decrement, step_lr=self.step_lr,
             max_iterations=self.max_iterations, min_iterations=self.resolved_min_iterations(),
             max_step=self.max_step, full_brake_gradient=paper, check_from_first_step=paper,
-            independent_length_control=not paper,
         )
 
 
@@ -155,8 +160,9 @@ class AdvTra(FingerprintMethod):
 
     name = "adv_tra"
     access = "label"
-    version = "3"  # 2: pooled scheduler and frozen source copy; 3: column input gradients for single-channel
-    # first convs (bench/nets/frozen.py). Same algorithm each time; only float rounding differs.
+    version = "4"  # 2: pooled scheduler and frozen source copy; 3: column input gradients for single-channel
+    # first convs (bench/nets/frozen.py); only float rounding differed. 4: variant=reference follows the
+    # authors' loop exactly (early check of x_0, x_2..x_{l-1}; one length-control factor; accept at T//4 + 1).
     Config = AdvTraConfig
     verification_fields = ("threshold", "score")
 

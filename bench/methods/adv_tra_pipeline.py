@@ -94,6 +94,7 @@ def run_trajectories(
     slots: int | None = None,
     enough: int | None = None,
     on_iteration: Callable[[int, int, int], None] | None = None,
+    trace: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Trajectories:
     """Surface (or single-segment) trajectories for the candidates `x_base` [B, C, H, W].
 
@@ -110,6 +111,8 @@ def run_trajectories(
         enough: stop admitting candidates once this many succeeded (None: try all).
         on_iteration: called with (samples in flight, successes, segments accepted so far) once per
             iteration (progress bars).
+        trace: called before every iteration with (candidate, segment, iteration, step sizes [A, l])
+            of the samples in flight: the step sizes that iteration tries (tests, diagnostics).
     """
     batch, segments = orders.shape
     length, device = rules.half_length, x_base.device
@@ -147,6 +150,8 @@ def run_trajectories(
         if on_iteration is not None:
             on_iteration(int(pool.cand.numel()), successes, accepted_segments)
         # -- one iteration of Alg. 1 for every sample in flight; drop the diverged and exhausted ----
+        if trace is not None:
+            trace(pool.cand.clone(), pool.seg.clone(), pool.it.clone(), pool.steps.clone())
         samples, accept, diverged, exhausted = _iterate(model, pool, rules, counter)
         for mask, code in ((diverged, DIVERGED), (exhausted, NO_SUCCESS)):
             if bool(mask.any()):
@@ -183,7 +188,6 @@ def _iterate(model: nn.Module, pool: _Pool, rules: StepRules,
     (`pool.it`), both in place. Returns (x_0..x_l, accepted, diverged, exhausted), masks over the pool.
     """
     length = rules.half_length
-    first_checked = 1 if rules.check_from_first_step else 0
     samples, preds = [pool.x0], [pool.pred0]
     x = take_step(pool.x0, pool.steps[:, 0], pool.grad0, rules.boundary)
     samples.append(x)
@@ -194,8 +198,9 @@ def _iterate(model: nn.Module, pool: _Pool, rules: StepRules,
         samples.append(x)
     preds.append(predict(model, x, counter))
     hits = torch.stack(preds, 1) == pool.target[:, None]  # [A, l+1]
-    reached = hits[:, length]
-    early = hits[:, first_checked : first_checked + length - 1].any(1)
+    early_index, last_index = rules.checked_samples()
+    reached = hits[:, last_index]
+    early = hits[:, early_index].any(1)
     accept = reached & ~early & (pool.it >= rules.min_iterations)
     steps = pool.steps - rules.step_lr * regulariser_grad(pool.steps, rules)
     steps = steps * length_control(reached, early, pool.it, rules)[:, None]

@@ -24,6 +24,7 @@ class StepRules:
 
     Attributes mirror `AdvTraConfig`; `full_brake_gradient` and `check_from_first_step` are the two
     places where `variant=paper` (True) and `variant=reference` (False) differ inside a segment.
+    `min_iterations` is the first iteration (0-based) at which a segment may be accepted.
     """
 
     half_length: int
@@ -40,7 +41,19 @@ class StepRules:
     max_step: float
     full_brake_gradient: bool
     check_from_first_step: bool
-    independent_length_control: bool
+
+    def checked_samples(self) -> tuple[list[int], int]:
+        """Which of x_0..x_l Eq. 3 looks at: (indices that must not be the target yet, the one that must be).
+
+        `paper`: x_1..x_{l-1} not yet, x_l now. `reference` follows the authors' loop, whose j-th check
+        classifies x_0 for j = 0 and re-takes step j from x_j (i.e. x_{j+1}) for j >= 1: it looks at
+        x_0, x_2, ..., x_l, the last of them being the one that must be the target. x_1 is never
+        checked; with l = 1 the only check is x_0 (so `AdvTraConfig` refuses l = 1 for `reference`).
+        """
+        if self.check_from_first_step:
+            return list(range(1, self.half_length)), self.half_length
+        checked = [0, *range(2, self.half_length + 1)]
+        return checked[:-1], checked[-1]
 
 
 @dataclass
@@ -111,19 +124,17 @@ def regulariser_grad(steps: torch.Tensor, rules: StepRules) -> torch.Tensor:
 
 
 def length_control(reached: torch.Tensor, early: torch.Tensor, iteration: torch.Tensor, rules: StepRules) -> torch.Tensor:
-    """Per-sample factor on all step sizes: grow on undershoot, shrink on overshoot (annealed).
+    """Per-sample factor on all step sizes: shrink on overshoot, else grow on undershoot (annealed).
 
+    Overshoot (an earlier checked sample is already the target) wins: the authors' undershoot flag
+    is only raised when no earlier sample crossed, so at most one factor applies, in both variants.
     `iteration` [B] is each sample's iteration within its current segment (the annealing clock).
     """
     progress = rules.length_control_anneal * iteration.double() / rules.max_iterations  # float64 as in Python
     grow = (1.0 / rules.length_control_factor - progress).float()
     shrink = (rules.length_control_factor + progress).float()
-    ones = torch.ones_like(grow)
-    grow_factor = torch.where(reached, ones, grow)
-    shrink_factor = torch.where(early, shrink, ones)
-    if rules.independent_length_control:  # the code's two independent `if`s: both may apply
-        return grow_factor * shrink_factor
-    return torch.where(early, shrink_factor, grow_factor)  # overshoot wins: the crossing comes too early
+    grow_factor = torch.where(reached, torch.ones_like(grow), grow)
+    return torch.where(early, shrink, grow_factor)
 
 
 def extend_bilateral(

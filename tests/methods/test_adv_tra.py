@@ -262,7 +262,7 @@ def test_config_defaults_follow_protocol():
     assert (cfg.n_fingerprints, cfg.candidate_count(), cfg.half_length, cfg.classes_spanned) == (100, 200, 2, 10)
     assert (cfg.brake_factor, cfg.length_control_factor, cfg.init_step, cfg.step_lr) == (0.9, 0.9, 0.05, 0.05)
     assert (cfg.max_iterations, cfg.threshold, cfg.loss, cfg.boundary) == (300, 0.5, "logit", "mask")
-    assert cfg.resolved_min_iterations() == 75 and cfg.samples_per_fingerprint() == 45
+    assert cfg.resolved_min_iterations() == 76 and cfg.samples_per_fingerprint() == 45
     assert cfg.trajectory_length() == 40
     assert all(f.type in ("int", "float", "str", "bool", "int | None", "float | None")
                for f in dataclasses.fields(AdvTraConfig))
