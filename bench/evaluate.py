@@ -23,7 +23,7 @@ from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationCon
 from bench.oracle import Oracle
 from bench.results import make_result, result_path, write_result
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
-from bench.zoo.plan import pool_jobs_for
+from bench.zoo.pool_plan import pool_jobs_for, pool_summary
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ def load_pools(method: FingerprintMethod, cfg: DictConfig, zoo: BuildReport, dev
 def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device,
            records: dict[str, dict[str, Any]]) -> Pools | None:
     pools = load_pools(run.method, cfg, zoo, device, records)
-    if pools is not None:
-        run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids)}
+    if pools is not None:  # `models`: what each pool model is and how it differs from the scored suspects
+        run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids),
+                    "models": pool_summary(zoo.plan, pools.model_ids)}
     return pools
 
 
@@ -191,6 +192,8 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
                 "group": job.attack if job.role == "positive" else job.kind,
                 "score": float(figures["score"]), "queries": oracle.queries,
                 "extras": {k: float(v) for k, v in figures.items() if k != "score"},
+                # how far the model moved from the source (null in zoos built before it was recorded)
+                "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
             })
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
                 "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,

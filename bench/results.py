@@ -33,6 +33,25 @@ _PER_MODEL = {
     "queries": "int",
     "extras": "dict",
 }
+# One entry of the optional `pool.models` (results written before it existed lack it): a pool model
+# and how it differs from the closest scored suspect (bench.zoo.pool_plan.pool_summary).
+_POOL_MODEL = {
+    "model_id": "str",
+    "role": "str",
+    "provenance": "str",
+    "procedure": "str",
+    "arch": "str",
+    "split": "str",
+    "seed": "int",
+    "epochs": "int",
+    "lr": ("num", None),
+    "labels": ("str", None),
+    "temperature": ("num", None),
+    "queries": ("int", None),
+    "differs_from_suspects": {"closest": ("str", None), "closest_role": ("str", None), "closest_group": ("str", None),
+                              "fields": "list", "note": "str"},
+}
+_POOL_ROLES = ("surrogate", "reference")
 _SCHEMA: dict[str, Any] = {
     "schema_version": "int",
     "created": "str",
@@ -163,8 +182,21 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
             raise ResultError(f"{where}: field 'per_model[{i}].role' is {record['role']!r}; expected one of {', '.join(_ROLES)}.")
         _check_numbers(record["extras"], f"per_model[{i}].extras", where)
     _check_numbers(d["metrics"]["tpr_at_fpr"], "metrics.tpr_at_fpr", where)
-    if d["pool"] is not None and not all(isinstance(m, str) for m in d["pool"]["model_ids"]):
+    if d["pool"] is not None:
+        _check_pool(d["pool"], where)
+
+
+def _check_pool(pool: dict[str, Any], where: str) -> None:
+    if not all(isinstance(m, str) for m in pool["model_ids"]):
         raise ResultError(f"{where}: field 'pool.model_ids' must be a list of strings.")
+    models = pool.get("models", [])
+    if not isinstance(models, list):
+        raise ResultError(f"{where}: field 'pool.models' must be a list, got {_type_name(models)}.")
+    for i, model in enumerate(models):
+        _check_fields(model, _POOL_MODEL, f"pool.models[{i}].", where)
+        if model["role"] not in _POOL_ROLES:
+            raise ResultError(f"{where}: field 'pool.models[{i}].role' is {model['role']!r}; "
+                              f"expected one of {', '.join(_POOL_ROLES)}.")
 
 
 def make_result(
@@ -189,7 +221,8 @@ def make_result(
         zoo: ``{name, manifest_sha256, dataset, split_hashes, source_id, source_test_acc}``.
         per_model: One record per suspect (see module docstring); ``extras`` defaults to ``{}``.
         timing_s: ``{generate, verify, total, fingerprint_cached}``.
-        pool: ``{model_ids, train_seconds}`` when the method used defender pools.
+        pool: ``{model_ids, train_seconds, models}`` when the method used defender pools (``models``,
+            optional: one summary per pool model, see ``bench.zoo.pool_plan.pool_summary``).
         fpr_targets: FPR bounds for ``metrics.tpr_at_fpr``.
         bootstrap: CI settings (``None`` = ``BootstrapConfig()``).
         git_path: Folder whose git state is recorded; ``None`` records nulls.

@@ -208,3 +208,14 @@ def test_run_works_at_the_recipe_threads_and_gives_the_callers_back(smoke_cfg, s
         assert torch.get_num_threads() == 3  # and when the run fails
     finally:
         torch.set_num_threads(before)
+
+
+def test_per_model_shows_how_far_each_suspect_moved(guard_run, smoke_zoo):
+    """Every scored suspect carries its manifest test accuracy and label agreement with the source."""
+    records = smoke_zoo.store.records()
+    for path in guard_run.results:
+        for entry in read_result(path)["per_model"]:
+            record = records[entry["model_id"]]
+            assert entry["test_acc"] == record["test_acc"]
+            assert entry["source_agreement"] == record["source_agreement"]
+            assert 0.0 <= entry["source_agreement"] <= 1.0

@@ -3,22 +3,31 @@ pool declarations and label agreement. Not a method: nothing here is registered.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from bench.methods.base import Fingerprint, FingerprintMethod, GenerationContext, Pools, PoolSpec
+from bench.pools import (
+    DEFAULT_POOL_ARCHS,
+    DEFAULT_POOL_SEEDS,
+    DEFAULT_REFERENCE_LR_SCALE,
+    DEFAULT_SURROGATE_LABELS,
+    DEFAULT_SURROGATE_LR,
+    DEFAULT_SURROGATE_TEMPERATURE,
+    LABEL_KINDS,
+    SOURCE_ARCH,
+)
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
 
 SEED_STRIDE = 1_000_003  # generator seed = ctx.seed * SEED_STRIDE + config.seed (as adv_tra)
-# Pool default: the smoke/quickstart sources are convnets, so "same architecture as the source" is
-# convnet there; lenet adds a second family. Recipes for other sources override these lists.
-DEFAULT_POOL_ARCHS = ("convnet", "lenet")
 
 
 def require(method: str, name: str, value: Any, ok: bool, allowed: str) -> None:
@@ -33,25 +42,59 @@ def require_choice(method: str, name: str, value: Any, allowed: Sequence[str]) -
         raise ValueError(f"{method}: {name}={value!r} is not allowed; choose one of {', '.join(allowed)}.")
 
 
-def require_archs(method: str, name: str, archs: Sequence[str], allow_empty: bool = False) -> None:
-    """Validate a list of architecture names (registered or `timm:<name>`) without building anything."""
+def require_archs(method: str, name: str, archs: Sequence[str], allow_empty: bool = False,
+                  allow_source: bool = False) -> None:
+    """Validate a list of architecture names (registered, `timm:<name>`, or `"source"` when allowed)
+    without building anything."""
     require(method, name, list(archs), allow_empty or len(archs) > 0, "a non-empty list of architecture names")
     from bench.nets import check_arch
 
     for arch in archs:
+        if allow_source and arch == SOURCE_ARCH:
+            continue
         try:
             check_arch(arch)
         except (KeyError, ValueError) as err:
-            raise ValueError(f"{method}: {name}={list(archs)!r} contains {arch!r}: {err}") from None
+            hint = ""
+            if allow_source:
+                near = difflib.get_close_matches(arch, [SOURCE_ARCH], n=1)
+                hint = (f" Did you mean '{SOURCE_ARCH}'?" if near else "") + f" ('{SOURCE_ARCH}' = the source's architecture)"
+            raise ValueError(f"{method}: {name}={list(archs)!r} contains {arch!r}: {err}.{hint}") from None
+
+
+@dataclass
+class PoolFields:
+    """The defender-pool fields of CAE and UAP (their configs inherit them; one pool serves both).
+
+    Defaults differ on purpose from the zoo's `extract` attack (hard labels, temperature 4, Adam lr
+    1e-3, attacker split) and from the negatives (the source's recipe): see docs/pools.md.
+    """
+
+    surrogate_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # extracted; "source": its arch
+    reference_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # trained independently
+    pool_seeds: int = DEFAULT_POOL_SEEDS  # models per architecture and role; seeds zoo.pool_seed_offset + 0..n-1
+    pool_epochs: int | None = None  # references (and surrogates unless surrogate_epochs); None: the source's
+    reference_lr_scale: float = DEFAULT_REFERENCE_LR_SCALE  # references: the source's optimizer at lr x this
+    surrogate_labels: str = DEFAULT_SURROGATE_LABELS  # hard: the source's labels | soft: its probabilities
+    surrogate_temperature: float = DEFAULT_SURROGATE_TEMPERATURE  # soft labels: distillation temperature
+    surrogate_epochs: int | None = None  # None: pool_epochs (and if null, the source's epochs)
+    surrogate_lr: float = DEFAULT_SURROGATE_LR  # Adam lr of the surrogates (no weight decay)
+    surrogate_queries: int | None = None  # owner samples labelled by the source per surrogate; None: the split
 
 
 def require_pool_fields(method: str, config: Any) -> None:
-    """Validate the shared pool fields: surrogate_archs, reference_archs, pool_seeds, pool_epochs."""
-    require_archs(method, "surrogate_archs", config.surrogate_archs)
-    require_archs(method, "reference_archs", config.reference_archs)
+    """Validate the shared pool fields (`PoolFields`), naming the key, the bad value and what is allowed."""
+    require_archs(method, "surrogate_archs", config.surrogate_archs, allow_source=True)
+    require_archs(method, "reference_archs", config.reference_archs, allow_source=True)
     require(method, "pool_seeds", config.pool_seeds, config.pool_seeds >= 1, ">= 1")
-    require(method, "pool_epochs", config.pool_epochs, config.pool_epochs is None or config.pool_epochs >= 1,
-            ">= 1, or null (the source's epochs)")
+    for name in ("pool_epochs", "surrogate_epochs"):
+        value = getattr(config, name)
+        require(method, name, value, value is None or value >= 1, ">= 1, or null (see docs/pools.md)")
+    require(method, "surrogate_queries", config.surrogate_queries,
+            config.surrogate_queries is None or config.surrogate_queries >= 1, ">= 1, or null (the whole owner split)")
+    for name in ("reference_lr_scale", "surrogate_temperature", "surrogate_lr"):
+        require(method, name, getattr(config, name), getattr(config, name) > 0, "> 0")
+    require_choice(method, "surrogate_labels", config.surrogate_labels, LABEL_KINDS)
 
 
 class PooledMethod(FingerprintMethod):
@@ -61,7 +104,10 @@ class PooledMethod(FingerprintMethod):
         """The surrogate/reference pools the config's shared pool fields declare."""
         cfg = self.config
         return PoolSpec(surrogate_archs=list(cfg.surrogate_archs), reference_archs=list(cfg.reference_archs),
-                        seeds=int(cfg.pool_seeds), epochs=cfg.pool_epochs)
+                        seeds=int(cfg.pool_seeds), epochs=cfg.pool_epochs, reference_lr_scale=cfg.reference_lr_scale,
+                        surrogate_labels=cfg.surrogate_labels, surrogate_temperature=cfg.surrogate_temperature,
+                        surrogate_epochs=cfg.surrogate_epochs, surrogate_lr=cfg.surrogate_lr,
+                        surrogate_queries=cfg.surrogate_queries)
 
     def pools(self, ctx: GenerationContext) -> Pools:
         """The context's pools, or a RuntimeError if surrogates or references are missing."""

@@ -20,31 +20,8 @@ from torch import nn
 
 from bench.io import atomic_save_tensors, atomic_write_json
 from bench.oracle import Access, Oracle
+from bench.pools import Pools, PoolSpec  # defined in the neutral bench.pools; re-exported here
 from bench.registry import Registry
-
-
-@dataclass
-class PoolSpec:
-    """Defender models a method needs beyond the source, built by the zoo with role `pool`.
-
-    `surrogates` are extracted from the source (the `extract` attack, so they imitate it);
-    `references` are trained independently on the owner's data. Each list holds architecture names;
-    one model per (architecture, seed) with seeds 0..n-1 offset from the recipe seed.
-    """
-
-    surrogate_archs: list[str] = field(default_factory=list)
-    reference_archs: list[str] = field(default_factory=list)
-    seeds: int = 1
-    epochs: int | None = None  # None: the source's epochs
-
-
-@dataclass
-class Pools:
-    """Loaded defender models, handed to a method in its GenerationContext."""
-
-    surrogates: list[nn.Module] = field(default_factory=list)
-    references: list[nn.Module] = field(default_factory=list)
-    model_ids: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,13 +13,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.methods._common import (
-    DEFAULT_POOL_ARCHS,
     PooledMethod,
+    PoolFields,
     eval_mode,
     input_gradient,
     label_agreement,
     make_generator,
     require,
+    require_choice,
     require_pool_fields,
 )
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
@@ -30,11 +31,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TINY = 1e-12  # keeps log() finite
+SEED_CHOICES = ("correct", "all")
 
 
 @dataclass
-class CaeConfig:
-    """CAE hyperparameters; defaults and their sources are listed in docs/methods/cae.md."""
+class CaeConfig(PoolFields):
+    """CAE hyperparameters; defaults and their sources are listed in docs/methods/cae.md; the defender-pool
+    fields (inherited from `PoolFields`: surrogate_*, reference_*, pool_*) in docs/pools.md."""
 
     n_fingerprints: int = 100  # kept: the most conferrable accepted examples; queries per suspect <= this
     candidates: int | None = None  # seeds tried, the first of the owner split; None: 5 x n_fingerprints (or the split)
@@ -43,14 +46,12 @@ class CaeConfig:
     iterations: int = 100  # optimisation steps per seed (the best accepted iterate is kept)
     dropout: float = 0.3  # ensemble member dropout: each pool model is left out of an iterate with this probability
     alpha: float = 1.0  # weight of the conferrability term CE(1, max_t ME_t)
-    beta: float = 1.0  # weight of the adversarial term -CE(f(x0), f(x'))
-    gamma: float = 1.0  # weight of the surrogate-agreement term CE(f(x'), S(x'))
+    beta: float = 0.1  # weight of the adversarial term -CE(f(x0), f(x')); 1.0 finds none (docs/methods/cae.md)
+    gamma: float = 0.1  # weight of the agreement term CE(f(x'), S(x')); 1.0 pulls f back to its seed label
+    ensemble_softmax: bool = True  # ME = softmax(S * (1 - R)) as in the paper's Eq. 5; false: the bare product
+    seeds: str = "correct"  # correct: only owner samples the source classifies correctly (paper) | all
     threshold: float = 0.85  # accept x' if Transfer(S) * (1 - Transfer(R)) >= threshold (and the label changed)
     batch_size: int | None = None  # seeds optimised together; None: all candidates at once
-    surrogate_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # extracted from the source
-    reference_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # trained independently
-    pool_seeds: int = 2  # models per architecture in each pool (2 x 2 surrogates + 2 x 2 references)
-    pool_epochs: int | None = None  # training epochs of pool models; None: the source's
     seed: int = 0  # dropout masks: generator seeded with ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
@@ -66,6 +67,7 @@ class CaeConfig:
             require("cae", name, getattr(self, name), getattr(self, name) >= 0, ">= 0")
         require("cae", "threshold", self.threshold, 0 < self.threshold <= 1, "in (0, 1]")
         require("cae", "batch_size", self.batch_size, self.batch_size is None or self.batch_size >= 1, ">= 1, or null")
+        require_choice("cae", "seeds", self.seeds, SEED_CHOICES)
         require_pool_fields("cae", self)
 
     def resolved_step_size(self) -> float:
@@ -85,6 +87,35 @@ def conferrability(source_labels: torch.Tensor, surrogate_labels: torch.Tensor,
     return transfer_s * (1 - transfer_r)
 
 
+def cae_loss(source_logits: torch.Tensor, seed_probs: torch.Tensor, surrogate_probs: torch.Tensor,
+             reference_probs: torch.Tensor, keep_s: torch.Tensor, keep_r: torch.Tensor, cfg: CaeConfig) -> torch.Tensor:
+    """Per-sample CEM loss `alpha H(1, max_t ME_t) - beta H(M(x0), M(x')) + gamma H(M(x'), S(x'))` at x'.
+
+    Gradients flow through every model output at x' (both sides of the third term), as the paper writes it.
+
+    Args:
+        source_logits: [B, C] the source's logits at x'.
+        seed_probs: [B, C] the source's softmax at the seeds x0 (a constant target).
+        surrogate_probs: [S, B, C], reference_probs: [R, B, C] the pools' softmax at x'.
+        keep_s: [S, B], keep_r: [R, B] member-dropout keep masks (1 keeps a model for that sample).
+        cfg: supplies alpha, beta, gamma and ensemble_softmax.
+
+    Returns:
+        [B] the loss of each sample (the caller sums: samples do not interact).
+    """
+    keep_s, keep_r = keep_s.unsqueeze(2), keep_r.unsqueeze(2)
+    mean_s = (surrogate_probs * keep_s).sum(0) / keep_s.sum(0)
+    mean_r = (reference_probs * keep_r).sum(0) / keep_r.sum(0)
+    ensemble = mean_s * (1 - mean_r)  # high where the surrogates say t and the references do not
+    if cfg.ensemble_softmax:
+        ensemble = ensemble.softmax(1)
+    log_p = source_logits.log_softmax(1)
+    conferrable_term = -(ensemble.max(1).values + TINY).log()  # H(1, p) = -log p
+    adversarial_term = -(seed_probs * log_p).sum(1)
+    agreement_term = -(log_p.exp() * (mean_s + TINY).log()).sum(1)
+    return cfg.alpha * conferrable_term - cfg.beta * adversarial_term + cfg.gamma * agreement_term
+
+
 def member_masks(members: int, batch: int, dropout: float, generator: torch.Generator) -> torch.Tensor:
     """[members, batch] keep-masks with member dropout; every column keeps at least one member."""
     draws = torch.rand(members, batch, generator=generator)
@@ -94,14 +125,38 @@ def member_masks(members: int, batch: int, dropout: float, generator: torch.Gene
     return keep.float()
 
 
+def select_seeds(source: nn.Module, ctx: GenerationContext, count: int, mode: str,
+                 chunk: int = 1024) -> tuple[torch.Tensor, int]:
+    """The first `count` owner samples, or with mode "correct" the first `count` the source classifies correctly.
+
+    Reads the owner split in growing prefixes, so a large split is never loaded for a few seeds.
+
+    Returns:
+        (seeds, searched): up to `count` seeds (fewer only if the split runs out) and how many owner
+        samples were read to find them.
+    """
+    limit = count
+    while True:
+        x, y = ctx.owner_data(limit)
+        if mode == "all":
+            return x, len(x)
+        with torch.no_grad():
+            correct = torch.cat([source(part).argmax(1) for part in x.split(chunk)]) == y
+        chosen = correct.nonzero().flatten()[:count]
+        if len(chosen) == count or len(x) < limit:  # enough, or the split is exhausted
+            return x[chosen], int(chosen[-1]) + 1 if len(chosen) == count else len(x)
+        limit *= 2
+
+
 @METHODS.register("cae")
 class Cae(PooledMethod):
     """CAE (Lukas et al., ICLR 2021): label-only; adversarial examples that transfer to surrogates, not references.
 
     Needs defender pools: surrogates (extracted from the source) and references (trained
-    independently). From owner seeds, signed-gradient steps in an L-inf ball of `eps` minimise
-    `alpha CE(1, max_t ME_t) - beta CE(f(x0), f(x')) + gamma CE(f(x'), S(x'))` with
-    `ME = S * (1 - R)` (S, R: mean softmax of the surrogates / references, with member dropout).
+    independently). From owner seeds the source classifies correctly, signed-gradient steps in an
+    L-inf ball of `eps` minimise `alpha CE(1, max_t ME_t) - beta CE(f(x0), f(x')) + gamma CE(f(x'), S(x'))`
+    with `ME = softmax(S * (1 - R))` (S, R: mean softmax of the surrogates / references, with member
+    dropout); see docs/methods/cae.md for how this follows the paper.
     An example is kept if the source's label changed and its conferrability
     Transfer(S) * (1 - Transfer(R)) >= `threshold`. Score = agreement of the suspect's labels with
     the source's (higher = more likely derived; the literature decides at 0.75). Queries per
@@ -111,21 +166,26 @@ class Cae(PooledMethod):
     name = "cae"
     Config = CaeConfig
     access = "label"
-    version = "1"
+    version = "2"  # 2: gradient through both sides of the third term, softmax ME, correctly classified seeds
 
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: CaeConfig = self.config
         pools = self.pools(ctx)
         started = time.monotonic()
         wanted = cfg.candidates if cfg.candidates is not None else 5 * cfg.n_fingerprints
-        x0, _ = ctx.owner_data(wanted)
-        if cfg.candidates is not None and len(x0) < cfg.candidates:
-            raise ValueError(f"cae: candidates={cfg.candidates} exceeds the owner split ({len(x0)} samples).")
         generator = make_generator(ctx.seed, cfg.seed)
-        batch_size = cfg.batch_size or len(x0)
         models = [source, *pools.surrogates, *pools.references]
         chunks = []
         with eval_mode(*models):
+            x0, searched = select_seeds(source, ctx, wanted, cfg.seeds)
+            if len(x0) == 0:
+                raise RuntimeError("cae: the source classifies none of the owner samples correctly, so there is no "
+                                   "seed to start from; check the source, or set seeds=all.")
+            if cfg.candidates is not None and len(x0) < cfg.candidates:
+                which = "samples" if cfg.seeds == "all" else "samples the source classifies correctly"
+                raise ValueError(f"cae: candidates={cfg.candidates} exceeds the owner split's {len(x0)} {which}; "
+                                 "lower candidates (or set it to null).")
+            batch_size = cfg.batch_size or len(x0)
             bar = tqdm(total=cfg.iterations * len(x0.split(batch_size)), desc="cae", unit="step",
                        disable=not ctx.progress, leave=False)
             for seeds in x0.split(batch_size):
@@ -150,6 +210,8 @@ class Cae(PooledMethod):
             "n_fingerprints": len(keep),
             "n_requested": cfg.n_fingerprints,
             "candidates_tried": len(x0),
+            "seeds": cfg.seeds,
+            "owner_samples_searched": searched,
             "accepted": int(accepted.sum()),
             "acceptance_rate": float(accepted.float().mean()),
             "label_changed": int(found["changed"].sum()),
@@ -189,16 +251,9 @@ class Cae(PooledMethod):
                 best_x[better], best_labels[better] = x.detach()[better], labels[better]
             if iteration == cfg.iterations:
                 break
-            mask_s = member_masks(len(surrogates), len(x), cfg.dropout, generator).to(x.device).unsqueeze(2)
-            mask_r = member_masks(len(references), len(x), cfg.dropout, generator).to(x.device).unsqueeze(2)
-            mean_s = (probs_s * mask_s).sum(0) / mask_s.sum(0)
-            mean_r = (probs_r * mask_r).sum(0) / mask_r.sum(0)
-            ensemble = mean_s * (1 - mean_r)  # ME: high where surrogates say t and references do not
-            log_p = logits.log_softmax(1)
-            conferrable_term = -(ensemble.max(1).values + TINY).log()
-            adversarial_term = -(p0 * log_p).sum(1)
-            agreement_term = -(log_p.exp().detach() * (mean_s + TINY).log()).sum(1)
-            loss = cfg.alpha * conferrable_term - cfg.beta * adversarial_term + cfg.gamma * agreement_term
+            keep_s = member_masks(len(surrogates), len(x), cfg.dropout, generator).to(x.device)
+            keep_r = member_masks(len(references), len(x), cfg.dropout, generator).to(x.device)
+            loss = cae_loss(logits, p0, probs_s, probs_r, keep_s, keep_r, cfg)
             grad = input_gradient(loss.sum(), x)
             with torch.no_grad():
                 x = x - step * grad.sign()

@@ -1,10 +1,11 @@
 """UAP fingerprinting (Peng et al., "Fingerprinting Deep Neural Networks Globally via Universal
-Adversarial Perturbations", CVPR 2022)."""
+Adversarial Perturbations", CVPR 2022). The perturbation itself is in `uap_perturbation.py`."""
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,28 +13,33 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.methods._common import (
-    DEFAULT_POOL_ARCHS,
     PooledMethod,
+    PoolFields,
     eval_mode,
-    input_gradient,
     make_generator,
     require,
     require_pool_fields,
 )
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
+from bench.methods.uap_perturbation import fooling_rate, universal_perturbation
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
 
 ENCODER_PREFIX = "encoder."
+HELDOUT_SAMPLES = 1000  # owner samples after the first uap_samples on which v's fooling rate is also reported
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
-class UapConfig:
-    """UAP-fingerprint hyperparameters; defaults and their sources are listed in docs/methods/uap.md."""
+class UapConfig(PoolFields):
+    """UAP-fingerprint hyperparameters; defaults and their sources are listed in docs/methods/uap.md; the defender-pool
+    fields (inherited from `PoolFields`: surrogate_*, reference_*, pool_*) in docs/pools.md."""
 
     xi: float = 10 / 255  # L-inf radius of the universal perturbation v (pixels in [0,1])
     fooling_rate: float = 0.8  # target fooling rate of v on the owner samples; passes stop once reached
+    allow_below_target: bool = False  # False: generation fails if v ends below fooling_rate; True: keep it, warn
     uap_samples: int = 1000  # owner samples v is computed and measured on (the first of the split)
     max_passes: int = 10  # passes over uap_samples at most
     uap_batch_size: int = 32  # unfooled samples whose DeepFool steps are summed before one projection
@@ -49,10 +55,6 @@ class UapConfig:
     temperature: float = 0.1  # tau of the supervised contrastive loss
     lr: float = 5e-4  # Adam learning rate of the encoder
     encoder_epochs: int = 200  # full-batch Adam steps on all (model, view) fingerprints
-    surrogate_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # positives: extracted
-    reference_archs: list[str] = field(default_factory=lambda: list(DEFAULT_POOL_ARCHS))  # negatives: independent
-    pool_seeds: int = 2  # models per architecture in each pool
-    pool_epochs: int | None = None  # training epochs of pool models; None: the source's
     seed: int = 0  # UAP sample order, k-means init and encoder init: ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
@@ -74,7 +76,8 @@ class UapConfig:
 class Uap(PooledMethod):
     """UAP fingerprinting (Peng et al., CVPR 2022): probabilities; outputs around a universal perturbation.
 
-    A DeepFool-based universal adversarial perturbation v of the source (L-inf `xi`) and m points
+    A DeepFool-based universal adversarial perturbation v of the source (L-inf `xi`; generation fails
+    when v fools fewer owner samples than `fooling_rate`, unless `allow_below_target`) and m points
     (k-means over source logits of owner data; view n takes each centroid's n-th nearest sample)
     give a model's fingerprint vector: its softmax outputs on the m points and on the m points + v
     (2mC values). An MLP encoder (2mC -> 50 -> 20), trained with a supervised contrastive loss on
@@ -86,7 +89,7 @@ class Uap(PooledMethod):
     name = "uap"
     Config = UapConfig
     access = "probs"
-    version = "1"
+    version = "2"  # 2: DeepFool checks every class, drops unconverged steps, best pass kept, shortfall fails
 
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: UapConfig = self.config
@@ -107,6 +110,9 @@ class Uap(PooledMethod):
                 candidates=min(cfg.deepfool_candidates, ctx.num_classes), generator=generator,
                 on_pass=lambda rate: bar.update(1))
             bar.close()
+            self._check_fooling_rate(uap_info, len(x_uap))
+            x_heldout, _ = ctx.owner_data(cfg.uap_samples + HELDOUT_SAMPLES)
+            heldout_rate = fooling_rate(source, x_heldout[cfg.uap_samples :], perturbation)
             with torch.no_grad():
                 logits = source(x_cluster)
             centroids = kmeans(logits, cfg.clusters, cfg.kmeans_iterations, generator)
@@ -123,6 +129,9 @@ class Uap(PooledMethod):
         meta = {
             "fooling_rate": uap_info["fooling_rate"],
             "target_fooling_rate": cfg.fooling_rate,
+            "fooling_rate_per_pass": uap_info["fooling_rates"],
+            "fooling_rate_heldout": None if heldout_rate != heldout_rate else heldout_rate,  # NaN: no held-out samples
+            "xi": cfg.xi,
             "uap_linf": float(perturbation.abs().max()),
             "uap_passes": uap_info["passes"],
             "clusters": cfg.clusters,
@@ -131,14 +140,31 @@ class Uap(PooledMethod):
             "references": len(pools.references),
             "encoder_loss_first": losses[0],
             "encoder_loss_last": losses[-1],
+            "encoder_loss_floor": contrastive_loss_floor(labels),
             "pool_surrogate_scores": pool_scores[: len(pools.surrogates)],
             "pool_reference_scores": pool_scores[len(pools.surrogates) :],
             "queries_per_suspect": 2 * cfg.clusters * cfg.views,
             "gradient_evaluations": uap_info["gradient_evaluations"],
+            "deepfool_failures": uap_info["deepfool_failures"],
             "generation_seconds": time.monotonic() - started,
         }
         return Fingerprint(method=self.name, tensors={k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                            meta=meta)
+
+    def _check_fooling_rate(self, uap_info: dict, samples: int) -> None:
+        """Fail (or, with allow_below_target, warn) when v fools fewer owner samples than the target."""
+        cfg: UapConfig = self.config
+        achieved = uap_info["fooling_rate"]
+        if achieved >= cfg.fooling_rate:
+            return
+        message = (f"uap: the universal perturbation reached a fooling rate of {achieved:.3f} on {samples} owner "
+                   f"samples, below the target fooling_rate={cfg.fooling_rate} (xi={cfg.xi:.4g}, {uap_info['passes']} "
+                   f"passes; per pass: {', '.join(f'{r:.3f}' for r in uap_info['fooling_rates'])})")
+        if not cfg.allow_below_target:
+            raise RuntimeError(f"{message}. Raise xi (robust or low-resolution data need more than the paper's "
+                               "10/255: see docs/methods/uap.md) or max_passes, lower fooling_rate, or set "
+                               "allow_below_target: true to keep the weaker fingerprint.")
+        logger.warning("%s; kept because allow_below_target is true.", message)
 
     def _train_encoder(self, vectors: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                        progress: bool) -> tuple[Encoder, list[float]]:
@@ -190,82 +216,6 @@ def cosine_score(encoder: Encoder, source_vectors: torch.Tensor, suspect_vectors
     return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
 
 
-# -- the universal perturbation (Moosavi-Dezfooli et al., CVPR 2017) with batched DeepFool ---------------
-def deepfool(model: nn.Module, x: torch.Tensor, steps: int, overshoot: float, candidates: int) -> tuple[torch.Tensor, int]:
-    """Batched L2 DeepFool (Moosavi-Dezfooli et al., CVPR 2016): a small r with f(x + r) != f(x), x + r in [0,1].
-
-    Returns r ([B, C, H, W], overshoot included) and the number of input-gradient evaluations.
-    """
-    with torch.no_grad():
-        classes = model(x).topk(candidates, dim=1).indices  # [B, K]; column 0: the label
-    k = classes.shape[1]
-    r = torch.zeros_like(x)
-    active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    evaluations = 0
-    for _ in range(steps):
-        # Clamped iterates: a step that leaves [0,1] is wasted on images (the plain DeepFool ignores the box).
-        x_adv = (x + (1 + overshoot) * r).clamp(0.0, 1.0)
-        with torch.no_grad():
-            active &= model(x_adv).gather(1, classes).argmax(1) == 0
-        idx = active.nonzero().flatten()
-        if idx.numel() == 0:
-            break
-        # All K class gradients in one backward: K copies of the batch, copy j differentiates class j
-        # (rows are independent in eval mode).
-        copies = x_adv[idx].unsqueeze(0).repeat(k, *[1] * x.dim()).requires_grad_(True)  # [K, A, C, H, W]
-        logits = model(copies.flatten(0, 1)).view(k, len(idx), -1)
-        out = logits.gather(2, classes[idx].T.unsqueeze(2)).squeeze(2)  # [K, A]
-        grads = input_gradient(out.sum(), copies).transpose(0, 1).flatten(2)  # [A, K, D]
-        evaluations += len(idx) * k
-        w = grads[:, 1:] - grads[:, :1]  # [A, K-1, D]
-        f = (out[1:] - out[:1]).T.detach()  # [A, K-1], negative while unfooled
-        norms = w.norm(dim=2) + 1e-8
-        closest = (f.abs() / norms).argmin(1)
-        rows = torch.arange(len(idx), device=x.device)
-        w_l, f_l, n_l = w[rows, closest], f[rows, closest], norms[rows, closest]
-        r[idx] += (((f_l.abs() + 1e-4) / n_l.square()).unsqueeze(1) * w_l).view(-1, *x.shape[1:])
-    return (x + (1 + overshoot) * r).clamp(0.0, 1.0) - x, evaluations
-
-
-def fooling_rate(model: nn.Module, x: torch.Tensor, perturbation: torch.Tensor, batch: int = 1024) -> float:
-    """Fraction of x whose label changes when the perturbation is added (and clamped to [0,1])."""
-    with torch.no_grad():
-        changed = [model(c).argmax(1) != model((c + perturbation).clamp(0, 1)).argmax(1) for c in x.split(batch)]
-    return float(torch.cat(changed).float().mean())
-
-
-def universal_perturbation(model: nn.Module, x: torch.Tensor, xi: float, target_fooling_rate: float,
-                           max_passes: int, batch_size: int, steps: int, overshoot: float, candidates: int,
-                           generator: torch.Generator, on_pass=None) -> tuple[torch.Tensor, dict]:
-    """DeepFool-based UAP in an L-inf ball of radius xi.
-
-    Batched variant of Algorithm 1: per mini-batch, the DeepFool perturbations of the samples
-    v does not fool yet are summed, then projected once (the original adds them one at a time).
-    """
-    v = torch.zeros_like(x[0])
-    info = {"passes": 0, "fooling_rate": 0.0, "gradient_evaluations": 0}
-    with torch.no_grad():
-        clean = torch.cat([model(c).argmax(1) for c in x.split(1024)])
-    for _ in range(max_passes):
-        order = torch.randperm(len(x), generator=generator).to(x.device)
-        for idx in order.split(batch_size):
-            with torch.no_grad():
-                unfooled = model((x[idx] + v).clamp(0, 1)).argmax(1) == clean[idx]
-            if not bool(unfooled.any()):
-                continue
-            shifted = (x[idx][unfooled] + v).clamp(0, 1)
-            r, evaluations = deepfool(model, shifted, steps, overshoot, candidates)
-            info["gradient_evaluations"] += evaluations
-            v = (v + r.sum(0)).clamp(-xi, xi)
-        info["passes"] += 1
-        info["fooling_rate"] = fooling_rate(model, x, v)
-        if on_pass is not None:
-            on_pass(info["fooling_rate"])
-        if info["fooling_rate"] >= target_fooling_rate:
-            break
-    return v, info
-
-
 # -- fingerprint points and the contrastive encoder -----------------------------------------------------
 def kmeans(points: torch.Tensor, clusters: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ initialisation then Lloyd iterations; returns [clusters, D] centroids."""
@@ -310,6 +260,13 @@ class Encoder(nn.Module):
         encoder = cls(in_dim, hidden, state["net.2.weight"].shape[0])
         encoder.load_state_dict(state)
         return encoder.eval()
+
+
+def contrastive_loss_floor(labels: torch.Tensor) -> float:
+    """A lower bound of the supervised contrastive loss on these labels at any temperature: the mean over
+    anchors of log(number of its positives) (Jensen); approached when positives coincide, negatives are far."""
+    counts = torch.bincount(labels.long().cpu())[labels.long().cpu()] - 1
+    return float(counts[counts > 0].float().log().mean())
 
 
 def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bench.config import ConfigError, ModelSpec
-from bench.methods.base import PoolSpec
-from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, accuracy, fit
+from bench.pools import PoolSpec
+from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, fit
 from bench.zoo.executors import follow_rank_zero, is_rank_zero
 from bench.zoo.plan import Job, ZooPlan, plan_zoo
 from bench.zoo.store import ZooStore
@@ -156,12 +156,16 @@ def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: boo
             from bench.zoo.executors import run_ray
 
             run_ray(cfg, plan, pending, store, report)
+            fill_source_agreement(dm, store, plan, report.built)  # tasks may finish before the source
         else:
+            reference: torch.Tensor | None = None  # the source's test labels, read once
             for n, job in enumerate(pending, 1):
                 log.info("[%d/%d] %s %s", n, len(pending), job.role, job.provenance)
                 logger = logger_factory(job) if logger_factory else False
                 model, info, seconds = run_job(job, dm, store, trainer_cfg, root_dir, progress, logger)
-                store.add_record(finish_record(job, model, info, seconds, dm, store, plan))
+                if reference is None and job.role != "source":
+                    reference = source_test_labels(dm, store, plan.source.model_id)
+                store.add_record(finish_record(job, model, info, seconds, dm, store, plan, reference))
                 report.built.append(job.model_id)
                 if logger:
                     logger.experiment.finish()
@@ -170,17 +174,70 @@ def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: boo
 
 
 def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: float, dm: Any, store: ZooStore,
-                  plan: ZooPlan) -> dict[str, Any]:
-    """Save the checkpoint and return the manifest record (test accuracy measured here)."""
+                  plan: ZooPlan, source_labels: torch.Tensor | None = None) -> dict[str, Any]:
+    """Save the checkpoint and return the manifest record (test accuracy and source agreement measured here).
+
+    Args:
+        source_labels: the source's labels on the test split; None: read the source (`job.parent`)
+            from the store if it is there, else `source_agreement` is null (`fill_source_agreement`
+            fills it in once the source is built).
+    """
     x_test, y_test = dm.tensors("test")
+    labels = predicted_labels(model, x_test)
+    if job.role == "source":
+        source_labels = labels
+    elif source_labels is None and job.parent is not None:
+        source_labels = source_test_labels(dm, store, job.parent)
     record = job.record_base()
     record.update({
         "dataset": plan.dataset,
         "data": data_info(dm),
         "split_hashes": plan.split_hashes,
-        "test_acc": accuracy(model, x_test, y_test),
+        "test_acc": int((labels == y_test).sum()) / max(len(y_test), 1),  # as `bench.training.accuracy`
+        "source_agreement": agreement(labels, source_labels),
         "train_seconds": round(seconds, 3),
         "info": info,
     })
     record["sha256"] = store.save_model(job.model_id, model, {k: record[k] for k in ("model_id", "arch", "arch_params", "provenance", "data")})
     return record
+
+
+@torch.no_grad()
+def predicted_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Top-1 labels of `model` on `x` (eval mode, mode restored), on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    labels = torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)]) if len(x) else \
+        torch.zeros(0, dtype=torch.long)
+    model.train(was_training)
+    return labels
+
+
+def agreement(labels: torch.Tensor, reference: torch.Tensor | None) -> float | None:
+    """Fraction of samples where `labels` equal `reference` (None: no reference, or no samples)."""
+    if reference is None or len(labels) == 0:
+        return None
+    return int((labels == reference).sum()) / len(labels)
+
+
+def source_test_labels(dm: Any, store: ZooStore, source_id: str) -> torch.Tensor | None:
+    """The stored source's labels on the test split; None while the source is not recorded yet."""
+    record = store.records().get(source_id)
+    if record is None or not store.checkpoint_path(source_id).is_file():
+        return None
+    return predicted_labels(store.load_model(source_id, record), dm.tensors("test")[0])
+
+
+def fill_source_agreement(dm: Any, store: ZooStore, plan: ZooPlan, model_ids: list[str]) -> None:
+    """Measure `source_agreement` for the records among `model_ids` that lack it (built before the source was)."""
+    records = store.records()
+    missing = [i for i in model_ids if i in records and records[i].get("source_agreement") is None]
+    reference = source_test_labels(dm, store, plan.source.model_id) if missing else None
+    if reference is None:
+        return
+    x_test = dm.tensors("test")[0]
+    for model_id in missing:
+        labels = predicted_labels(store.load_model(model_id, records[model_id]), x_test)
+        records[model_id]["source_agreement"] = agreement(labels, reference)
+    store.write_records(records)

@@ -9,7 +9,8 @@ from bench.zoo.store import ZooStore
 
 
 def zoo_frame(plan: ZooPlan, store: ZooStore) -> pd.DataFrame:
-    """One row per planned model: id, role, kind/attack, arch, test accuracy, change vs source, status."""
+    """One row per planned model: id, role, kind/attack, arch, test accuracy, change vs source, label
+    agreement with the source on the test split (blank in zoos built before it was recorded), status."""
     records = store.records()
     source_acc = records.get(plan.source.model_id, {}).get("test_acc")
     rows = []
@@ -17,6 +18,7 @@ def zoo_frame(plan: ZooPlan, store: ZooStore) -> pd.DataFrame:
         record = records.get(job.model_id)
         acc = record["test_acc"] if record else None
         delta = acc - source_acc if acc is not None and source_acc is not None and job.role != "source" else None
+        agree = record.get("source_agreement") if record else None
         rows.append({
             "model_id": job.model_id,
             "role": job.role,
@@ -24,6 +26,7 @@ def zoo_frame(plan: ZooPlan, store: ZooStore) -> pd.DataFrame:
             "arch": job.arch,
             "test_acc": f"{acc:.4f}" if acc is not None else "",
             "vs_source": f"{delta:+.4f}" if delta is not None else "",
+            "source_agreement": f"{agree:.4f}" if agree is not None else "",
             "train_s": f"{record['train_seconds']:.1f}" if record else "",
             "status": "built" if record and store.checkpoint_path(job.model_id).is_file() else "planned",
         })

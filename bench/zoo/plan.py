@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, ModelSpec
 from bench.io import sha256_json
-from bench.methods.base import PoolSpec
+from bench.pools import PoolSpec
 from bench.training import validate_training
 
 NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
@@ -110,9 +110,13 @@ def _train_provenance(spec: dict[str, Any], dataset: str) -> str:
     return f"train({spec['arch']},{dataset}:{spec['split']},seed={spec['seed']},epochs={spec['epochs']})"
 
 
-def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict[str, str], kind: str | None = None) -> Job:
+def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict[str, str], kind: str | None = None,
+               augment: bool = False) -> Job:
+    """A from-scratch training job; its id hashes `augment: true` only when `data.augment` is on (old ids stay)."""
     _check_arch(spec["arch"], spec["arch_params"])
     payload = {"role": role, "op": "train", "data": dataset, "split_hash": split_hashes[spec["split"]], "spec": spec}
+    if augment:  # augmented batches change the trained model, so they must change its id
+        payload["augment"] = True
     return Job(model_id=_model_id(payload), role=role, provenance=_train_provenance(spec, dataset), op="train", spec=spec,
                arch=spec["arch"], arch_params=spec["arch_params"], seed=spec["seed"], kind=kind, split=spec["split"])
 
@@ -128,7 +132,8 @@ def _check_arch(arch: str, params: dict[str, Any]) -> None:
         raise ConfigError(str(err)) from None
 
 
-def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashes: dict[str, str]) -> list[Job]:
+def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashes: dict[str, str],
+                   augment: bool = False) -> list[Job]:
     jobs = []
     scalar = _scalar_fields(ModelSpec) | {"kind"}
     for i, raw in enumerate(zoo.negatives):
@@ -151,7 +156,7 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
             if kind == "SAST" and spec["seed"] == source_spec["seed"] and spec == source_spec:
                 raise ConfigError(f"{where}: a SAST negative with the source's own seed ({spec['seed']}) is the source itself; "
                                   "give it another seed.")
-            jobs.append(_train_job("negative", spec, dataset, split_hashes, kind=kind))
+            jobs.append(_train_job("negative", spec, dataset, split_hashes, kind=kind, augment=augment))
     return jobs
 
 
@@ -177,7 +182,9 @@ def _attack_steps(entry: dict[str, Any], where: str) -> list[list[tuple[str, dic
     return [list(chain) for chain in itertools.product(*options)]
 
 
-def _positive_jobs(zoo: DictConfig, source: Job) -> list[Job]:
+def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[Job]:
+    """Positives: one job per expanded chain. The id hashes each step's config, its `output_revision()`
+    when > 0, and `augment: true` when `data.augment` is on and a step trains on data."""
     if not zoo.positives:
         return []
     from bench.zoo.attacks import build_attack
@@ -189,17 +196,23 @@ def _positive_jobs(zoo: DictConfig, source: Job) -> list[Job]:
         if not isinstance(entry, dict) or ("attack" not in entry and "chain" not in entry):
             raise ConfigError(f"{where} needs 'attack: NAME' or 'chain: [...]'; got {entry!r}.")
         for chain in _attack_steps(entry, where):
-            resolved, fragments, labels = [], [], []
+            resolved, hashed, fragments, labels = [], [], [], []
+            trains = False
             for name, params, varied in chain:
                 try:
                     attack = build_attack(name, params)
                 except (ValueError, KeyError, TypeError) as err:
                     raise ConfigError(f"{where} ({name}): {err}") from None
                 resolved.append({"attack": name, "params": attack.config_dict()})
+                revision = attack.output_revision()
+                hashed.append({**resolved[-1], "revision": revision} if revision else resolved[-1])
+                trains = trains or attack.uses_training_data()
                 fragments.append(attack.provenance())
                 shown = {k: v for k, v in varied.items() if k != "seed"}
                 labels.append(name + (f"({','.join(f'{k}={v}' for k, v in shown.items())})" if shown else ""))
-            payload = {"role": "positive", "parent": source.model_id, "chain": resolved}
+            payload = {"role": "positive", "parent": source.model_id, "chain": hashed}
+            if augment and trains:  # augmented training data changes the output; un-augmented ids stay as they were
+                payload["augment"] = True
             arch, arch_params = source.arch, source.arch_params
             for step in resolved:  # extraction trains a fresh substitute, possibly of another architecture
                 if step["attack"] == "extract" and step["params"].get("arch"):
@@ -212,37 +225,6 @@ def _positive_jobs(zoo: DictConfig, source: Job) -> list[Job]:
     return jobs
 
 
-def _pool_jobs(zoo: DictConfig, specs: list[PoolSpec], source: Job, source_spec: dict, dataset: str,
-               split_hashes: dict[str, str]) -> list[Job]:
-    if not specs:
-        return []
-    from bench.zoo.attacks import build_attack
-
-    jobs: dict[str, Job] = {}
-    for spec in specs:
-        for i in range(spec.seeds):
-            seed = zoo.pool_seed_offset + i
-            for arch in spec.reference_archs:
-                overrides = {"arch": arch, "seed": seed, "split": "owner"}
-                if arch != source_spec["arch"]:
-                    overrides["arch_params"] = {}
-                if spec.epochs is not None:
-                    overrides["epochs"] = spec.epochs
-                job = _train_job("pool", _train_spec(source_spec, overrides, "pool reference"), dataset, split_hashes, "reference")
-                jobs.setdefault(job.model_id, job)
-            for arch in spec.surrogate_archs:
-                params = {"arch": arch, "seed": seed, "split": "owner", "labels_kind": "hard"}
-                if spec.epochs is not None:
-                    params["epochs"] = spec.epochs
-                attack = build_attack("extract", params)
-                chain = [{"attack": "extract", "params": attack.config_dict()}]
-                model_id = _model_id({"role": "pool", "parent": source.model_id, "chain": chain})
-                jobs.setdefault(model_id, Job(model_id=model_id, role="pool", op="attack", spec={"chain": chain},
-                                              provenance=f"{source.provenance}->{attack.provenance()}", arch=arch,
-                                              arch_params={}, seed=seed, parent=source.model_id, kind="surrogate", split="owner"))
-    return list(jobs.values())
-
-
 def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[PoolSpec] | None = None) -> ZooPlan:
     """Plan every model of the recipe's zoo: source, negatives, positives, then defender pools.
 
@@ -253,9 +235,14 @@ def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[Poo
     source_spec = _train_spec({}, OmegaConf.to_container(zoo.source, resolve=True), "zoo.source")
     if source_spec["split"] != "owner":
         raise ConfigError(f"zoo.source.split='{source_spec['split']}': the source is trained on the owner split.")
-    source = _train_job("source", source_spec, dataset, split_hashes)
-    jobs = [source, *_negative_jobs(zoo, source_spec, dataset, split_hashes), *_positive_jobs(zoo, source)]
-    jobs += _pool_jobs(zoo, list(pool_specs or []), source, source_spec, dataset, split_hashes)
+    augment = bool(cfg.data.get("augment", False))
+    source = _train_job("source", source_spec, dataset, split_hashes, augment=augment)
+    jobs = [source, *_negative_jobs(zoo, source_spec, dataset, split_hashes, augment), *_positive_jobs(zoo, source, augment)]
+    if pool_specs:  # after the suspects: a pool model must not copy one of them
+        from bench.zoo.pool_plan import check_pool_collisions, pool_jobs
+
+        jobs += pool_jobs(zoo, list(pool_specs), source, dataset, split_hashes, augment)
+        check_pool_collisions(jobs, source)
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.model_id in seen:
@@ -263,14 +250,3 @@ def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[Poo
                               "give them different seeds or parameters.")
         seen[job.model_id] = job
     return ZooPlan(name=zoo.name, dataset=dataset, split_hashes=dict(split_hashes), jobs=jobs)
-
-
-def pool_jobs_for(cfg: DictConfig, plan: ZooPlan, spec: PoolSpec) -> list[Job]:
-    """The planned pool models of one method's PoolSpec (a subset of `plan`'s pool jobs)."""
-    source_spec = plan.source.spec
-    jobs = _pool_jobs(cfg.zoo, [spec], plan.source, source_spec, plan.dataset, plan.split_hashes)
-    planned = {j.model_id for j in plan.by_role("pool")}
-    missing = [j.provenance for j in jobs if j.model_id not in planned]
-    if missing:
-        raise RuntimeError(f"Pool models {missing} were not planned; pass the method's pool_spec to plan_zoo.")
-    return jobs

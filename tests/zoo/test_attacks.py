@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.ao.quantization import (
+    FakeQuantize,
+    MinMaxObserver,
+    PerChannelMinMaxObserver,
+    default_per_channel_weight_observer,
+)
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.nets import build_model
@@ -225,15 +232,59 @@ def test_quantize_int8_per_channel_error_within_half_a_step(setup: dict) -> None
     source_layers = dict(prunable_weights(setup["source"]))
     for name, module in prunable_weights(out.model):
         w, q = source_layers[name].weight.detach(), module.weight.detach()
-        scale = w.flatten(1).abs().max(dim=1).values / 127
+        scale = w.flatten(1).abs().max(dim=1).values / 127.5  # PyTorch's symmetric scale on [-128, 127]
         shape = (-1,) + (1,) * (w.dim() - 1)
         assert ((q - w).abs() <= scale.view(shape) / 2 + 1e-7).all(), name
         for row in q.flatten(1):
-            assert row.unique().numel() <= 255
+            assert row.unique().numel() <= 256
         if module.bias is not None:  # biases stay float32 as they were
             assert torch.equal(module.bias, source_layers[name].bias)
     assert out.info["max_abs_error"] > 0
     assert abs(accuracy(out.model, *setup["test"]) - setup["source_acc"]) < 0.02
+
+
+def _pytorch_fake_quant(scope: str, symmetric: bool) -> FakeQuantize:
+    """PyTorch's own QAT module, configured as `quantize` claims to be (qint8 on [-128, 127])."""
+    if scope == "per_channel":
+        qscheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
+        return FakeQuantize(observer=PerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+                            qscheme=qscheme, ch_axis=0)
+    qscheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+    return FakeQuantize(observer=MinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8, qscheme=qscheme)
+
+
+@pytest.mark.parametrize("scope", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_quantize_int8_equals_pytorch_fake_quantize_bit_for_bit(setup: dict, scope: str, symmetric: bool) -> None:
+    out = run(setup, "quantize", {"dtype": "int8", "scope": scope, "symmetric": symmetric})
+    source_layers = dict(prunable_weights(setup["source"]))
+    for name, module in prunable_weights(out.model):
+        expected = _pytorch_fake_quant(scope, symmetric)(source_layers[name].weight.detach())
+        assert torch.equal(module.weight, expected), f"{name}: {(module.weight != expected).float().mean():.1%} differ"
+
+
+def test_quantize_default_is_pytorchs_default_weight_observer_as_deployed(setup: dict) -> None:
+    """The default grid is what `torch.ao.quantization` converts a conv/linear weight to (x86/fbgemm)."""
+    out = run(setup, "quantize")
+    source_layers = dict(prunable_weights(setup["source"]))
+    for name, module in prunable_weights(out.model):
+        weight = source_layers[name].weight.detach()
+        observer = default_per_channel_weight_observer()
+        observer(weight)
+        scale, zero_point = observer.calculate_qparams()
+        with warnings.catch_warnings():  # quantized tensors are deprecated in torch 2.14, still the convert path
+            warnings.simplefilter("ignore", UserWarning)
+            deployed = torch.quantize_per_channel(weight, scale, zero_point, 0, torch.qint8).dequantize()
+        assert torch.equal(module.weight, deployed), name
+        assert int(zero_point.abs().max()) == 0  # symmetric
+
+
+def test_quantize_int8_ids_change_and_fp16_ids_do_not() -> None:
+    """int8's grid changed (revision 1), so its models must get new ids; fp16's output did not."""
+    assert build_attack("quantize", {"dtype": "int8"}).output_revision() == 1
+    assert build_attack("quantize", {"dtype": "int8", "symmetric": False}).output_revision() == 1
+    assert build_attack("quantize", {"dtype": "fp16"}).output_revision() == 0
+    assert all(build_attack(name, {}).output_revision() == 0 for name in ATTACKS.names() if name != "quantize")
 
 
 def test_quantize_fp16(setup: dict) -> None:
@@ -283,6 +334,65 @@ def test_adv_train_is_more_robust_than_the_source(setup: dict) -> None:
     before = pgd_accuracy(setup["source"], x_test, y_test, ADV_EPS)
     after = pgd_accuracy(out.model, x_test, y_test, ADV_EPS)
     assert after > before, f"PGD accuracy at eps {ADV_EPS}: source {before:.3f}, adv_train {after:.3f}"
+
+
+# -- training data follows the recipe (data.augment) --------------------------------------------------
+
+
+class BatchSpy(AttackContext):
+    """An AttackContext whose `fit` records two epochs of the batches the attack would train on, and trains nothing."""
+
+    def fit(self, module: ClassifierModule, loader: DataLoader, seed: int) -> float:
+        torch.manual_seed(seed)  # what Lightning's seed_everything does before the epochs
+        self.epochs = [[(x.clone(), y.clone()) for x, y in loader] for _ in range(2)]
+        return 0.0
+
+
+def spy_batches(setup: dict, augment: bool, name: str, params: dict) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    splits = SplitSizes(owner=0.4, attacker=0.2, independent=0.1, test=None)  # the `setup` fixture's splits
+    dm = build_datamodule(DataConfig(name="digits", splits=splits, augment=augment), data_dir=str(setup["tmp"]), seed=0)
+    spy = BatchSpy(datamodule=dm, trainer=setup["ctx"].trainer, root_dir=setup["ctx"].root_dir, progress=False,
+                   source_arch="convnet")
+    build_attack(name, params).apply(setup["source"], spy)
+    return spy.epochs
+
+
+def _raw_lookup(setup: dict) -> dict[bytes, int]:
+    x, y = setup["dm"].tensors("attacker")
+    return {image.numpy().tobytes(): int(label) for image, label in zip(x, y)}
+
+
+def test_attack_trains_on_the_raw_split_when_augment_is_off(setup: dict) -> None:
+    raw = _raw_lookup(setup)
+    epochs = spy_batches(setup, False, "ftal", {"epochs": 1})
+    for batches in epochs:
+        seen = [(image.numpy().tobytes(), int(label)) for x, y in batches for image, label in zip(x, y)]
+        assert len(seen) == setup["dm"].split_size("attacker")
+        assert all(raw.get(image) == label for image, label in seen)  # every sample is a raw one, with its label
+    assert torch.equal(torch.cat([x for x, _ in epochs[0]]).sum(0), torch.cat([x for x, _ in epochs[1]]).sum(0))
+
+
+@pytest.mark.parametrize("name, params", [("ftal", {"epochs": 1, "labels": "source"}),
+                                          ("extract", {"epochs": 1, "labels_kind": "soft", "query_budget": 200})])
+def test_attack_trains_on_augmented_batches_when_the_recipe_says_augment(setup: dict, name: str, params: dict) -> None:
+    raw = _raw_lookup(setup)
+    x_raw, _ = setup["dm"].tensors("attacker", params.get("query_budget"))
+    epochs = spy_batches(setup, True, name, params)
+    first, second = (torch.cat([x for x, _ in batches]) for batches in epochs)
+    assert len(first) == len(x_raw)
+    untouched = sum(image.numpy().tobytes() in raw for image in first)
+    assert untouched < 0.5 * len(first), f"{untouched}/{len(first)} training images are raw split images"
+    assert not torch.equal(first.sum(0), second.sum(0)), "the same crops in every epoch"
+    assert first.min() >= 0 and first.max() <= 1  # augmentation keeps [0,1] pixels
+    # labels: the source's answers on the clean samples, one per sample, whatever the crop
+    with torch.no_grad():
+        logits = setup["source"].eval()(x_raw)
+    targets = torch.cat([y for _, y in epochs[0]])
+    if name == "extract":
+        expected = (logits / 4.0).softmax(dim=1)  # extract's default temperature
+        assert torch.allclose(targets.sum(0), expected.sum(0), atol=1e-4)
+    else:
+        assert torch.equal(targets.bincount(minlength=10), logits.argmax(1).bincount(minlength=10))
 
 
 # -- configuration --------------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ import torch
 from bench.config import ConfigError, load_recipe
 from bench.training import accuracy
 from bench.zoo import TamperedCheckpointError, ZooError, ZooStore, load_model
-from bench.zoo.build import build_zoo, prepare
+from bench.zoo.build import build_zoo, fill_source_agreement, finish_record, predicted_labels, prepare
+from bench.zoo.listing import zoo_frame
+from bench.zoo.plan import _model_id, plan_zoo
 from tests.conftest import SMOKE, smoke_overrides
 
 RECORD_FIELDS = {"model_id", "provenance", "role", "kind", "attack", "arch", "arch_params", "params", "seed",
-                 "parent", "test_acc", "sha256", "train_seconds", "split_hashes", "dataset", "data"}
+                 "parent", "test_acc", "source_agreement", "sha256", "train_seconds", "split_hashes", "dataset", "data"}
 
 
 def test_smoke_zoo_has_source_and_every_negative_kind(smoke_zoo):
@@ -62,6 +64,79 @@ def test_same_recipe_same_ids_and_params_change_ids(smoke_cfg):
     _, plan_c, _ = prepare(changed)
     assert plan_c.source.model_id != plan_a.source.model_id
     assert {j.model_id for j in plan_c.by_role("negative")} != {j.model_id for j in plan_a.by_role("negative")}
+
+
+def test_records_measure_agreement_with_the_source(smoke_zoo):
+    """source_agreement = fraction of test samples where the model's label is the source's, recomputed from checkpoints."""
+    records = smoke_zoo.store.records()
+    x_test, _ = smoke_zoo.datamodule.tensors("test")
+    source_labels = predicted_labels(load_model(smoke_zoo.store.root, smoke_zoo.plan.source.model_id), x_test)
+    assert records[smoke_zoo.plan.source.model_id]["source_agreement"] == 1.0
+    for job in [*smoke_zoo.plan.by_role("positive"), *smoke_zoo.plan.by_role("negative")[:2]]:
+        labels = predicted_labels(load_model(smoke_zoo.store.root, job.model_id), x_test)
+        expected = float((labels == source_labels).double().mean())
+        assert records[job.model_id]["source_agreement"] == pytest.approx(expected, abs=1e-12), job.provenance
+    quantized = next(j for j in smoke_zoo.plan.by_role("positive") if j.attack.startswith("quantize"))
+    assert records[quantized.model_id]["source_agreement"] >= 0.95  # int8 barely moves a model
+    assert min(r["source_agreement"] for r in records.values()) < 1.0  # and something does move
+
+
+def test_ray_style_records_get_their_agreement_once_the_source_exists(smoke_cfg, smoke_zoo, tmp_path):
+    """A Ray task finishing before the source records null (negatives have no parent); the driver fills it in."""
+    _, store = _copy_zoo(smoke_cfg, smoke_zoo, tmp_path)
+    plan, dm, expected = smoke_zoo.plan, smoke_zoo.datamodule, smoke_zoo.store.records()
+    negative, positive = plan.by_role("negative")[0], plan.by_role("positive")[0]
+    for job in (negative, positive):  # what `run_job_task` does: no source labels handed in
+        record = finish_record(job, store.load_model(job.model_id), {}, 0.0, dm, store, plan)
+        assert record["source_agreement"] == (None if job is negative else expected[job.model_id]["source_agreement"])
+        store.add_record({**record, "source_agreement": None})
+    fill_source_agreement(dm, store, plan, [negative.model_id, positive.model_id])
+    for job in (negative, positive):
+        assert store.records()[job.model_id]["source_agreement"] == expected[job.model_id]["source_agreement"]
+
+
+def test_list_shows_accuracy_and_source_agreement_old_zoos_too(smoke_cfg, smoke_zoo, tmp_path):
+    frame = zoo_frame(smoke_zoo.plan, smoke_zoo.store)
+    records = smoke_zoo.store.records()
+    row = frame[frame["model_id"] == smoke_zoo.plan.by_role("positive")[0].model_id].iloc[0]
+    assert row["test_acc"] == f"{records[row['model_id']]['test_acc']:.4f}"
+    assert row["source_agreement"] == f"{records[row['model_id']]['source_agreement']:.4f}"
+    _, store = _copy_zoo(smoke_cfg, smoke_zoo, tmp_path)  # a zoo built before the field existed
+    old = {i: {k: v for k, v in r.items() if k != "source_agreement"} for i, r in store.records().items()}
+    store.write_records(old)
+    frame = zoo_frame(smoke_zoo.plan, store)
+    assert (frame["source_agreement"] == "").all() and (frame["status"] == "built").all()
+
+
+def test_ids_change_exactly_where_attack_output_changed(tmp_path):
+    """int8 quantisation (new grid) gets a new id; fp16 and the rest keep the ids they had. Under
+    data.augment every trained model (source, negatives, training attacks) gets another id."""
+    positives = ("zoo.positives=[{attack: quantize, dtype: int8, label: int8}, {attack: quantize, dtype: fp16, label: fp16}, "
+                 "{attack: ftal, epochs: 1}, {attack: prune, epochs: 0}, "
+                 "{chain: [{attack: prune, epochs: 0}, {attack: ftll, epochs: 1}]}]")
+    plain = load_recipe(SMOKE, [*smoke_overrides(tmp_path), positives])
+    augmented = load_recipe(SMOKE, [*smoke_overrides(tmp_path), positives, "data.augment=true"])
+    _, plan, _ = prepare(plain)
+    plan_aug = plan_zoo(augmented, plan.split_hashes)
+    source_id = plan.source.model_id
+    before = {j.attack: _model_id({"role": "positive", "parent": source_id, "chain": j.spec["chain"]})  # the old payload
+              for j in plan.by_role("positive")}
+    now = {j.attack: j.model_id for j in plan.by_role("positive")}
+    assert set(now) == {"int8", "fp16", "ftal", "prune", "prune+ftll"}
+    assert now["int8"] != before["int8"]
+    assert {k: now[k] for k in now if k != "int8"} == {k: before[k] for k in before if k != "int8"}
+    old_source = _model_id({"role": "source", "op": "train", "data": plan.dataset,
+                            "split_hash": plan.split_hashes["owner"], "spec": plan.source.spec})
+    assert source_id == old_source  # un-augmented ids are the ones they always were
+    assert plan_aug.source.model_id != source_id  # augmented batches train another source
+    negatives, negatives_aug = ([j.model_id for j in p.by_role("negative")] for p in (plan, plan_aug))
+    assert not set(negatives) & set(negatives_aug)
+    augmented_source = plan_aug.source.model_id  # positives under augment: the old payload with the new parent
+    chains = {j.attack: j.spec["chain"] for j in plan.by_role("positive")}
+    for job in plan_aug.by_role("positive"):
+        old_style = _model_id({"role": "positive", "parent": augmented_source, "chain": chains[job.attack]})
+        trains = job.attack in ("ftal", "prune+ftll")
+        assert (job.model_id != old_style) == (trains or job.attack == "int8"), job.attack
 
 
 def test_rebuild_retrains_nothing(smoke_cfg, smoke_zoo):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bench.registry import Registry
 from bench.training import (
@@ -103,9 +103,19 @@ class RemovalAttack(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     provenance_keys: ClassVar[tuple[str, ...]] = ()  # always shown in `provenance()` (flattened names)
+    revision: ClassVar[int] = 0  # bump when the output for an unchanged config changes (enters the model id when > 0)
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
+
+    def output_revision(self) -> int:
+        """The revision of this config's output; the zoo hashes it into the model id when > 0, so a
+        fix that changes an attack's output rebuilds exactly the models it affects."""
+        return self.revision
+
+    def uses_training_data(self) -> bool:
+        """True if the attack trains on a data split (so `data.augment` changes its output)."""
+        return isinstance(self.config, AttackTrainingConfig) and self.config.epochs > 0
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
@@ -199,8 +209,14 @@ def source_outputs(source: nn.Module, x: torch.Tensor, batch_size: int = 512) ->
 
 def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str, batch_size: int, seed: int,
                   limit: int | None = None, soft_temperature: float | None = None) -> DataLoader:
-    """A shuffled loader over `split` with ground-truth labels, the source's hard labels, or its
-    temperature-softened probabilities (`soft_temperature`), drawn from the first `limit` samples."""
+    """A shuffled loader over the first `limit` samples of `split` with ground-truth labels, the
+    source's hard labels, or its temperature-softened probabilities (`soft_temperature`).
+
+    Training images follow the recipe: with `data.augment` on they come from the datamodule's
+    augmenting training dataset (fresh crops every epoch), as the source's did. The source labels
+    its samples once, on the clean images (one query per sample), like an attacker labelling a
+    dataset; each augmented view keeps its clean sample's label.
+    """
     if split not in ATTACK_SPLITS:
         raise ValueError(f"split='{split}' is not one of {', '.join(ATTACK_SPLITS)}.")
     if labels not in LABEL_SOURCES:
@@ -209,8 +225,46 @@ def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str
     if labels == "source" or soft_temperature is not None:
         logits = source_outputs(source, x)
         y = (logits / soft_temperature).softmax(dim=1) if soft_temperature is not None else logits.argmax(dim=1)
+    if augments(ctx.datamodule):
+        dataset: Dataset = RelabelledDataset(ctx.datamodule.dataset(split, train=True), y)
+    else:  # un-augmented: the materialised tensors themselves
+        dataset = TensorDataset(x, y)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
+
+
+def augments(datamodule: Any) -> bool:
+    """True if the datamodule's recipe asks for augmented training batches (`data.augment`)."""
+    return bool(getattr(getattr(datamodule, "cfg", None), "augment", False))
+
+
+class RelabelledDataset(Dataset):
+    """The first `len(targets)` items of `base` (in split order) with their labels replaced by `targets`.
+
+    Whole batches are fetched through `base.__getitems__` when it has one (vectorised augmentation).
+
+    Args:
+        base: a split's dataset, e.g. `datamodule.dataset(split, train=True)`.
+        targets: one label (int64) or probability row (float) per item, in split order.
+    """
+
+    def __init__(self, base: Dataset, targets: torch.Tensor) -> None:
+        if len(targets) > len(base):  # type: ignore[arg-type]
+            raise ValueError(f"{len(targets)} targets for a dataset of {len(base)} items.")  # type: ignore[arg-type]
+        self.base, self.targets = base, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        fetch = getattr(self.base, "__getitems__", None)
+        samples = fetch(list(items)) if fetch is not None else [self.base[i] for i in items]
+        return [(x, self.targets[i]) for (x, _), i in zip(samples, items)]
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= item < len(self):
+            raise IndexError(f"index {item} out of range for {len(self)} items")
+        return self.__getitems__([item % len(self)])[0]
 
 
 ATTACKS: Registry[type[RemovalAttack]] = Registry("attack")

@@ -4,6 +4,11 @@ stored back as float32, so every architecture, device and consumer of the zoo ke
 A removal attack users meet in deployment (e.g. `torch.ao.quantization`, TensorRT, fp16 export):
 no training, no data. Every conv/linear weight is quantised; biases, BatchNorm and the
 normalisation buffers stay float32 (as int8 backends keep biases in higher precision).
+
+int8 uses PyTorch's own machinery, so the grid is exactly the one `torch.ao.quantization` deploys:
+a MinMax observer (`PerChannelMinMaxObserver` on dim 0, or `MinMaxObserver`) with dtype qint8 and
+PyTorch's default range [-128, 127] (no reduce_range) computes scale and zero point, and
+`torch.fake_quantize_per_channel_affine` / `torch.fake_quantize_per_tensor_affine` round and map back.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
 
 from bench.zoo.attacks.base import (
     ATTACKS,
@@ -31,11 +37,11 @@ QUANT_SCOPES = ("per_channel", "per_tensor")
 @dataclass
 class QuantizeConfig:
     """Defaults: int8, per-channel, symmetric: PyTorch's default weight observer for conv/linear
-    (`per_channel_symmetric`, fbgemm/x86)."""
+    (`default_per_channel_weight_observer`: per_channel_symmetric, qint8, [-128, 127]; fbgemm/x86/onednn)."""
 
     dtype: str = "int8"  # int8 | fp16
-    scope: str = "per_channel"  # int8 only: one scale per output channel | one per tensor
-    symmetric: bool = True  # int8 only: grid -127..127 around 0 | affine -128..127 with a zero point
+    scope: str = "per_channel"  # int8 only: one scale per output channel (dim 0) | one per tensor
+    symmetric: bool = True  # int8 only: PyTorch's *_symmetric (scale amax/127.5, zero point 0) | *_affine (min/max, zero point)
     seed: int = 0  # unused (deterministic); kept so every attack config has one
     attack_name: ClassVar[str] = "quantize"
 
@@ -44,32 +50,27 @@ class QuantizeConfig:
         check_choice("quantize.scope", self.scope, QUANT_SCOPES)
 
 
-def int8_scales(weight: torch.Tensor, per_channel: bool, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, zero_point) broadcastable to `weight`; per channel = along dim 0 (output channels)."""
-    w = weight.detach().float()
-    if per_channel and w.dim() > 1:
-        flat = w.flatten(1)
-        w_min, w_max = flat.min(dim=1).values, flat.max(dim=1).values
-        shape = (-1,) + (1,) * (w.dim() - 1)
-    else:
-        w_min, w_max, shape = w.min().reshape(1), w.max().reshape(1), (1,) * w.dim()
-    tiny = torch.finfo(torch.float32).tiny
-    if symmetric:
-        scale = (torch.maximum(w_max.abs(), w_min.abs()) / 127).clamp_min(tiny)
-        zero_point = torch.zeros_like(scale)
-    else:  # the range always contains 0, so 0 is exactly representable
-        w_min, w_max = w_min.clamp(max=0), w_max.clamp(min=0)
-        scale = ((w_max - w_min) / 255).clamp_min(tiny)
-        zero_point = (-128 - torch.round(w_min / scale)).clamp(-128, 127)
-    return scale.view(shape), zero_point.view(shape)
+def int8_observer(per_channel: bool, symmetric: bool) -> MinMaxObserver | PerChannelMinMaxObserver:
+    """PyTorch's MinMax weight observer for qint8 with its default range [-128, 127] (reduce_range off)."""
+    if per_channel:
+        qscheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
+        return PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=qscheme)
+    qscheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+    return MinMaxObserver(dtype=torch.qint8, qscheme=qscheme)
 
 
 def fake_quantize_int8(weight: torch.Tensor, per_channel: bool, symmetric: bool) -> torch.Tensor:
-    """Round `weight` to its int8 grid and map it back to float32 (error <= scale / 2 per entry)."""
-    scale, zero_point = int8_scales(weight, per_channel, symmetric)
-    low, high = (-127, 127) if symmetric else (-128, 127)
-    q = (torch.round(weight.detach().float() / scale) + zero_point).clamp(low, high)
-    return ((q - zero_point) * scale).to(weight.dtype)
+    """`weight` rounded to the int8 grid PyTorch's observer picks for it, as float (error <= scale / 2)."""
+    w = weight.detach().float()
+    observer = int8_observer(per_channel, symmetric)
+    observer(w)
+    scale, zero_point = observer.calculate_qparams()
+    low, high = observer.quant_min, observer.quant_max
+    if per_channel:
+        rounded = torch.fake_quantize_per_channel_affine(w, scale, zero_point.to(torch.int32), 0, low, high)
+    else:
+        rounded = torch.fake_quantize_per_tensor_affine(w, float(scale), int(zero_point), low, high)
+    return rounded.to(weight.dtype)
 
 
 @ATTACKS.register("quantize")
@@ -82,6 +83,11 @@ class Quantize(RemovalAttack):
     name = "quantize"
     Config = QuantizeConfig
     provenance_keys = ("dtype", "scope")
+    revision = 1  # 1: int8 grids come from PyTorch's observers (were scale amax/127 on [-127, 127])
+
+    def output_revision(self) -> int:
+        """fp16 output never changed, so its models keep revision 0 (and their ids)."""
+        return 0 if self.config.dtype == "fp16" else self.revision
 
     def provenance(self) -> str:
         """`quantize(dtype=int8,scope=per_channel)`; fp16 ignores scope and symmetric, so they are not shown."""
