@@ -1,5 +1,6 @@
 # The two commands of the README. Both set everything up themselves and are idempotent:
-#   make quickstart   # venv + install + Fashion-MNIST, then the quickstart benchmark
+#   make quickstart   # venv + install + Fashion-MNIST, then the quickstart benchmark into local_results/,
+#                     # compared with the published results/ (publish: fpbench run ... paths.results_dir=results)
 #   make test         # venv + install, then the default test suite
 # On a machine with a GPU nothing changes: Lightning's accelerator=auto picks it up.
 

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep")
     sweep.add_argument("--wandb-config", metavar="PATH", help="write a W&B sweep definition to PATH and exit")
     board = sub.add_parser("leaderboard", help="regenerate results/leaderboard.md (+ .csv) from result files")
-    board.add_argument("--results-dir", default="results")
+    board.add_argument("--results-dir", default="results",
+                       help="results tree to aggregate (default: results, the published board; yours: local_results)")
     board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
@@ -106,12 +107,22 @@ def _check_paths(cfg) -> None:  # noqa: ANN001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from bench import published as pub
     from bench.evaluate import run_benchmark, summary_lines
 
     cfg = load_recipe(args.recipe, args.overrides)
+    if cfg.paths.published_dir is None and pub.default_published_dir() is None:  # an installed package
+        found = pub.default_published_dir(args.recipe)  # then the checkout holding the recipe
+        if found is not None:
+            cfg = load_recipe(args.recipe, [*args.overrides, f"paths.published_dir={found}"])
     _check_paths(cfg)
+    if pub.writes_published(cfg) and not cfg.paths.overwrite_published:
+        log.warning("paths.results_dir=%s is the published benchmark: a result there whose numbers differ from "
+                    "this run's is kept, not replaced (paths.overwrite_published=true replaces it).", cfg.paths.results_dir)
     outcome = run_benchmark(cfg, progress=_progress(cfg, args))
     print("\n".join(summary_lines(outcome)))
+    folder = pub.published_dir(cfg)
+    print("\n".join(pub.comparison_lines(pub.compare_with_published({**outcome.results, **outcome.refused}, folder), folder)))
     return 1 if outcome.failed else 0
 
 

@@ -31,8 +31,10 @@ class ConfigError(ValueError):
 class PathsConfig:
     data_dir: str = "data"  # datasets (Fashion-MNIST IDX files, CIFAR, ImageNet folder)
     zoo_dir: str = "zoo"  # zoos live at <zoo_dir>/<zoo.name>/
-    results_dir: str = "results"  # result JSON, plots, leaderboard
+    results_dir: str = "local_results"  # your result JSON, plots, leaderboard (git-ignored; `results` publishes)
     cache_dir: str = ".cache/fpbench"  # fingerprints, Lightning and W&B scratch, matplotlib cache
+    published_dir: str | None = None  # the published benchmark to compare with; None: results/ of this checkout
+    overwrite_published: bool = False  # allow a run to replace a published result whose numbers differ
 
 
 @dataclass

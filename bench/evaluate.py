@@ -21,6 +21,7 @@ from bench.config import run_config, run_config_sha256, to_dict
 from bench.io import sha256_json
 from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
 from bench.oracle import Oracle
+from bench.published import overwrite_decision
 from bench.results import make_result, result_path, write_result
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
 from bench.zoo.pool_plan import pool_jobs_for, pool_summary
@@ -48,6 +49,7 @@ class BenchmarkOutcome:
     zoo: BuildReport
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # result path -> result
     failed: dict[str, str] = field(default_factory=dict)  # method -> error (its result is not written)
+    refused: dict[str, dict[str, Any]] = field(default_factory=dict)  # result path -> result a published file kept out
     leaderboard: Path | None = None
     plots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -221,8 +223,18 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
             fpr_targets=list(cfg.eval.fpr_targets), bootstrap=bootstrap,
             git_path=Path(__file__).resolve().parent.parent)
         result["fingerprint"] = {k: v for k, v in (run.fingerprint.meta or {}).items() if _is_scalar(v)}
+        # Did generation reach the method's own target? (None: the method has none; the leaderboard marks misses.)
+        result["fingerprint"]["generation_target"] = run.method.generation_target(run.fingerprint)
         path = result_path(cfg.paths.results_dir, zoo_info["name"], run.entry["name"], run.config_sha256, cfg.seed)
-        write_result(result, path)
+        action, reason = overwrite_decision(cfg, path, result)  # a published result is never replaced silently
+        if action == "refuse":
+            log.error("%s: %s", run.entry["name"], reason)
+            outcome.failed[run.entry["name"]], outcome.refused[str(path)] = reason, result
+            continue
+        if action == "write":
+            write_result(result, path)
+        else:
+            log.info("%s: %s", run.entry["name"], reason)
         outcome.results[str(path)] = result
         tracking.log_result(cfg, result, path)
 
@@ -231,18 +243,30 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool)) or value is None
 
 
+def missed_target_line(result: dict[str, Any]) -> str:
+    """A summary line for a result whose fingerprint missed its generation target ("" when met or none)."""
+    target = (result.get("fingerprint") or {}).get("generation_target")
+    if not target or target["met"]:
+        return ""
+    name = result["method"]["name"]
+    return (f"TARGET MISSED {name} [{result['config_sha256'][:8]}]: {target['name']} {target['achieved']:.3f} < "
+            f"floor {target['floor']:.3f}: generation missed its target (docs/methods/{name}.md, Generation target)")
+
+
 def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
     """What `fpbench run` prints: one line per result, then where the leaderboard and plots are."""
     lines = [f"{'method':<14} {'AUC':>6} {'T1%F':>6} {'T10%F':>6} {'n+':>4} {'n-':>4} {'queries':>8} {'gen s':>7} {'verify s':>8}"]
-    for result in outcome.results.values():
+    for path, result in {**outcome.results, **outcome.refused}.items():
         m, t = result["metrics"], result["timing_s"]
         tpr = m["tpr_at_fpr"]
         lines.append(f"{result['method']['name']:<14} {m['auc']:>6.3f} {tpr.get('0.01', float('nan')):>6.3f} "
                      f"{tpr.get('0.1', float('nan')):>6.3f} {m['n_positive']:>4} {m['n_negative']:>4} "
                      f"{result['queries_per_suspect']:>8.0f} {t['generate']:>7.1f} {t['verify']:>8.2f}"
-                     f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}")
+                     f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}"
+                     f"{'  (NOT WRITTEN: a published result differs)' if path in outcome.refused else ''}")
     notes = sorted({r["metrics"]["resolution_note"] for r in outcome.results.values() if r["metrics"].get("resolution_note")})
     lines += [f"note: {note}" for note in notes]
+    lines += [missed_target_line(r) for r in outcome.results.values() if missed_target_line(r)]
     lines += [f"FAILED {name}: {error}" for name, error in outcome.failed.items()]
     lines.append(f"results: {', '.join(outcome.results)}")
     lines.append(f"leaderboard: {outcome.leaderboard}; plots: {', '.join(str(p) for p in outcome.plots)}")

@@ -116,12 +116,34 @@ def run_perf(names: list[str] | None, results_dir: str | os.PathLike, overrides:
     return paths
 
 
+def _relative(word: str) -> str:
+    """An absolute path inside the repository (alone or as `key=path`) made relative to it; else `word`."""
+    key, sep, value = word.rpartition("=") if "=" in word else ("", "", word)
+    if not Path(value).is_absolute():
+        return word
+    try:
+        return f"{key}{sep}{Path(value).resolve().relative_to(REPO.resolve()).as_posix()}"
+    except ValueError:
+        return word
+
+
+def portable_argv(argv: list[str]) -> list[str]:
+    """The command line as recorded: the program by its name, paths inside the repository relative to it."""
+    return [Path(argv[0]).name, *map(_relative, argv[1:])] if argv else []
+
+
+def portable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as recorded: recipe paths relative to the repository."""
+    return {k: _relative(v) if k.endswith("recipe") and isinstance(v, str) else v for k, v in settings.items()}
+
+
 def _run_one(name: str, run: PerfRun, overrides: list[str]) -> dict[str, Any]:
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "name": name, "status": "ok",
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["fpbench", "perf", name, *overrides]), "argv": list(sys.argv),
-        "settings": dataclasses.asdict(run.settings), "overrides": run.overrides, "machine": machine_info()}
+        "command": " ".join(["fpbench", "perf", name, *overrides]), "argv": portable_argv(sys.argv),
+        "settings": portable_settings(dataclasses.asdict(run.settings)), "overrides": run.overrides,
+        "machine": machine_info()}
     start = time.perf_counter()
     try:
         figures = BENCHMARKS.get(name)(run)

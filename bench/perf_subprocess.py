@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.perf import BENCHMARKS, PerfRun
+from bench.perf import BENCHMARKS, PerfRun, portable_argv
 
 TARGET_QUICKSTART_S = 600.0  # the quickstart (zoo + all methods) in 10 minutes on 2 CPU cores
 
@@ -44,7 +44,14 @@ def run_measured(command: list[str], log_path: Path, timeout_s: float) -> dict[s
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     tail = log_path.read_text(errors="replace").splitlines()[-25:]
     return {"wall_seconds": seconds, "peak_rss_mb": usage.ru_maxrss / scale, "returncode": proc.returncode,
-            "timed_out": timed_out, "command": " ".join(command), "log_tail": tail}
+            "timed_out": timed_out, "command": portable_command(command, log_path.parent), "log_tail": tail}
+
+
+def portable_command(command: list[str], workdir: Path) -> str:
+    """The command as recorded: `python` for this interpreter, repository paths relative, the temporary
+    work folder as `<workdir>` (records never hold this machine's paths)."""
+    words = ["python" if word == sys.executable else word.replace(str(workdir), "<workdir>") for word in command]
+    return " ".join(portable_argv(["python", *words[1:]]))
 
 
 def _workdir(name: str) -> Path:

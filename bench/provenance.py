@@ -1,12 +1,13 @@
-"""Provenance of a result: the package versions and the git commit it was computed with.
+"""Provenance of a result: the package versions, the git commit and the hardware it was computed with.
 
-Informational fields of the result file (``versions``, ``git``): read cheaply (package metadata,
-two ``git`` calls), never needed to read a result back.
+Informational fields of the result file (``versions``, ``git``, ``hardware``): read cheaply
+(package metadata, two ``git`` calls, ``/proc/cpuinfo``), never needed to read a result back.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -69,3 +70,49 @@ def git_info(path: str | Path = ".") -> dict[str, Any]:
         return {"commit": None, "dirty": None}
     dirty = {0: False, 1: True}.get(diff.returncode)
     return {"commit": head.stdout.strip(), "dirty": dirty}
+
+
+def _cpu_model() -> str | None:
+    """The CPU's marketing name: ``/proc/cpuinfo`` on Linux, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or None
+
+
+def _cpus_available() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def collect_hardware() -> dict[str, Any]:
+    """What the result was computed on: CPU model and cores, GPUs, torch's thread count.
+
+    CPU training is not bit-reproducible across processors, so two results that differ may differ
+    only because they ran on different hardware; this field lets a reader see it.
+
+    Returns:
+        ``{"cpu": str | None, "cpu_count": int | None, "cpus_available": int | None, "gpus": [names],
+        "torch_threads": int, "machine": str, "system": str}``; ``gpus`` is empty without CUDA.
+    """
+    import torch
+
+    gpus: list[str] = []
+    if torch.cuda.is_available():
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": _cpus_available(),
+        "gpus": gpus,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }

@@ -1,8 +1,9 @@
 """The result file: one JSON per (zoo, method config, seed), validated on write and on read.
 
 Layout: ``<results_dir>/runs/<zoo>/<method>/<config_sha256[:8]>-s<seed>.json``. Numbers are JSON
-numbers (never strings, never NaN); ``created``, ``timing_s``, ``versions`` and ``git`` are
-informational, everything else is what the leaderboard and ``fpbench leaderboard --check`` read.
+numbers (never strings, never NaN); ``created``, ``timing_s``, ``versions``, ``git`` and the
+optional ``hardware`` are informational, everything else is what the leaderboard and
+``fpbench leaderboard --check`` read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from bench.io import atomic_write_json, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
-from bench.provenance import collect_versions, git_info
+from bench.provenance import collect_hardware, collect_versions, git_info
 
 SCHEMA_VERSION = 1
 
@@ -52,6 +53,11 @@ _POOL_MODEL = {
                               "fields": "list", "note": "str"},
 }
 _POOL_ROLES = ("surrogate", "reference")
+# The optional `fingerprint.generation_target` (null: the method has no generation target; results written before
+# it existed lack it): FingerprintMethod.generation_target in bench/methods/base.py.
+_TARGET = {"name": "str", "achieved": "num", "floor": "num", "met": "bool"}
+# The optional `hardware` (results written before it existed lack it): see bench.provenance.collect_hardware.
+_HARDWARE = {"cpu": ("str", None), "cpu_count": ("int", None), "gpus": "list", "torch_threads": "int"}
 _SCHEMA: dict[str, Any] = {
     "schema_version": "int",
     "created": "str",
@@ -184,6 +190,15 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
     _check_numbers(d["metrics"]["tpr_at_fpr"], "metrics.tpr_at_fpr", where)
     if d["pool"] is not None:
         _check_pool(d["pool"], where)
+    fingerprint = d.get("fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, dict):
+        raise ResultError(f"{where}: field 'fingerprint' must be an object, got {_type_name(fingerprint)}.")
+    if fingerprint and fingerprint.get("generation_target") is not None:
+        _check_fields(fingerprint["generation_target"], _TARGET, "fingerprint.generation_target.", where)
+    if "hardware" in d:
+        _check_fields(d["hardware"], _HARDWARE, "hardware.", where)
+        if not all(isinstance(g, str) for g in d["hardware"]["gpus"]):
+            raise ResultError(f"{where}: field 'hardware.gpus' must be a list of GPU names (strings).")
 
 
 def _check_pool(pool: dict[str, Any], where: str) -> None:
@@ -212,7 +227,7 @@ def make_result(
     bootstrap: BootstrapConfig | None = None,
     git_path: str | Path | None = ".",
 ) -> dict[str, Any]:
-    """Assemble a validated result dict: metrics, hashes, versions and git state filled in.
+    """Assemble a validated result dict: metrics, hashes, versions, git state and hardware filled in.
 
     Args:
         seed: The run's seed.
@@ -254,6 +269,7 @@ def make_result(
         "timing_s": timing_s,
         "versions": collect_versions(),
         "git": git_info(git_path) if git_path is not None else {"commit": None, "dirty": None},
+        "hardware": collect_hardware(),
     }
     validate_result(result)
     return result

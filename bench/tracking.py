@@ -70,15 +70,43 @@ def _wandb_run(settings: dict[str, Any], name: str, job_type: str, config: dict[
         run.finish()
 
 
+PER_MODEL_COLUMNS = ("model_id", "role", "group", "score", "queries", "test_acc", "source_agreement", "accuracy_drop")
+
+
+def per_model_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The W&B per-suspect table: columns and one row per scored suspect.
+
+    Beside detection, each row says whether the suspect is still a useful model: its test accuracy,
+    its label agreement with the source, and `accuracy_drop` = source test accuracy - its own
+    (None where the zoo did not record them, e.g. results written before they were).
+
+    Args:
+        result: A result dict (`bench.results`).
+
+    Returns:
+        (columns, rows), rows in `per_model` order.
+    """
+    source_acc = result["zoo"].get("source_test_acc")
+    rows = []
+    for record in result["per_model"]:
+        test_acc = record.get("test_acc")
+        drop = source_acc - test_acc if source_acc is not None and test_acc is not None else None
+        row = {**record, "test_acc": test_acc, "source_agreement": record.get("source_agreement"), "accuracy_drop": drop}
+        rows.append([row[c] for c in PER_MODEL_COLUMNS])
+    return list(PER_MODEL_COLUMNS), rows
+
+
 def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | None:
-    """Log one result to W&B (after it is on disk): config, summary metrics, per-model table,
-    ROC and score plots, and the result JSON as an artifact. Returns the run folder, or None."""
+    """Log one result to W&B (after it is on disk): config, summary metrics, per-model table (with each
+    suspect's test accuracy, source agreement and accuracy drop), ROC, score and score-vs-accuracy-drop
+    plots, and the result JSON as an artifact. Returns the run folder, or None."""
     settings = wandb_settings(cfg)
     if settings is None:
         return None
     import wandb
 
     from bench.report import plot_roc, plot_scores_box
+    from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
 
     name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"
     artifact = (f"result-{result['config_sha256'][:8]}-s{result['seed']}", "result", path)
@@ -88,11 +116,16 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
                    "queries_per_suspect": result["queries_per_suspect"], **{f"timing/{k}": v for k, v in result["timing_s"].items()}}
         summary.update({f"tpr_at_fpr/{k}": v for k, v in metrics["tpr_at_fpr"].items()})
         summary.update({f"group/{g}": v["mean_score"] for g, v in metrics["groups"].items()})
+        target = (result.get("fingerprint") or {}).get("generation_target")
+        if target:  # did generation reach the method's own target (docs/methods/<name>.md)?
+            summary.update({f"target/{k}": v for k, v in target.items()})
         run.summary.update(summary)
-        columns = ["model_id", "role", "group", "score", "queries"]
-        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in result["per_model"]])
+        columns, rows = per_model_table(result)
+        table = wandb.Table(columns=columns, data=rows)
         plots_dir = Path(settings["dir"]) / "plots" / name.replace("/", "_")
         images = {"roc": plot_roc([result], plots_dir / "roc.png"), "scores": plot_scores_box([result], plots_dir / "scores.png")}
+        if has_accuracy([result]):
+            images["score_vs_accuracy_drop"] = plot_score_vs_accuracy_drop([result], plots_dir / "score_vs_accuracy_drop.png")
         run.log({"per_model": table, **{k: wandb.Image(str(v)) for k, v in images.items()}})
         run_dir = run.dir
     return run_dir  # after the block: the artifact is attached when it closes

@@ -101,3 +101,23 @@ def test_benchmark(name, perf_dirs, benchmark):
         assert figures["same_ids"] and figures["max_test_acc_diff"] <= 0.02
         _positive_numbers(figures, "speedup_ray_vs_local", "ratio_ray_to_local_time")
     benchmark.extra_info.update({k: v for k, v in figures.items() if isinstance(v, (int, float, bool))})
+
+
+def test_records_hold_no_path_of_this_machine(tmp_path):
+    """Perf JSON is committed under results/: the command line, settings and subprocess commands are
+    recorded relative to the repository, the interpreter as `python`, a scratch folder as `<workdir>`."""
+    import sys
+
+    from bench.perf import REPO, portable_argv, portable_settings
+    from bench.perf_subprocess import portable_command
+
+    argv = [str(REPO / ".venv" / "bin" / "fpbench"), "perf", "generation", f"perf.recipe={REPO / 'recipes' / 'smoke.yaml'}"]
+    assert portable_argv(argv) == ["fpbench", "perf", "generation", "perf.recipe=recipes/smoke.yaml"]
+    settings = portable_settings({"recipe": str(REPO / "recipes" / "quickstart.yaml"), "repeats": 3})
+    assert settings == {"recipe": "recipes/quickstart.yaml", "repeats": 3}
+    command = [sys.executable, "-m", "bench", "run", str(REPO / "recipes" / "quickstart.yaml"),
+               f"paths.zoo_dir={tmp_path / 'zoo'}"]
+    assert portable_command(command, tmp_path) == "python -m bench run recipes/quickstart.yaml paths.zoo_dir=<workdir>/zoo"
+    for path in (REPO / "results" / "perf").glob("*.json"):  # the committed records
+        text = path.read_text()
+        assert str(REPO) not in text and sys.executable not in text, path.name

@@ -41,3 +41,25 @@ def test_git_info_commit_and_dirty_ignores_results(tmp_path: Path) -> None:
     assert git_info(tmp_path / "results") == {"commit": head, "dirty": False}
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_info(tmp_path) == {"commit": head, "dirty": True}
+
+
+def test_hardware_names_the_cpu_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch
+
+    from bench.provenance import collect_hardware
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    hardware = collect_hardware()
+    assert hardware["torch_threads"] == 3
+    assert hardware["cpu_count"] == os.cpu_count()
+    assert 1 <= hardware["cpus_available"] <= os.cpu_count()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        names = {line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")}
+        assert hardware["cpu"] in names
+    else:
+        assert hardware["cpu"]
+    assert hardware["gpus"] == ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                                if torch.cuda.is_available() else [])

@@ -1,6 +1,6 @@
 """bench.report: leaderboard (deterministic, golden file), plots, result checks.
 
-The golden files are ``tests/golden/leaderboard.{md,csv}``. After an intended change to the
+The golden files are ``tests/golden/leaderboard.{md,csv}`` and ``leaderboard_comparisons.csv``. After an intended change to the
 leaderboard format, regenerate them with::
 
     FPBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py
@@ -73,10 +73,14 @@ def test_leaderboard_rows(results_dir: Path) -> None:
     assert dict(zip(frame["method"], frame["trials"])) == {"adv_tra": 2, "ipguard": 2, "akh": 1}
     rows = frame.set_index("method")
     assert rows.loc["adv_tra", "paper"] == "1.00/1.00/1.00" and rows.loc["akh", "paper"] == ""
-    assert math.isnan(rows.loc["akh", "auc_std"]) and rows.loc["akh", "auc_ci"]  # one trial: CI shown
-    assert rows.loc["adv_tra", "auc_ci"] == "" and rows.loc["adv_tra", "auc_std"] >= 0  # several: std
+    # One trial: the result's own bootstrap CI over suspects; several: a t-interval over trials.
+    assert math.isnan(rows.loc["akh", "auc_std"]) and rows.loc["akh", "ci_over"] == "suspects"
+    assert rows.loc["akh", "auc_ci_low"] < rows.loc["akh", "auc"] <= rows.loc["akh", "auc_ci_high"]
+    assert rows.loc["adv_tra", "ci_over"] == "trials" and rows.loc["adv_tra", "auc_std"] >= 0
     assert rows.loc["adv_tra", "result_files"][0].startswith("runs/tiny/adv_tra/")
     assert (rows.loc["adv_tra", "n_pos"], rows.loc["adv_tra", "n_neg"]) == (12, 12)
+    assert len(set(frame["benchmark"])) == 1 and list(frame["variant"]) == list(frame["method"])
+    assert list(frame["rank"]) == [1, 1, 2]  # adv_tra and akh cannot be told apart; ipguard is worse
 
 
 def test_paper_value_matches_dataset_spelling() -> None:
@@ -86,12 +90,13 @@ def test_paper_value_matches_dataset_spelling() -> None:
 
 def test_leaderboard_is_byte_identical(results_dir: Path) -> None:
     md, csv = write_leaderboard(results_dir)
-    first = (md.read_bytes(), csv.read_bytes())
+    pairs = results_dir / "leaderboard_comparisons.csv"
+    first = (md.read_bytes(), csv.read_bytes(), pairs.read_bytes())
     assert write_leaderboard(results_dir) == (md, csv)
-    assert (md.read_bytes(), csv.read_bytes()) == first
+    assert (md.read_bytes(), csv.read_bytes(), pairs.read_bytes()) == first
 
 
-@pytest.mark.parametrize("name", ["leaderboard.md", "leaderboard.csv"])
+@pytest.mark.parametrize("name", ["leaderboard.md", "leaderboard.csv", "leaderboard_comparisons.csv"])
 def test_leaderboard_golden(results_dir: Path, name: str) -> None:
     write_leaderboard(results_dir)
     got = (results_dir / name).read_text(encoding="utf-8")

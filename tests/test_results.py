@@ -139,3 +139,24 @@ def test_check_result(result: dict[str, Any]) -> None:
     edited = copy.deepcopy(result)
     edited["per_model"][0]["score"] = -100.0  # a score edited after the metrics were computed
     assert any("metrics.auc" in p for p in check_result(edited))
+
+
+def test_hardware_recorded(result: dict[str, Any]) -> None:
+    hardware = result["hardware"]
+    assert hardware["cpu_count"] == os.cpu_count()
+    assert isinstance(hardware["torch_threads"], int) and hardware["torch_threads"] >= 1
+    assert isinstance(hardware["gpus"], list) and all(isinstance(g, str) for g in hardware["gpus"])
+
+
+def test_hardware_is_optional_but_checked(result: dict[str, Any]) -> None:
+    older = copy.deepcopy(result)
+    del older["hardware"]  # results written before the field existed still validate
+    validate_result(older)
+    for edit, field in ((lambda h: h.__setitem__("gpus", "H200"), "hardware.gpus"),
+                        (lambda h: h.__setitem__("gpus", [0]), "hardware.gpus"),
+                        (lambda h: h.pop("torch_threads"), "hardware.torch_threads"),
+                        (lambda h: h.__setitem__("cpu_count", "2"), "hardware.cpu_count")):
+        broken = copy.deepcopy(result)
+        edit(broken["hardware"])
+        with pytest.raises(ResultError, match=re.escape(f"'{field}'")):
+            validate_result(broken, "r.json")

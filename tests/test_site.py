@@ -136,6 +136,32 @@ def test_markup_in_data_is_escaped(tmp_path: Path) -> None:
     assert embedded_data(page)["rows"][0]["dataset"] == nasty
 
 
+def test_page_shows_ranks_and_paired_comparisons(site: Path) -> None:
+    page = site.read_text(encoding="utf-8")
+    rows = embedded_data(page)["rows"]
+    assert all(isinstance(r["rank"], int) and r["rank"] >= 1 for r in rows)  # no row below a target here
+    assert {r["zoo"] for r in rows if r["rank"] == 1} == {"tiny", "small"}  # ranks are per benchmark
+    assert '<th scope="col" data-key="rank"' in page and '<section id="comparisons">' in page
+    sections = re.findall(r'<section class="comparison" data-zoo="(\w+)"', page)
+    assert sorted(sections) == ["small", "tiny"]
+    assert page.count("<tr data-distinguishable=") == 3 + 3  # 3 rows per zoo: 3 pairs each
+
+
+def test_row_below_target_is_marked_and_unranked(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        for method, lift in (("uap", 0.5), ("akh", 0.1)):
+            result = synthetic_result("tiny", "cifar10", method, seed, lift)
+            if method == "uap":
+                result["fingerprint"] = {"generation_target": {"name": "fooling_rate", "achieved": 0.2, "floor": 0.7, "met": False}}
+            write_result(result, result_path(tmp_path, "tiny", method, result["config_sha256"], seed))
+    page = write_site(tmp_path).read_text(encoding="utf-8")
+    rows = {r["method"]: r for r in embedded_data(page)["rows"]}
+    assert rows["uap"]["rank"] is None and rows["uap"]["below_target"] and rows["akh"]["rank"] == 1
+    assert 'class="below-target" title="generation missed its target in 2 of 2 trial(s)' in page
+    assert '<li id="target-1">⚠1 `uap` (zoo `tiny`' in page and "fooling_rate 0.200 &lt; floor 0.700" in page
+    assert '<td data-key="rank" class="number">—</td>' in page
+
+
 def test_empty_results_dir(tmp_path: Path) -> None:
     page = write_site(tmp_path).read_text(encoding="utf-8")
     assert "No result files found." in page and embedded_data(page)["rows"] == []

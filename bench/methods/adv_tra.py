@@ -13,7 +13,13 @@ from tqdm.auto import tqdm
 
 from bench.methods.adv_tra_pipeline import UNRESOLVED, run_trajectories
 from bench.methods.adv_tra_steps import FAILURE_NAMES, Counter, StepRules
-from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
+from bench.methods.base import (
+    METHODS,
+    Fingerprint,
+    FingerprintMethod,
+    GenerationContext,
+    kept_fraction_target,
+)
 from bench.nets.frozen import frozen_copy
 
 if TYPE_CHECKING:
@@ -240,6 +246,14 @@ class AdvTra(FingerprintMethod):
             "fast_source": engine_info,
         }
         return Fingerprint(method=self.name, tensors=tensors, meta=meta)
+
+    def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
+        """Trajectories kept / n_fingerprints requested, floor 0.5 (docs/methods/adv_tra.md).
+
+        Not the success rate (successes / candidates tried): that measures the candidate budget,
+        and the scheduler stops trying once n_fingerprints have succeeded.
+        """
+        return kept_fraction_target("trajectories_kept_fraction", fp.meta["n_fingerprints"], fp.meta["n_requested"])
 
     def _draw_candidates(
         self, ctx: GenerationContext, candidates: int

@@ -90,7 +90,8 @@ class FingerprintMethod(ABC):
 
     Subclasses set `name`, `Config` (a dataclass), `access` and `version`, and implement `generate`
     and `score`. `measure` may return extra figures next to the score (e.g. ADV-TRA's detection
-    rate and agreement); the loop records every figure and ranks by `score`.
+    rate and agreement); the loop records every figure and ranks by `score`. `generation_target`
+    says whether the fingerprint reached what the method's generation aims for (None: no target).
     """
 
     name: ClassVar[str]
@@ -123,6 +124,42 @@ class FingerprintMethod(ABC):
     def measure(self, fp: Fingerprint, suspect: Oracle) -> dict[str, float]:
         """All figures for one suspect; must contain "score". Override to add more."""
         return {"score": float(self.score(fp, suspect))}
+
+    def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
+        """Whether generation reached the method's own target, read from `fp.meta` (works on cached fingerprints).
+
+        Override in methods whose generation can fall short of what their config asked for (UAP's
+        fooling rate, CAE's conferrable count, ...); the floor and its reason are documented in the
+        method's docs page. The loop writes the answer to `result["fingerprint"]["target"]` and the
+        leaderboard marks a row whose fingerprint missed it.
+
+        Returns:
+            None when the method has no generation target, else a `target_record`:
+            `{"name": str, "achieved": float, "floor": float, "met": bool}`.
+        """
+        return None
+
+
+# One rule for every count-based target (CAE's conferrable examples, ADV-TRA's trajectories,
+# IPGuard's converged seeds): at least half of what the config requested; the reason is in each
+# method's docs page, section "Generation target".
+KEPT_FRACTION_FLOOR = 0.5
+
+
+def target_record(name: str, achieved: float, floor: float) -> dict[str, Any]:
+    """The record of a generation target: `met` is `achieved >= floor`.
+
+    Args:
+        name: what was measured, e.g. "fooling_rate" or "kept_fraction".
+        achieved: the value the generation reached.
+        floor: the least value that counts as reaching the target.
+    """
+    return {"name": name, "achieved": float(achieved), "floor": float(floor), "met": bool(achieved >= floor)}
+
+
+def kept_fraction_target(name: str, kept: int, requested: int) -> dict[str, Any]:
+    """A count-based target: `kept / requested` against `KEPT_FRACTION_FLOOR`."""
+    return target_record(name, kept / requested, KEPT_FRACTION_FLOOR)
 
 
 METHODS: Registry[type[FingerprintMethod]] = Registry("method")

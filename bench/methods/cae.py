@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from bench.methods._common import (
     require_choice,
     require_pool_fields,
 )
-from bench.methods.base import METHODS, Fingerprint, GenerationContext
+from bench.methods.base import METHODS, Fingerprint, GenerationContext, kept_fraction_target
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -225,6 +225,10 @@ class Cae(PooledMethod):
         }
         return Fingerprint(method=self.name, tensors={k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                            meta=meta)
+
+    def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
+        """Conferrable examples kept / n_fingerprints requested, floor 0.5 (docs/methods/cae.md)."""
+        return kept_fraction_target("conferrable_kept_fraction", fp.meta["n_fingerprints"], fp.meta["n_requested"])
 
     def _optimise(self, source: nn.Module, surrogates: list[nn.Module], references: list[nn.Module],
                   x0: torch.Tensor, generator: torch.Generator, bar: tqdm) -> dict[str, torch.Tensor]:

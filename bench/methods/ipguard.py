@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,7 +19,13 @@ from bench.methods._common import (
     require,
     require_choice,
 )
-from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
+from bench.methods.base import (
+    METHODS,
+    Fingerprint,
+    FingerprintMethod,
+    GenerationContext,
+    kept_fraction_target,
+)
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -121,6 +127,14 @@ class Ipguard(FingerprintMethod):
         }
         return Fingerprint(method=self.name, tensors={k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                            meta=meta)
+
+    def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
+        """Seeds whose loss reached 0 / n_fingerprints requested, floor 0.5 (docs/methods/ipguard.md).
+
+        Counted the same with `keep_failures` (the kept but unconverged points are not what IPGuard
+        asks for: the source does not label them j with margin k).
+        """
+        return kept_fraction_target("converged_fraction", fp.meta["converged"], fp.meta["n_requested"])
 
     def _targets(self, logits: torch.Tensor, source_labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Target class j != i per seed: uniformly random, or the source's least likely class."""

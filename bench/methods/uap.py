@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from bench.methods._common import (
     require,
     require_pool_fields,
 )
-from bench.methods.base import METHODS, Fingerprint, GenerationContext
+from bench.methods.base import METHODS, Fingerprint, GenerationContext, target_record
 from bench.methods.uap_perturbation import fooling_rate, universal_perturbation
 
 if TYPE_CHECKING:
@@ -165,6 +165,14 @@ class Uap(PooledMethod):
                                "10/255: see docs/methods/uap.md) or max_passes, lower fooling_rate, or set "
                                "allow_below_target: true to keep the weaker fingerprint.")
         logger.warning("%s; kept because allow_below_target is true.", message)
+
+    def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
+        """v's fooling rate on the owner samples against the config's `fooling_rate` (docs/methods/uap.md).
+
+        Missed only with `allow_below_target`: otherwise generation fails below the target.
+        """
+        target = fp.meta.get("target_fooling_rate", self.config.fooling_rate)
+        return target_record("fooling_rate", fp.meta["fooling_rate"], target)
 
     def _train_encoder(self, vectors: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                        progress: bool) -> tuple[Encoder, list[float]]:

@@ -1,8 +1,11 @@
-"""Reports from result files: plots (``plots``) and the leaderboard (``leaderboard``)."""
+"""Reports from result files: plots (``plots``), the leaderboard (``leaderboard``, ``trials``), the page."""
 
 from bench.report.leaderboard import (
     COLUMNS,
+    COMPARISON_COLUMNS,
     PAPER_TABLE2,
+    Board,
+    build_board,
     build_leaderboard,
     check_results,
     leaderboard_csv,
@@ -12,10 +15,14 @@ from bench.report.leaderboard import (
 )
 from bench.report.plots import plot_group_heatmap, plot_roc, plot_scores_box, write_plots
 from bench.report.site import write_site as write_site  # the static page (results/site/)
+from bench.report.variants import variant_label
 
 __all__ = [
     "COLUMNS",
+    "COMPARISON_COLUMNS",
     "PAPER_TABLE2",
+    "Board",
+    "build_board",
     "build_leaderboard",
     "check_results",
     "leaderboard_csv",
@@ -24,6 +31,7 @@ __all__ = [
     "plot_group_heatmap",
     "plot_roc",
     "plot_scores_box",
+    "variant_label",
     "write_leaderboard",
     "write_plots",
 ]

@@ -1,16 +1,21 @@
-"""The leaderboard: one row per (zoo, method, config), built from result files only.
+"""The leaderboard: one row per (zoo, method, method version, config without the trial keys).
 
-Aggregation over trials (seeds): means and sample standard deviations (ddof=1) across trials. The
-per-result bootstrap CI is shown only when a row has exactly one trial: averaging the lows and
-highs of several trials' intervals is not a confidence interval of anything, so with several
-trials the spread is the std across trials. Output is byte-identical for the same files: rows and
-columns in a fixed order, fixed float formats, no timestamps.
+Rows, trials, benchmarks, paired comparisons and rank groups are defined in :mod:`bench.report.trials`
+and ``docs/leaderboard.md``. A row's trials are aggregated as mean ± sample sd (ddof=1) with a
+Student-t CI over trials; a single-trial row shows that result's bootstrap CI over suspects instead.
+Rows of one benchmark are compared pairwise (hierarchical paired bootstrap of the AUC difference) and
+grouped into ranks. A row whose fingerprint missed its generation target in any trial is marked and
+not ranked. Output is byte-identical for the same files: fixed orders and float formats, seeded
+bootstraps, no timestamps.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +23,22 @@ import pandas as pd
 
 from bench.io import atomic_write_text
 from bench.metrics import format_fpr
+from bench.report import trials as tr
+from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
+from bench.report.variants import is_default, method_config, variant_label
 from bench.results import ResultError, check_result, iter_results, list_result_files, read_result
 
+log = logging.getLogger(__name__)
+
 COLUMNS = [
-    "zoo", "dataset", "method", "config", "trials", "auc", "auc_std", "auc_ci", "t1f", "t1f_std",
-    "t10f", "t10f_std", "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "result_files",
+    "zoo", "dataset", "benchmark", "rank", "method", "variant", "config", "version", "trials",
+    "auc", "auc_std", "auc_ci_low", "auc_ci_high", "ci_over",
+    "t1f", "t1f_std", "t1f_ci_low", "t1f_ci_high", "t10f", "t10f_std", "t10f_ci_low", "t10f_ci_high",
+    "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
+]  # fmt: skip
+COMPARISON_COLUMNS = [
+    "zoo", "dataset", "benchmark", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
+    "ci_low", "ci_high", "confidence", "p_value", "n_boot", "distinguishable", "note",
 ]  # fmt: skip
 
 # AUC/T1%F/T10%F reported in the ADV-TRA paper's Table 2 (reported, not measured here).
@@ -35,6 +51,7 @@ PAPER_TABLE2: dict[tuple[str, str], str] = {
     ("adv_tra", "imagenet"): "0.96/0.88/0.90",
 }
 T1F, T10F = format_fpr(0.01), format_fpr(0.1)
+FIGURES = (("auc", None), ("t1f", T1F), ("t10f", T10F))  # (column prefix, tpr_at_fpr key; None = AUC)
 
 
 def paper_value(method: str, dataset: str) -> str:
@@ -42,143 +59,164 @@ def paper_value(method: str, dataset: str) -> str:
     return PAPER_TABLE2.get((method.lower(), re.sub(r"[^a-z0-9]", "", dataset.lower())), "")
 
 
+@dataclass
+class Board:
+    """The leaderboard (:data:`COLUMNS`) and its paired comparisons (:data:`COMPARISON_COLUMNS`)."""
+
+    rows: pd.DataFrame
+    comparisons: pd.DataFrame
+
+
+@dataclass
+class _Row:
+    key: tuple[str, str, str, str]
+    benchmark: str
+    trials: dict[tr.TrialKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def results(self) -> dict[tr.TrialKey, dict[str, Any]]:
+        return {k: r for k, (_, r) in sorted(self.trials.items(), key=lambda kv: tr.trial_sort_key(kv[0]))}
+
+
+def _figure(result: dict[str, Any], tpr_key: str | None) -> float:
+    value = result["metrics"]["auc"] if tpr_key is None else result["metrics"]["tpr_at_fpr"].get(tpr_key)
+    return math.nan if value is None else float(value)
+
+
+def _suspect_ci(result: dict[str, Any], tpr_key: str | None) -> tuple[float, float]:
+    ci = result["metrics"].get("ci") or {}
+    pair = ci.get("auc") if tpr_key is None else (ci.get("tpr_at_fpr") or {}).get(tpr_key)
+    return (float(pair[0]), float(pair[1])) if pair else (math.nan, math.nan)
+
+
+def _target_note(misses: list[tuple[tr.TrialKey, dict[str, Any]]], trials: int) -> str:
+    if not misses:
+        return ""
+    parts = [f"{t.get('name', 'target')} {float(t.get('achieved', math.nan)):.3f} < floor "
+             f"{float(t.get('floor', math.nan)):.3f} ({tr.format_trial(k)})" for k, t in misses]  # fmt: skip
+    return f"generation missed its target in {len(misses)} of {trials} trial(s): " + "; ".join(parts)
+
+
+def _record(row: _Row, label: str) -> dict[str, Any]:
+    results = row.results()
+    first = next(iter(results.values()))
+    _, confidence, _ = tr.bootstrap_settings(first)
+    zoo, method, version, config = row.key
+    record: dict[str, Any] = {
+        "zoo": zoo, "dataset": first["zoo"]["dataset"], "benchmark": row.benchmark[:8], "rank": None,
+        "method": method, "variant": label, "config": config[:8], "version": version, "trials": len(results),
+    }  # fmt: skip
+    for name, tpr_key in FIGURES:
+        stats = tr.spread([_figure(r, tpr_key) for r in results.values()], confidence)
+        low, high = (stats.low, stats.high) if len(results) > 1 else _suspect_ci(first, tpr_key)
+        record.update({name: stats.mean, f"{name}_std": stats.std, f"{name}_ci_low": low, f"{name}_ci_high": high})
+    record["ci_over"] = "" if math.isnan(record["auc_ci_low"]) else ("trials" if len(results) > 1 else "suspects")
+    misses = tr.target_misses(results.items())
+    record.update({
+        # The smallest count over trials: the figure rests on at least this many suspects.
+        "n_pos": min(int(r["metrics"]["n_positive"]) for r in results.values()),
+        "n_neg": min(int(r["metrics"]["n_negative"]) for r in results.values()),
+        "queries": _mean([float(r["queries_per_suspect"]) for r in results.values()]),
+        "gen_s": _mean([float(r["timing_s"]["generate"]) for r in results.values()]),
+        "verify_s": _mean([float(r["timing_s"]["verify"]) for r in results.values()]),
+        "paper": paper_value(method, first["zoo"]["dataset"]) if is_default(method, method_config(first)) else "",
+        "below_target": bool(misses), "target_note": _target_note(misses, len(results)),
+        "result_files": [rel for _, (rel, _) in sorted(row.trials.items(), key=lambda kv: tr.trial_sort_key(kv[0]))],
+    })  # fmt: skip
+    return record
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _std(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    if len(finite) < 2:
-        return math.nan
-    mean = sum(finite) / len(finite)
-    return math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+def _group(files: list[tuple[str, dict[str, Any]]]) -> list[_Row]:
+    rows: dict[tuple[str, str, str, str], _Row] = {}
+    for rel, result in files:
+        key = tr.row_key(result)
+        row = rows.setdefault(key, _Row(key, tr.benchmark_key(result)))
+        trial = tr.trial_key(result)
+        if trial in row.trials:  # cannot happen for files written by fpbench (same config, same path)
+            log.warning("%s repeats trial %s of %s; kept %s.", rel, tr.format_trial(trial), key[1], row.trials[trial][0])
+            continue
+        row.trials[trial] = (rel, result)
+    return [rows[k] for k in sorted(rows)]
 
 
-def _tpr(result: dict[str, Any], key: str) -> float:
-    value = result["metrics"]["tpr_at_fpr"].get(key)
-    return math.nan if value is None else float(value)
+def _labels(rows: list[_Row]) -> dict[tuple[str, str, str, str], str]:
+    """Variant label per row; two versions of one method config in one benchmark get ``v<version>``."""
+    labels = {row.key: variant_label(row.key[1], method_config(next(iter(row.results().values()))), row.key[3][:8])
+              for row in rows}  # fmt: skip
+    count: dict[tuple[str, str], int] = {}
+    for row in rows:
+        count[(row.benchmark, labels[row.key])] = count.get((row.benchmark, labels[row.key]), 0) + 1
+    return {row.key: labels[row.key] + (f" v{row.key[2]}" if count[(row.benchmark, labels[row.key])] > 1 else "")
+            for row in rows}  # fmt: skip
 
 
-def _auc_ci(results: list[dict[str, Any]]) -> str:
-    ci = results[0]["metrics"]["ci"]
-    if len(results) != 1 or not ci:
-        return ""
-    low, high = ci["auc"]
-    return f"{low:.3f}–{high:.3f}"
+def _sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    rank = record["rank"] if record["rank"] is not None else 10**9
+    auc = -record["auc"] if not math.isnan(record["auc"]) else math.inf
+    return record["zoo"], record["benchmark"], rank, auc, record["variant"], record["config"], record["version"]
 
 
-def _row(key: tuple[str, str, str], group: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    results = [r for _, r in group]
-    first = results[0]
-    aucs = [float(r["metrics"]["auc"]) for r in results]
-    t1 = [_tpr(r, T1F) for r in results]
-    t10 = [_tpr(r, T10F) for r in results]
-    return {
-        "zoo": key[0],
-        "dataset": first["zoo"]["dataset"],
-        "method": key[1],
-        "config": key[2][:8],
-        "trials": len(results),
-        "auc": _mean(aucs),
-        "auc_std": _std(aucs),
-        "auc_ci": _auc_ci(results),
-        "t1f": _mean(t1),
-        "t1f_std": _std(t1),
-        "t10f": _mean(t10),
-        "t10f_std": _std(t10),
-        # The smallest count over trials: the figure rests on at least this many suspects.
-        "n_pos": min(int(r["metrics"]["n_positive"]) for r in results),
-        "n_neg": min(int(r["metrics"]["n_negative"]) for r in results),
-        "queries": _mean([float(r["queries_per_suspect"]) for r in results]),
-        "gen_s": _mean([float(r["timing_s"]["generate"]) for r in results]),
-        "verify_s": _mean([float(r["timing_s"]["verify"]) for r in results]),
-        "paper": paper_value(key[1], first["zoo"]["dataset"]),
-        "result_files": [rel for rel, _ in group],
-    }
+def _benchmark(rows: list[_Row], records: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rank one benchmark's rows (in place) and return its comparisons, pairs in row order."""
+    ids = {row.key: "|".join((records[row.key]["variant"], row.key[3], row.key[2])) for row in rows}
+    first = next(iter(rows[0].results().values()))
+    n_boot, confidence, seed = tr.bootstrap_settings(first)
+    ordered = sorted(rows, key=lambda r: _sort_key(records[r.key]))
+    comparisons: dict[tuple[str, str], tr.Comparison] = {}
+    out = []
+    for a, b in combinations(ordered, 2):
+        comparison = tr.paired_comparison(a.results(), b.results(), n_boot, confidence, seed)
+        comparisons[(ids[a.key], ids[b.key])] = comparison
+        ra, rb = records[a.key], records[b.key]
+        out.append({
+            "zoo": ra["zoo"], "dataset": ra["dataset"], "benchmark": ra["benchmark"], "a": ra["variant"],
+            "b": rb["variant"], "a_config": ra["config"], "b_config": rb["config"],
+            "shared_trials": comparison.shared_trials, "delta_auc": comparison.delta, "ci_low": comparison.low,
+            "ci_high": comparison.high, "confidence": confidence, "p_value": comparison.p_value,
+            "n_boot": comparison.n_boot,
+            "distinguishable": ("yes" if comparison.distinguishable else "no") if comparison.compared else "not compared",
+            "note": comparison.note,
+        })  # fmt: skip
+    means = {ids[r.key]: records[r.key]["auc"] for r in rows if not records[r.key]["below_target"]}
+    ranks = tr.rank_groups(means, comparisons)
+    for row in rows:
+        records[row.key]["rank"] = ranks.get(ids[row.key])
+    return out
 
 
-def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:
-    """Aggregate every result file under ``results_dir/runs`` into the leaderboard table.
+def build_board(results_dir: str | Path) -> Board:
+    """Aggregate every result file under ``results_dir/runs`` into rows and paired comparisons.
 
     Args:
         results_dir: Root of the results tree.
 
     Returns:
-        One row per (zoo, method, config_sha256) with the columns in :data:`COLUMNS`;
-        ``result_files`` holds POSIX paths relative to ``results_dir``. Sorted by zoo, AUC
-        descending, method, config. ``*_std`` is NaN with one trial.
+        The :class:`Board`. Rows are sorted by zoo, benchmark, rank (unranked last), AUC
+        descending, variant; ``result_files`` holds POSIX paths relative to ``results_dir``,
+        ordered by trial; ``rank`` is missing (pandas NA) for a row that is not ranked.
 
     Raises:
         ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
-    groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any]]]] = {}
-    for path, result in iter_results(root):
-        key = (result["zoo"]["name"], result["method"]["name"], result["config_sha256"])
-        groups.setdefault(key, []).append((path.relative_to(root).as_posix(), result))
-    rows = [_row(key, groups[key]) for key in sorted(groups)]
-    rows.sort(key=lambda r: (r["zoo"], -r["auc"], r["method"], r["config"], r["result_files"]))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    rows = _group([(path.relative_to(root).as_posix(), result) for path, result in iter_results(root)])
+    labels = _labels(rows)
+    records = {row.key: _record(row, labels[row.key]) for row in rows}
+    comparisons: list[dict[str, Any]] = []
+    for benchmark in sorted({row.benchmark for row in rows}):
+        comparisons += _benchmark([r for r in rows if r.benchmark == benchmark], records)
+    frame = pd.DataFrame(sorted(records.values(), key=_sort_key), columns=COLUMNS)
+    frame["rank"] = frame["rank"].astype("Int64")
+    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS))
 
 
-def _fmt(value: float, decimals: int = 3) -> str:
-    return "" if math.isnan(value) else f"{value:.{decimals}f}"
-
-
-def _with_spread(mean: float, std: float, ci: str = "") -> str:
-    if math.isnan(mean):
-        return "n/a"
-    text = _fmt(mean)
-    if not math.isnan(std):
-        return f"{text} ± {_fmt(std)}"
-    return f"{text} [{ci}]" if ci else text
-
-
-_HEADER = """\
-# fpbench leaderboard
-
-Generated by `fpbench leaderboard` from the result files under `runs/` only; do not edit by hand.
-
-- **AUC**: area under the ROC curve of suspect scores, positives (derived from the source) vs
-  negatives (independent models).
-- **T1%F / T10%F**: the largest true-positive rate among ROC points with false-positive rate at most
-  1% / 10%, without interpolation. With fewer negatives than 1/FPR (n− < 100 for T1%F) the figure is
-  the TPR at zero false positives: read it together with n−.
-- **±** is the standard deviation across trials (seeds); with a single trial the bracket is that
-  result's percentile-bootstrap confidence interval (95% unless the result file says otherwise).
-- **queries**: queries per suspect; **gen s / verify s**: fingerprint generation and verification
-  time in seconds (mean over trials).
-- **paper**: AUC/T1%F/T10%F *reported* in the ADV-TRA paper (Table 2) for the same method and
-  dataset; not measured here.
-"""
-
-
-def leaderboard_markdown(frame: pd.DataFrame) -> str:
-    """Render a :func:`build_leaderboard` frame as the ``leaderboard.md`` text."""
-    if frame.empty:
-        return _HEADER + "\nNo result files found.\n"
-    head = ["zoo", "dataset", "method", "config", "trials", "AUC", "T1%F", "T10%F", "n+", "n−",
-            "queries", "gen s", "verify s", "paper", "runs"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 5 + ["---:"] * 8 + ["---"] * 2) + "|"]
-    for row in frame.to_dict("records"):
-        runs = " ".join(f"[{Path(p).stem}]({p})" for p in row["result_files"])
-        cells = [
-            row["zoo"], row["dataset"], row["method"], f"`{row['config']}`", str(row["trials"]),
-            _with_spread(row["auc"], row["auc_std"], row["auc_ci"]),
-            _with_spread(row["t1f"], row["t1f_std"]), _with_spread(row["t10f"], row["t10f_std"]),
-            str(row["n_pos"]), str(row["n_neg"]), _fmt(row["queries"], 0),
-            _fmt(row["gen_s"], 1), _fmt(row["verify_s"], 1), row["paper"], runs,
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return _HEADER + "\n" + "\n".join(lines) + "\n"
-
-
-def leaderboard_csv(frame: pd.DataFrame) -> str:
-    """Render a :func:`build_leaderboard` frame as CSV (``result_files`` joined with ``;``)."""
-    flat = frame.copy()
-    flat["result_files"] = [";".join(files) for files in flat["result_files"]]
-    return flat.to_csv(index=False, float_format="%.6f", lineterminator="\n")
+def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:
+    """The rows of :func:`build_board` (one per zoo × method × version × config without trial keys)."""
+    return build_board(results_dir).rows
 
 
 def check_results(results_dir: str | Path) -> list[str]:
@@ -206,20 +244,21 @@ def check_results(results_dir: str | Path) -> list[str]:
 
 
 def write_leaderboard(results_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``results_dir`` (atomically).
+    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard_comparisons.csv`` (atomically).
 
     Args:
         results_dir: Root of the results tree.
 
     Returns:
-        ``(markdown_path, csv_path)``.
+        ``(markdown_path, csv_path)``; the comparisons CSV lies beside them.
 
     Raises:
         ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
-    frame = build_leaderboard(root)
+    board = build_board(root)
     md_path, csv_path = root / "leaderboard.md", root / "leaderboard.csv"
-    atomic_write_text(md_path, leaderboard_markdown(frame))
-    atomic_write_text(csv_path, leaderboard_csv(frame))
+    atomic_write_text(md_path, leaderboard_markdown(board))
+    atomic_write_text(csv_path, leaderboard_csv(board.rows))
+    atomic_write_text(root / "leaderboard_comparisons.csv", comparisons_csv(board.comparisons))
     return md_path, csv_path

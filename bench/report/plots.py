@@ -1,4 +1,5 @@
-"""Plots of result files: ROC curves, positive/negative score boxes, per-group mean-score heatmap.
+"""Plots of result files: ROC curves, positive/negative score boxes, per-group mean-score heatmap,
+score against accuracy drop (utility beside detection).
 
 Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas, never through
 pyplot, so nothing global changes (no backend switch, no open-figure registry, nothing shown).
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.report.trials import row_key
+from bench.report.variants import method_config, variant_label
 
 NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
 
@@ -44,16 +48,35 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def _run_key(result: dict[str, Any]) -> tuple[str, str]:
-    return result["method"]["name"], result["config_sha256"]
+    """One legend entry per leaderboard row: (method, "<version>-<sha256 of the config without trial seeds>")."""
+    _, method, version, config = row_key(result)
+    return method, f"{version}-{config}"
 
 
 def _labels(results: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """Legend label per (method, config): the method name, plus the config hash if it has several."""
-    keys = sorted({_run_key(r) for r in results})
-    configs = defaultdict(int)
-    for method, _ in keys:
-        configs[method] += 1
-    return {(m, c): m if configs[m] == 1 else f"{m} [{c[:8]}]" for m, c in keys}
+    """Legend label per row, as on the leaderboard: the method named by what its config changes from the
+    method's defaults (``adv_tra[score=agreement]``); the config id is added where a label repeats."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in sorted(results, key=lambda r: (*_run_key(r), r["seed"])):
+        first.setdefault(_run_key(result), result)
+    names = {key: variant_label(key[0], method_config(r), key[1].split("-")[-1][:8]) for key, r in first.items()}
+    repeats = defaultdict(int)
+    for name in names.values():
+        repeats[name] += 1
+    return {key: _wrap(name if repeats[name] == 1 else f"{name} [{key[1].split('-')[-1][:8]}]")
+            for key, name in names.items()}  # fmt: skip
+
+
+def _wrap(label: str, width: int = 36) -> str:
+    """Break a long variant label after commas so legends and tick labels stay narrow."""
+    lines = [""]
+    for part in label.split(","):
+        if lines[-1] and len(lines[-1]) + len(part) + 1 > width:
+            lines[-1] += ","
+            lines.append("  " + part)
+        else:
+            lines[-1] += ("," if lines[-1] else "") + part
+    return "\n".join(lines)
 
 
 def _by_run(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -167,6 +190,63 @@ def plot_group_heatmap(results: list[dict[str, Any]], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _accuracy_drops(result: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """(per_model record, source test accuracy - the suspect's) for the suspects with a recorded accuracy."""
+    source_acc = result["zoo"].get("source_test_acc")
+    if source_acc is None:
+        return []
+    return [(m, source_acc - m["test_acc"]) for m in result["per_model"] if m.get("test_acc") is not None]
+
+
+def plot_score_vs_accuracy_drop(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """Utility beside detection: per method config, each suspect's score against its accuracy drop.
+
+    x = the source's test accuracy - the suspect's (right: a less useful model), y = the score.
+    Positives are coloured by attack, negatives grey, every trial's suspects pooled. A positive low
+    on the y axis and near x = 0 evades detection while staying as useful as the source.
+
+    Args:
+        results: Result dicts of one zoo; suspects without a recorded test accuracy are left out.
+        path: PNG file to write.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    labels = _labels(results)
+    runs = _by_run(results)
+    attacks = sorted({m["group"] for r in results for m in r["per_model"] if m["role"] == "positive"})
+    colour_of = dict(zip(attacks, _colours(len(attacks))))
+    columns = min(3, max(1, len(runs)))
+    rows = max(1, -(-len(runs) // columns))
+    fig = _figure(4.0 * columns + 1.8, 3.4 * rows)
+    for index, (key, group) in enumerate(runs.items()):
+        ax = fig.add_subplot(rows, columns, index + 1)
+        points = [point for result in group for point in _accuracy_drops(result)]
+        negatives = [(drop, m["score"]) for m, drop in points if m["role"] == "negative"]
+        if negatives:
+            ax.scatter(*zip(*negatives), color="grey", marker="x", alpha=0.7, label="negatives")
+        for attack in attacks:
+            mine = [(drop, m["score"]) for m, drop in points if m["role"] == "positive" and m["group"] == attack]
+            if mine:
+                ax.scatter(*zip(*mine), color=colour_of[attack], alpha=0.8, label=attack)
+        if not points:
+            ax.text(0.5, 0.5, "no suspect test accuracy recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=labels[key], xlabel="accuracy drop vs source", ylabel="score")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="grey", marker="x", linestyle="", label="negatives")]
+    handles += [Line2D([], [], color=colour_of[a], marker="o", linestyle="", label=a) for a in attacks]
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small", title="suspects")
+    fig.suptitle(_title("Score vs accuracy drop", results))
+    return _save(fig, path)
+
+
+def has_accuracy(results: list[dict[str, Any]]) -> bool:
+    """True when some suspect of some result has a recorded test accuracy (and the source has one)."""
+    return any(_accuracy_drops(result) for result in results)
+
+
 def _title(what: str, results: list[dict[str, Any]]) -> str:
     zoos = sorted({r["zoo"]["name"] for r in results})
     return f"{what}: {', '.join(zoos)}" if zoos else what
@@ -180,7 +260,8 @@ def _colours(n: int) -> list[Any]:
 
 
 def write_plots(results_dir: str | Path) -> list[Path]:
-    """Write ``plots/<zoo>/{roc,scores_box,groups_heatmap}.png`` for every zoo with result files.
+    """Write ``plots/<zoo>/{roc,scores_box,groups_heatmap}.png`` for every zoo with result files, and
+    ``score_vs_accuracy_drop.png`` where suspects' test accuracies are recorded.
 
     Args:
         results_dir: Root of the results tree.
@@ -203,4 +284,6 @@ def write_plots(results_dir: str | Path) -> list[Path]:
         written.append(plot_roc(by_zoo[zoo], folder / "roc.png"))
         written.append(plot_scores_box(by_zoo[zoo], folder / "scores_box.png"))
         written.append(plot_group_heatmap(by_zoo[zoo], folder / "groups_heatmap.png"))
+        if has_accuracy(by_zoo[zoo]):  # results written before suspects' accuracies were recorded have none
+            written.append(plot_score_vs_accuracy_drop(by_zoo[zoo], folder / "score_vs_accuracy_drop.png"))
     return written

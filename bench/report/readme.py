@@ -8,21 +8,26 @@ import re
 from pathlib import Path
 
 from bench.io import atomic_write_text
-from bench.report.leaderboard import build_leaderboard, leaderboard_markdown
+from bench.report.leaderboard import build_board, leaderboard_markdown
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
 def update_readme(readme: str | Path, results_dir: str | Path) -> Path:
-    """Replace the README block between the leaderboard markers with the current leaderboard table
-    (links made relative to the README) and links to the plots and the web page."""
+    """Replace the README block between the leaderboard markers with the current leaderboard table and
+    its footnotes (links made relative to the README), then links to the paired comparisons, the plots
+    and the web page."""
     readme, results_dir = Path(readme), Path(results_dir)
     text = readme.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{readme} has no '{START}' ... '{END}' block; add the two markers where the table goes.")
     prefix = Path(os.path.relpath(results_dir.resolve(), readme.resolve().parent)).as_posix()
-    table = leaderboard_markdown(build_leaderboard(results_dir))
-    table = table[table.index("| zoo"):] if "| zoo" in table else "No result files yet.\n"
+    text_md = leaderboard_markdown(build_board(results_dir))
+    if "| zoo" in text_md:  # the rows table and its footnotes; the comparisons stay in leaderboard.md
+        table = text_md[text_md.index("| zoo"):text_md.index("## Paired comparisons")].rstrip() + "\n"
+        table += f"\nLegend, paired comparisons and rank rules: [leaderboard.md]({prefix}/leaderboard.md).\n"
+    else:
+        table = "No result files yet.\n"
     table = re.sub(r"\]\((runs/[^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", table)
     plots = sorted(p.relative_to(results_dir).as_posix() for p in (results_dir / "plots").rglob("*.png"))
     links = [f"[{p}]({prefix}/{p})" for p in plots]

@@ -8,7 +8,9 @@ relative path (``../plots/...``, ``../sweeps/...``) and result files as ``../run
 page must stay at ``<results_dir>/site/``. The view state is read from (and written to) URL query
 or hash parameters — ``sort``, ``dir``, ``dataset``, ``zoo``, ``method``, ``q`` and ``click`` (header
 keys to click, comma-separated) — through the same functions the controls use, which is how
-the browser test drives it. Output is byte-identical for the same files: no timestamps.
+the browser test drives it. Below the table: footnotes of rows whose fingerprint missed its generation
+target, and the paired comparisons per benchmark (static tables, as in ``leaderboard.md``). Output is
+byte-identical for the same files: no timestamps.
 """
 
 from __future__ import annotations
@@ -21,19 +23,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pandas as pd
+
 from bench.io import atomic_write_text
-from bench.report.leaderboard import T1F, T10F, build_leaderboard
+from bench.report import leaderboard_text as lbtext
+from bench.report.leaderboard import T1F, T10F, Board, build_board
 from bench.report.plots import write_plots
+from bench.report.trials import format_trial, trial_key
 from bench.results import iter_results
 
 # (key in the data, header label, sort type, header tooltip)
 TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("zoo", "zoo", "text", "zoo name (zoo.name of the recipe)"),
     ("dataset", "dataset", "text", "dataset the zoo was trained on"),
-    ("method", "method", "text", "fingerprinting method (registry key)"),
-    ("config", "config", "text", "first 8 hex digits of the resolved recipe's sha256"),
-    ("trials", "trials", "number", "number of result files (seeds) aggregated in this row"),
-    ("auc", "AUC", "number", "area under the ROC curve; mean over trials"),
+    ("benchmark", "bench", "text", "rows with the same bench id were evaluated on the same suspects"),
+    ("rank", "rank", "number", "rank group within the bench (1 = best); rows sharing a rank cannot be told apart"),
+    ("method", "method", "text", "method and what its config changes from the method's defaults"),
+    ("config", "config", "text", "first 8 hex digits of the sha256 of the config without the trial seeds"),
+    ("trials", "trials", "number", "number of result files (trials) aggregated in this row"),
+    ("auc", "AUC", "number", "area under the ROC curve; mean ± sd over trials"),
+    ("auc_ci_low", "AUC CI", "number", "t-interval of the mean over trials († one trial: bootstrap over suspects)"),
     ("t1f", "T1%F", "number", "TPR at FPR ≤ 1%; mean over trials"),
     ("t10f", "T10%F", "number", "TPR at FPR ≤ 10%; mean over trials"),
     ("n_pos", "n+", "number", "positive suspects (smallest count over trials)"),
@@ -41,18 +50,19 @@ TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("queries", "queries", "number", "queries per suspect; mean over trials"),
     ("gen_s", "gen s", "number", "fingerprint generation time in seconds; mean over trials"),
     ("verify_s", "verify s", "number", "verification time in seconds; mean over trials"),
-    ("paper", "paper", "text", "AUC/T1%F/T10%F reported in the ADV-TRA paper, not measured here"),
+    ("paper", "paper", "text", "AUC/T1%F/T10%F reported in the ADV-TRA paper (default config only), not measured here"),
     ("result_files", "result files", "text", "the result JSON files this row aggregates"),
 ]
 PLOTS = (("roc.png", "ROC curves"), ("scores_box.png", "positive vs negative scores"),
-         ("groups_heatmap.png", "mean score per attack / negative kind"))  # fmt: skip
+         ("groups_heatmap.png", "mean score per attack / negative kind"),
+         ("score_vs_accuracy_drop.png", "score against the suspect's accuracy drop"))  # fmt: skip
 COMMAND = "fpbench leaderboard --html --results-dir RESULTS_DIR"
 _FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("method", "method"))
 
 
-def _number(value: Any) -> float | int | None:
-    """JSON-safe number: NaN becomes null."""
-    if isinstance(value, float) and math.isnan(value):
+def _number(value: Any) -> Any:
+    """JSON-safe value: NaN and pandas NA become null, numpy scalars Python ones."""
+    if value is None or (not isinstance(value, (str, list)) and pd.isna(value)):
         return None
     return value.item() if hasattr(value, "item") else value
 
@@ -61,12 +71,15 @@ def _fmt(value: float | None, decimals: int = 3) -> str:
     return "" if value is None else f"{value:.{decimals}f}"
 
 
-def _spread(mean: float | None, std: float | None, ci: str = "") -> str:
+def _spread(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
-    if std is not None:
-        return f"{_fmt(mean)} ± {_fmt(std)}"
-    return f"{_fmt(mean)} [{ci}]" if ci else _fmt(mean)
+    return _fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _breakable(label: str) -> str:
+    """Escaped text that may wrap after its commas (long variant labels)."""
+    return html.escape(label).replace(",", ",<wbr>")
 
 
 def _href(rel: str) -> str:
@@ -75,31 +88,74 @@ def _href(rel: str) -> str:
 
 
 def _trials(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per result file (relative POSIX path): seed, AUC, T1%F and T10%F, for the row details."""
+    """Per result file (relative POSIX path): trial, AUC, T1%F and T10%F, for the row details."""
     trials = {}
     for path, result in iter_results(results_dir):
         tpr = result["metrics"]["tpr_at_fpr"]
         trials[path.relative_to(results_dir).as_posix()] = {
-            "seed": result["seed"], "auc": result["metrics"]["auc"], "t1f": tpr.get(T1F), "t10f": tpr.get(T10F),
+            "trial": format_trial(trial_key(result)), "auc": result["metrics"]["auc"], "t1f": tpr.get(T1F),
+            "t10f": tpr.get(T10F),
         }  # fmt: skip
     return trials
 
 
-def _rows(results_dir: Path) -> list[dict[str, Any]]:
-    frame = build_leaderboard(results_dir)
+def _rows(results_dir: Path, board: Board) -> list[dict[str, Any]]:
     trials = _trials(results_dir)
-    rows = []
-    for record in frame.to_dict("records"):
+    rows, notes = [], 0
+    for record in board.rows.to_dict("records"):
         row = {key: _number(value) for key, value in record.items() if key != "result_files"}
         row["result_files"] = list(record["result_files"])
         row["trial_results"] = [{"file": f, **trials[f]} for f in row["result_files"]]
+        notes += bool(row["below_target"])
+        row["footnote"] = notes if row["below_target"] else None  # numbered as in leaderboard.md
         rows.append(row)
     return rows
 
 
+def _footnotes(rows: list[dict[str, Any]]) -> str:
+    items = "".join(f'<li id="target-{row["footnote"]}">{lbtext.WARNING}{row["footnote"]} '
+                    f"{html.escape(lbtext.target_footnote(row))}</li>" for row in rows if row["below_target"])  # fmt: skip
+    return f'<ul id="target-notes">{items}</ul>' if items else ""
+
+
+def _comparisons(board: Board) -> str:
+    """The paired comparisons, one static table per benchmark."""
+    head = "<p>" + html.escape(lbtext.COMPARISONS_INTRO.replace("**", "")) + "</p>"
+    sections = lbtext.comparison_sections(board.comparisons)
+    if not sections:
+        return f'<section id="comparisons"><h2>Paired comparisons</h2>{head}<p>No bench has two rows.</p></section>'
+    parts = []
+    for zoo, dataset, benchmark, records in sections:
+        labels = ["A", "B", "shared trials", "ΔAUC (A − B)", f"{records[0]['confidence'] * 100:g}% CI", "p",
+                  "distinguishable"]  # fmt: skip
+        header = "".join(f'<th scope="col">{html.escape(label)}</th>' for label in labels)
+        body = "\n".join(
+            f'<tr data-distinguishable="{html.escape(r["distinguishable"])}">'
+            + "".join(f"<td>{_breakable(cell)}</td>" for cell in lbtext.comparison_cells(r)) + "</tr>"
+            for r in records
+        )
+        parts.append(f'<section class="comparison" data-zoo="{html.escape(zoo)}" data-benchmark="{html.escape(benchmark)}">'
+                     f"<h3>{html.escape(zoo)} ({html.escape(dataset)}), bench <code>{html.escape(benchmark)}</code></h3>"
+                     f'<table class="comparisons"><thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody></table>'
+                     "</section>")  # fmt: skip
+    return f'<section id="comparisons"><h2>Paired comparisons</h2>{head}\n' + "\n".join(parts) + "\n</section>"
+
+
 def _cell(key: str, row: dict[str, Any]) -> str:
     if key == "auc":
-        return html.escape(_spread(row["auc"], row["auc_std"], row["auc_ci"]))
+        return html.escape(_spread(row["auc"], row["auc_std"]))
+    if key == "auc_ci_low":
+        nan = math.nan
+        low, high = row["auc_ci_low"], row["auc_ci_high"]
+        return html.escape(lbtext.ci_text(nan if low is None else low, nan if high is None else high, row["ci_over"]))
+    if key == "rank":
+        return lbtext.MISSING if row["rank"] is None else str(row["rank"])
+    if key == "method":
+        flag = ""
+        if row["below_target"]:
+            flag = (f' <span class="below-target" title="{html.escape(row["target_note"])}">'
+                    f'{lbtext.WARNING}{row["footnote"]}</span>')  # fmt: skip
+        return _breakable(row["variant"]) + flag
     if key in ("t1f", "t10f"):
         return html.escape(_spread(row[key], row[f"{key}_std"]))
     if key == "queries":
@@ -109,14 +165,14 @@ def _cell(key: str, row: dict[str, Any]) -> str:
     if key == "result_files":
         items = "".join(
             f'<li><a href="{html.escape(_href(t["file"]))}">{html.escape(Path(t["file"]).name)}</a> '
-            f"seed {t['seed']}: AUC {_fmt(t['auc'])}, T1%F {_fmt(t['t1f'])}, T10%F {_fmt(t['t10f'])}</li>"
+            f"{t['trial']}: AUC {_fmt(t['auc'])}, T1%F {_fmt(t['t1f'])}, T10%F {_fmt(t['t10f'])}</li>"
             for t in row["trial_results"]
         )
         count = len(row["trial_results"])
         return (
             f"<details><summary>{count} file{'s' if count != 1 else ''}</summary><ul>{items}</ul></details>"
         )
-    if key == "config":
+    if key in ("config", "benchmark"):
         return f"<code>{html.escape(str(row[key]))}</code>"
     return html.escape(str(row[key]))
 
@@ -216,11 +272,19 @@ removal attack) against negatives (independent models).</dd>
 <dt>T1%F / T10%F</dt><dd>The largest true-positive rate among ROC points whose false-positive rate is
 at most 1% / 10%, without interpolation. With fewer negatives than 1/FPR (n− &lt; 100 for T1%F) the
 figure is the TPR at zero false positives: read it together with n−.</dd>
-<dt>± and [ ]</dt><dd>Trials (seeds) of one zoo × method × config are aggregated into one row: the value
-is the mean over trials and ± the standard deviation across them; with a single trial the bracket is
-that result's bootstrap confidence interval. Each trial's own numbers are under <em>result files</em>.</dd>
+<dt>rows and trials</dt><dd>A row is one method config on one zoo; its trials (one result file each, told
+apart by the seed and the source model's seed) are aggregated: the value is the mean over trials, ± the
+standard deviation across them. <em>method</em> names the config by what differs from the method's
+defaults, e.g. <code>adv_tra[score=agreement]</code>. Each trial's own numbers are under <em>result files</em>.</dd>
+<dt>AUC CI</dt><dd>Student-t confidence interval of the mean AUC over trials; † marks a single-trial row,
+whose interval is that result's bootstrap over suspects.</dd>
+<dt>bench and rank</dt><dd>Rows with the same bench id were evaluated on the same suspects. Within a
+bench, rows sharing a rank cannot be told apart by the paired comparison of their AUCs (below);
+rank 1 is the best group; — = not ranked.</dd>
+<dt>⚠</dt><dd>The method's fingerprint generation missed its own target in some trial (see the note
+under the table): the row is listed but not ranked.</dd>
 <dt>paper</dt><dd>AUC/T1%F/T10%F <strong>reported</strong> in the ADV-TRA paper (Table 2) for the same
-method and dataset; not measured here.</dd>
+method, at its default config, and dataset; not measured here.</dd>
 <dt>queries, gen s, verify s</dt><dd>Queries per suspect; fingerprint generation and verification time
 in seconds (means over trials).</dd></dl>
 <p>Click a column header to sort (again to reverse). The view can be linked: parameters
@@ -246,7 +310,8 @@ def render_site(results_dir: str | Path) -> str:
         ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
-    rows = _rows(root)
+    board = build_board(root)
+    rows = _rows(root, board)
     data = {"columns": [key for key, *_ in TABLE_COLUMNS], "rows": rows}
     n_files = sum(len(row["result_files"]) for row in rows)
     empty = "" if rows else "<p>No result files found. Run <code>fpbench run RECIPE</code> first.</p>"
@@ -268,7 +333,9 @@ holding <code>runs/</code>, default <code>results</code>).</p></header>
 {_filters(rows)}
 {empty}{_table(rows)}
 <p id="no-rows" hidden>No rows match the filters.</p>
+{_footnotes(rows)}
 {_LEGEND}
+{_comparisons(board) if rows else ""}
 {_plots(root, sorted({row["zoo"] for row in rows}))}
 {_sweeps(root)}
 </main>

@@ -139,7 +139,8 @@ def test_the_result_records_the_pool_summary(smoke_cfg, smoke_zoo, tmp_path, mon
         x, _ = ctx.owner_data(5)
         with torch.no_grad():
             labels = source(x).argmax(1)
-        return Fingerprint("cae", {"inputs": x.cpu(), "labels": labels.cpu()}, {})
+        meta = {"n_fingerprints": 5, "n_requested": 5}  # what CAE's generation_target reads
+        return Fingerprint("cae", {"inputs": x.cpu(), "labels": labels.cpu()}, meta)
 
     monkeypatch.setattr(Cae, "generate", quick_generate)
     cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}", "methods=[cae]",
