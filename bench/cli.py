@@ -12,8 +12,22 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from bench import published as pub
 from bench.config import ConfigError, load_recipe
+from bench.evaluate import method_pool_specs, run_benchmark, summary_lines
+from bench.methods import METHODS
+from bench.nets import arch_descriptions
+from bench.perf import run_perf
 from bench.registry import RegistryError
+from bench.report import check_results, write_leaderboard, write_plots, write_site
+from bench.report.readme import update_readme
+from bench.show import show_recipe
+from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
+from bench.tracking import training_logger_factory
+from bench.zoo.attacks import ATTACKS
+from bench.zoo.build import build_zoo, prepare
+from bench.zoo.listing import zoo_table
+from datamodules import DATAMODULES
 
 log = logging.getLogger("bench")
 
@@ -22,41 +36,102 @@ class UsageError(ValueError):
     """A bad command-line argument (exit 2)."""
 
 
+EXAMPLES = {
+    "zoo": "fpbench zoo recipes/quickstart.yaml --list zoo.source.epochs=3",
+    "run": "fpbench run recipes/quickstart.yaml methods=[adv_tra,akh] eval.fpr_targets=[0.05]",
+    "sweep": "fpbench sweep recipes/sweeps/smoke.yaml --wandb-config sweep.yaml",
+    "leaderboard": "fpbench leaderboard --results-dir local_results --html",
+    "list": "fpbench list methods",
+    "perf": "fpbench perf adv_tra_batching",
+    "show": "fpbench show recipes/smoke.yaml methods=[adv_tra] methods.adv_tra.n_fingerprints=10",
+}
+VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme")  # options that take the next argument
+
+
+def version_text() -> str:
+    """``fpbench <version> (torch <version>)``, from the installed distributions (no torch import)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"fpbench {installed('fpbench')} (torch {installed('torch')})"
+
+
+def _subparser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    # SUPPRESS: an absent -q here must not reset a -q given before the subcommand.
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and the final output")
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fpbench", description="Benchmark DNN model fingerprinting methods.")
+    examples = "\n".join(f"  {line}" for line in EXAMPLES.values())
+    parser = argparse.ArgumentParser(
+        prog="fpbench", description="Benchmark DNN model fingerprinting methods.",
+        epilog=f"examples:\n{examples}\n\nkey=value recipe overrides may go anywhere after the subcommand; "
+               "`fpbench COMMAND -h` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final output")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
-    zoo = sub.add_parser("zoo", help="build (or list) the zoo a recipe describes")
+    zoo = _subparser(sub, "zoo", "build (or list) the zoo a recipe describes")
     zoo.add_argument("recipe")
     zoo.add_argument("--list", action="store_true", help="print the planned zoo and what is built; build nothing")
-    run = sub.add_parser("run", help="build the zoo if needed, evaluate methods, write results")
+    run = _subparser(sub, "run", "build the zoo if needed, evaluate methods, write results")
     run.add_argument("recipe")
-    sweep = sub.add_parser("sweep", help="a grid/random sweep of recipe keys, one result per point and trial")
+    sweep = _subparser(sub, "sweep", "a grid/random sweep of recipe keys, one result per point and trial")
     sweep.add_argument("sweep")
     sweep.add_argument("--wandb-config", metavar="PATH", help="write a W&B sweep definition to PATH and exit")
-    board = sub.add_parser("leaderboard", help="regenerate results/leaderboard.md (+ .csv) from result files")
+    board = _subparser(sub, "leaderboard", "regenerate results/leaderboard.md (+ .csv) from result files")
     board.add_argument("--results-dir", default="results",
                        help="results tree to aggregate (default: results, the published board; yours: local_results)")
     board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
-    lst = sub.add_parser("list", help="what is registered, with one-line descriptions")
+    lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
     lst.add_argument("family", choices=["methods", "attacks", "archs", "datamodules"])
-    perf = sub.add_parser("perf", help="run the performance benchmarks; write results/perf/<name>.json")
+    perf = _subparser(sub, "perf", "run the performance benchmarks; write <results-dir>/perf/<name>.json")
     perf.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    perf.add_argument("--results-dir", default="results")
-    for p in (zoo, run, sweep, perf):
-        p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist)")
+    perf.add_argument("--results-dir", default="local_results",
+                      help="where perf/<name>.json goes (default local_results; the published figures: results)")
+    show = _subparser(sub, "show", "print the resolved, validated recipe and every method's effective config")
+    show.add_argument("recipe")
+    for p in (zoo, run, sweep, show):
+        p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
+    perf.set_defaults(overrides=[])
     return parser
 
 
+def _is_override(arg: str) -> bool:
+    """``key=value`` (a dotlist override) or ``--key=value`` (as W&B agents pass), not a known option."""
+    if arg.startswith("--"):
+        return "=" in arg and arg.split("=", 1)[0] not in VALUE_OPTIONS
+    return "=" in arg and not arg.startswith("-")
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    # W&B agents pass `--key=value`; argparse would take those for options, so collect them first.
+    # Overrides may stand anywhere (`zoo R --list a=1`); argparse's positional `overrides` only takes a
+    # run of them, so every key=value after the subcommand is taken out first and handed over as overrides.
     argv = list(argv)
-    extra = [a for a in argv if a.startswith("--") and "=" in a and a.split("=", 1)[0][2:] not in ("results-dir", "wandb-config")]
-    args = _parser().parse_args([a for a in argv if a not in extra])
+    command_at = next((i for i, a in enumerate(argv) if a in EXAMPLES), len(argv))
+    kept, overrides, takes_value = argv[:command_at + 1], [], False
+    for arg in argv[command_at + 1:]:
+        if not takes_value and _is_override(arg):
+            overrides.append(arg)
+        else:
+            kept.append(arg)
+        takes_value = arg in VALUE_OPTIONS
+    args = _parser().parse_args(kept)
+    if overrides and not hasattr(args, "overrides"):
+        _parser().error(f"{args.command} takes no key=value overrides, got {' '.join(overrides)}")
     if hasattr(args, "overrides"):
-        args.overrides = [*args.overrides, *extra]
+        args.overrides = [*args.overrides, *overrides]
     return args
 
 
@@ -71,10 +146,6 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
-    from bench.evaluate import method_pool_specs
-    from bench.zoo.build import build_zoo, prepare
-    from bench.zoo.listing import zoo_table
-
     cfg = load_recipe(args.recipe, args.overrides)
     pools = method_pool_specs(cfg)  # defender pools of the recipe's methods belong to its zoo
     if args.list:
@@ -94,7 +165,6 @@ def _progress(cfg, args: argparse.Namespace) -> bool:  # noqa: ANN001
 
 
 def _training_loggers(cfg):  # noqa: ANN001, ANN202
-    from bench.tracking import training_logger_factory
 
     return training_logger_factory(cfg)
 
@@ -107,9 +177,6 @@ def _check_paths(cfg) -> None:  # noqa: ANN001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench import published as pub
-    from bench.evaluate import run_benchmark, summary_lines
-
     cfg = load_recipe(args.recipe, args.overrides)
     if cfg.paths.published_dir is None and pub.default_published_dir() is None:  # an installed package
         found = pub.default_published_dir(args.recipe)  # then the checkout holding the recipe
@@ -127,8 +194,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
-
     sweep = load_sweep(args.sweep, args.overrides)
     if args.wandb_config:
         print(f"W&B sweep definition written to {write_wandb_sweep(sweep, args.wandb_config)}")
@@ -139,8 +204,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.report import check_results, write_leaderboard, write_plots
-
     if not os.path.isdir(args.results_dir):
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
     if args.check:
@@ -152,14 +215,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     md, csv = write_leaderboard(args.results_dir)
     print(md.read_text())
     if args.html:
-        from bench.report import write_site  # draws the plots too
-
         print(f"web page: {write_site(args.results_dir)}")
     else:
         write_plots(args.results_dir)
     if args.readme:
-        from bench.report.readme import update_readme
-
         try:
             print(f"README table updated: {update_readme(args.readme, args.results_dir)}")
         except ValueError as err:
@@ -169,36 +228,30 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if args.family == "methods":
-        from bench.methods import METHODS as registry
-    elif args.family == "attacks":
-        from bench.zoo.attacks import ATTACKS as registry
-    elif args.family == "archs":
-        from bench.nets import ARCHS as registry
-    else:
-        from datamodules import DATAMODULES as registry
     if args.family == "archs":
-        from bench.nets import arch_descriptions
-
         descriptions = arch_descriptions()  # includes the timm:<name> entry
     else:
-        descriptions = registry.describe()
+        registries = {"methods": METHODS, "attacks": ATTACKS, "datamodules": DATAMODULES}
+        descriptions = registries[args.family].describe()
     width = max(len(n) for n in descriptions)
     for name, description in descriptions.items():
         print(f"{name:<{width}}  {description}")
     return 0
 
 
-def _cmd_perf(args: argparse.Namespace) -> int:
-    from bench.perf import run_perf
+def _cmd_show(args: argparse.Namespace) -> int:
+    print(show_recipe(args.recipe, args.overrides), end="")
+    return 0
 
+
+def _cmd_perf(args: argparse.Namespace) -> int:
     for name, path in run_perf(args.names, args.results_dir, args.overrides).items():
         print(f"{name}: {path}")
     return 0
 
 
 COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard,
-            "list": _cmd_list, "perf": _cmd_perf}
+            "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,8 +16,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from bench.io import sha256_json
+from bench.methods import METHODS
 from bench.metrics import BootstrapConfig
 from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig
+from datamodules import DATAMODULES
 from datamodules.base import DataConfig
 
 HASH_EXCLUDED = ("paths", "tracking", "compute")  # where things go and how they run, not what is measured
@@ -198,8 +200,6 @@ def _merge_checked(base: DictConfig, other: Any, where: str) -> DictConfig:
 
 def _method_entries(cfg: DictConfig, selection: list[str] | None, per_method: list[tuple[str, str, str]]) -> list[dict]:
     """Validate every method entry against its Config; apply selection and per-method overrides."""
-    from bench.methods import METHODS  # imported late: registers every method
-
     entries = []
     for i, raw in enumerate(cfg.methods):
         entry = {"name": raw} if isinstance(raw, str) else OmegaConf.to_container(raw, resolve=True)
@@ -277,7 +277,6 @@ def _check_choices(cfg: DictConfig) -> None:
     for target in cfg.eval.fpr_targets:
         if not 0 < target < 1:
             raise ConfigError(f"eval.fpr_targets contains {target}; every target must be in (0, 1).")
-    from datamodules import DATAMODULES
 
     if cfg.data.name not in DATAMODULES:
         raise ConfigError(DATAMODULES.unknown_message(cfg.data.name))

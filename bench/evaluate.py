@@ -17,11 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from bench.config import run_config, run_config_sha256, to_dict
+from bench import tracking
+from bench.config import ConfigError, run_config, run_config_sha256, to_dict
 from bench.io import sha256_json
 from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
+from bench.metrics import format_fpr, fpr_label, result_fpr_targets
 from bench.oracle import Oracle
 from bench.published import overwrite_decision
+from bench.report import write_leaderboard, write_plots
 from bench.results import make_result, result_path, write_result
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
 from bench.zoo.pool_plan import pool_jobs_for, pool_summary
@@ -143,15 +146,10 @@ def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
 
 
 def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
-    from bench import tracking
-    from bench.report import write_leaderboard, write_plots
-
     start = time.perf_counter()
     runs = [MethodRun(entry=e, method=instantiate(e), config_sha256=run_config_sha256(cfg, e))
             for e in to_dict(cfg)["methods"]]
     if not runs:
-        from bench.config import ConfigError
-
         raise ConfigError("The recipe configures no methods; add `methods: [{name: adv_tra}]` or pass methods=[...].")
     pool_specs = [spec for spec in (r.method.pool_spec() for r in runs) if spec is not None]
     zoo = build_zoo(cfg, pool_specs, progress=progress, logger_factory=tracking.training_logger_factory(cfg),
@@ -184,8 +182,9 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
         record = records[job.model_id]
         model = store.load_model(job.model_id, record).to(device)
         for run in runs:
+            # The oracle shows the role only to a method that declared access "manifest" (loop guards).
             oracle = Oracle(model, access=run.method.access, batch_size=cfg.eval.query_batch_size,
-                            manifest_role=record["role"] if run.entry["name"] == "oracle_label" else None)
+                            manifest_role=record["role"])
             t0 = time.perf_counter()
             figures = run.method.measure(run.fingerprint, oracle)
             run.verify_seconds += time.perf_counter() - t0
@@ -209,8 +208,6 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
 
 def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, Any], outcome: BenchmarkOutcome) -> None:
     """One result file per method that produced a fingerprint; logged to W&B and kept in `outcome`."""
-    from bench import tracking
-
     bootstrap = OmegaConf.to_object(cfg.eval.bootstrap)
     for run in runs:
         result = make_result(
@@ -255,12 +252,14 @@ def missed_target_line(result: dict[str, Any]) -> str:
 
 def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
     """What `fpbench run` prints: one line per result, then where the leaderboard and plots are."""
-    lines = [f"{'method':<14} {'AUC':>6} {'T1%F':>6} {'T10%F':>6} {'n+':>4} {'n-':>4} {'queries':>8} {'gen s':>7} {'verify s':>8}"]
-    for path, result in {**outcome.results, **outcome.refused}.items():
+    shown = {**outcome.results, **outcome.refused}
+    targets = result_fpr_targets(shown.values())  # eval.fpr_targets, as the results carry them
+    tpr_head = "".join(f" {fpr_label(t):>6}" for t in targets)
+    lines = [f"{'method':<14} {'AUC':>6}{tpr_head} {'n+':>4} {'n-':>4} {'queries':>8} {'gen s':>7} {'verify s':>8}"]
+    for path, result in shown.items():
         m, t = result["metrics"], result["timing_s"]
-        tpr = m["tpr_at_fpr"]
-        lines.append(f"{result['method']['name']:<14} {m['auc']:>6.3f} {tpr.get('0.01', float('nan')):>6.3f} "
-                     f"{tpr.get('0.1', float('nan')):>6.3f} {m['n_positive']:>4} {m['n_negative']:>4} "
+        tpr = "".join(f" {m['tpr_at_fpr'].get(format_fpr(x), float('nan')):>6.3f}" for x in targets)
+        lines.append(f"{result['method']['name']:<14} {m['auc']:>6.3f}{tpr} {m['n_positive']:>4} {m['n_negative']:>4} "
                      f"{result['queries_per_suspect']:>8.0f} {t['generate']:>7.1f} {t['verify']:>8.2f}"
                      f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}"
                      f"{'  (NOT WRITTEN: a published result differs)' if path in outcome.refused else ''}")

@@ -1,31 +1,48 @@
-"""Atomic file writes and content hashes: nothing half-written is ever visible to a reader."""
+"""Atomic file writes and content hashes: nothing half-written is ever visible to a reader.
+
+Files come out with the permissions the user's umask gives (0o644 under umask 022), as plain ``open()``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 
 def _temp_path(target: Path) -> str:
+    """Create an empty, uniquely named temporary file beside ``target`` and return its path.
+
+    The file is created with mode 0o666 filtered by the process umask, as ``open()`` would create
+    ``target`` itself (0o644 under the usual umask 022). ``tempfile`` would give 0o600, and the
+    rename keeps that mode, leaving results unreadable to colleagues and web servers. The kernel
+    applies the umask, so it is never read or changed here (``os.umask`` is process-wide, not thread-safe).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False) as handle:
-        return handle.name
+    for _ in range(100):
+        name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # a name taken by another writer: draw another
+            continue
+        os.close(fd)
+        return str(name)
+    raise FileExistsError(f"No free temporary name beside {target} after 100 tries; remove stale .{target.name}.*.tmp files.")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder, fsync, then rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename."""
     target = Path(path)
     tmp = _temp_path(target)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -34,21 +51,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.unlink(tmp)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write ``text`` as UTF-8 (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write `obj` as indented, key-sorted JSON (deterministic bytes)."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomically write a safetensors file (contiguous CPU copies of `tensors`)."""
-    target = Path(path)
-    tmp = _temp_path(target)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomically write a safetensors file (contiguous CPU copies of `tensors`).
+
+    Serialised in memory and written by :func:`atomic_write_bytes`: ``safetensors``' own ``save_file``
+    creates its files with mode 0o600 whatever the umask.
+    """
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

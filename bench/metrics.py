@@ -18,7 +18,7 @@ a sort plus two cumulative sums, so it is computed here in float64 numpy, which 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,34 @@ class BootstrapConfig:
 def format_fpr(target: float) -> str:
     """The stable string key of an FPR target in result dicts: ``0.01 -> "0.01"``, ``0.1 -> "0.1"``."""
     return repr(float(target))
+
+
+DEFAULT_FPR_TARGETS = (0.01, 0.1)  # eval.fpr_targets default: the paper's T1%F and T10%F
+
+
+def fpr_percent(target: float) -> str:
+    """An FPR target as a percent without trailing zeros: ``0.01 -> "1"``, ``0.001 -> "0.1"``."""
+    return f"{round(float(target) * 100, 10):g}"
+
+
+def fpr_label(target: float) -> str:
+    """The display name of the TPR at an FPR target: ``0.01 -> "T1%F"``, ``0.05 -> "T5%F"``."""
+    return f"T{fpr_percent(target)}%F"
+
+
+def fpr_column(target: float) -> str:
+    """The table column of the TPR at an FPR target: ``0.01 -> "t1f"``, ``0.001 -> "t0_1f"``."""
+    return f"t{fpr_percent(target).replace('.', '_')}f"
+
+
+def result_fpr_targets(results: Iterable[dict[str, Any]]) -> list[float]:
+    """The FPR targets the results carry (keys of ``metrics.tpr_at_fpr``), united and sorted ascending.
+
+    Sorted, not in file order, so a table over many results has one column order whatever the order
+    the files are read in. Without results (or targets) it is :data:`DEFAULT_FPR_TARGETS`.
+    """
+    found = {float(key) for result in results for key in (result.get("metrics") or {}).get("tpr_at_fpr") or {}}
+    return sorted(found) if found else list(DEFAULT_FPR_TARGETS)
 
 
 def _check_inputs(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-Access = Literal["label", "probs"]
-ACCESS_LEVELS: tuple[str, ...] = ("label", "probs")
+from bench.modes import eval_mode
+
+# What verification may see, from least to most: top-1 labels; softmax probabilities too; and, for
+# the guard methods that test the loop (never a real method), the suspect's manifest role as well.
+Access = Literal["label", "probs", "manifest"]
+ACCESS_LEVELS: tuple[str, ...] = ("label", "probs", "manifest")
+PROBS_ACCESS: tuple[str, ...] = ("probs", "manifest")  # the levels that may read probabilities
 
 
 class AccessError(PermissionError):
@@ -18,13 +23,16 @@ class AccessError(PermissionError):
 class Oracle:
     """Answers queries on a suspect model, counting them.
 
-    The suspect runs in eval mode under `torch.no_grad`; its previous mode is restored after each
-    call. Large query sets are split into batches of `batch_size`. Inputs must lie in [0,1].
+    The suspect runs in eval mode under `torch.no_grad`; every submodule's previous mode is restored
+    after each call. Large query sets are split into batches of `batch_size`. Inputs must lie in [0,1].
 
     Args:
         model: the suspect.
-        access: "label" (top-1 labels only) or "probs" (softmax probabilities too).
+        access: "label" (top-1 labels only), "probs" (softmax probabilities too) or "manifest"
+            (probabilities and the suspect's manifest role: loop guards such as `oracle_label` only).
         batch_size: largest batch sent to the model at once.
+        manifest_role: the suspect's role in the zoo manifest ("positive" / "negative"); the loop
+            passes it for every suspect, and the oracle shows it only at access "manifest".
     """
 
     def __init__(self, model: nn.Module, access: Access = "label", batch_size: int = 1024,
@@ -35,8 +43,7 @@ class Oracle:
         self.access: Access = access
         self.batch_size = int(batch_size)
         self.queries = 0
-        # Only the test-only `oracle_label` guard reads this; real methods never see the role.
-        self.manifest_role = manifest_role
+        self._manifest_role = manifest_role  # exposed by `manifest_role` at access "manifest" only
 
     @property
     def device(self) -> torch.device:
@@ -48,15 +55,10 @@ class Oracle:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"Oracle queries are a batch of inputs; got a tensor of shape {tuple(x.shape)}.")
-        was_training = self._model.training
-        self._model.eval()
         outputs = []
-        try:
-            with torch.no_grad():
-                for chunk in x.split(self.batch_size):
-                    outputs.append(self._model(chunk.to(self.device)).float())
-        finally:
-            self._model.train(was_training)
+        with eval_mode(self._model), torch.no_grad():
+            for chunk in x.split(self.batch_size):
+                outputs.append(self._model(chunk.to(self.device)).float())
         self.queries += int(x.shape[0])
         return torch.cat(outputs).to(x.device)
 
@@ -65,8 +67,24 @@ class Oracle:
         return self._logits(x).argmax(dim=1)
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities; only for methods that declared `access = "probs"`."""
-        if self.access != "probs":
+        """Softmax probabilities; only for methods that declared `access = "probs"` (or "manifest")."""
+        if self.access not in PROBS_ACCESS:
             raise AccessError("This oracle gives labels only: the method declared access='label'. "
                               "Declare access = 'probs' in the method class if it needs probabilities.")
         return self._logits(x).softmax(dim=1)
+
+    @property
+    def manifest_role(self) -> str:
+        """The suspect's manifest role; only for loop guards that declared `access = "manifest"`.
+
+        Raises:
+            AccessError: the method declared less than "manifest" access.
+            RuntimeError: the oracle was made without a role (the caller did not pass `manifest_role`).
+        """
+        if self.access != "manifest":
+            raise AccessError(f"The manifest role is hidden at access='{self.access}': only loop guards that "
+                              "declare access = 'manifest' (e.g. oracle_label) may read it.")
+        if self._manifest_role is None:
+            raise RuntimeError("This oracle was made without the suspect's manifest role; pass "
+                               "Oracle(model, access='manifest', manifest_role=record['role']).")
+        return self._manifest_role

@@ -19,8 +19,11 @@ from typing import Any
 import yaml
 
 from bench.config import ConfigError, load_recipe, run_config_sha256, to_dict
+from bench.evaluate import run_benchmark
 from bench.io import atomic_write_text
+from bench.report.sweeps import write_sweep_report
 from bench.results import ResultError, read_result, result_path
+from bench.tracking import log_sweep
 
 log = logging.getLogger(__name__)
 SEARCHES = ("grid", "random")
@@ -138,8 +141,6 @@ def _finished(paths: list[Path]) -> bool:
 
 def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
     """Run every (point, trial) not yet finished; write the sweep CSV and plots."""
-    from bench.evaluate import run_benchmark
-
     outcome = SweepOutcome(spec=spec)
     results_dir = None
     for index, point in enumerate(spec.points()):
@@ -162,11 +163,8 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
             for path in paths:
                 outcome.rows.append(_row(spec, index, point, trial, path))
     if results_dir is not None and outcome.rows:
-        from bench.report.sweeps import write_sweep_report
-
         outcome.csv, outcome.plots = write_sweep_report(spec.name, list(spec.parameters), outcome.rows,
                                                         results_dir / "sweeps" / spec.name)
-        from bench.tracking import log_sweep
 
         log_sweep(cfg, spec.name, outcome.csv, outcome.plots)
     return outcome
@@ -176,7 +174,7 @@ def _row(spec: SweepSpec, index: int, point: dict[str, Any], trial: int, path: P
     result = read_result(path)
     metrics = result["metrics"]
     row = {"point": index, "trial": trial, "seed": result["seed"], **point, "method": result["method"]["name"],
-           "auc": metrics["auc"], **{f"tpr@{k}": v for k, v in sorted(metrics["tpr_at_fpr"].items())},
+           "auc": metrics["auc"], **{f"tpr@{k}": v for k, v in sorted(metrics["tpr_at_fpr"].items(), key=lambda kv: float(kv[0]))},
            "queries_per_suspect": result["queries_per_suspect"], "generate_s": result["timing_s"]["generate"],
            "result": str(path)}
     if "trajectory_length" in result.get("fingerprint", {}):

@@ -1,7 +1,7 @@
 """Tracking: files on disk first, then Weights & Biases (offline by default, no account needed).
 
 Every W&B file goes under `tracking.wandb.dir` (default: the cache dir); `mode: disabled` turns W&B
-off entirely (tests), `online` is for users with an account.
+off entirely (tests), `online` is for users with an account. What is logged, and why: docs/tracking.md.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from bench.config import to_dict
+from bench.report import plot_roc, plot_scores_box
+from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,51 @@ def training_logger_factory(cfg: DictConfig) -> Callable[[Any], Any] | None:
                            reinit="finish_previous", config={"job": job.record_base(), "recipe": to_dict(cfg)}, **kwargs)
 
     return factory
+
+
+MODEL_ARTIFACT_KEYS = ("model_id", "role", "attack", "kind", "parent", "provenance", "sha256", "arch", "test_acc")
+
+
+def model_artifact_name(model_id: str) -> str:
+    """The W&B artifact name of a zoo model (one artifact collection per model id)."""
+    return f"model-{model_id}"
+
+
+def log_zoo_model(run: Any, record: dict[str, Any], checkpoint: Path) -> None:
+    """Log one built zoo model as a W&B artifact of `run` (the run that trained it), with its lineage.
+
+    The artifact (type `model`, named `model_artifact_name`) holds the manifest facts as metadata
+    (`MODEL_ARTIFACT_KEYS` + `parent_artifact`) and *references* the checkpoint files (file:// URIs
+    with checksums): the zoo directory stays the store of record, nothing is copied or uploaded. A
+    derived model's run also declares its parent's artifact as input (`run.use_artifact`), which draws
+    the lineage graph parent -> attack run -> model; W&B allows that only online, so offline runs
+    carry the parent in the metadata alone.
+
+    Args:
+        run: an open `wandb` run (e.g. a `WandbLogger`'s `experiment`); a disabled run is skipped.
+        record: the model's manifest record (`bench.zoo`).
+        checkpoint: its `models/<id>.safetensors` (the `<id>.json` beside it is referenced too).
+    """
+    if getattr(run, "disabled", False):
+        return
+    import wandb
+
+    checkpoint = Path(checkpoint)
+    metadata = {key: record.get(key) for key in MODEL_ARTIFACT_KEYS}
+    parent = record.get("parent")
+    metadata["parent_artifact"] = model_artifact_name(parent) if parent else None
+    if parent and not getattr(run, "offline", True):
+        try:
+            run.use_artifact(f"{model_artifact_name(parent)}:latest", type="model")
+        except Exception as err:  # e.g. the parent was built while W&B was off: the metadata still names it
+            log.warning("W&B lineage: parent artifact %s of %s not found (%s); the parent stays in the metadata only.",
+                        model_artifact_name(parent), record["model_id"], err)
+    artifact = wandb.Artifact(name=model_artifact_name(record["model_id"]), type="model",
+                              description=record.get("provenance"), metadata=metadata)
+    for path in (checkpoint, checkpoint.with_suffix(".json")):
+        if path.is_file():
+            artifact.add_reference(path.resolve().as_uri(), name=path.name)
+    run.log_artifact(artifact)
 
 
 @contextmanager
@@ -96,17 +143,25 @@ def per_model_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     return list(PER_MODEL_COLUMNS), rows
 
 
+def roc_table(result: dict[str, Any]) -> tuple[list[str], list[list[float]]]:
+    """The result's stored ROC points as W&B table columns and rows (one row per point, in order).
+
+    The points are the ones the metrics were computed from (`metrics.roc`, float64, every point kept),
+    so the interactive plot shows exactly the curve whose AUC and TPR@FPR the result reports.
+    """
+    roc = result["metrics"]["roc"]
+    return ["fpr", "tpr"], [[float(f), float(t)] for f, t in zip(roc["fpr"], roc["tpr"], strict=True)]
+
+
 def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | None:
     """Log one result to W&B (after it is on disk): config, summary metrics, per-model table (with each
-    suspect's test accuracy, source agreement and accuracy drop), ROC, score and score-vs-accuracy-drop
-    plots, and the result JSON as an artifact. Returns the run folder, or None."""
+    suspect's test accuracy, source agreement and accuracy drop), the ROC as an interactive line plot
+    of the stored points (`roc_curve`) and as an image, score and score-vs-accuracy-drop plots, and the
+    result JSON as an artifact. Returns the run folder, or None."""
     settings = wandb_settings(cfg)
     if settings is None:
         return None
     import wandb
-
-    from bench.report import plot_roc, plot_scores_box
-    from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
 
     name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"
     artifact = (f"result-{result['config_sha256'][:8]}-s{result['seed']}", "result", path)
@@ -126,39 +181,12 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
         images = {"roc": plot_roc([result], plots_dir / "roc.png"), "scores": plot_scores_box([result], plots_dir / "scores.png")}
         if has_accuracy([result]):
             images["score_vs_accuracy_drop"] = plot_score_vs_accuracy_drop([result], plots_dir / "score_vs_accuracy_drop.png")
-        run.log({"per_model": table, **{k: wandb.Image(str(v)) for k, v in images.items()}})
+        roc_columns, roc_rows = roc_table(result)
+        roc_chart = wandb.plot.line(wandb.Table(columns=roc_columns, data=roc_rows), "fpr", "tpr",
+                                    title=f"ROC {result['method']['name']} (AUC {metrics['auc']:.3f})")
+        run.log({"per_model": table, "roc_curve": roc_chart, **{k: wandb.Image(str(v)) for k, v in images.items()}})
         run_dir = run.dir
     return run_dir  # after the block: the artifact is attached when it closes
-
-
-def offline_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The summary metrics stored in an offline W&B run folder (`.../wandb/offline-run-*`).
-
-    W&B >= 0.19 keeps offline runs in one binary `run-*.wandb` log and writes no summary JSON until
-    `wandb sync`; this reads the summary items (protobuf `SummaryItem`: key = field 1, value_json =
-    field 16) straight from that log, so an offline run can be checked without syncing it.
-    """
-    import json
-    import re
-
-    files = sorted(Path(run_dir).glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"No run-*.wandb file in {run_dir}; is it an offline W&B run folder?")
-    data = files[0].read_bytes()
-    out: dict[str, Any] = {}
-    for match in re.finditer(rb"\n([\x01-\x7f])", data):
-        start, key_len = match.end(), match.group(1)[0]
-        key, rest = data[start:start + key_len], start + key_len
-        if data[rest:rest + 2] != b"\x82\x01" or rest + 3 > len(data):
-            continue
-        value_len = data[rest + 2]
-        if value_len > 0x7F:
-            continue
-        try:
-            out[key.decode()] = json.loads(data[rest + 3:rest + 3 + value_len])
-        except (UnicodeDecodeError, ValueError):
-            continue
-    return out
 
 
 def log_sweep(cfg: DictConfig, name: str, csv: Path, plots: list[Path]) -> str | None:

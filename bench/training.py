@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
+from torchmetrics.classification import MulticlassAccuracy
+
+from bench.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,11 @@ class ClassifierModule(pl.LightningModule):
         trainable: "all" or "head" (features frozen: no gradients and BatchNorm in eval mode).
         temperature: soft-label distillation temperature (targets given as probabilities).
         adversarial: PGD settings for adversarial training, or None.
+
+    Logs per epoch: `train/loss` and `train/acc` (a torchmetrics `MulticlassAccuracy`, micro average =
+    correct / samples over the epoch's batches, synced across DDP ranks; soft labels count their
+    argmax). The metric reads detached logits and draws no random numbers, so it never changes what
+    is trained. There is no validation step: zoo models are checked on the test split after training.
     """
 
     def __init__(self, model: nn.Module, optimizer: OptimizerConfig, schedule: ScheduleConfig, epochs: int,
@@ -121,6 +129,8 @@ class ClassifierModule(pl.LightningModule):
         self.trainable = trainable
         self.temperature = float(temperature)
         self.adversarial = adversarial
+        # micro = correct / samples (plain accuracy, needs no class count); no per-step argument checks (a device sync)
+        self.train_accuracy = MulticlassAccuracy(average="micro", validate_args=False)
         if trainable == "head":
             for name, param in model.named_parameters():
                 param.requires_grad_(name.startswith("head."))
@@ -147,16 +157,15 @@ class ClassifierModule(pl.LightningModule):
             n_adv = int(round(self.adversarial.adv_ratio * x.shape[0]))
             if n_adv > 0:
                 hard = target.argmax(dim=1) if target.dtype.is_floating_point else target
-                was_training = self.model.training
-                self.model.eval()  # craft against fixed BatchNorm statistics
-                x_adv = pgd_attack(self.model, x[:n_adv], hard[:n_adv], self.adversarial)
-                self.model.train(was_training)
+                with eval_mode(self.model):  # craft against fixed BatchNorm statistics; frozen layers stay frozen
+                    x_adv = pgd_attack(self.model, x[:n_adv], hard[:n_adv], self.adversarial)
                 x = torch.cat([x_adv, x[n_adv:]])
         logits = self.model(x)
         loss = self._loss(logits, target)
         hard = target.argmax(dim=1) if target.dtype.is_floating_point else target
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
-        self.log("train/acc", (logits.argmax(1) == hard).float().mean(), prog_bar=True, on_step=False, on_epoch=True)
+        self.train_accuracy.update(logits.detach(), hard)
+        self.log("train/acc", self.train_accuracy, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
     def configure_optimizers(self) -> Any:
@@ -178,9 +187,26 @@ class ClassifierModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
+class ReleaseSpawnedProcessGroup(pl.Callback):
+    """Destroy the process group at the end of a spawn-based fit, inside each spawned rank.
+
+    A spawned rank exits right after its fit; left to the interpreter's exit, gloo's process group
+    is torn down while its threads still run, and about one exit in ten aborts ("terminate called
+    without an active exception", SIGABRT), failing a fit that had finished. Ranks of other
+    strategies keep their process group (the next fit reuses it).
+    """
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        spawned = getattr(trainer.strategy.launcher, "_start_method", None) == "spawn"
+        if spawned and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank is done with collectives before any rank leaves
+            torch.distributed.destroy_process_group()
+
+
 def make_trainer(cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: Any = False, progress: bool | None = None) -> pl.Trainer:
     """A Trainer from `compute.trainer`: no checkpoints (the zoo saves safetensors itself)."""
     return pl.Trainer(
+        callbacks=[ReleaseSpawnedProcessGroup()],
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
@@ -226,12 +252,10 @@ def _without_generator(loader: DataLoader) -> DataLoader:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of `model` on tensors (x in [0,1]); restores the model's mode."""
-    was_training = model.training
-    model.eval()
+    """Top-1 accuracy of `model` on tensors (x in [0,1]); restores every submodule's mode."""
     device = next(model.parameters()).device
     correct = 0
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        correct += int((model(xb.to(device)).argmax(1).cpu() == yb.cpu()).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            correct += int((model(xb.to(device)).argmax(1).cpu() == yb.cpu()).sum())
     return correct / max(len(y), 1)

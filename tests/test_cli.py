@@ -39,3 +39,63 @@ def test_zoo_list_shows_plan_without_building(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "planned" in out.stdout and "SAST" in out.stdout and "source" in out.stdout
     assert not (tmp_path / "zoo" / "smoke" / "manifest.jsonl").exists()
+
+
+def test_overrides_after_a_flag_reach_the_recipe(tmp_path):
+    # Before: argparse refused `zoo.x=1` after `--list` ("unrecognized arguments"); now it is an override,
+    # so the recipe check names the bad key.
+    out = fpbench("zoo", str(SMOKE), "--list", *smoke_overrides(tmp_path), "zoo.x=1", cwd=tmp_path)
+    assert out.returncode == 2 and "Unknown key 'x'" in out.stderr and "unrecognized" not in out.stderr
+    good = fpbench("zoo", str(SMOKE), "--list", *smoke_overrides(tmp_path), "zoo.name=after_flag", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "after_flag" in good.stdout
+
+
+def test_version_names_fpbench_and_torch():
+    from importlib.metadata import version
+
+    out = fpbench("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"fpbench {version('fpbench')} (torch {version('torch')})"
+
+
+def test_help_has_an_example_per_subcommand():
+    from bench.cli import EXAMPLES
+
+    top = fpbench("-h")
+    assert top.returncode == 0 and all(example in top.stdout for example in EXAMPLES.values())
+    for command in ("show", "zoo"):
+        out = fpbench(command, "-h")
+        assert out.returncode == 0 and f"example:\n  {EXAMPLES[command]}" in out.stdout
+
+
+def test_quiet_after_the_subcommand(tmp_path):
+    from bench.cli import _parse
+
+    assert _parse(["list", "methods", "-q"]).quiet and _parse(["-q", "list", "methods"]).quiet
+    assert not _parse(["list", "methods"]).quiet
+    args = _parse(["zoo", str(SMOKE), "a=1", "-q", "--list", "b=2", "--c=3"])
+    assert args.quiet and args.list and args.overrides == ["a=1", "b=2", "--c=3"]
+    assert _parse(["leaderboard", "--results-dir", "x=y"]).results_dir == "x=y"  # an option's value stays one
+    out = fpbench("list", "archs", "-q")
+    assert out.returncode == 0 and "convnet" in out.stdout
+
+
+def test_show_prints_resolved_recipe_with_method_defaults(tmp_path):
+    import yaml
+
+    from bench.config import load_recipe, to_dict
+
+    overrides = [*smoke_overrides(tmp_path), "methods=[cae,akh]", "eval.fpr_targets=[0.05]"]
+    out = fpbench("show", str(SMOKE), *overrides, "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == to_dict(load_recipe(SMOKE, overrides))  # the whole resolved recipe
+    lines = out.stdout.splitlines()
+    assert "  n_samples: 100  # default" in lines  # akh's default; the smoke recipe does not set it
+    assert "  pool_seeds: 1  # set (default: 2)" in lines  # cae: the recipe's value, the default beside it
+    assert list(tmp_path.iterdir()) == []  # shows, builds nothing
+
+
+def test_show_bad_recipe_exits_2(tmp_path):
+    out = fpbench("show", str(SMOKE), *smoke_overrides(tmp_path), "methods=[ipgaurd]", cwd=tmp_path)
+    assert out.returncode == 2 and "Did you mean 'ipguard'" in out.stderr and out.stdout == ""

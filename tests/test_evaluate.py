@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from bench.config import load_recipe
 from bench.evaluate import run_benchmark
 from bench.results import read_result
-from bench.tracking import offline_summary
 from tests.conftest import SMOKE, smoke_overrides
 
 
@@ -95,9 +94,40 @@ def test_leaderboard_written(guard_run):
     assert "oracle_label" in text and "akh" in text
 
 
+class RunSpy:
+    """Wraps a real W&B run and records what the library gives it through the public API."""
+
+    def __init__(self, run) -> None:
+        self._run, self.logged, self.summary_items = run, {}, {}
+        spy = self
+
+        class Summary:
+            def update(self, items: dict) -> None:
+                spy.summary_items.update(items)
+                run.summary.update(items)
+
+        self.summary = Summary()
+
+    def log(self, data: dict, *args, **kwargs) -> None:
+        self.logged.update(data)
+        self._run.log(data, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._run, name)
+
+
 def test_wandb_offline_stays_in_configured_dirs(smoke_cfg, smoke_zoo, tmp_path, monkeypatch):
-    """Offline W&B: a run folder with the summary metrics, and nothing outside the configured folders."""
-    pytest.importorskip("wandb")
+    """Offline W&B: a run folder, the summary metrics and the interactive ROC given to the real W&B
+    run (recorded through its public calls), and nothing outside the configured folders."""
+    wandb = pytest.importorskip("wandb")
+    spies: list[RunSpy] = []
+    real_init = wandb.init
+
+    def init(*args, **kwargs):
+        spies.append(RunSpy(real_init(*args, **kwargs)))
+        return spies[-1]
+
+    monkeypatch.setattr(wandb, "init", init)
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -113,8 +143,10 @@ def test_wandb_offline_stays_in_configured_dirs(smoke_cfg, smoke_zoo, tmp_path, 
     run_benchmark(load_recipe(SMOKE, overrides), progress=False)
     runs = list((root / "cache" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, sorted(str(p) for p in (root / "cache").rglob("*"))[:20]
-    summary = offline_summary(runs[0])
+    (spy,) = spies
+    summary = spy.summary_items
     assert summary["auc"] == 1.0 and summary["tpr_at_fpr/0.01"] == 1.0
+    assert isinstance(spy.logged["roc_curve"], wandb.plot.CustomChart)
     assert summary["n_negative"] == len(smoke_zoo.plan.by_role("negative"))
     assert os.listdir(work) == []
     assert not any(home.iterdir()), list(home.rglob("*"))
@@ -135,23 +167,30 @@ def test_a_failing_method_does_not_cost_the_others(smoke_cfg, smoke_zoo, tmp_pat
 
 
 def test_zoo_training_logs_offline_inside_the_cache(tmp_path, monkeypatch):
-    """Each trained zoo model gets an offline W&B run under the configured folder, none in the cwd."""
+    """Each trained zoo model gets an offline W&B run (with its model artifact) under the configured
+    folder, nothing in the cwd or the home folder."""
     from bench.zoo.build import build_zoo
 
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
     from bench import tracking
 
     cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path / "out"), "tracking.wandb.mode=offline",
-                              "zoo.negatives=[]", "zoo.positives=[]", "zoo.source.epochs=1"])
+                              "zoo.negatives=[]", "zoo.positives=[{attack: prune, rate: 0.4, epochs: 0}]",
+                              "zoo.source.epochs=1"])
     report = build_zoo(cfg, progress=False, logger_factory=tracking.training_logger_factory(cfg))
-    assert len(report.built) == 1
+    assert len(report.built) == 2
     runs = list((tmp_path / "out" / "cache" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    assert len(runs) == 2
     assert os.listdir(work) == []
+    assert not any(home.iterdir()), list(home.rglob("*"))
 
 
 def test_baselines_on_the_smoke_zoo_with_pools(smoke_cfg, smoke_zoo, tmp_path):

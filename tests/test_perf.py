@@ -1,7 +1,8 @@
 """The benchmark suite: each benchmark writes a well-formed JSON with positive figures.
 
-`perf` tests (`pytest -m perf`) run the real sizes and write `results/perf/<name>.json` (or under
-$FPBENCH_PERF_RESULTS_DIR); they assert only that figures exist, never a time (STYLE rule 10).
+`perf` tests (`pytest -m perf`) run the real sizes and write `local_results/perf/<name>.json` (or under
+$FPBENCH_PERF_RESULTS_DIR, e.g. `results` to publish); they assert only that figures exist, never a
+time (STYLE rule 10).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def test_bad_names_and_settings_fail_before_work(tmp_path):
 # -- the suite (pytest -m perf) ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def perf_dirs(tmp_path_factory):
-    results = Path(os.environ.get("FPBENCH_PERF_RESULTS_DIR", REPO / "results"))
+    # Like `fpbench perf`, the suite writes local figures; FPBENCH_PERF_RESULTS_DIR=results publishes.
+    results = Path(os.environ.get("FPBENCH_PERF_RESULTS_DIR", REPO / "local_results"))
     scratch = tmp_path_factory.mktemp("perf")
     overrides = [f"paths.zoo_dir={scratch / 'zoo'}", f"paths.cache_dir={scratch / 'cache'}",
                  f"paths.results_dir={scratch / 'results'}", "tracking.wandb.mode=disabled",
@@ -73,7 +75,7 @@ def _positive_numbers(figures: dict, *keys: str) -> None:
 @pytest.mark.parametrize("name", ORDER)
 def test_benchmark(name, perf_dirs, benchmark):
     if name == "executor_ray" and importlib.util.find_spec("ray") is None:
-        pytest.skip("Ray is not installed (pip install 'fpbench[ray]')")
+        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
     results, overrides = perf_dirs
     paths = benchmark.pedantic(run_perf, args=([name], results, overrides), rounds=1, iterations=1)
     record = _read(paths[name])
@@ -109,7 +111,7 @@ def test_records_hold_no_path_of_this_machine(tmp_path):
     import sys
 
     from bench.perf import REPO, portable_argv, portable_settings
-    from bench.perf_subprocess import portable_command
+    from bench.perf.processes import portable_command
 
     argv = [str(REPO / ".venv" / "bin" / "fpbench"), "perf", "generation", f"perf.recipe={REPO / 'recipes' / 'smoke.yaml'}"]
     assert portable_argv(argv) == ["fpbench", "perf", "generation", "perf.recipe=recipes/smoke.yaml"]
@@ -121,3 +123,11 @@ def test_records_hold_no_path_of_this_machine(tmp_path):
     for path in (REPO / "results" / "perf").glob("*.json"):  # the committed records
         text = path.read_text()
         assert str(REPO) not in text and sys.executable not in text, path.name
+
+
+def test_perf_writes_local_figures_unless_told_to_publish():
+    """A plain `fpbench perf` never replaces the committed figures under results/perf/."""
+    from bench.cli import _parse
+
+    assert _parse(["perf", "generation"]).results_dir == "local_results"
+    assert _parse(["perf", "--results-dir", "results", "generation"]).results_dir == "results"

@@ -30,7 +30,7 @@ KINDS = ("SAST", "SADT", "DAST", "DADT")
 RUNS = (("adv_tra", (0, 1), 0.5), ("ipguard", (0, 1), 0.2), ("akh", (0,), 0.35))
 
 
-def synthetic_result(method: str, seed: int, lift: float, n: int = 12) -> dict[str, Any]:
+def synthetic_result(method: str, seed: int, lift: float, n: int = 12, fpr_targets: tuple[float, ...] = (0.01, 0.1)) -> dict[str, Any]:
     """A result on zoo `tiny` (cifar10) with scores from `random.Random`, stable across versions."""
     rng = random.Random(f"{method}-{seed}")
     per_model = []
@@ -53,6 +53,7 @@ def synthetic_result(method: str, seed: int, lift: float, n: int = 12) -> dict[s
         },  # fmt: skip
         per_model=per_model,
         timing_s={"generate": 2.0 + seed, "verify": 0.5, "total": 2.5 + seed, "fingerprint_cached": False},
+        fpr_targets=fpr_targets,
         bootstrap=BootstrapConfig(n=200, seed=seed),
         git_path=None,
     )
@@ -136,3 +137,53 @@ def test_check_results_flags_edits(results_dir: Path) -> None:
     path.write_text(json.dumps(data))
     problems = check_results(results_dir)
     assert len(problems) == 1 and str(path) in problems[0] and "'per_model'" in problems[0]
+
+
+def _write(root: Path, runs: list[tuple[str, int, float, tuple[float, ...]]]) -> Path:
+    for method, seed, lift, targets in runs:
+        result = synthetic_result(method, seed, lift, fpr_targets=targets)
+        write_result(result, result_path(root, "tiny", method, result["config_sha256"], seed))
+    return root
+
+
+def test_custom_fpr_targets_in_leaderboard_md_csv_html(tmp_path: Path) -> None:
+    from bench.report.site import render_site
+
+    root = _write(tmp_path, [("adv_tra", 0, 0.5, (0.05,)), ("adv_tra", 1, 0.5, (0.05,)), ("akh", 0, 0.35, (0.05,))])
+    md, csv = write_leaderboard(root)
+    text, table = md.read_text(), csv.read_text().splitlines()
+    head = next(line for line in text.splitlines() if line.startswith("| zoo"))
+    assert "| T5%F |" in head and "T1%F" not in head and "T10%F" not in head
+    assert "**T5%F**" in text and "at most 5%," in text and "n− < 20 for T5%F" in text
+    frame = build_leaderboard(root).set_index("method")
+    want = sum(synthetic_result("adv_tra", s, 0.5, fpr_targets=(0.05,))["metrics"]["tpr_at_fpr"]["0.05"] for s in (0, 1)) / 2
+    assert frame.loc["adv_tra", "t5f"] == pytest.approx(want) and not math.isnan(frame.loc["akh", "t5f"])
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| tiny")]
+    assert all(row[head.split(" | ").index("T5%F")] not in ("", "n/a") for row in rows)
+    assert "t5f,t5f_std,t5f_ci_low,t5f_ci_high" in table[0] and "t1f" not in table[0]
+    page = render_site(root)
+    assert 'data-key="t5f"' in page and ">T5%F<" in page and "n− &lt; 20 for T5%F" in page
+    assert 'data-key="t1f"' not in page and ", T5%F 0." in page  # per-file details carry the value too
+
+
+def test_fpr_targets_union_over_results(tmp_path: Path) -> None:
+    root = _write(tmp_path, [("adv_tra", 0, 0.5, (0.05,)), ("akh", 0, 0.35, (0.1, 0.01))])
+    frame = build_leaderboard(root).set_index("method")
+    tprs = [c for c in frame.columns if c.startswith("t") and c.endswith("f") and c != "trials"]
+    assert tprs == ["t1f", "t5f", "t10f"]  # ascending, whatever order the results give
+    assert math.isnan(frame.loc["adv_tra", "t1f"]) and not math.isnan(frame.loc["akh", "t1f"])
+    md, _ = write_leaderboard(root)
+    assert "| T1%F | T5%F | T10%F |" in md.read_text()
+
+
+def test_run_summary_follows_fpr_targets() -> None:
+    from bench.evaluate import BenchmarkOutcome, summary_lines
+
+    result = synthetic_result("akh", 0, 0.35, fpr_targets=(0.05, 0.2))
+    lines = summary_lines(BenchmarkOutcome(zoo=None, results={"r.json": result}))
+    assert lines[0].split()[:4] == ["method", "AUC", "T5%F", "T20%F"] and "T1%F" not in lines[0]
+    cells = lines[1].split()
+    tpr = result["metrics"]["tpr_at_fpr"]
+    assert cells[:4] == ["akh", f"{result['metrics']['auc']:.3f}", f"{tpr['0.05']:.3f}", f"{tpr['0.2']:.3f}"]
+    default = summary_lines(BenchmarkOutcome(zoo=None, results={"r.json": synthetic_result("akh", 0, 0.35)}))
+    assert default[0].split()[:4] == ["method", "AUC", "T1%F", "T10%F"]

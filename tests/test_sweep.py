@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import bench.evaluate
+import bench.sweep
 from bench.config import ConfigError
 from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
 from tests.conftest import REPO, smoke_overrides
@@ -43,7 +44,7 @@ def test_failing_point_is_reported_and_sweep_goes_on(smoke_cfg, smoke_zoo, tmp_p
             raise RuntimeError("boom")
         return real(cfg, progress=progress)
 
-    monkeypatch.setattr(bench.evaluate, "run_benchmark", flaky)
+    monkeypatch.setattr(bench.sweep, "run_benchmark", flaky)  # bench.sweep imports it at module level
     outcome = run_sweep(load_sweep(SWEEP, _overrides(smoke_cfg, tmp_path)), progress=False)
     assert len(outcome.failed) == 4 and all("boom" in f for f in outcome.failed)
     assert len(outcome.rows) == 4
@@ -64,3 +65,46 @@ def test_wandb_sweep_definition(tmp_path):
     assert definition["method"] == "grid"
     assert definition["parameters"]["methods.akh.n_samples"] == {"values": [5, 10]}
     assert definition["command"][:2] == ["fpbench", "run"] and definition["command"][-1] == "${args}"
+
+
+def _points(targets: tuple[str, ...]) -> list[dict]:
+    rows = []
+    for point, (n, brake) in enumerate([(5, 0.9), (5, 0.95), (10, 0.9), (10, 0.95)]):
+        for trial in range(2):
+            tpr = {f"tpr@{t}": 0.1 * point + 0.05 * trial + 0.1 * i for i, t in enumerate(targets)}
+            rows.append({"point": point, "trial": trial, "n": n, "brake": brake, "method": "akh",
+                         "auc": 0.5 + 0.1 * point, **tpr})
+    return rows
+
+
+def _captured_labels(monkeypatch) -> list[str]:
+    """Every title, colorbar and legend text of the figures the sweep report saves."""
+    import bench.report.sweeps as sweeps
+
+    labels: list[str] = []
+    real = sweeps._save
+
+    def save(fig, path):
+        for ax in fig.axes:
+            labels.extend([ax.get_title(), ax.get_ylabel()])
+            if ax.get_legend():
+                labels.extend(t.get_text() for t in ax.get_legend().get_texts())
+        return real(fig, path)
+
+    monkeypatch.setattr(sweeps, "_save", save)
+    return labels
+
+
+def test_sweep_plots_follow_fpr_targets(tmp_path, monkeypatch):
+    from bench.report.sweeps import write_sweep_report
+
+    labels = _captured_labels(monkeypatch)
+    _, plots = write_sweep_report("s", ["n", "brake"], _points(("0.05", "0.2")), tmp_path / "grid")
+    assert sorted(p.name for p in plots) == ["akh_auc_heatmap.png", "akh_tpr_at_0.05_heatmap.png"]
+    assert "T5%F (mean over trials)" in labels and "T5%F" in labels  # title and colorbar of the TPR heatmap
+    labels.clear()
+    _, plots = write_sweep_report("s", ["n"], _points(("0.05", "0.2")), tmp_path / "line")
+    assert [p.name for p in plots] == ["akh_lines.png"] and labels.count("T5%F") == 1 and "AUC" in labels
+    labels.clear()
+    _, plots = write_sweep_report("s", ["n", "brake"], _points(("0.01", "0.1")), tmp_path / "default")
+    assert "akh_tpr_at_0.01_heatmap.png" in [p.name for p in plots] and "T1%F (mean over trials)" in labels

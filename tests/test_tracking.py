@@ -1,17 +1,32 @@
-"""Utility beside detection (issue #14 item 3): the W&B per-suspect table carries each suspect's test
-accuracy, label agreement with the source and accuracy drop, and a plot shows score against accuracy
-drop. W&B is disabled in tests: the table-building function is tested directly."""
+"""Tracking. Utility beside detection (issue #14 item 3): the W&B per-suspect table carries each
+suspect's test accuracy, label agreement with the source and accuracy drop, and a plot shows score
+against accuracy drop. Issue #15 item 13: the ROC as an interactive W&B plot of the stored points,
+and every built zoo model as a W&B artifact with its lineage. W&B is disabled in tests; what the
+library asks of W&B is checked through a recording fake of its public API."""
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from pytorch_lightning.loggers.logger import Logger
 
+from bench.config import load_recipe
 from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop, write_plots
 from bench.results import result_path, write_result
-from bench.tracking import per_model_table
+from bench.tracking import (
+    PER_MODEL_COLUMNS,
+    log_result,
+    log_zoo_model,
+    model_artifact_name,
+    per_model_table,
+    roc_table,
+)
+from tests.conftest import SMOKE, smoke_overrides
 from tests.test_results import synthetic_result
 
 
@@ -61,3 +76,193 @@ def test_score_vs_accuracy_drop_plot_written_beside_the_others(tmp_path: Path):
     assert plot in written and imread(plot).shape[0] > 100
     direct = plot_score_vs_accuracy_drop([with_accuracies(synthetic_result())], tmp_path / "one.png")
     assert direct.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- W&B through its public calls (issue #15 item 13) -------------------------------------------------
+# A fake `wandb` module records what the library asks of W&B; no test reads W&B's own file formats.
+
+
+class FakeArtifact:
+    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict | None = None) -> None:
+        self.name, self.type, self.description, self.metadata = name, type, description, dict(metadata or {})
+        self.files: list[str] = []
+        self.references: list[tuple[str, str]] = []
+
+    def add_file(self, path: str) -> None:
+        self.files.append(path)
+
+    def add_reference(self, uri: str, name: str | None = None) -> None:
+        self.references.append((uri, name))
+
+
+class FakeRun:
+    def __init__(self, offline: bool = True, disabled: bool = False, **init_kwargs: Any) -> None:
+        self.offline, self.disabled, self.init_kwargs = offline, disabled, init_kwargs
+        self.summary: dict[str, Any] = {}
+        self.logged: dict[str, Any] = {}
+        self.artifacts: list[FakeArtifact] = []
+        self.used: list[str] = []
+        self.finished = False
+        self.dir = "fake-run-dir"
+
+    def log(self, data: dict[str, Any]) -> None:
+        self.logged.update(data)
+
+    def log_artifact(self, artifact: FakeArtifact) -> None:
+        self.artifacts.append(artifact)
+
+    def use_artifact(self, name: str, type: str | None = None) -> None:
+        self.used.append(name)
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+class FakeWandb(types.ModuleType):
+    """The slice of the `wandb` API that `bench.tracking` uses, recording every call."""
+
+    def __init__(self) -> None:
+        super().__init__("wandb")
+        self.runs: list[FakeRun] = []
+        self.Artifact = FakeArtifact
+        self.Table = lambda columns=None, data=None, dataframe=None: {"columns": columns, "data": data}
+        self.Image = lambda path: {"image": path}
+        self.plot = types.SimpleNamespace(line=lambda table, x, y, title="": {"table": table, "x": x, "y": y, "title": title})
+
+    def init(self, **kwargs: Any) -> FakeRun:
+        self.runs.append(FakeRun(offline=kwargs.get("mode") != "online", **kwargs))
+        return self.runs[-1]
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> FakeWandb:
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    return fake
+
+
+def test_roc_table_is_the_stored_roc_points():
+    result = synthetic_result()
+    columns, rows = roc_table(result)
+    assert columns == ["fpr", "tpr"]
+    roc = result["metrics"]["roc"]
+    assert rows == [[f, t] for f, t in zip(roc["fpr"], roc["tpr"], strict=True)] and len(rows) > 2
+    assert rows[0] == [0.0, 0.0] and rows[-1] == [1.0, 1.0]
+
+
+def test_log_result_logs_an_interactive_roc_from_the_stored_points(fake_wandb, tmp_path: Path):
+    result = synthetic_result()
+    path = result_path(tmp_path, "tiny", "adv_tra", result["config_sha256"], 0)
+    write_result(result, path)
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "tracking.wandb.mode=offline"])
+    assert log_result(cfg, result, path) == "fake-run-dir"
+    (run,) = fake_wandb.runs
+    assert run.init_kwargs["mode"] == "offline" and run.init_kwargs["dir"] == str(tmp_path / "cache")
+    assert run.summary["auc"] == result["metrics"]["auc"]
+    chart = run.logged["roc_curve"]
+    assert (chart["x"], chart["y"]) == ("fpr", "tpr") and "AUC" in chart["title"]
+    assert chart["table"]["data"] == roc_table(result)[1]
+    assert run.logged["per_model"]["columns"] == list(PER_MODEL_COLUMNS)
+    assert [(a.type, a.files) for a in run.artifacts] == [("result", [str(path)])]
+    assert run.finished
+
+
+def test_log_zoo_model_records_lineage(fake_wandb, tmp_path: Path):
+    checkpoint = tmp_path / "models" / "b2.safetensors"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    checkpoint.with_suffix(".json").write_text("{}")
+    record = {"model_id": "b2", "role": "positive", "attack": "prune", "kind": None, "parent": "a1", "arch": "convnet",
+              "provenance": "train(convnet,digits:owner,seed=0)->prune(rate=0.4)", "sha256": "ff" * 32, "test_acc": 0.9}
+    online = FakeRun(offline=False)
+    log_zoo_model(online, record, checkpoint)
+    (artifact,) = online.artifacts
+    assert (artifact.name, artifact.type, artifact.description) == ("model-b2", "model", record["provenance"])
+    assert {k: artifact.metadata[k] for k in record} == record
+    assert artifact.metadata["parent_artifact"] == model_artifact_name("a1") == "model-a1"
+    assert artifact.references == [(checkpoint.resolve().as_uri(), "b2.safetensors"), (checkpoint.with_suffix(".json").resolve().as_uri(), "b2.json")]
+    assert online.used == ["model-a1:latest"]  # lineage edge: parent artifact -> this run -> this model
+    offline = FakeRun(offline=True)
+    log_zoo_model(offline, record, checkpoint)
+    assert offline.used == [] and offline.artifacts[0].metadata["parent"] == "a1"  # W&B allows use_artifact online only
+    source = FakeRun(offline=False)
+    log_zoo_model(source, {**record, "role": "source", "attack": None, "parent": None}, checkpoint)
+    assert source.used == [] and source.artifacts[0].metadata["parent_artifact"] is None
+    disabled = FakeRun(disabled=True)
+    log_zoo_model(disabled, record, checkpoint)
+    assert disabled.artifacts == []
+
+
+class FakeWandbLogger(Logger):
+    """A Lightning logger whose `experiment` is a recording fake run (as `WandbLogger.experiment` is a W&B run)."""
+
+    def __init__(self, job: Any) -> None:
+        super().__init__()
+        self.job, self.run, self.metrics = job, FakeRun(offline=False), []
+
+    @property
+    def experiment(self) -> FakeRun:
+        return self.run
+
+    @property
+    def name(self) -> str:
+        return "fake"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.metrics.append(metrics)
+
+
+def test_zoo_build_logs_each_model_as_an_artifact_of_its_training_run(fake_wandb, tmp_path: Path):
+    from bench.zoo.build import build_zoo
+
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "zoo.source.epochs=1", "zoo.negatives=[]",
+                              "zoo.positives=[{attack: ftll, epochs: 1}]"])
+    loggers: list[FakeWandbLogger] = []
+
+    def factory(job: Any) -> FakeWandbLogger:
+        loggers.append(FakeWandbLogger(job))
+        return loggers[-1]
+
+    report = build_zoo(cfg, progress=False, logger_factory=factory)
+    records = report.store.records()
+    assert len(report.built) == 2 and [lg.job.model_id for lg in loggers] == report.built
+    for logger in loggers:
+        (artifact,) = logger.run.artifacts
+        record = records[logger.job.model_id]
+        assert artifact.name == model_artifact_name(record["model_id"]) and logger.run.finished
+        assert artifact.metadata["sha256"] == record["sha256"] and artifact.metadata["role"] == record["role"]
+        assert any(m.get("train/acc") is not None for m in logger.metrics)  # the training curve went to the same run
+    source, positive = loggers
+    assert positive.run.artifacts[0].metadata["parent"] == source.job.model_id
+    assert positive.run.artifacts[0].metadata["attack"] == "ftll"
+    assert positive.run.used == [f"model-{source.job.model_id}:latest"] and source.run.used == []
+
+
+def test_ray_task_logs_its_model_as_an_artifact(fake_wandb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The body of a Ray task (run in process here: Ray is optional) logs the model it built into its own run."""
+    import dataclasses
+
+    from bench.zoo import executors
+    from bench.zoo.build import prepare
+
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "zoo.source.epochs=1", "zoo.negatives=[]", "zoo.positives=[]"])
+    loggers: list[FakeWandbLogger] = []
+    monkeypatch.setattr(executors, "training_logger_factory", lambda cfg: lambda job: loggers.append(FakeWandbLogger(job)) or loggers[-1])
+    threads = torch.get_num_threads()
+    _, plan, _ = prepare(cfg)
+    plan_data = {"name": plan.name, "dataset": plan.dataset, "split_hashes": dict(plan.split_hashes)}
+    try:
+        record = executors.run_job_task(executors.portable_config(cfg), dataclasses.asdict(plan.source), plan_data, 1)
+    finally:
+        torch.set_num_threads(threads)
+    (logger,) = loggers
+    (artifact,) = logger.run.artifacts
+    assert artifact.name == model_artifact_name(record["model_id"]) and artifact.metadata["sha256"] == record["sha256"]
+    assert logger.run.finished

@@ -1,18 +1,21 @@
-"""Helpers shared by the baseline methods (ipguard, cae, uap, sac): validation, seeding, eval mode,
-pool declarations and label agreement. Not a method: nothing here is registered."""
+"""Helpers shared by the baseline methods (ipguard, cae, uap, sac): architecture-list checks, pool
+declarations, input gradients and label agreement. Not a method: nothing here is registered.
+
+Validation, eval mode and seeding are not here: they are shared with the zoo and the attacks
+(`bench.checks`, `bench.modes`, `bench.seeding`), and the base class applies the last two itself."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
+from bench.checks import check, check_choice
 from bench.methods.base import Fingerprint, FingerprintMethod, GenerationContext, Pools, PoolSpec
+from bench.nets import check_arch
 from bench.pools import (
     DEFAULT_POOL_ARCHS,
     DEFAULT_POOL_SEEDS,
@@ -27,28 +30,11 @@ from bench.pools import (
 if TYPE_CHECKING:
     from bench.oracle import Oracle
 
-SEED_STRIDE = 1_000_003  # generator seed = ctx.seed * SEED_STRIDE + config.seed (as adv_tra)
 
-
-def require(method: str, name: str, value: Any, ok: bool, allowed: str) -> None:
-    """Raise ValueError naming the field, the bad value and what is allowed."""
-    if not ok:
-        raise ValueError(f"{method}: {name}={value!r} is out of range; it must be {allowed}.")
-
-
-def require_choice(method: str, name: str, value: Any, allowed: Sequence[str]) -> None:
-    """Raise ValueError unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(f"{method}: {name}={value!r} is not allowed; choose one of {', '.join(allowed)}.")
-
-
-def require_archs(method: str, name: str, archs: Sequence[str], allow_empty: bool = False,
-                  allow_source: bool = False) -> None:
+def require_archs(where: str, archs: Sequence[str], allow_empty: bool = False, allow_source: bool = False) -> None:
     """Validate a list of architecture names (registered, `timm:<name>`, or `"source"` when allowed)
-    without building anything."""
-    require(method, name, list(archs), allow_empty or len(archs) > 0, "a non-empty list of architecture names")
-    from bench.nets import check_arch
-
+    without building anything; `where` is the key, e.g. "cae.surrogate_archs"."""
+    check(where, list(archs), allow_empty or len(archs) > 0, "a non-empty list of architecture names")
     for arch in archs:
         if allow_source and arch == SOURCE_ARCH:
             continue
@@ -59,7 +45,7 @@ def require_archs(method: str, name: str, archs: Sequence[str], allow_empty: boo
             if allow_source:
                 near = difflib.get_close_matches(arch, [SOURCE_ARCH], n=1)
                 hint = (f" Did you mean '{SOURCE_ARCH}'?" if near else "") + f" ('{SOURCE_ARCH}' = the source's architecture)"
-            raise ValueError(f"{method}: {name}={list(archs)!r} contains {arch!r}: {err}.{hint}") from None
+            raise ValueError(f"{where}={list(archs)!r} contains {arch!r}: {err}.{hint}") from None
 
 
 @dataclass
@@ -84,17 +70,17 @@ class PoolFields:
 
 def require_pool_fields(method: str, config: Any) -> None:
     """Validate the shared pool fields (`PoolFields`), naming the key, the bad value and what is allowed."""
-    require_archs(method, "surrogate_archs", config.surrogate_archs, allow_source=True)
-    require_archs(method, "reference_archs", config.reference_archs, allow_source=True)
-    require(method, "pool_seeds", config.pool_seeds, config.pool_seeds >= 1, ">= 1")
+    require_archs(f"{method}.surrogate_archs", config.surrogate_archs, allow_source=True)
+    require_archs(f"{method}.reference_archs", config.reference_archs, allow_source=True)
+    check(f"{method}.pool_seeds", config.pool_seeds, config.pool_seeds >= 1, ">= 1")
     for name in ("pool_epochs", "surrogate_epochs"):
         value = getattr(config, name)
-        require(method, name, value, value is None or value >= 1, ">= 1, or null (see docs/pools.md)")
-    require(method, "surrogate_queries", config.surrogate_queries,
-            config.surrogate_queries is None or config.surrogate_queries >= 1, ">= 1, or null (the whole owner split)")
+        check(f"{method}.{name}", value, value is None or value >= 1, ">= 1, or null (see docs/pools.md)")
+    check(f"{method}.surrogate_queries", config.surrogate_queries,
+          config.surrogate_queries is None or config.surrogate_queries >= 1, ">= 1, or null (the whole owner split)")
     for name in ("reference_lr_scale", "surrogate_temperature", "surrogate_lr"):
-        require(method, name, getattr(config, name), getattr(config, name) > 0, "> 0")
-    require_choice(method, "surrogate_labels", config.surrogate_labels, LABEL_KINDS)
+        check(f"{method}.{name}", getattr(config, name), getattr(config, name) > 0, "> 0")
+    check_choice(f"{method}.surrogate_labels", config.surrogate_labels, LABEL_KINDS)
 
 
 class PooledMethod(FingerprintMethod):
@@ -118,24 +104,6 @@ class PooledMethod(FingerprintMethod):
                                "The evaluation loop builds them from the method's pool_spec(); callers building a "
                                "GenerationContext by hand must pass Pools(surrogates=[...], references=[...]).")
         return pools
-
-
-def make_generator(ctx_seed: int, config_seed: int) -> torch.Generator:
-    """A CPU generator seeded from the fingerprint seed and the method's own seed (never the global RNG)."""
-    return torch.Generator().manual_seed(int(ctx_seed) * SEED_STRIDE + int(config_seed))
-
-
-@contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put models in eval mode for the block and restore each one's previous mode afterwards."""
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
 
 
 def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

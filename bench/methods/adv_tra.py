@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.checks import check, check_choice
 from bench.methods.adv_tra_pipeline import UNRESOLVED, run_trajectories
 from bench.methods.adv_tra_steps import FAILURE_NAMES, Counter, StepRules
 from bench.methods.base import (
@@ -35,7 +36,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "score": ("detection_rate", "agreement"),
 }
 REFERENCE_ANNEAL = 0.049  # the code's annealing of a_lc over the iterations
-SEED_STRIDE = 1_000_003  # generator seed = ctx.seed * SEED_STRIDE + config.seed
 
 
 @dataclass
@@ -68,41 +68,40 @@ class AdvTraConfig:
     score: str = "detection_rate"  # detection_rate (paper: matched / N) | agreement (1 - mean mutation rate)
     batch_size: int | None = None  # samples in flight at once (a finished one's slot goes to the next); None: all
     fast_source: bool = True  # optimise steps on a frozen copy (bench/nets/frozen.py); labels from the source
-    seed: int = 0  # combined with the fingerprint seed: ctx.seed * 1_000_003 + seed
+    seed: int = 0  # combined with the fingerprint seed: ctx.seed * 1_000_003 + seed (bench/seeding.py)
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"adv_tra: {name}={value!r} is not allowed; choose one of {', '.join(allowed)}.")
-        _require(self.n_fingerprints >= 1, "n_fingerprints", self.n_fingerprints, ">= 1")
+            check_choice(f"adv_tra.{name}", getattr(self, name), allowed)
+        check("adv_tra.n_fingerprints", self.n_fingerprints, self.n_fingerprints >= 1, ">= 1")
         candidates = self.candidate_count()
-        _require(candidates >= self.n_fingerprints, "candidates", self.candidates, ">= n_fingerprints, or null")
-        _require(self.owner_pool is None or self.owner_pool >= candidates, "owner_pool", self.owner_pool,
-                 f">= candidates ({candidates}), or null")
-        _require(self.half_length >= 1, "half_length", self.half_length, ">= 1")
+        check("adv_tra.candidates", self.candidates, candidates >= self.n_fingerprints, ">= n_fingerprints, or null")
+        check("adv_tra.owner_pool", self.owner_pool, self.owner_pool is None or self.owner_pool >= candidates,
+              f">= candidates ({candidates}), or null")
+        check("adv_tra.half_length", self.half_length, self.half_length >= 1, ">= 1")
         if self.variant == "reference" and self.half_length == 1:
             raise ValueError("adv_tra: half_length=1 with variant=reference makes no trajectory: the authors' code "
                              "checks x_0 in place of the last sample x_1, so it accepts only a base sample the source "
                              "already labels as the target and grows the step of every other one until it diverges. "
                              "Use variant=paper for l = 1, or half_length >= 2.")
-        _require(self.classes_spanned >= 2, "classes_spanned", self.classes_spanned, ">= 2")
-        _require(0 < self.brake_factor <= 1, "brake_factor", self.brake_factor, "in (0, 1]")
-        _require(0 < self.length_control_factor < 1, "length_control_factor", self.length_control_factor, "in (0, 1)")
+        check("adv_tra.classes_spanned", self.classes_spanned, self.classes_spanned >= 2, ">= 2")
+        check("adv_tra.brake_factor", self.brake_factor, 0 < self.brake_factor <= 1, "in (0, 1]")
+        check("adv_tra.length_control_factor", self.length_control_factor, 0 < self.length_control_factor < 1,
+              "in (0, 1)")
         anneal = self.resolved_anneal()
-        _require(0 <= anneal < 1 - self.length_control_factor, "length_control_anneal", self.length_control_anneal,
-                 "in [0, 1 - length_control_factor) so that shrinking still shrinks, or null")
-        _require(self.init_step > 0, "init_step", self.init_step, "> 0")
+        check("adv_tra.length_control_anneal", self.length_control_anneal, 0 <= anneal < 1 - self.length_control_factor,
+              "in [0, 1 - length_control_factor) so that shrinking still shrinks, or null")
+        check("adv_tra.init_step", self.init_step, self.init_step > 0, "> 0")
         last_init = self.init_step - self.init_step_decrement * (self.half_length - 1)
-        _require(self.init_step_decrement >= 0 and last_init > 0, "init_step_decrement", self.init_step_decrement,
-                 "in [0, init_step / (half_length - 1)) so that every initial step is positive")
-        _require(self.step_lr >= 0, "step_lr", self.step_lr, ">= 0")
-        _require(self.max_iterations >= 1, "max_iterations", self.max_iterations, ">= 1")
-        _require(0 <= self.resolved_min_iterations() < self.max_iterations, "min_iterations", self.min_iterations,
-                 "in [0, max_iterations), or null (variant=reference: max_iterations // 4 + 1, so max_iterations >= 2)")
-        _require(self.max_step > self.init_step, "max_step", self.max_step, "> init_step")
-        _require(0 < self.threshold <= 1, "threshold", self.threshold, "in (0, 1]")
-        _require(self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size, ">= 1, or null")
+        check("adv_tra.init_step_decrement", self.init_step_decrement, self.init_step_decrement >= 0 and last_init > 0,
+              "in [0, init_step / (half_length - 1)) so that every initial step is positive")
+        check("adv_tra.step_lr", self.step_lr, self.step_lr >= 0, ">= 0")
+        check("adv_tra.max_iterations", self.max_iterations, self.max_iterations >= 1, ">= 1")
+        check("adv_tra.min_iterations", self.min_iterations, 0 <= self.resolved_min_iterations() < self.max_iterations,
+              "in [0, max_iterations), or null (variant=reference: max_iterations // 4 + 1, so max_iterations >= 2)")
+        check("adv_tra.max_step", self.max_step, self.max_step > self.init_step, "> init_step")
+        check("adv_tra.threshold", self.threshold, 0 < self.threshold <= 1, "in (0, 1]")
+        check("adv_tra.batch_size", self.batch_size, self.batch_size is None or self.batch_size >= 1, ">= 1, or null")
 
     def candidate_count(self) -> int:
         """Base samples tried: `candidates`, or 2 x n_fingerprints (the code's 200 for 100)."""
@@ -147,11 +146,6 @@ class AdvTraConfig:
         )
 
 
-def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"adv_tra: {name}={value!r} is out of range; it must be {allowed}.")
-
-
 @METHODS.register("adv_tra")
 class AdvTra(FingerprintMethod):
     """ADV-TRA (Xu et al., "United We Stand, Divided We Fall", NeurIPS 2024): adversarial trajectories.
@@ -171,9 +165,11 @@ class AdvTra(FingerprintMethod):
     # authors' loop exactly (early check of x_0, x_2..x_{l-1}; one length-control factor; accept at T//4 + 1).
     Config = AdvTraConfig
     verification_fields = ("threshold", "score")
+    # AUC/T1%F/T10%F in the paper's Table 2 (Xu et al., 2024)
+    paper_results = {"cifar10": "1.00/1.00/1.00", "cifar100": "1.00/1.00/1.00", "imagenet": "0.96/0.88/0.90"}
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         """Trajectories from the owner's data, all candidates advancing together on `ctx.device`.
 
         Returns tensors `inputs` [N, S, C, H, W], `labels` [N, S] (the source's), `segment_targets`
@@ -192,9 +188,6 @@ class AdvTra(FingerprintMethod):
         candidates = cfg.candidate_count()
         x_base, y_base, orders, choice = self._draw_candidates(ctx, candidates)
 
-        modes = {module: module.training for module in source.modules()}  # restored one by one afterwards
-        source.eval()
-        started = time.monotonic()
         counter = Counter()
         bar = tqdm(total=cfg.n_fingerprints, desc="adv_tra", unit="fp", disable=not ctx.progress, leave=False)
         try:
@@ -204,8 +197,6 @@ class AdvTra(FingerprintMethod):
                                    enough=cfg.n_fingerprints, on_iteration=_progress_hook(bar, cfg.n_fingerprints))
         finally:
             bar.close()
-            for module, training in modes.items():
-                module.train(training)
         tried = int((run.status != UNRESOLVED).sum())
         failures = {name: int((run.status == code).sum()) for code, name in FAILURE_NAMES.items()}
         if run.index.numel() == 0:
@@ -242,7 +233,6 @@ class AdvTra(FingerprintMethod):
             "length_control_anneal": cfg.resolved_anneal(),
             "gradient_evaluations": counter.gradient_evaluations,
             "forward_evaluations": counter.forward_evaluations,
-            "generation_seconds": time.monotonic() - started,
             "fast_source": engine_info,
         }
         return Fingerprint(method=self.name, tensors=tensors, meta=meta)
@@ -265,7 +255,7 @@ class AdvTra(FingerprintMethod):
             raise ValueError(f"adv_tra: needs {candidates} candidate base samples but the owner split has "
                              f"{x_pool.shape[0]}; lower n_fingerprints or candidates.")
         # CPU generator: the same draws on any device; never the global RNG.
-        generator = torch.Generator().manual_seed(int(ctx.seed) * SEED_STRIDE + int(cfg.seed))
+        generator = self.generator(ctx)
         choice = torch.randperm(x_pool.shape[0], generator=generator)[:candidates]
         orders = random_class_orders(y_pool.cpu()[choice], int(ctx.num_classes), cfg.segments(), generator)
         x_base = x_pool[choice.to(x_pool.device)].to(ctx.device)
@@ -280,7 +270,7 @@ class AdvTra(FingerprintMethod):
         predicted = suspect.labels(inputs.reshape(count * samples, *inputs.shape[2:])).view(count, samples)
         return (predicted.to(labels.device) != labels).float().mean(1)
 
-    def measure(self, fp: Fingerprint, suspect: Oracle) -> dict[str, float]:
+    def _measure(self, fp: Fingerprint, suspect: Oracle) -> dict[str, float]:
         """One batched query of all N x S samples; records both scores and the mean mutation rate."""
         mutation = self.mutation_rates(fp, suspect)
         figures = {
@@ -290,8 +280,8 @@ class AdvTra(FingerprintMethod):
         }
         return {"score": figures[self.config.score], **figures}
 
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
-        return self.measure(fp, suspect)["score"]
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
+        return self._measure(fp, suspect)["score"]
 
 
 def random_class_orders(labels: torch.Tensor, num_classes: int, segments: int, generator: torch.Generator) -> torch.Tensor:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.methods._common import make_generator, require, require_choice
+from bench.checks import check, check_choice
 from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
 from bench.methods.sac import cutmix
 from bench.oracle import Oracle
@@ -29,9 +29,9 @@ class AkhConfig:
     seed: int = 0  # CutMix pairs and boxes: generator seeded with ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
-        require("akh", "n_samples", self.n_samples, self.n_samples >= 1, ">= 1")
-        require_choice("akh", "split", self.split, ("owner", "test"))
-        require_choice("akh", "padding", self.padding, PADDINGS)
+        check("akh.n_samples", self.n_samples, self.n_samples >= 1, ">= 1")
+        check_choice("akh.split", self.split, ("owner", "test"))
+        check_choice("akh.padding", self.padding, PADDINGS)
 
 
 @METHODS.register("akh")
@@ -50,7 +50,7 @@ class Akh(FingerprintMethod):
     access = "label"
     version = "2"  # 2: padded up to n_samples with CutMix images (QuRD); 1 kept the mistakes only
 
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: AkhConfig = self.config
         x, y = ctx.split_data(cfg.split)
         oracle = Oracle(source, access="label")
@@ -61,7 +61,7 @@ class Akh(FingerprintMethod):
         if pad > 0:
             if len(x) == 0:
                 raise RuntimeError(f"akh: the '{cfg.split}' split is empty; there is nothing to fingerprint with.")
-            mixed = cutmix(x, pad, make_generator(ctx.seed, cfg.seed))
+            mixed = cutmix(x, pad, self.generator(ctx))
             inputs, labels = torch.cat([inputs, mixed]), torch.cat([labels, oracle.labels(mixed)])
             log.info("akh: %d misclassified '%s' samples; %d CutMix images pad the query set to %d.", len(wrong),
                      cfg.split, pad, cfg.n_samples)
@@ -76,6 +76,6 @@ class Akh(FingerprintMethod):
         return Fingerprint(method=self.name, meta=meta, tensors={
             "inputs": inputs.detach().cpu().contiguous(), "labels": labels.cpu(), "padded": padded})
 
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
         labels = suspect.labels(fp.tensors["inputs"])
         return float((labels == fp.tensors["labels"].to(labels.device)).float().mean().item())

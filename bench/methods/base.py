@@ -2,13 +2,15 @@
 
 Every method is one file in this package, one class, one config dataclass; the file name, the
 registry key and the YAML `name:` agree. The base class handles what all methods share (config,
-device, the saved fingerprint format); subclasses write only the algorithm.
+eval mode, seeds, timing, the saved fingerprint format); subclasses write only the algorithm
+(`_generate`, `_score`, optionally `_measure`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,9 +21,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from bench.io import atomic_save_tensors, atomic_write_json
+from bench.modes import eval_mode
 from bench.oracle import Access, Oracle
 from bench.pools import Pools, PoolSpec  # defined in the neutral bench.pools; re-exported here
 from bench.registry import Registry
+from bench.seeding import combine_seeds, seeded_generator, seeded_global_rng
 
 
 @dataclass
@@ -86,12 +90,25 @@ class Fingerprint:
 
 
 class FingerprintMethod(ABC):
-    """Base class of all fingerprinting methods.
+    """Base class of all fingerprinting methods: subclasses write only the algorithm.
 
-    Subclasses set `name`, `Config` (a dataclass), `access` and `version`, and implement `generate`
-    and `score`. `measure` may return extra figures next to the score (e.g. ADV-TRA's detection
-    rate and agreement); the loop records every figure and ranks by `score`. `generation_target`
-    says whether the fingerprint reached what the method's generation aims for (None: no target).
+    Subclasses set `name`, `Config` (a dataclass), `access` and `version`, and implement
+    `_generate` and `_score`; `_measure` may return extra figures next to the score (e.g. ADV-TRA's
+    detection rate and agreement); the loop records every figure and ranks by `score`.
+    `generation_target` says whether the fingerprint reached what the method's generation aims for
+    (None: no target).
+
+    The public `generate`, `score` and `measure` are template methods that own the bookkeeping
+    (subclasses may not override them):
+
+    - eval mode: `generate` runs `_generate` with the source in eval mode and afterwards gives every
+      submodule its own mode back (`bench.modes.eval_mode`); a suspect is queried through the
+      `Oracle`, which does the same around each query.
+    - seeds: one formula (`bench.seeding`): `self.seed(ctx) = ctx.seed * 1_000_003 + config.seed`;
+      `self.generator(ctx)` is a CPU generator seeded with it, for every random draw. The global
+      RNG is seeded with it too for the call and then given back (`seeded_global_rng`), so a stray
+      draw from it is reproducible and the caller's stream untouched. Scoring draws nothing.
+    - timing: `fp.meta["generation_seconds"]` = wall seconds of the whole `generate` call.
     """
 
     name: ClassVar[str]
@@ -101,6 +118,18 @@ class FingerprintMethod(ABC):
     # Config fields read only when scoring a suspect: a fingerprint cached under one value serves
     # every other value (the loop leaves them out of the cache key), so sweeping them is cheap.
     verification_fields: ClassVar[tuple[str, ...]] = ()
+    # Figures the method's own paper reports, "AUC/T1%F/T10%F" by dataset key (lower-case letters and
+    # digits, e.g. "cifar10"); the leaderboard's "paper" column shows them next to what fpbench measures.
+    paper_results: ClassVar[dict[str, str]] = {}
+
+    _TEMPLATE_METHODS: ClassVar[tuple[str, ...]] = ("generate", "score", "measure")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for public in FingerprintMethod._TEMPLATE_METHODS:
+            if public in vars(cls):
+                raise TypeError(f"{cls.__name__} overrides {public}(), which the base class wraps (eval mode, seeds, "
+                                f"timing); implement _{public}() instead (see docs/extending.md).")
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -113,17 +142,47 @@ class FingerprintMethod(ABC):
         """Defender models this method needs (None: only the source)."""
         return None
 
-    @abstractmethod
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
-        """Build the fingerprint from the white-box source model."""
+    # -- seeds --------------------------------------------------------------------------------------
+    def seed(self, ctx: GenerationContext) -> int:
+        """The method's seed: `combine_seeds(ctx.seed, config.seed)` (config.seed 0 when the config has none)."""
+        return combine_seeds(ctx.seed, getattr(self.config, "seed", 0))
 
-    @abstractmethod
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
-        """Query the black-box suspect; higher = more likely derived from the source."""
+    def generator(self, ctx: GenerationContext) -> torch.Generator:
+        """A fresh CPU generator seeded with `self.seed(ctx)`: the same draws on any device."""
+        return seeded_generator(ctx.seed, getattr(self.config, "seed", 0))
+
+    # -- the template methods -----------------------------------------------------------------------
+    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+        """Build the fingerprint from the white-box source model (see the class docstring)."""
+        started = time.perf_counter()
+        with eval_mode(source), seeded_global_rng(self.seed(ctx)):
+            fingerprint = self._generate(source, ctx)
+        fingerprint.meta["generation_seconds"] = time.perf_counter() - started
+        return fingerprint
 
     def measure(self, fp: Fingerprint, suspect: Oracle) -> dict[str, float]:
+        """All figures for one suspect; "score" among them (higher = more likely derived)."""
+        figures = self._measure(fp, suspect)
+        if "score" not in figures:
+            raise RuntimeError(f"{self.name}._measure returned {sorted(figures)} without 'score'; add it.")
+        return figures
+
+    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+        """Query the black-box suspect; higher = more likely derived from the source."""
+        return float(self.measure(fp, suspect)["score"])
+
+    # -- what a method implements ---------------------------------------------------------------------
+    @abstractmethod
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+        """The algorithm: build the fingerprint (the source is already in eval mode)."""
+
+    @abstractmethod
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
+        """The algorithm: the suspect's score (higher = more likely derived)."""
+
+    def _measure(self, fp: Fingerprint, suspect: Oracle) -> dict[str, float]:
         """All figures for one suspect; must contain "score". Override to add more."""
-        return {"score": float(self.score(fp, suspect))}
+        return {"score": float(self._score(fp, suspect))}
 
     def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
         """Whether generation reached the method's own target, read from `fp.meta` (works on cached fingerprints).

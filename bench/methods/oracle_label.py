@@ -19,19 +19,17 @@ class OracleLabelConfig:
 class OracleLabel(FingerprintMethod):
     """Guard (test only, not a paper): cheats by reading the manifest role; AUC must be exactly 1.0.
 
-    The only method allowed to look behind the oracle: a loop that gives it AUC < 1 (or 0) has
-    flipped the score direction or mixed up suspects and their labels.
+    The only method that looks behind the oracle, through the "manifest" access level it declares
+    (the oracle shows the role to no other level): a loop that gives it AUC < 1 (or 0) has flipped
+    the score direction or mixed up suspects and their labels.
     """
 
     name = "oracle_label"
     Config = OracleLabelConfig
-    access = "label"
+    access = "manifest"
 
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         return Fingerprint(method=self.name, tensors={}, meta={})
 
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
-        role = suspect.manifest_role
-        if role is None:
-            raise RuntimeError("oracle_label needs the loop to tell the oracle each suspect's manifest role.")
-        return 1.0 if role == "positive" else 0.0
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
+        return 1.0 if suspect.manifest_role == "positive" else 0.0

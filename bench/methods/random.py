@@ -13,7 +13,7 @@ from bench.oracle import Oracle
 
 @dataclass
 class RandomConfig:
-    seed: int = 0  # scores are drawn in suspect order from a generator seeded with this
+    seed: int = 0  # scores are drawn in suspect order from a generator seeded with ctx.seed * 1_000_003 + seed
 
 
 @METHODS.register("random")
@@ -26,11 +26,12 @@ class RandomGuard(FingerprintMethod):
     name = "random"
     Config = RandomConfig
     access = "label"
+    version = "2"  # 2: seeded by the common formula ctx.seed * 1_000_003 + seed (1: ctx.seed + seed; equal at ctx.seed 0)
 
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
-        return Fingerprint(method=self.name, tensors={"seed": torch.tensor([self.config.seed + ctx.seed])}, meta={})
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+        return Fingerprint(method=self.name, tensors={"seed": torch.tensor([self.seed(ctx)])}, meta={})
 
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
         if getattr(self, "_fingerprint_id", None) != id(fp):  # a new fingerprint restarts the sequence
             self._fingerprint_id = id(fp)
             self._generator = torch.Generator().manual_seed(int(fp.tensors["seed"].item()))

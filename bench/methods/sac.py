@@ -4,14 +4,13 @@ Fingerprinting Deep Neural Networks", NeurIPS 2022)."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from bench.methods._common import eval_mode, make_generator, require, require_choice
+from bench.checks import check, check_choice
 from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
 
 if TYPE_CHECKING:
@@ -34,10 +33,10 @@ class SacConfig:
     seed: int = 0  # cutmix pairs and boxes: ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
-        require("sac", "n_samples", self.n_samples, self.n_samples >= 2, ">= 2 (a correlation needs two samples)")
-        require_choice("sac", "samples", self.samples, SAMPLES)
-        require_choice("sac", "split", self.split, ("test", "owner"))
-        require_choice("sac", "correlation", self.correlation, CORRELATIONS)
+        check("sac.n_samples", self.n_samples, self.n_samples >= 2, ">= 2 (a correlation needs two samples)")
+        check_choice("sac.samples", self.samples, SAMPLES)
+        check_choice("sac.split", self.split, ("test", "owner"))
+        check_choice("sac.correlation", self.correlation, CORRELATIONS)
 
 
 def correlation_matrix(outputs: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
@@ -79,13 +78,12 @@ class Sac(FingerprintMethod):
     access = "probs"
     version = "1"
 
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: SacConfig = self.config
-        started = time.monotonic()
         x, y = ctx.split_data(cfg.split)
-        with eval_mode(source), torch.no_grad():
+        with torch.no_grad():
             if cfg.samples == "cutmix":
-                inputs = cutmix(x, cfg.n_samples, make_generator(ctx.seed, cfg.seed))
+                inputs = cutmix(x, cfg.n_samples, self.generator(ctx))
                 true_labels = torch.full((len(inputs),), -1, dtype=torch.long)  # a mixed image has no single label
             else:
                 wrong = (source(x).argmax(1) != y).nonzero().flatten()[: cfg.n_samples]
@@ -100,11 +98,11 @@ class Sac(FingerprintMethod):
         matrix = correlation_matrix(probs, cfg.correlation)
         meta = {"n_samples": len(inputs), "n_requested": cfg.n_samples, "samples": cfg.samples,
                 "correlation": cfg.correlation, "searched": len(y), "queries_per_suspect": len(inputs),
-                "gradient_evaluations": 0, "generation_seconds": time.monotonic() - started}
+                "gradient_evaluations": 0}
         return Fingerprint(method=self.name, meta=meta, tensors={
             "inputs": inputs.detach().cpu().contiguous(), "labels": probs.argmax(1).cpu(), "true_labels": true_labels.cpu(),
             "correlation": matrix.detach().cpu().contiguous()})
 
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
         matrix = correlation_matrix(suspect.probs(fp.tensors["inputs"]).cpu(), fp.meta["correlation"])
         return 0.0 - float((fp.tensors["correlation"] - matrix).abs().mean())  # 0.0 - : no "-0.0" for identical

@@ -4,7 +4,6 @@ Adversarial Perturbations", CVPR 2022). The perturbation itself is in `uap_pertu
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,16 +11,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.methods._common import (
-    PooledMethod,
-    PoolFields,
-    eval_mode,
-    make_generator,
-    require,
-    require_pool_fields,
-)
+from bench.checks import check
+from bench.methods._common import PooledMethod, PoolFields, require_pool_fields
 from bench.methods.base import METHODS, Fingerprint, GenerationContext, target_record
 from bench.methods.uap_perturbation import fooling_rate, universal_perturbation
+from bench.modes import eval_mode
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -58,17 +52,17 @@ class UapConfig(PoolFields):
     seed: int = 0  # UAP sample order, k-means init and encoder init: ctx.seed * 1_000_003 + seed
 
     def __post_init__(self) -> None:
-        require("uap", "xi", self.xi, 0 < self.xi <= 1, "in (0, 1]")
-        require("uap", "fooling_rate", self.fooling_rate, 0 < self.fooling_rate <= 1, "in (0, 1]")
+        check("uap.xi", self.xi, 0 < self.xi <= 1, "in (0, 1]")
+        check("uap.fooling_rate", self.fooling_rate, 0 < self.fooling_rate <= 1, "in (0, 1]")
         for name in ("uap_samples", "max_passes", "uap_batch_size", "deepfool_steps", "clusters", "views",
                      "kmeans_iterations", "hidden", "embedding", "encoder_epochs"):
-            require("uap", name, getattr(self, name), getattr(self, name) >= 1, ">= 1")
-        require("uap", "deepfool_overshoot", self.deepfool_overshoot, self.deepfool_overshoot >= 0, ">= 0")
-        require("uap", "deepfool_candidates", self.deepfool_candidates, self.deepfool_candidates >= 2, ">= 2")
-        require("uap", "cluster_samples", self.cluster_samples, self.cluster_samples >= max(self.clusters, self.views),
-                f">= clusters and >= views ({max(self.clusters, self.views)})")
-        require("uap", "temperature", self.temperature, self.temperature > 0, "> 0")
-        require("uap", "lr", self.lr, self.lr > 0, "> 0")
+            check(f"uap.{name}", getattr(self, name), getattr(self, name) >= 1, ">= 1")
+        check("uap.deepfool_overshoot", self.deepfool_overshoot, self.deepfool_overshoot >= 0, ">= 0")
+        check("uap.deepfool_candidates", self.deepfool_candidates, self.deepfool_candidates >= 2, ">= 2")
+        check("uap.cluster_samples", self.cluster_samples, self.cluster_samples >= max(self.clusters, self.views),
+              f">= clusters and >= views ({max(self.clusters, self.views)})")
+        check("uap.temperature", self.temperature, self.temperature > 0, "> 0")
+        check("uap.lr", self.lr, self.lr > 0, "> 0")
         require_pool_fields("uap", self)
 
 
@@ -90,12 +84,12 @@ class Uap(PooledMethod):
     Config = UapConfig
     access = "probs"
     version = "2"  # 2: DeepFool checks every class, drops unconverged steps, best pass kept, shortfall fails
+    paper_results = {"cifar10": "0.91/0.76/0.78"}  # AUC/T1%F/T10%F in the ADV-TRA paper's Table 2 (Xu et al., 2024)
 
-    def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
+    def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: UapConfig = self.config
         pools = self.pools(ctx)
-        started = time.monotonic()
-        generator = make_generator(ctx.seed, cfg.seed)
+        generator = self.generator(ctx)
         x_uap, _ = ctx.owner_data(cfg.uap_samples)
         x_cluster, _ = ctx.owner_data(cfg.cluster_samples)
         if len(x_cluster) < max(cfg.clusters, cfg.views):
@@ -146,7 +140,6 @@ class Uap(PooledMethod):
             "queries_per_suspect": 2 * cfg.clusters * cfg.views,
             "gradient_evaluations": uap_info["gradient_evaluations"],
             "deepfool_failures": uap_info["deepfool_failures"],
-            "generation_seconds": time.monotonic() - started,
         }
         return Fingerprint(method=self.name, tensors={k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                            meta=meta)
@@ -189,7 +182,7 @@ class Uap(PooledMethod):
             losses.append(float(loss.detach()))
         return encoder.eval(), losses
 
-    def score(self, fp: Fingerprint, suspect: Oracle) -> float:
+    def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
         encoder = Encoder.from_state({k[len(ENCODER_PREFIX) :]: v for k, v in fp.tensors.items()
                                       if k.startswith(ENCODER_PREFIX)})
         vectors = fingerprint_vectors(suspect.probs, fp.tensors["inputs"], fp.tensors["perturbation"])

@@ -26,6 +26,7 @@ __all__ = [
     "build_model",
     "check_arch",
     "count_parameters",
+    "new_model",
 ]
 
 # The factory arguments build_model fills in itself; everything after them is a tunable param.
@@ -125,6 +126,20 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(arch, in_channels, num_classes, image_size, mean, std, params)
+
+
+def new_model(arch: str, arch_params: dict[str, Any], data: Any, seed: int | None) -> Classifier:
+    """A freshly initialised `arch` sized for a datamodule's images and classes.
+
+    Args:
+        arch: a registered name or `timm:<model_name>`.
+        arch_params: the architecture's keyword params.
+        data: anything with `in_channels`, `num_classes`, `image_size`, `mean` and `std` (a datamodule).
+        seed: deterministic initialisation (see `build_model`).
+    """
+    return build_model(arch, in_channels=data.in_channels, num_classes=data.num_classes,
+                       image_size=data.image_size, mean=data.mean, std=data.std, params=dict(arch_params),
+                       seed=seed)
 
 
 def _build(

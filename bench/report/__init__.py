@@ -3,24 +3,21 @@
 from bench.report.leaderboard import (
     COLUMNS,
     COMPARISON_COLUMNS,
-    PAPER_TABLE2,
     Board,
     build_board,
     build_leaderboard,
     check_results,
     leaderboard_csv,
     leaderboard_markdown,
-    paper_value,
     write_leaderboard,
 )
 from bench.report.plots import plot_group_heatmap, plot_roc, plot_scores_box, write_plots
 from bench.report.site import write_site as write_site  # the static page (results/site/)
-from bench.report.variants import variant_label
+from bench.report.variants import paper_value, variant_label
 
 __all__ = [
     "COLUMNS",
     "COMPARISON_COLUMNS",
-    "PAPER_TABLE2",
     "Board",
     "build_board",
     "build_leaderboard",

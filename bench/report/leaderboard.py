@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -22,49 +22,48 @@ from typing import Any
 import pandas as pd
 
 from bench.io import atomic_write_text
-from bench.metrics import format_fpr
+from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, result_fpr_targets
 from bench.report import trials as tr
 from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
-from bench.report.variants import is_default, method_config, variant_label
+from bench.report.variants import is_default, method_config, paper_value, variant_label
 from bench.results import ResultError, check_result, iter_results, list_result_files, read_result
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [
-    "zoo", "dataset", "benchmark", "rank", "method", "variant", "config", "version", "trials",
-    "auc", "auc_std", "auc_ci_low", "auc_ci_high", "ci_over",
-    "t1f", "t1f_std", "t1f_ci_low", "t1f_ci_high", "t10f", "t10f_std", "t10f_ci_low", "t10f_ci_high",
-    "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
-]  # fmt: skip
+_FIGURE_SUFFIXES = ("", "_std", "_ci_low", "_ci_high")  # per figure: mean, sd over trials, CI
+
+
+def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
+    """The leaderboard columns for these FPR targets (one ``t<percent>f`` block per target)."""
+    return [
+        "zoo", "dataset", "benchmark", "rank", "method", "variant", "config", "version", "trials",
+        *(f"auc{s}" for s in _FIGURE_SUFFIXES), "ci_over",
+        *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in _FIGURE_SUFFIXES),
+        "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
+    ]  # fmt: skip
+
+
+COLUMNS = columns()  # the columns for the default eval.fpr_targets [0.01, 0.1]
 COMPARISON_COLUMNS = [
     "zoo", "dataset", "benchmark", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
     "ci_low", "ci_high", "confidence", "p_value", "n_boot", "distinguishable", "note",
 ]  # fmt: skip
 
-# AUC/T1%F/T10%F reported in the ADV-TRA paper's Table 2 (reported, not measured here).
-PAPER_TABLE2: dict[tuple[str, str], str] = {
-    ("adv_tra", "cifar10"): "1.00/1.00/1.00",
-    ("uap", "cifar10"): "0.91/0.76/0.78",
-    ("cae", "cifar10"): "0.80/0.48/0.64",
-    ("ipguard", "cifar10"): "0.77/0.30/0.46",
-    ("adv_tra", "cifar100"): "1.00/1.00/1.00",
-    ("adv_tra", "imagenet"): "0.96/0.88/0.90",
-}
-T1F, T10F = format_fpr(0.01), format_fpr(0.1)
-FIGURES = (("auc", None), ("t1f", T1F), ("t10f", T10F))  # (column prefix, tpr_at_fpr key; None = AUC)
 
 
-def paper_value(method: str, dataset: str) -> str:
-    """The paper's "AUC/T1%F/T10%F" for ``method`` on ``dataset`` ("" when the paper has none)."""
-    return PAPER_TABLE2.get((method.lower(), re.sub(r"[^a-z0-9]", "", dataset.lower())), "")
+def figures(fpr_targets: Sequence[float]) -> list[tuple[str, str | None]]:
+    """``(column prefix, tpr_at_fpr key)`` per figure; the key is None for the AUC."""
+    return [("auc", None), *((fpr_column(t), format_fpr(t)) for t in fpr_targets)]
 
 
 @dataclass
 class Board:
-    """The leaderboard (:data:`COLUMNS`) and its paired comparisons (:data:`COMPARISON_COLUMNS`)."""
+    """The leaderboard (:func:`columns`) and its paired comparisons (:data:`COMPARISON_COLUMNS`)."""
 
     rows: pd.DataFrame
     comparisons: pd.DataFrame
+    # The FPR targets of the TPR columns: the union over the results, ascending (eval.fpr_targets).
+    fpr_targets: list[float] = field(default_factory=lambda: list(DEFAULT_FPR_TARGETS))
 
 
 @dataclass
@@ -96,7 +95,7 @@ def _target_note(misses: list[tuple[tr.TrialKey, dict[str, Any]]], trials: int) 
     return f"generation missed its target in {len(misses)} of {trials} trial(s): " + "; ".join(parts)
 
 
-def _record(row: _Row, label: str) -> dict[str, Any]:
+def _record(row: _Row, label: str, fpr_targets: Sequence[float]) -> dict[str, Any]:
     results = row.results()
     first = next(iter(results.values()))
     _, confidence, _ = tr.bootstrap_settings(first)
@@ -105,7 +104,7 @@ def _record(row: _Row, label: str) -> dict[str, Any]:
         "zoo": zoo, "dataset": first["zoo"]["dataset"], "benchmark": row.benchmark[:8], "rank": None,
         "method": method, "variant": label, "config": config[:8], "version": version, "trials": len(results),
     }  # fmt: skip
-    for name, tpr_key in FIGURES:
+    for name, tpr_key in figures(fpr_targets):
         stats = tr.spread([_figure(r, tpr_key) for r in results.values()], confidence)
         low, high = (stats.low, stats.high) if len(results) > 1 else _suspect_ci(first, tpr_key)
         record.update({name: stats.mean, f"{name}_std": stats.std, f"{name}_ci_low": low, f"{name}_ci_high": high})
@@ -195,7 +194,8 @@ def build_board(results_dir: str | Path) -> Board:
         results_dir: Root of the results tree.
 
     Returns:
-        The :class:`Board`. Rows are sorted by zoo, benchmark, rank (unranked last), AUC
+        The :class:`Board`; its TPR columns follow the FPR targets the results carry (their union,
+        ascending; :func:`columns`). Rows are sorted by zoo, benchmark, rank (unranked last), AUC
         descending, variant; ``result_files`` holds POSIX paths relative to ``results_dir``,
         ordered by trial; ``rank`` is missing (pandas NA) for a row that is not ranked.
 
@@ -203,15 +203,17 @@ def build_board(results_dir: str | Path) -> Board:
         ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
-    rows = _group([(path.relative_to(root).as_posix(), result) for path, result in iter_results(root)])
+    files = [(path.relative_to(root).as_posix(), result) for path, result in iter_results(root)]
+    targets = result_fpr_targets(result for _, result in files)
+    rows = _group(files)
     labels = _labels(rows)
-    records = {row.key: _record(row, labels[row.key]) for row in rows}
+    records = {row.key: _record(row, labels[row.key], targets) for row in rows}
     comparisons: list[dict[str, Any]] = []
     for benchmark in sorted({row.benchmark for row in rows}):
         comparisons += _benchmark([r for r in rows if r.benchmark == benchmark], records)
-    frame = pd.DataFrame(sorted(records.values(), key=_sort_key), columns=COLUMNS)
+    frame = pd.DataFrame(sorted(records.values(), key=_sort_key), columns=columns(targets))
     frame["rank"] = frame["rank"].astype("Int64")
-    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS))
+    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets)
 
 
 def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:

@@ -6,10 +6,13 @@ Deterministic: fixed column orders and float formats, rows in the :func:`build_b
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from bench.metrics import DEFAULT_FPR_TARGETS, fpr_column, fpr_label, fpr_percent
 
 if TYPE_CHECKING:
     from bench.report.leaderboard import Board
@@ -30,9 +33,9 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
 - **bench**: rows with the same bench id were evaluated on the same suspects (same zoo, data and
   evaluation settings) and are compared pairwise below.
 - **AUC**: area under the ROC curve of suspect scores, positives (derived from the source) vs
-  negatives (independent models). **T1%F / T10%F**: the largest true-positive rate among ROC points
-  with false-positive rate at most 1% / 10%, without interpolation; with fewer negatives than
-  1/FPR (n− < 100 for T1%F) it is the TPR at zero false positives: read it together with n−.
+  negatives (independent models). **{tpr_names}**: the largest true-positive rate among ROC points
+  with false-positive rate at most {tpr_percents}, without interpolation; with fewer negatives than
+  1/FPR (n− < {first_inverse} for {first_name}) it is the TPR at zero false positives: read it together with n−.
 - **±** is the standard deviation across trials; **AUC CI** is the Student-t confidence interval of
   the mean over trials (level `eval.bootstrap.confidence`, 95% by default); † marks a single-trial
   row, whose interval is that result's bootstrap over suspects.
@@ -53,6 +56,18 @@ resampled, then positives and negatives within each trial, the same draws for A 
 **distinguishable** = the interval excludes 0. p is the two-sided bootstrap p-value. Rows without a
 shared trial are not compared.
 """
+
+
+def tpr_definition(fpr_targets: Sequence[float]) -> dict[str, str]:
+    """The words that name the TPR figures of these FPR targets in the legends (md and html)."""
+    return {"tpr_names": " / ".join(fpr_label(t) for t in fpr_targets),
+            "tpr_percents": " / ".join(f"{fpr_percent(t)}%" for t in fpr_targets),
+            "first_inverse": f"{1 / fpr_targets[0]:g}", "first_name": fpr_label(fpr_targets[0])}  # fmt: skip
+
+
+def header(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> str:
+    """The legend at the top of ``leaderboard.md``, naming the TPR figures of these FPR targets."""
+    return _HEADER.format(**tpr_definition(fpr_targets))
 
 
 def fmt(value: float | None, decimals: int = 3) -> str:
@@ -114,12 +129,12 @@ def _table(head: list[str], align: list[str], rows: list[list[str]]) -> list[str
 
 def leaderboard_markdown(board: Board) -> str:
     """Render a :class:`~bench.report.leaderboard.Board` as the ``leaderboard.md`` text."""
-    frame = board.rows
+    frame, targets = board.rows, board.fpr_targets
     if frame.empty:
-        return _HEADER + "\nNo result files found.\n"
-    head = ["zoo", "dataset", "bench", "rank", "method", "config", "trials", "AUC", "AUC CI", "T1%F", "T10%F",
-            "n+", "n−", "queries", "gen s", "verify s", "paper", "runs"]  # fmt: skip
-    align = ["---"] * 3 + ["---:"] + ["---"] * 2 + ["---:"] * 10 + ["---"] * 2
+        return header(targets) + "\nNo result files found.\n"
+    head = ["zoo", "dataset", "bench", "rank", "method", "config", "trials", "AUC", "AUC CI",
+            *(fpr_label(t) for t in targets), "n+", "n−", "queries", "gen s", "verify s", "paper", "runs"]  # fmt: skip
+    align = ["---"] * 3 + ["---:"] + ["---"] * 2 + ["---:"] * (8 + len(targets)) + ["---"] * 2
     notes: list[str] = []
     lines = []
     for row in frame.to_dict("records"):
@@ -132,11 +147,11 @@ def leaderboard_markdown(board: Board) -> str:
             row["zoo"], row["dataset"], f"`{row['benchmark']}`", rank_text(row["rank"]), f"{row['variant']}{flag}",
             f"`{row['config']}`", str(row["trials"]), with_spread(row["auc"], row["auc_std"]),
             ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
-            with_spread(row["t1f"], row["t1f_std"]), with_spread(row["t10f"], row["t10f_std"]),
+            *(with_spread(row[c], row[f"{c}_std"]) for c in map(fpr_column, targets)),
             str(row["n_pos"]), str(row["n_neg"]), fmt(row["queries"], 0), fmt(row["gen_s"], 1),
             fmt(row["verify_s"], 1), row["paper"], runs,
         ])  # fmt: skip
-    text = _HEADER + "\n" + "\n".join(_table(head, align, lines)) + "\n"
+    text = header(targets) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- {WARNING}{number} {note}" for number, note in enumerate(notes, 1)) + "\n"
     text += "\n## Paired comparisons\n\n" + COMPARISONS_INTRO

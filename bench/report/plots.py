@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.report.trials import row_key
 from bench.report.variants import method_config, variant_label
+from bench.results import iter_results
 
 NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
 
@@ -272,8 +273,6 @@ def write_plots(results_dir: str | Path) -> list[Path]:
     Raises:
         ResultError: If a result file does not validate.
     """
-    from bench.results import iter_results
-
     root = Path(results_dir)
     by_zoo: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _, result in iter_results(root):

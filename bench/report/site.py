@@ -18,22 +18,25 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
 
 from bench.io import atomic_write_text
+from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, fpr_label, fpr_percent
 from bench.report import leaderboard_text as lbtext
-from bench.report.leaderboard import T1F, T10F, Board, build_board
+from bench.report.leaderboard import Board, build_board
 from bench.report.plots import write_plots
 from bench.report.trials import format_trial, trial_key
 from bench.results import iter_results
 
-# (key in the data, header label, sort type, header tooltip)
-TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
+# (key in the data, header label, sort type, header tooltip); the TPR columns come from table_columns
+_COLUMNS: list[tuple[str, str, str, str]] = [
     ("zoo", "zoo", "text", "zoo name (zoo.name of the recipe)"),
     ("dataset", "dataset", "text", "dataset the zoo was trained on"),
     ("benchmark", "bench", "text", "rows with the same bench id were evaluated on the same suspects"),
@@ -43,8 +46,6 @@ TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("trials", "trials", "number", "number of result files (trials) aggregated in this row"),
     ("auc", "AUC", "number", "area under the ROC curve; mean ± sd over trials"),
     ("auc_ci_low", "AUC CI", "number", "t-interval of the mean over trials († one trial: bootstrap over suspects)"),
-    ("t1f", "T1%F", "number", "TPR at FPR ≤ 1%; mean over trials"),
-    ("t10f", "T10%F", "number", "TPR at FPR ≤ 10%; mean over trials"),
     ("n_pos", "n+", "number", "positive suspects (smallest count over trials)"),
     ("n_neg", "n−", "number", "negative suspects (smallest count over trials)"),
     ("queries", "queries", "number", "queries per suspect; mean over trials"),
@@ -53,6 +54,18 @@ TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("paper", "paper", "text", "AUC/T1%F/T10%F reported in the ADV-TRA paper (default config only), not measured here"),
     ("result_files", "result files", "text", "the result JSON files this row aggregates"),
 ]
+_TPR_AFTER = "auc_ci_low"  # the TPR columns follow the AUC CI
+
+
+def table_columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[tuple[str, str, str, str]]:
+    """The page's columns, with one TPR column per FPR target (``t1f``, "T1%F", ...)."""
+    at = [key for key, *_ in _COLUMNS].index(_TPR_AFTER) + 1
+    tpr = [(fpr_column(t), fpr_label(t), "number", f"TPR at FPR ≤ {fpr_percent(t)}%; mean over trials")
+           for t in fpr_targets]  # fmt: skip
+    return [*_COLUMNS[:at], *tpr, *_COLUMNS[at:]]
+
+
+TABLE_COLUMNS = table_columns()  # the columns for the default eval.fpr_targets [0.01, 0.1]
 PLOTS = (("roc.png", "ROC curves"), ("scores_box.png", "positive vs negative scores"),
          ("groups_heatmap.png", "mean score per attack / negative kind"),
          ("score_vs_accuracy_drop.png", "score against the suspect's accuracy drop"))  # fmt: skip
@@ -87,20 +100,20 @@ def _href(rel: str) -> str:
     return "../" + quote(rel)
 
 
-def _trials(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per result file (relative POSIX path): trial, AUC, T1%F and T10%F, for the row details."""
+def _trials(results_dir: Path, fpr_targets: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Per result file (relative POSIX path): trial, AUC and the TPR per FPR target, for the row details."""
     trials = {}
     for path, result in iter_results(results_dir):
         tpr = result["metrics"]["tpr_at_fpr"]
         trials[path.relative_to(results_dir).as_posix()] = {
-            "trial": format_trial(trial_key(result)), "auc": result["metrics"]["auc"], "t1f": tpr.get(T1F),
-            "t10f": tpr.get(T10F),
+            "trial": format_trial(trial_key(result)), "auc": result["metrics"]["auc"],
+            **{fpr_column(t): tpr.get(format_fpr(t)) for t in fpr_targets},
         }  # fmt: skip
     return trials
 
 
 def _rows(results_dir: Path, board: Board) -> list[dict[str, Any]]:
-    trials = _trials(results_dir)
+    trials = _trials(results_dir, board.fpr_targets)
     rows, notes = [], 0
     for record in board.rows.to_dict("records"):
         row = {key: _number(value) for key, value in record.items() if key != "result_files"}
@@ -141,7 +154,7 @@ def _comparisons(board: Board) -> str:
     return f'<section id="comparisons"><h2>Paired comparisons</h2>{head}\n' + "\n".join(parts) + "\n</section>"
 
 
-def _cell(key: str, row: dict[str, Any]) -> str:
+def _cell(key: str, row: dict[str, Any], fpr_targets: Sequence[float]) -> str:
     if key == "auc":
         return html.escape(_spread(row["auc"], row["auc_std"]))
     if key == "auc_ci_low":
@@ -156,7 +169,7 @@ def _cell(key: str, row: dict[str, Any]) -> str:
             flag = (f' <span class="below-target" title="{html.escape(row["target_note"])}">'
                     f'{lbtext.WARNING}{row["footnote"]}</span>')  # fmt: skip
         return _breakable(row["variant"]) + flag
-    if key in ("t1f", "t10f"):
+    if key in map(fpr_column, fpr_targets):
         return html.escape(_spread(row[key], row[f"{key}_std"]))
     if key == "queries":
         return _fmt(row[key], 0)
@@ -165,7 +178,8 @@ def _cell(key: str, row: dict[str, Any]) -> str:
     if key == "result_files":
         items = "".join(
             f'<li><a href="{html.escape(_href(t["file"]))}">{html.escape(Path(t["file"]).name)}</a> '
-            f"{t['trial']}: AUC {_fmt(t['auc'])}, T1%F {_fmt(t['t1f'])}, T10%F {_fmt(t['t10f'])}</li>"
+            f"{t['trial']}: AUC {_fmt(t['auc'])}"
+            + "".join(f", {fpr_label(x)} {_fmt(t[fpr_column(x)])}" for x in fpr_targets) + "</li>"
             for t in row["trial_results"]
         )
         count = len(row["trial_results"])
@@ -177,17 +191,18 @@ def _cell(key: str, row: dict[str, Any]) -> str:
     return html.escape(str(row[key]))
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], fpr_targets: Sequence[float]) -> str:
+    columns = table_columns(fpr_targets)
     head = "".join(
         f'<th scope="col" data-key="{key}" data-type="{kind}" aria-sort="none" title="{html.escape(tip)}">'
         f'<button type="button">{html.escape(label)}<span class="sort-indicator" aria-hidden="true"></span>'
         "</button></th>"
-        for key, label, kind, tip in TABLE_COLUMNS
+        for key, label, kind, tip in columns
     )
     body = "\n".join(
         f'<tr data-index="{i}">'
         + "".join(
-            f'<td data-key="{key}" class="{kind}">{_cell(key, row)}</td>' for key, _, kind, _ in TABLE_COLUMNS
+            f'<td data-key="{key}" class="{kind}">{_cell(key, row, fpr_targets)}</td>' for key, _, kind, _ in columns
         )
         + "</tr>"
         for i, row in enumerate(rows)
@@ -269,8 +284,8 @@ def _json_for_html(data: Any) -> str:
 _LEGEND = """<section id="legend"><h2>How to read the table</h2><dl>
 <dt>AUC</dt><dd>Area under the ROC curve of suspect scores: positives (derived from the source by a
 removal attack) against negatives (independent models).</dd>
-<dt>T1%F / T10%F</dt><dd>The largest true-positive rate among ROC points whose false-positive rate is
-at most 1% / 10%, without interpolation. With fewer negatives than 1/FPR (n− &lt; 100 for T1%F) the
+<dt>$tpr_names</dt><dd>The largest true-positive rate among ROC points whose false-positive rate is
+at most $tpr_percents, without interpolation. With fewer negatives than 1/FPR (n− &lt; $first_inverse for $first_name) the
 figure is the TPR at zero false positives: read it together with n−.</dd>
 <dt>rows and trials</dt><dd>A row is one method config on one zoo; its trials (one result file each, told
 apart by the seed and the source model's seed) are aggregated: the value is the mean over trials, ± the
@@ -290,6 +305,12 @@ in seconds (means over trials).</dd></dl>
 <p>Click a column header to sort (again to reverse). The view can be linked: parameters
 <code>sort</code>, <code>dir</code>, <code>dataset</code>, <code>zoo</code>, <code>method</code> and <code>q</code>
 in the URL's query or hash, e.g. <code>index.html#sort=auc&amp;dir=desc</code>.</p></section>"""
+
+
+def _legend(fpr_targets: Sequence[float]) -> str:
+    """The legend, naming the TPR figures of these FPR targets."""
+    words = {key: html.escape(value) for key, value in lbtext.tpr_definition(fpr_targets).items()}
+    return Template(_LEGEND).safe_substitute(words)
 
 
 def _asset(name: str) -> str:
@@ -312,7 +333,7 @@ def render_site(results_dir: str | Path) -> str:
     root = Path(results_dir)
     board = build_board(root)
     rows = _rows(root, board)
-    data = {"columns": [key for key, *_ in TABLE_COLUMNS], "rows": rows}
+    data = {"columns": [key for key, *_ in table_columns(board.fpr_targets)], "rows": rows}
     n_files = sum(len(row["result_files"]) for row in rows)
     empty = "" if rows else "<p>No result files found. Run <code>fpbench run RECIPE</code> first.</p>"
     return f"""<!DOCTYPE html>
@@ -331,10 +352,10 @@ do not edit by hand. Regenerate with <code>{COMMAND}</code> (<code>RESULTS_DIR</
 holding <code>runs/</code>, default <code>results</code>).</p></header>
 <main>
 {_filters(rows)}
-{empty}{_table(rows)}
+{empty}{_table(rows, board.fpr_targets)}
 <p id="no-rows" hidden>No rows match the filters.</p>
 {_footnotes(rows)}
-{_LEGEND}
+{_legend(board.fpr_targets)}
 {_comparisons(board) if rows else ""}
 {_plots(root, sorted({row["zoo"] for row in rows}))}
 {_sweeps(root)}

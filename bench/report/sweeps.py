@@ -1,7 +1,9 @@
 """Sweep report: a CSV of every (point, trial) and plots on the swept axes.
 
-Two swept keys give heatmaps of AUC and T1%F (mean over trials; the paper's Fig. 11 is AUC over
-brake factor x length); one swept key gives line plots with a 95% band over trials (Fig. 10).
+Two swept keys give heatmaps of AUC and of the TPR at the smallest FPR target the results carry
+(``eval.fpr_targets``; T1%F by default) (mean over trials; the paper's Fig. 11 is AUC over brake
+factor x length); one swept key gives line plots of the same two figures with a 95% band over trials
+(Fig. 10).
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ import numpy as np
 import pandas as pd
 
 from bench.io import atomic_write_text
+from bench.metrics import format_fpr, fpr_label
 from bench.report.plots import _figure, _save
 
-METRICS = (("auc", "AUC"), ("tpr@0.01", "T1%F"))
+METRICS = (("auc", "AUC"), ("tpr@0.01", "T1%F"))  # what metrics() gives for the default targets
+
+
+def metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(column, label)`` of the plotted figures: AUC and the TPR at the smallest FPR target present."""
+    present = frame.dropna(axis=1, how="all").columns  # a target only other methods' results carry is skipped
+    targets = sorted(float(c.removeprefix("tpr@")) for c in present if str(c).startswith("tpr@"))
+    tpr = [(f"tpr@{format_fpr(targets[0])}", fpr_label(targets[0]))] if targets else []
+    return [("auc", "AUC"), *tpr]
 
 
 def _axis(frame: pd.DataFrame, key: str) -> str:
@@ -45,7 +56,7 @@ def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path:
 def _lines(frame: pd.DataFrame, x: str, path: Path) -> Path:
     fig = _figure(6, 4)
     ax = fig.add_subplot()
-    for metric, title in METRICS:
+    for metric, title in metrics(frame):
         if metric not in frame:
             continue
         stats = frame.groupby(x)[metric].agg(["mean", "std", "count"]).sort_index()
@@ -70,9 +81,8 @@ def write_sweep_report(name: str, keys: list[str], rows: list[dict[str, Any]], o
     for method, part in frame.groupby("method"):
         if len(keys) == 2:
             x, y = _axis(part, keys[0]), _axis(part, keys[1])
-            for metric, title in METRICS:
-                if metric in part:
-                    plots.append(_heatmap(part, x, y, metric, title, out / f"{method}_{metric.replace('@', '_at_')}_heatmap.png"))
+            for metric, title in metrics(part):
+                plots.append(_heatmap(part, x, y, metric, title, out / f"{method}_{metric.replace('@', '_at_')}_heatmap.png"))
         elif len(keys) == 1:
             plots.append(_lines(part, _axis(part, keys[0]), out / f"{method}_lines.png"))
     return csv, plots

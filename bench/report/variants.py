@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -35,7 +36,7 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 @cache
 def _defaults_json(method: str) -> str | None:
     try:
-        from bench.methods import METHODS
+        from bench.methods import METHODS  # optional: the report runs without the method stack (torch)
     except ImportError as err:  # a report without the method stack installed: hashes only
         log.warning("Method defaults unavailable (%s); configs are named by hash.", err)
         return None
@@ -45,6 +46,23 @@ def _defaults_json(method: str) -> str | None:
     if config_class is None or not dataclasses.is_dataclass(config_class):
         return None
     return json.dumps(flatten(dataclasses.asdict(config_class())), sort_keys=True)
+
+
+def paper_value(method: str, dataset: str) -> str:
+    """The published "AUC/T1%F/T10%F" of registered ``method`` on ``dataset`` ("" when none is known).
+
+    Read from the method class's ``paper_results`` (keyed by dataset: lower-case letters and digits,
+    so "CIFAR-100" finds "cifar100"): a new method brings its own numbers.
+    """
+    try:
+        from bench.methods import METHODS  # optional: the report runs without the method stack (torch)
+    except ImportError as err:  # a report without the method stack installed: no paper column
+        log.warning("Paper results unavailable (%s).", err)
+        return ""
+    if method not in METHODS.names():
+        return ""
+    results = getattr(METHODS.get(method), "paper_results", None) or {}
+    return results.get(re.sub(r"[^a-z0-9]", "", dataset.lower()), "")
 
 
 def method_defaults(method: str) -> dict[str, Any] | None:

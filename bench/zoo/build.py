@@ -1,4 +1,9 @@
-"""Building a zoo: run the planned jobs, skipping verified models, writing each record atomically."""
+"""Building a zoo: run the planned jobs, skipping verified models, writing each record atomically.
+
+The `local` executor lives here (jobs in process, in plan order); `ray` is `bench.zoo.executors`;
+the other ranks of a multi-process launch follow rank 0 through `bench.zoo.ddp`. The work of one
+job is `bench.zoo.jobs`, which all three call.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,21 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from bench.config import ConfigError, ModelSpec
+from bench.config import ConfigError
 from bench.pools import PoolSpec
-from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, fit
-from bench.zoo.executors import follow_rank_zero, is_rank_zero
-from bench.zoo.plan import Job, ZooPlan, plan_zoo
+from bench.tracking import log_zoo_model
+from bench.zoo.ddp import follow_rank_zero, is_rank_zero
+from bench.zoo.executors import run_ray
+from bench.zoo.jobs import (
+    fill_source_agreement,
+    finish_record,
+    run_job,
+    setup_datamodule,
+    source_test_labels,
+    zoo_root,
+)
+from bench.zoo.plan import ZooPlan, plan_zoo
 from bench.zoo.store import ZooStore
 
 log = logging.getLogger(__name__)
@@ -35,65 +48,11 @@ class BuildReport:
     seconds: float = 0.0
 
 
-def data_info(dm: Any) -> dict[str, Any]:
-    """What `load_model` needs to rebuild an architecture for this datamodule."""
-    return {"name": dm.name, "in_channels": dm.in_channels, "num_classes": dm.num_classes,
-            "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std)}
-
-
-def zoo_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.zoo_dir) / cfg.zoo.name
-
-
-def setup_datamodule(cfg: DictConfig) -> Any:
-    """The recipe's datamodule with its splits made (`zoo.split_seed`)."""
-    from datamodules import build_datamodule
-
-    dm = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)
-    dm.setup()
-    return dm
-
-
 def prepare(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None) -> tuple[Any, ZooPlan, ZooStore]:
     """Set up the data and plan the zoo (cheap; all recipe errors surface here, before training)."""
     dm = setup_datamodule(cfg)
     plan = plan_zoo(cfg, dm.split_hashes(), pool_specs)
     return dm, plan, ZooStore(zoo_root(cfg))
-
-
-def new_model(arch: str, arch_params: dict, dm: Any, seed: int) -> nn.Module:
-    """A freshly initialised `arch` sized for the datamodule's images and classes."""
-    from bench.nets import build_model
-
-    return build_model(arch, in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
-                       mean=dm.mean, std=dm.std, params=dict(arch_params), seed=seed)
-
-
-def run_job(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root_dir: str, progress: bool,
-            logger: Any = False) -> tuple[nn.Module, dict[str, Any], float]:
-    """Make one model; returns (model, attack info, train seconds). Reads the source from `store`."""
-    if job.op == "train":
-        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelSpec), job.spec))
-        model = new_model(spec.arch, spec.arch_params, dm, spec.seed)
-        module = ClassifierModule(model, _as(OptimizerConfig, spec.optimizer), _as(ScheduleConfig, spec.schedule), spec.epochs)
-        loader = dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
-        seconds = fit(module, loader, trainer_cfg, root_dir=root_dir, seed=spec.seed, logger=logger, progress=progress)
-        return module.model, {}, seconds
-    from bench.zoo.attacks import AttackContext, build_attack
-
-    source_record = store.records()[job.parent]
-    model = store.load_model(job.parent, source_record)
-    ctx = AttackContext(datamodule=dm, trainer=trainer_cfg, root_dir=root_dir, progress=progress, logger=logger,
-                        source_arch=source_record["arch"], source_arch_params=source_record["arch_params"])
-    info: dict[str, Any] = {}
-    seconds = 0.0
-    for step in job.spec["chain"]:
-        output = build_attack(step["attack"], step["params"]).apply(model, ctx)
-        model = output.model
-        seconds += output.train_seconds
-        info[step["attack"]] = output.info
-        ctx.source_arch, ctx.source_arch_params = job.arch, job.arch_params
-    return model, info, seconds
 
 
 @contextmanager
@@ -111,10 +70,6 @@ def recipe_threads(cfg: DictConfig) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-
-
-def _as(cls: type, value: Any) -> Any:
-    return value if isinstance(value, cls) else cls(**value)
 
 
 def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progress: bool = True,
@@ -153,8 +108,6 @@ def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: boo
         pending = store.unbuilt(plan.jobs)
         report.skipped = [job.model_id for job in plan.jobs if job not in pending]
         if pending and cfg.compute.executor == "ray":
-            from bench.zoo.executors import run_ray
-
             run_ray(cfg, plan, pending, store, report)
             fill_source_agreement(dm, store, plan, report.built)  # tasks may finish before the source
         else:
@@ -165,79 +118,11 @@ def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: boo
                 model, info, seconds = run_job(job, dm, store, trainer_cfg, root_dir, progress, logger)
                 if reference is None and job.role != "source":
                     reference = source_test_labels(dm, store, plan.source.model_id)
-                store.add_record(finish_record(job, model, info, seconds, dm, store, plan, reference))
+                record = finish_record(job, model, info, seconds, dm, store, plan, reference)
+                store.add_record(record)
                 report.built.append(job.model_id)
                 if logger:
+                    log_zoo_model(logger.experiment, record, store.checkpoint_path(job.model_id))  # W&B artifact + lineage
                     logger.experiment.finish()
     report.seconds = time.perf_counter() - start
     return report
-
-
-def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: float, dm: Any, store: ZooStore,
-                  plan: ZooPlan, source_labels: torch.Tensor | None = None) -> dict[str, Any]:
-    """Save the checkpoint and return the manifest record (test accuracy and source agreement measured here).
-
-    Args:
-        source_labels: the source's labels on the test split; None: read the source (`job.parent`)
-            from the store if it is there, else `source_agreement` is null (`fill_source_agreement`
-            fills it in once the source is built).
-    """
-    x_test, y_test = dm.tensors("test")
-    labels = predicted_labels(model, x_test)
-    if job.role == "source":
-        source_labels = labels
-    elif source_labels is None and job.parent is not None:
-        source_labels = source_test_labels(dm, store, job.parent)
-    record = job.record_base()
-    record.update({
-        "dataset": plan.dataset,
-        "data": data_info(dm),
-        "split_hashes": plan.split_hashes,
-        "test_acc": int((labels == y_test).sum()) / max(len(y_test), 1),  # as `bench.training.accuracy`
-        "source_agreement": agreement(labels, source_labels),
-        "train_seconds": round(seconds, 3),
-        "info": info,
-    })
-    record["sha256"] = store.save_model(job.model_id, model, {k: record[k] for k in ("model_id", "arch", "arch_params", "provenance", "data")})
-    return record
-
-
-@torch.no_grad()
-def predicted_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Top-1 labels of `model` on `x` (eval mode, mode restored), on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    labels = torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)]) if len(x) else \
-        torch.zeros(0, dtype=torch.long)
-    model.train(was_training)
-    return labels
-
-
-def agreement(labels: torch.Tensor, reference: torch.Tensor | None) -> float | None:
-    """Fraction of samples where `labels` equal `reference` (None: no reference, or no samples)."""
-    if reference is None or len(labels) == 0:
-        return None
-    return int((labels == reference).sum()) / len(labels)
-
-
-def source_test_labels(dm: Any, store: ZooStore, source_id: str) -> torch.Tensor | None:
-    """The stored source's labels on the test split; None while the source is not recorded yet."""
-    record = store.records().get(source_id)
-    if record is None or not store.checkpoint_path(source_id).is_file():
-        return None
-    return predicted_labels(store.load_model(source_id, record), dm.tensors("test")[0])
-
-
-def fill_source_agreement(dm: Any, store: ZooStore, plan: ZooPlan, model_ids: list[str]) -> None:
-    """Measure `source_agreement` for the records among `model_ids` that lack it (built before the source was)."""
-    records = store.records()
-    missing = [i for i in model_ids if i in records and records[i].get("source_agreement") is None]
-    reference = source_test_labels(dm, store, plan.source.model_id) if missing else None
-    if reference is None:
-        return
-    x_test = dm.tensors("test")[0]
-    for model_id in missing:
-        labels = predicted_labels(store.load_model(model_id, records[model_id]), x_test)
-        records[model_id]["source_agreement"] = agreement(labels, reference)
-    store.write_records(records)

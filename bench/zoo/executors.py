@@ -1,10 +1,10 @@
-"""Zoo executors: `local` (in process, `bench.zoo.build`) and `ray` (one Ray task per zoo job).
+"""The `ray` zoo executor: one Ray task per zoo job (`local` runs in process, in `bench.zoo.build`).
 
 With Ray, only the driver writes the manifest: a task trains one model, writes that model's own
 checkpoint files and returns its manifest record; the driver adds records as results arrive. A job
 whose parent (the source) is still pending waits for it; a failed job is reported and the others
 go on; models finished before an interruption are skipped on the next run (they are not pending).
-Ray is an optional extra (`pip install 'fpbench[ray]'`), imported only here and only when used.
+Ray is an optional extra (`pip install -e '.[ray]'` in the checkout), imported only here and only when used.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,20 +23,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, RecipeConfig
-from bench.zoo.plan import Job, ZooPlan
+from bench.tracking import log_zoo_model, training_logger_factory
+from bench.zoo.jobs import finish_record, run_job, setup_datamodule, zoo_root
+from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
 
 log = logging.getLogger(__name__)
 
 RAY_MISSING = ("compute.executor=ray needs Ray, which is not installed. Install it with "
-               "pip install 'fpbench[ray]' (or pip install 'ray[default]'), or use compute.executor=local.")
+               "pip install -e '.[ray]' from the fpbench checkout (or pip install 'ray[default]'), or use "
+               "compute.executor=local. Not pip install 'fpbench[ray]': the PyPI project of that name is unrelated.")
 FAIL_JOB_ENV = "FPBENCH_TEST_FAIL_JOB"  # test hook: comma-separated model ids whose Ray task raises
 SOCKET_PATH_MAX = 107  # AF_UNIX socket paths: 108 bytes with the terminating NUL (Linux)
 # What Ray appends to its temp dir for its longest socket path (7-digit pid), plus a margin.
 RAY_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store") + 8
 PATH_KEYS = ("data_dir", "zoo_dir", "results_dir", "cache_dir")
-RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # what launchers set
-PARENT_WAIT_S = 1800.0  # how long a DDP rank > 0 waits for rank 0 to record a parent model
 
 
 def require_ray() -> ModuleType:
@@ -136,9 +136,6 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
             oversubscribe cores.
         fail: raise before training (the `FPBENCH_TEST_FAIL_JOB` test hook).
     """
-    from bench.tracking import training_logger_factory
-    from bench.zoo.build import finish_record, run_job, setup_datamodule, zoo_root
-
     torch.set_num_threads(max(1, threads))
     cfg = OmegaConf.merge(OmegaConf.structured(RecipeConfig), cfg_data)
     job = Job(**job_data)
@@ -156,7 +153,10 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
     store = ZooStore(zoo_root(cfg))
     try:
         model, info, seconds = run_job(job, dm, store, trainer_cfg, root_dir, False, logger)
-        return finish_record(job, model, info, seconds, dm, store, plan)
+        record = finish_record(job, model, info, seconds, dm, store, plan)
+        if logger:
+            log_zoo_model(logger.experiment, record, store.checkpoint_path(job.model_id))  # W&B artifact + lineage
+        return record
     finally:
         if logger:
             logger.experiment.finish()
@@ -279,42 +279,3 @@ def _check_cluster(ray: ModuleType, cfg: DictConfig) -> None:
                 log.warning(message)
             else:
                 raise ConfigError(message)
-
-
-# -- multi-process launches (Lightning's `ddp` re-launch, torchrun, SLURM srun) ------------------
-def is_rank_zero() -> bool:
-    """False in the other processes of a multi-process launch, which re-run the whole command."""
-    return all(os.environ.get(key, "0") == "0" for key in RANK_ENV)
-
-
-def follow_rank_zero(plan: ZooPlan, dm: Any, store: ZooStore, trainer_cfg: Any, root_dir: str,
-                     logger_factory: Any = None, wait_s: float = PARENT_WAIT_S) -> list[str]:
-    """A DDP rank > 0: run the same fits as rank 0, in the same order, and write nothing.
-
-    Rank 0 alone holds the zoo lock and writes checkpoints and records. This rank takes the same
-    pending jobs from the manifest (rank 0 writes nothing before the first fit, which waits for
-    every rank) and waits for each parent's record before loading it. Returns the model ids followed.
-    """
-    from bench.zoo.build import run_job
-
-    pending = store.unbuilt(plan.jobs)
-    for job in pending:
-        if job.parent is not None:
-            wait_for_record(store, job.parent, wait_s)
-        logger = logger_factory(job) if logger_factory else False  # W&B loggers log on rank 0 only
-        run_job(job, dm, store, trainer_cfg, root_dir, False, logger)
-    return [job.model_id for job in pending]
-
-
-def wait_for_record(store: ZooStore, model_id: str, wait_s: float, poll_s: float = 0.5) -> dict[str, Any]:
-    """The record of `model_id` once rank 0 has written it (and its checkpoint verifies)."""
-    from bench.zoo.store import ZooError
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        record = store.records().get(model_id)
-        if record is not None and store.verify(record):
-            return record
-        if time.monotonic() > deadline:
-            raise ZooError(f"Rank 0 did not record model {model_id} within {wait_s:.0f} s; see rank 0's error.")
-        time.sleep(poll_s)

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from bench.config import ConfigError
 from bench.pools import SOURCE_ARCH, PoolSpec, differs_from_suspects
-from bench.zoo.plan import Job, ZooPlan, _model_id, _train_job, _train_spec
+from bench.zoo.attacks import build_attack
+from bench.zoo.plan_base import Job, ZooPlan, _model_id, _train_job, _train_spec
 
 
 def pool_arch(arch: str, source_spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -41,8 +42,6 @@ def _reference_job(spec: PoolSpec, arch: str, seed: int, source_spec: dict[str, 
 
 def _surrogate_job(spec: PoolSpec, arch: str, seed: int, source: Job, source_spec: dict[str, Any],
                    augment: bool) -> Job:
-    from bench.zoo.attacks import build_attack
-
     arch, arch_params = pool_arch(arch, source_spec)
     epochs = spec.surrogate_epochs or spec.epochs or source_spec["epochs"]
     params = {"arch": arch, "arch_params": arch_params, "seed": seed, "split": "owner", "epochs": epochs,

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from bench.io import atomic_save_tensors, atomic_write_json, atomic_write_text, sha256_file
+from bench.nets import build_model
 
 
 class ZooError(RuntimeError):
@@ -96,8 +97,6 @@ class ZooStore:
 
     def load_model(self, model_id: str, record: dict[str, Any] | None = None) -> nn.Module:
         """Rebuild the architecture and load verified weights; never unpickles."""
-        from bench.nets import build_model
-
         record = record or self.records().get(model_id)
         if record is None:
             raise ZooError(f"Model {model_id} is not in {self.manifest_path}. `fpbench zoo RECIPE --list` shows the zoo.")

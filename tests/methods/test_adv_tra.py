@@ -17,7 +17,7 @@ from bench.methods.adv_tra_steps import DIVERGED, SUCCESS, Counter
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
 from bench.nets import build_model
 from bench.oracle import Oracle
-from bench.perf_adv_tra import TensorSplits
+from bench.perf.adv_tra_batching import TensorSplits
 from tests.methods.conftest import fit
 
 OWNER = 1000  # digits 0..999 train the source and seed fingerprints; the rest is "other" data
@@ -276,7 +276,7 @@ def test_classes_spanned_capped(source, digits):
 
 @pytest.mark.perf
 def test_perf_batched_vs_sequential(source, digits):
-    from bench.perf_adv_tra import compare_batched_vs_sequential
+    from bench.perf.adv_tra_batching import compare_batched_vs_sequential
 
     x, y = digits
     # both runs ask for the same fingerprints from the same candidates: the same work, no luck

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.methods._common import make_generator
 from bench.methods.akh import Akh, AkhConfig
 from bench.methods.base import Fingerprint, GenerationContext
 from bench.methods.sac import cutmix
 from bench.nets import build_model
 from bench.oracle import Oracle
+from bench.seeding import seeded_generator
 from tests.methods.conftest import fit
 
 OWNER = 1000  # digits: 1,797 images; the rest is the owner's test split
@@ -64,7 +64,7 @@ def test_pads_to_exactly_the_budget_with_cutmix_labelled_by_the_source(world):
     first = (source(test_x).argmax(1) != test_y).nonzero().flatten()
     assert torch.equal(x[:mistakes], test_x[first])
     # The padding is CutMix (sac.cutmix) of test images, seeded from ctx.seed and config.seed.
-    assert torch.equal(x[mistakes:], cutmix(test_x, 100 - mistakes, make_generator(ctx.seed, 0)))
+    assert torch.equal(x[mistakes:], cutmix(test_x, 100 - mistakes, seeded_generator(ctx.seed, 0)))
     plain = (x[mistakes:].flatten(1).unsqueeze(1) == test_x.flatten(1).unsqueeze(0)).all(2).any(1)
     assert int(plain.sum()) < len(plain) / 2  # mostly mixed images, not copies of one test image
 

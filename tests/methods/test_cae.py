@@ -135,5 +135,5 @@ def test_too_few_correct_seeds_for_candidates_says_what_to_change():
     with pytest.raises(ValueError, match="candidates=30 exceeds .* 20 samples the source classifies correctly"):
         Cae(CaeConfig(n_fingerprints=10, candidates=30, surrogate_archs=["mlp"], reference_archs=["mlp"])).generate(
             source, ctx)
-    with pytest.raises(ValueError, match="seeds='every' is not allowed; choose one of correct, all"):
+    with pytest.raises(ValueError, match="cae.seeds='every' is not one of correct, all"):
         CaeConfig(seeds="every")

@@ -18,12 +18,12 @@ import pytest
 
 from bench.config import ConfigError, load_recipe
 from bench.zoo import ZooStore
+from bench.zoo.ddp import is_rank_zero
 from bench.zoo.executors import (
     FAIL_JOB_ENV,
     JobQueue,
     check_ray_config,
     describe_error,
-    is_rank_zero,
     ray_temp_dir,
     relaunches_script,
     task_trainer,
@@ -49,7 +49,7 @@ def test_missing_ray_is_a_config_error_before_training(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *RAY))
-    with pytest.raises(ConfigError, match=r"pip install 'fpbench\[ray\]'"):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[ray\]' from the fpbench checkout"):
         build_zoo(cfg, progress=False)
     assert not (tmp_path / "zoo" / "smoke" / "manifest.jsonl").exists()
 
@@ -121,7 +121,7 @@ def local_and_ray(tmp_path_factory):
     """The small zoo built once by `local` and once by `ray` with 2 workers."""
     from bench.zoo.build import build_zoo
 
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fpbench[ray]')")
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     local_root, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
     local = build_zoo(load_recipe(SMOKE, smoke_overrides(local_root, *SMALL)), progress=False)
     ray = build_zoo(load_recipe(SMOKE, smoke_overrides(ray_root, *SMALL, *RAY)), progress=False)
@@ -163,7 +163,7 @@ def test_ray_rerun_builds_only_what_is_missing(local_and_ray, tmp_path):
 @pytest.mark.slow
 def test_ray_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
     """The source fails: it is reported with its error, its positives as DependencyError, negatives are built."""
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fpbench[ray]')")
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     from bench.zoo.build import build_zoo, prepare
 
     cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *RAY))
@@ -182,7 +182,7 @@ def test_ray_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ray_build_killed_midway_resumes_without_retraining(tmp_path):
     """SIGINT to `fpbench zoo ... executor=ray` once one model is recorded; the rerun trains only the rest."""
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fpbench[ray]')")
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     from bench.zoo.build import build_zoo
 
     slow_negatives = "zoo.negatives=[{kind: SAST, seed: [1, 2, 3, 4], epochs: 40}]"

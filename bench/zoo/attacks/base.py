@@ -16,7 +16,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from bench.checks import check_choice, check_range  # the attack modules import them from here too
+from bench.modes import eval_mode
 from bench.registry import Registry
+from bench.seeding import seeded_generator
 from bench.training import (
     ClassifierModule,
     OptimizerConfig,
@@ -29,24 +32,6 @@ from bench.training import (
 
 LABEL_SOURCES = ("ground_truth", "source")
 ATTACK_SPLITS = ("attacker", "owner", "independent")
-
-
-def check_choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """Raise ValueError unless `value` is one of `allowed`; `where` is e.g. "prune.scope"."""
-    if value not in allowed:
-        raise ValueError(f"{where}={value!r} is not one of {', '.join(allowed)}.")
-
-
-def check_range(where: str, value: float, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> None:
-    """Raise ValueError unless `value` lies in the interval; the message shows it, e.g. "[0, 1)"."""
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
-        raise ValueError(f"{where}={value} must be in {interval}.")
 
 
 @dataclass
@@ -198,13 +183,10 @@ def train_attacked(model: nn.Module, source: nn.Module, ctx: AttackContext, cfg:
 
 @torch.no_grad()
 def source_outputs(source: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Source logits on `x` (eval mode, mode restored)."""
-    was_training = source.training
-    source.eval()
+    """Source logits on `x` (eval mode; every submodule's mode restored)."""
     device = next(source.parameters()).device
-    logits = torch.cat([source(xb.to(device)).float().cpu() for xb in x.split(batch_size)])
-    source.train(was_training)
-    return logits
+    with eval_mode(source):
+        return torch.cat([source(xb.to(device)).float().cpu() for xb in x.split(batch_size)])
 
 
 def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str, batch_size: int, seed: int,
@@ -217,10 +199,8 @@ def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str
     its samples once, on the clean images (one query per sample), like an attacker labelling a
     dataset; each augmented view keeps its clean sample's label.
     """
-    if split not in ATTACK_SPLITS:
-        raise ValueError(f"split='{split}' is not one of {', '.join(ATTACK_SPLITS)}.")
-    if labels not in LABEL_SOURCES:
-        raise ValueError(f"labels='{labels}' is not one of {', '.join(LABEL_SOURCES)}.")
+    check_choice("split", split, ATTACK_SPLITS)
+    check_choice("labels", labels, LABEL_SOURCES)
     x, y = ctx.datamodule.tensors(split, limit)
     if labels == "source" or soft_temperature is not None:
         logits = source_outputs(source, x)
@@ -229,7 +209,7 @@ def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str
         dataset: Dataset = RelabelledDataset(ctx.datamodule.dataset(split, train=True), y)
     else:  # un-augmented: the materialised tensors themselves
         dataset = TensorDataset(x, y)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
 
 

@@ -1,7 +1,7 @@
 """Model extraction: a fresh substitute trained only on the source's answers (hard labels or soft
 probabilities, i.e. knowledge distillation) over the attacker's data, within an explicit query budget.
 
-The substitute never sees the source's weights: it is built from scratch (`bench.zoo.build.new_model`,
+The substitute never sees the source's weights: it is built from scratch (`bench.nets.new_model`,
 seeded by `seed`), of the source's architecture (`arch: null`) or another one. Each attacker sample
 is queried once; `info["queries"]` records how many were.
 """
@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from bench.nets import check_arch, new_model
 from bench.training import OptimizerConfig
 from bench.zoo.attacks.base import (
     ATTACKS,
@@ -56,8 +57,6 @@ class ExtractConfig(AttackTrainingConfig):
         if self.query_budget is not None:
             check_range("extract.query_budget", self.query_budget, 1)
         if self.arch is not None:
-            from bench.nets import check_arch
-
             try:
                 check_arch(self.arch, self.arch_params)
             except (KeyError, ValueError) as exc:
@@ -87,8 +86,6 @@ class Extract(RemovalAttack):
         return ctx.source_arch, {**ctx.source_arch_params, **cfg.arch_params}
 
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
-        from bench.zoo.build import new_model
-
         cfg = self.config
         arch, params = self.resolve_arch(ctx)
         substitute = new_model(arch, params, ctx.datamodule, cfg.seed)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
 from torch import nn
 
+from bench.seeding import seeded_generator
 from bench.training import OptimizerConfig
 from bench.zoo.attacks.base import (
     ATTACKS,
@@ -76,7 +76,7 @@ class _FineTune(RemovalAttack):
         if self.reinit_head:
             if not hasattr(model, "reset_head"):
                 raise TypeError(f"{self.name} needs a bench.nets.Classifier (with `reset_head`), got {type(model).__name__}.")
-            model.reset_head(torch.Generator().manual_seed(cfg.seed))
+            model.reset_head(seeded_generator(cfg.seed))
         seconds, samples = train_attacked(model, source, ctx, cfg, trainable=self.trainable)
         info = {"trainable": self.trainable, "reinit_head": self.reinit_head, "train_samples": samples}
         return AttackOutput(model=model, info=info, train_seconds=seconds)

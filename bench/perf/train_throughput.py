@@ -2,7 +2,7 @@
 
 Same model, data, loader, optimizer and schedule for both; the fits are interleaved so that a load
 change on a busy machine hits both. Registered in `bench.perf.BENCHMARKS` when `bench.perf` is
-imported; see that module for the suite. No timed assertion anywhere (STYLE rule 10).
+imported; see `bench.perf.base` for the suite. No timed assertion anywhere (STYLE rule 10).
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from bench.perf import BENCHMARKS, PerfRun
+from bench.nets import new_model
+from bench.perf.base import BENCHMARKS, PerfRun
+from bench.training import ClassifierModule, fit
+from bench.zoo.build import recipe_threads
+from bench.zoo.jobs import setup_datamodule
 
 TARGET_LIGHTNING_RATIO = 1.2  # Lightning's time per epoch within 1.2x the plain loop's
 
@@ -23,9 +27,6 @@ TARGET_LIGHTNING_RATIO = 1.2  # Lightning's time per epoch within 1.2x the plain
 @BENCHMARKS.register("train_throughput")
 def train_throughput(run: PerfRun) -> dict[str, Any]:
     """Images/s of the zoo's Lightning path (`ClassifierModule` + `fit`) vs a plain PyTorch loop, same model and data."""
-    from bench.training import ClassifierModule, fit
-    from bench.zoo.build import new_model, recipe_threads, setup_datamodule
-
     s = run.settings
     cfg = run.recipe(f"data.splits.owner={s.train_images}")
     dm, spec = setup_datamodule(cfg), OmegaConf.to_object(cfg.zoo.source)

@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.evaluate import resolve_device
 from bench.methods.adv_tra import AdvTra, AdvTraConfig
 from bench.methods.base import GenerationContext
-from bench.perf import BENCHMARKS, PerfRun, usable_cpus
+from bench.perf.base import BENCHMARKS, PerfRun, usable_cpus
+from bench.zoo.build import build_zoo
 
 TARGET_RATIO = 20.0  # issue 5: batched >= 20x the fingerprints/s of one at a time, 100 fingerprints, 2 CPU cores
 
@@ -130,9 +132,6 @@ def adv_tra_batching(run: PerfRun) -> dict[str, Any]:
     do the same work; `perf.adv_tra_threads` lists the torch thread counts to measure at (empty:
     every usable core). The batched run is repeated `perf.repeats` times (median reported).
     """
-    from bench.evaluate import resolve_device
-    from bench.zoo.build import build_zoo
-
     cfg = run.recipe("zoo.positives=[]", "zoo.negatives=[]")
     entries = [dict(entry) for entry in cfg.methods if entry.get("name") == "adv_tra"]
     config = {k: v for k, v in (entries[0] if entries else {}).items() if k not in ("name", "batch_size")}

@@ -1,0 +1,129 @@
+"""What a zoo job is: the `Job` and `ZooPlan` records, model ids, and from-scratch training jobs.
+
+The planning primitives shared by `bench.zoo.plan` (source, negatives, positives) and
+`bench.zoo.pool_plan` (defender pools), so that both import this module and not each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from bench.config import ConfigError, ModelSpec
+from bench.io import sha256_json
+from bench.nets import check_arch
+from bench.registry import RegistryError
+from bench.training import validate_training
+
+NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
+TRAIN_SPLITS = ("owner", "independent")
+
+
+@dataclass
+class Job:
+    """One model of the zoo: how to make it and what the manifest says about it."""
+
+    model_id: str
+    role: str  # source | positive | negative | pool
+    provenance: str
+    op: str  # train | attack
+    spec: dict[str, Any]  # train: a ModelSpec dict; attack: {"chain": [{"attack": name, "params": {...}}]}
+    arch: str
+    arch_params: dict[str, Any]
+    seed: int
+    parent: str | None = None
+    kind: str | None = None  # negatives: SAST/SADT/DAST/DADT; pools: surrogate/reference
+    attack: str | None = None  # positives: the group label of the per-attack table
+    split: str = "owner"
+
+    def record_base(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "role": self.role, "kind": self.kind, "attack": self.attack,
+                "provenance": self.provenance, "arch": self.arch, "arch_params": self.arch_params,
+                "params": self.spec, "seed": self.seed, "parent": self.parent, "split": self.split}
+
+
+@dataclass
+class ZooPlan:
+    name: str
+    dataset: str
+    split_hashes: dict[str, str]
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def source(self) -> Job:
+        return self.jobs[0]
+
+    def by_role(self, *roles: str) -> list[Job]:
+        return [j for j in self.jobs if j.role in roles]
+
+
+def _model_id(payload: dict[str, Any]) -> str:
+    return sha256_json(payload)[:12]
+
+
+def _scalar_fields(config_cls: type) -> set[str]:
+    """Fields whose YAML value is a scalar: a list given there expands into several models."""
+    out = set()
+    for f in dataclasses.fields(config_cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if not isinstance(default, (list, dict)) and not dataclasses.is_dataclass(default):
+            out.add(f.name)
+    return out
+
+
+def expand(entry: dict[str, Any], scalar_keys: set[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Cartesian product over list values of scalar keys; returns (params, varied values) pairs."""
+    varying = {k: v for k, v in entry.items() if k in scalar_keys and isinstance(v, list)}
+    for key, values in varying.items():
+        if not values:
+            raise ConfigError(f"'{key}: []' expands to no models; give at least one value.")
+    fixed = {k: v for k, v in entry.items() if k not in varying}
+    out = []
+    for combo in itertools.product(*varying.values()):
+        chosen = dict(zip(varying, combo))
+        out.append(({**fixed, **chosen}, chosen))
+    return out
+
+
+def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    schema = OmegaConf.merge(OmegaConf.structured(ModelSpec), base)
+    try:
+        merged = OmegaConf.merge(schema, overrides)
+    except Exception as err:
+        valid = ", ".join(f.name for f in dataclasses.fields(ModelSpec))
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}. Valid keys: kind, {valid}.") from None
+    spec = OmegaConf.to_container(merged, resolve=True)
+    if spec["split"] not in TRAIN_SPLITS:
+        raise ConfigError(f"{where}.split='{spec['split']}' is not one of {', '.join(TRAIN_SPLITS)}.")
+    try:
+        validate_training(merged.optimizer, merged.schedule, spec["epochs"], where)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return spec
+
+
+def _train_provenance(spec: dict[str, Any], dataset: str) -> str:
+    return f"train({spec['arch']},{dataset}:{spec['split']},seed={spec['seed']},epochs={spec['epochs']})"
+
+
+def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict[str, str], kind: str | None = None,
+               augment: bool = False) -> Job:
+    """A from-scratch training job; its id hashes `augment: true` only when `data.augment` is on (old ids stay)."""
+    _check_arch(spec["arch"], spec["arch_params"])
+    payload = {"role": role, "op": "train", "data": dataset, "split_hash": split_hashes[spec["split"]], "spec": spec}
+    if augment:  # augmented batches change the trained model, so they must change its id
+        payload["augment"] = True
+    return Job(model_id=_model_id(payload), role=role, provenance=_train_provenance(spec, dataset), op="train", spec=spec,
+               arch=spec["arch"], arch_params=spec["arch_params"], seed=spec["seed"], kind=kind, split=spec["split"])
+
+
+def _check_arch(arch: str, params: dict[str, Any]) -> None:
+    """Arch name and params are checked by the nets package itself (no model is built)."""
+    try:
+        check_arch(arch, params)
+    except (RegistryError, ValueError) as err:
+        raise ConfigError(str(err)) from None

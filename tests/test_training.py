@@ -1,0 +1,94 @@
+"""`ClassifierModule`'s training metrics (issue #15 item 12): train accuracy is a torchmetrics
+`MulticlassAccuracy` (micro average), logged once per epoch, equal to correct / samples over that
+epoch's batches as the module saw them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers.logger import Logger
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
+
+from bench.nets import build_model
+from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, fit
+from datamodules import DataConfig, SplitSizes, build_datamodule
+
+
+class RecordingLogger(Logger):
+    """A Lightning logger that keeps every `log_metrics` call in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append(dict(metrics))
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    tmp = tmp_path_factory.mktemp("training")
+    dm = build_datamodule(DataConfig(name="digits", splits=SplitSizes(owner=150, attacker=10, independent=10, test=None)),
+                          data_dir=str(tmp), seed=0)
+    dm.setup()
+    x, y = dm.tensors("owner")
+    return x, y, dm
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard_labels", "soft_labels"])
+def test_logged_train_accuracy_equals_correct_over_samples_per_epoch(digits, tmp_path, soft):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, y, dm = digits
+    targets = F.one_hot(y, dm.num_classes).float() * 0.8 + 0.02 if soft else y  # soft: argmax is still y
+    # 150 samples in batches of 64: 64, 64, 22, so a plain mean of batch accuracies would differ
+    loader = DataLoader(TensorDataset(x, targets), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = build_model("convnet", in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
+                        mean=dm.mean, std=dm.std, seed=0)
+    module = ClassifierModule(model, OptimizerConfig(lr=0.05), ScheduleConfig(name="none"), epochs=3)
+    assert isinstance(module.train_accuracy, MulticlassAccuracy) and module.train_accuracy.average == "micro"
+    seen: list[torch.Tensor] = []  # per forward: [correct, samples], in training order
+    hard = {}
+
+    def record(_module: Any, inputs: tuple[torch.Tensor], logits: torch.Tensor) -> None:
+        n = len(inputs[0])
+        labels = hard["y"][:n]
+        seen.append(torch.tensor([int((logits.argmax(1) == labels).sum()), n]))
+
+    original_step = module.training_step
+
+    def training_step(batch: Any, batch_idx: int) -> torch.Tensor:
+        hard["y"] = batch[1].argmax(1) if soft else batch[1]
+        return original_step(batch, batch_idx)
+
+    module.training_step = training_step
+    model.register_forward_hook(record)
+    logger = RecordingLogger()
+    try:
+        fit(module, loader, TrainerConfig(enable_progress_bar=False, log_every_n_steps=1), root_dir=str(tmp_path),
+            seed=0, logger=logger, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    logged = [c["train/acc"] for c in logger.calls if "train/acc" in c]
+    assert len(logged) == 3, logger.calls  # once per epoch, never per step
+    assert all("train/acc" not in c or "epoch" in c for c in logger.calls)
+    per_epoch = torch.stack(seen).view(3, 3, 2).sum(dim=1)  # 3 epochs x 3 batches x [correct, samples]
+    assert per_epoch[:, 1].tolist() == [150, 150, 150]
+    expected = (per_epoch[:, 0] / per_epoch[:, 1]).tolist()
+    assert logged == pytest.approx(expected, abs=1e-6)
+    assert expected[-1] > expected[0]  # it trained: the numbers move, so equality is not vacuous
