@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import torch
-from pytorch_lightning.loggers.logger import Logger
 
 from bench.config import load_recipe
 from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop, write_plots
@@ -28,6 +27,7 @@ from bench.tracking import (
 )
 from tests.conftest import SMOKE, smoke_overrides
 from tests.test_results import synthetic_result
+from tests.test_training import RecordingLogger
 
 
 def with_accuracies(result: dict[str, Any]) -> dict[str, Any]:
@@ -193,30 +193,16 @@ def test_log_zoo_model_records_lineage(fake_wandb, tmp_path: Path):
     assert disabled.artifacts == []
 
 
-class FakeWandbLogger(Logger):
-    """A Lightning logger whose `experiment` is a recording fake run (as `WandbLogger.experiment` is a W&B run)."""
+class FakeWandbLogger(RecordingLogger):
+    """A recording Lightning logger whose `experiment` is a recording fake run (as `WandbLogger.experiment` is a W&B run)."""
 
     def __init__(self, job: Any) -> None:
         super().__init__()
-        self.job, self.run, self.metrics = job, FakeRun(offline=False), []
+        self.job, self.run = job, FakeRun(offline=False)
 
     @property
     def experiment(self) -> FakeRun:
         return self.run
-
-    @property
-    def name(self) -> str:
-        return "fake"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.metrics.append(metrics)
 
 
 def test_zoo_build_logs_each_model_as_an_artifact_of_its_training_run(fake_wandb, tmp_path: Path):
@@ -238,7 +224,7 @@ def test_zoo_build_logs_each_model_as_an_artifact_of_its_training_run(fake_wandb
         record = records[logger.job.model_id]
         assert artifact.name == model_artifact_name(record["model_id"]) and logger.run.finished
         assert artifact.metadata["sha256"] == record["sha256"] and artifact.metadata["role"] == record["role"]
-        assert any(m.get("train/acc") is not None for m in logger.metrics)  # the training curve went to the same run
+        assert any(m.get("train/acc") is not None for m in logger.calls)  # the training curve went to the same run
     source, positive = loggers
     assert positive.run.artifacts[0].metadata["parent"] == source.job.model_id
     assert positive.run.artifacts[0].metadata["attack"] == "ftll"

@@ -12,19 +12,9 @@ from bench.nets import build_model
 from bench.oracle import Oracle
 from bench.seeding import seeded_generator
 from tests.methods.conftest import fit
+from tests.methods.test_baselines import TensorData
 
 OWNER = 1000  # digits: 1,797 images; the rest is the owner's test split
-
-
-class TensorData:
-    """The part of a FingerprintDataModule a method may use: `tensors(split, limit)`."""
-
-    def __init__(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.splits = splits
-
-    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.splits[split]
-        return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
 def digits_model(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int) -> torch.nn.Module:
