@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from bench.io import sha256_json
+from bench.io import name_problem, sha256_json
 from bench.methods import METHODS
 from bench.metrics import BootstrapConfig
 from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig
@@ -265,7 +265,16 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     return cfg
 
 
+def _check_names(cfg: DictConfig) -> None:
+    """Names that become folder names (``zoo.name``) must be one safe path component."""
+    problem = name_problem(cfg.zoo.name)
+    if problem:
+        raise ConfigError(f"zoo.name={cfg.zoo.name!r} is not a valid folder name: it {problem}. "
+                          "Pick a plain name such as 'my_zoo'.")
+
+
 def _check_choices(cfg: DictConfig) -> None:
+    _check_names(cfg)
     if cfg.compute.executor not in EXECUTORS:
         raise ConfigError(f"compute.executor='{cfg.compute.executor}' is not one of {', '.join(EXECUTORS)}.")
     if cfg.tracking.wandb.mode not in WANDB_MODES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def _temp_path(target: Path) -> str:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
-        name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"  # see `is_temp_name`
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # a name taken by another writer: draw another
@@ -83,3 +84,62 @@ def sha256_file(path: str | os.PathLike) -> str:
 def sha256_json(obj: Any) -> str:
     """Hex sha256 of the canonical JSON form of `obj` (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# -- names that become path components -------------------------------------------------------
+SAFE_NAME_RULE = "letters, digits and . _ -, not starting with a dot, at most 100 characters"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,99}")
+
+
+def name_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be one path component (a zoo, sweep or label name), or None if it can.
+
+    The rule is :data:`SAFE_NAME_RULE`: no separators, no ``..``, no hidden or absolute names.
+    """
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not _SAFE_NAME.fullmatch(value):
+        return f"must be {SAFE_NAME_RULE}"
+    return None
+
+
+def inside(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """``root / parts...``, refused unless it stays inside ``root``.
+
+    The check is lexical (``..`` and absolute parts are normalised, links are not followed), so a
+    zoo folder the user symlinked to another disk still works.
+
+    Raises:
+        ValueError: naming the parts and the root, when the joined path escapes ``root``.
+    """
+    base = Path(root)
+    path = base.joinpath(*parts)
+    real_root, real = os.path.abspath(base), os.path.abspath(path)
+    if real == real_root and parts or os.path.commonpath([real_root, real]) != real_root:
+        shown = "/".join(str(p) for p in parts)
+        raise ValueError(f"Path '{shown}' escapes its folder {base}: names must be {SAFE_NAME_RULE}.")
+    return path
+
+
+# -- temporary files of the atomic writes -----------------------------------------------------
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what `_temp_path` creates
+STALE_TEMP_S = 600.0  # a temp file unmodified this long has no live writer (a write renames within seconds)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a file name of the form ``_temp_path`` gives: ``.<target>.<12 hex>.tmp``."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def stale_temp_files(folder: str | os.PathLike, before: float) -> list[Path]:
+    """Regular files directly in ``folder`` named like atomic-write temps and last modified before
+    ``before - STALE_TEMP_S`` (epoch seconds). Links and other names are never listed."""
+    found: list[Path] = []
+    if not os.path.isdir(folder):
+        return found
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if (is_temp_name(entry.name) and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < before - STALE_TEMP_S):
+                found.append(Path(entry.path))
+    return sorted(found)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.io import atomic_write_json, sha256_json
+from bench.io import atomic_write_json, inside, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
 from bench.provenance import collect_hardware, collect_versions, git_info
 
@@ -109,8 +109,11 @@ def result_path(results_dir: str | Path, zoo_name: str, method_name: str, config
 
     Returns:
         ``results_dir/runs/<zoo>/<method>/<config_sha256[:8]>-s<seed>.json``.
+
+    Raises:
+        ValueError: when a name would take the path outside ``results_dir/runs`` (``..``, an absolute name).
     """
-    return Path(results_dir) / "runs" / zoo_name / method_name / f"{config_sha256[:8]}-s{int(seed)}.json"
+    return inside(Path(results_dir) / "runs", zoo_name, method_name, f"{config_sha256[:8]}-s{int(seed)}.json")
 
 
 def _type_name(value: Any) -> str:

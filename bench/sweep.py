@@ -20,7 +20,7 @@ import yaml
 
 from bench.config import ConfigError, load_recipe, run_config_sha256, to_dict
 from bench.evaluate import run_benchmark
-from bench.io import atomic_write_text
+from bench.io import atomic_write_text, inside, name_problem
 from bench.report.sweeps import write_sweep_report
 from bench.results import ResultError, read_result, result_path
 from bench.tracking import log_sweep
@@ -74,7 +74,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpe
     for key in ("recipe", "parameters"):
         if key not in raw:
             raise ConfigError(f"Sweep {path} needs '{key}:'.")
-    spec = SweepSpec(name=str(raw.get("name", path.stem)), path=path, recipe=(path.parent / raw["recipe"]).resolve(),
+    name = str(raw.get("name", path.stem))
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"Sweep name {name!r} in {path} (key 'name:', or the file name without one) is not a "
+                          f"valid folder name: it {problem}. Set a plain 'name:' such as 'my_sweep'.")
+    spec = SweepSpec(name=name, path=path, recipe=(path.parent / raw["recipe"]).resolve(),
                      parameters=dict(raw["parameters"]), search=str(raw.get("search", "grid")), n=int(raw.get("n", 10)),
                      sample_seed=int(raw.get("sample_seed", 0)), trials=int(raw.get("trials", 1)),
                      trial_zoo_seed=bool(raw.get("trial_zoo_seed", False)),
@@ -164,7 +169,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
                 outcome.rows.append(_row(spec, index, point, trial, path))
     if results_dir is not None and outcome.rows:
         outcome.csv, outcome.plots = write_sweep_report(spec.name, list(spec.parameters), outcome.rows,
-                                                        results_dir / "sweeps" / spec.name)
+                                                        inside(results_dir, "sweeps", spec.name))
 
         log_sweep(cfg, spec.name, outcome.csv, outcome.plots)
     return outcome

@@ -6,9 +6,11 @@ Deterministic: fixed column orders and float formats, rows in the :func:`build_b
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -56,6 +58,41 @@ resampled, then positives and negatives within each trial, the same draws for A 
 **distinguishable** = the interval excludes 0. p is the two-sided bootstrap p-value. Rows without a
 shared trial are not compared.
 """
+
+
+_ALWAYS = re.compile(r"([\\|`<>*~])")  # escaped wherever they stand
+_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # `_` that may open/close emphasis
+_LINK = re.compile(r"\](?=[(\[:])")  # `]` that may close a link, an image or a reference
+_NEWLINES = re.compile(r"[\r\n]+")
+
+
+def md_text(text: Any) -> str:
+    """``text`` (a name from a recipe or a result file) as literal Markdown in a table cell.
+
+    Backslashes, ``|``, backticks, ``<``, ``>``, ``*`` and ``~`` are always escaped; ``_`` only where
+    it could start or end emphasis (not inside a word, so ``adv_tra`` stays as it is); ``[`` and ``]``
+    only where they could form a link or image (so ``adv_tra[score=agreement]`` stays as it is);
+    newlines become spaces. Plain names come out unchanged.
+    """
+    out = _NEWLINES.sub(" ", str(text))
+    out = _ALWAYS.sub(r"\\\1", out)
+    out = _UNDERSCORE.sub(r"\\_", out)
+    if _LINK.search(out):
+        out = out.replace("[", "\\[").replace("]", "\\]")
+    return out
+
+
+def md_code(text: Any) -> str:
+    """``text`` as a Markdown code span that no backtick inside it can close, one line, table-safe."""
+    body = _NEWLINES.sub(" ", str(text)).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def md_link(text: Any, target: str) -> str:
+    """A Markdown link whose text is escaped and whose target is percent-encoded (plain paths unchanged)."""
+    return f"[{md_text(text)}]({quote(target, safe='/._-~')})"
 
 
 def tpr_definition(fpr_targets: Sequence[float]) -> dict[str, str]:
@@ -106,6 +143,12 @@ def target_footnote(row: dict[str, Any]) -> str:
     return f"`{row['variant']}` (zoo `{row['zoo']}`, bench `{row['benchmark']}`): {row['target_note']}. Not ranked."
 
 
+def _target_footnote_md(row: dict[str, Any]) -> str:
+    """:func:`target_footnote` with the names as safe Markdown code spans (the HTML page escapes its own)."""
+    return (f"{md_code(row['variant'])} (zoo {md_code(row['zoo'])}, bench {md_code(row['benchmark'])}): "
+            f"{md_text(row['target_note'])}. Not ranked.")
+
+
 def comparison_sections(comparisons: pd.DataFrame) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
     """``(zoo, dataset, benchmark, records)`` per benchmark, in board order."""
     sections: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -117,8 +160,9 @@ def comparison_sections(comparisons: pd.DataFrame) -> list[tuple[str, str, str, 
 def comparison_cells(record: dict[str, Any]) -> list[str]:
     """A comparison's cells: A, B, shared trials, ΔAUC, CI, p, distinguishable."""
     if record["distinguishable"] == "not compared":
-        return [record["a"], record["b"], "0", MISSING, MISSING, MISSING, f"not compared: {record['note']}"]
-    return [record["a"], record["b"], str(record["shared_trials"]), f"{record['delta_auc']:+.3f}",
+        return [md_text(record["a"]), md_text(record["b"]), "0", MISSING, MISSING, MISSING,
+                f"not compared: {md_text(record['note'])}"]
+    return [md_text(record["a"]), md_text(record["b"]), str(record["shared_trials"]), f"{record['delta_auc']:+.3f}",
             f"[{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]", p_text(record["p_value"], record["n_boot"]),
             record["distinguishable"]]  # fmt: skip
 
@@ -138,18 +182,18 @@ def leaderboard_markdown(board: Board) -> str:
     notes: list[str] = []
     lines = []
     for row in frame.to_dict("records"):
-        runs = " ".join(f"[{Path(p).stem}]({p})" for p in row["result_files"])
+        runs = " ".join(md_link(Path(p).stem, p) for p in row["result_files"])
         flag = ""
         if row["below_target"]:
-            notes.append(target_footnote(row))
+            notes.append(_target_footnote_md(row))
             flag = f" {WARNING}{len(notes)}"
         lines.append([
-            row["zoo"], row["dataset"], f"`{row['benchmark']}`", rank_text(row["rank"]), f"{row['variant']}{flag}",
-            f"`{row['config']}`", str(row["trials"]), with_spread(row["auc"], row["auc_std"]),
+            md_text(row["zoo"]), md_text(row["dataset"]), md_code(row["benchmark"]), rank_text(row["rank"]),
+            f"{md_text(row['variant'])}{flag}", md_code(row["config"]), str(row["trials"]), with_spread(row["auc"], row["auc_std"]),
             ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
             *(with_spread(row[c], row[f"{c}_std"]) for c in map(fpr_column, targets)),
             str(row["n_pos"]), str(row["n_neg"]), fmt(row["queries"], 0), fmt(row["gen_s"], 1),
-            fmt(row["verify_s"], 1), row["paper"], runs,
+            fmt(row["verify_s"], 1), md_text(row["paper"]), runs,
         ])  # fmt: skip
     text = header(targets) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
     if notes:
@@ -160,7 +204,7 @@ def leaderboard_markdown(board: Board) -> str:
         text += "\nNo bench has two rows: nothing to compare.\n"
     for zoo, dataset, benchmark, records in sections:
         level = f"{records[0]['confidence'] * 100:g}% CI"
-        text += f"\n### `{zoo}` ({dataset}), bench `{benchmark}`\n\n"
+        text += f"\n### {md_code(zoo)} ({md_text(dataset)}), bench {md_code(benchmark)}\n\n"
         text += "\n".join(_table(["A", "B", "shared trials", "ΔAUC (A − B)", level, "p", "distinguishable"],
                                  ["---", "---", "---:", "---:", "---:", "---:", "---"],
                                  [comparison_cells(r) for r in records])) + "\n"  # fmt: skip

@@ -11,6 +11,7 @@ a value the user set is respected.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import tempfile
 from collections import defaultdict
@@ -19,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from bench.io import inside
 from bench.report.trials import row_key
 from bench.report.variants import method_config, variant_label
 from bench.results import iter_results
 
 NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
+
+log = logging.getLogger(__name__)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -279,7 +283,11 @@ def write_plots(results_dir: str | Path) -> list[Path]:
         by_zoo[result["zoo"]["name"]].append(result)
     written: list[Path] = []
     for zoo in sorted(by_zoo):
-        folder = root / "plots" / zoo
+        try:
+            folder = inside(root / "plots", zoo)
+        except ValueError as err:  # a hand-made result file: its plots would land outside the results tree
+            log.warning("No plots for zoo %r: %s", zoo, err)
+            continue
         written.append(plot_roc(by_zoo[zoo], folder / "roc.png"))
         written.append(plot_scores_box(by_zoo[zoo], folder / "scores_box.png"))
         written.append(plot_group_heatmap(by_zoo[zoo], folder / "groups_heatmap.png"))

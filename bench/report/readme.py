@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.io import atomic_write_text
 from bench.report.leaderboard import build_board, leaderboard_markdown
+from bench.report.leaderboard_text import md_link
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
@@ -30,7 +31,7 @@ def update_readme(readme: str | Path, results_dir: str | Path) -> Path:
         table = "No result files yet.\n"
     table = re.sub(r"\]\((runs/[^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", table)
     plots = sorted(p.relative_to(results_dir).as_posix() for p in (results_dir / "plots").rglob("*.png"))
-    links = [f"[{p}]({prefix}/{p})" for p in plots]
+    links = [md_link(p, f"{prefix}/{p}") for p in plots]  # zoo names in plot paths come from result files
     site = results_dir / "site" / "index.html"
     if site.is_file():
         links.append(f"[web page]({prefix}/site/index.html)")

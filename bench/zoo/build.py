@@ -92,7 +92,7 @@ def build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None, progres
 
 def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: bool, logger_factory: Any,
                require_suspects: bool) -> BuildReport:
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     dm, plan, store = prepare(cfg, pool_specs)
     if require_suspects and not (plan.by_role("positive") and plan.by_role("negative")):
         raise ConfigError(f"Zoo '{plan.name}' plans {len(plan.by_role('positive'))} positives and "
@@ -105,6 +105,7 @@ def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: boo
         follow_rank_zero(plan, dm, store, trainer_cfg, root_dir, logger_factory)
         raise SystemExit(0)  # rank 0 alone writes the zoo and goes on (evaluation) by itself
     with store.lock():
+        store.clean_stale_temps(started_at)
         pending = store.unbuilt(plan.jobs)
         report.skipped = [job.model_id for job in plan.jobs if job not in pending]
         if pending and cfg.compute.executor == "ray":

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bench.config import ModelSpec
+from bench.io import inside
 from bench.modes import eval_mode
 from bench.nets import new_model
 from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, fit
@@ -31,7 +32,7 @@ def data_info(dm: Any) -> dict[str, Any]:
 
 
 def zoo_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.zoo_dir) / cfg.zoo.name
+    return inside(cfg.paths.zoo_dir, cfg.zoo.name)  # a ValueError if the name would leave zoo_dir
 
 
 def setup_datamodule(cfg: DictConfig) -> Any:

@@ -7,6 +7,7 @@ the file's sha256 against the manifest, so a changed checkpoint is refused by mo
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +18,17 @@ from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 from torch import nn
 
-from bench.io import atomic_save_tensors, atomic_write_json, atomic_write_text, sha256_file
+from bench.io import (
+    STALE_TEMP_S,
+    atomic_save_tensors,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+    stale_temp_files,
+)
 from bench.nets import build_model
+
+log = logging.getLogger(__name__)
 
 
 class ZooError(RuntimeError):
@@ -107,6 +117,27 @@ class ZooStore:
                             image_size=data["image_size"], mean=data["mean"], std=data["std"], params=record["arch_params"])
         model.load_state_dict(load_file(str(self.checkpoint_path(model_id))))
         return model.eval()
+
+    def clean_stale_temps(self, started: float) -> list[Path]:
+        """Delete the atomic-write temp files a killed build left in the zoo folder and `models/`.
+
+        Call it holding :meth:`lock`. Only files named like ``bench.io`` temps (``.<file>.<12 hex>.tmp``)
+        and unmodified since ``STALE_TEMP_S`` before ``started`` (epoch seconds) go: a writer's live
+        temp file is fresher than that.
+
+        Returns:
+            The paths removed (each one is logged).
+        """
+        removed = []
+        for path in [*stale_temp_files(self.root, started), *stale_temp_files(self.models_dir, started)]:
+            try:
+                path.unlink()
+            except FileNotFoundError:  # gone meanwhile
+                continue
+            removed.append(path)
+            log.info("Removed stale temporary file %s (left by an interrupted write, unmodified for over %.0f s).",
+                     path, STALE_TEMP_S)
+        return removed
 
     @contextmanager
     def lock(self, timeout: float = 0.5) -> Iterator[None]:
