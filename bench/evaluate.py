@@ -269,7 +269,7 @@ def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
                      f"{'  (NOT WRITTEN: a published result differs)' if path in outcome.refused else ''}")
     notes = sorted({r["metrics"]["resolution_note"] for r in outcome.results.values() if r["metrics"].get("resolution_note")})
     lines += [f"note: {note}" for note in notes]
-    lines += [missed_target_line(r) for r in outcome.results.values() if missed_target_line(r)]
+    lines += [line for r in outcome.results.values() if (line := missed_target_line(r))]
     lines += [f"FAILED {name}: {error}" for name, error in outcome.failed.items()]
     lines.append(f"results: {', '.join(outcome.results)}")
     lines.append(f"leaderboard: {outcome.leaderboard}; plots: {', '.join(str(p) for p in outcome.plots)}")

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from torch import nn
 
 
-def module_modes(*models: nn.Module) -> list[tuple[nn.Module, bool]]:
+def _module_modes(*models: nn.Module) -> list[tuple[nn.Module, bool]]:
     """Every (sub)module of `models` with its `training` flag, parents before children."""
     return [(module, module.training) for model in models for module in model.modules()]
 
 
-def restore_modes(saved: list[tuple[nn.Module, bool]]) -> None:
-    """Give each module of `module_modes(...)` its saved flag back (children after parents, so they win)."""
+def _restore_modes(saved: list[tuple[nn.Module, bool]]) -> None:
+    """Give each module of `_module_modes(...)` its saved flag back (children after parents, so they win)."""
     for module, training in saved:
         module.train(training)
 
@@ -32,10 +32,10 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
     Args:
         models: the models to switch; the same module may appear in several of them.
     """
-    saved = module_modes(*models)
+    saved = _module_modes(*models)
     for model in models:
         model.eval()
     try:
         yield
     finally:
-        restore_modes(saved)
+        _restore_modes(saved)

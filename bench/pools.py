@@ -19,7 +19,6 @@ from torch import nn
 
 SOURCE_ARCH = "source"  # in an architecture list: the source's architecture (and its arch_params)
 LABEL_KINDS = ("hard", "soft")  # what a surrogate learns from: the source's top-1 labels or its probabilities
-ROLES = ("surrogate", "reference")
 
 # Defender defaults, shared by every pooled method (CAE, UAP) so that they share one pool.
 DEFAULT_POOL_ARCHS = (SOURCE_ARCH, "lenet")  # the source's family plus a second, cheap on any input size

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 from bench.io import sha256_json
 from bench.metrics import format_fpr, isclose
+from bench.report.trials import strip_trial_keys
 from bench.results import ResultError, read_result
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,7 @@ def overwrite_decision(cfg: Any, path: Path, result: dict[str, Any]) -> tuple[st
 
 def benchmark_key(result: dict[str, Any]) -> str:
     """Hash of what a result measures less its trial seeds: results with equal keys are trials of one benchmark."""
-    config = copy.deepcopy(result["config"])
-    config.pop("seed", None)
-    zoo = config.get("zoo")
-    source = zoo.get("source") if isinstance(zoo, dict) else None
-    if isinstance(source, dict):
-        source.pop("seed", None)
+    config = strip_trial_keys(result["config"])  # a copy
     evaluation = config.get("eval")
     if isinstance(evaluation, dict):
         for key in RUN_ONLY_EVAL_KEYS:

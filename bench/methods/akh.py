@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bench.checks import check, check_choice
+from bench.methods._common import label_agreement
 from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
 from bench.methods.sac import cutmix
 from bench.oracle import Oracle
@@ -71,11 +72,10 @@ class Akh(FingerprintMethod):
                                "larger split.")
         padded = torch.arange(len(inputs)) >= len(wrong)
         meta = {"n_samples": len(inputs), "n_requested": cfg.n_samples, "misclassified": len(wrong),
-                "padded": max(pad, 0), "padding": cfg.padding, "searched": len(y),
+                "padded": pad, "padding": cfg.padding, "searched": len(y),
                 "queries_per_suspect": len(inputs)}
         return Fingerprint(method=self.name, meta=meta, tensors={
             "inputs": inputs.detach().cpu().contiguous(), "labels": labels.cpu(), "padded": padded})
 
     def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
-        labels = suspect.labels(fp.tensors["inputs"])
-        return float((labels == fp.tensors["labels"].to(labels.device)).float().mean().item())
+        return label_agreement(fp, suspect)

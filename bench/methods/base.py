@@ -149,7 +149,7 @@ class FingerprintMethod(ABC):
 
     def generator(self, ctx: GenerationContext) -> torch.Generator:
         """A fresh CPU generator seeded with `self.seed(ctx)`: the same draws on any device."""
-        return seeded_generator(ctx.seed, getattr(self.config, "seed", 0))
+        return seeded_generator(self.seed(ctx))
 
     # -- the template methods -----------------------------------------------------------------------
     def generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
@@ -189,7 +189,7 @@ class FingerprintMethod(ABC):
 
         Override in methods whose generation can fall short of what their config asked for (UAP's
         fooling rate, CAE's conferrable count, ...); the floor and its reason are documented in the
-        method's docs page. The loop writes the answer to `result["fingerprint"]["target"]` and the
+        method's docs page. The loop writes the answer to `result["fingerprint"]["generation_target"]` and the
         leaderboard marks a row whose fingerprint missed it.
 
         Returns:

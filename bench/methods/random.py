@@ -9,6 +9,7 @@ from torch import nn
 
 from bench.methods.base import METHODS, Fingerprint, FingerprintMethod, GenerationContext
 from bench.oracle import Oracle
+from bench.seeding import seeded_generator
 
 
 @dataclass
@@ -34,5 +35,5 @@ class RandomGuard(FingerprintMethod):
     def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
         if getattr(self, "_fingerprint_id", None) != id(fp):  # a new fingerprint restarts the sequence
             self._fingerprint_id = id(fp)
-            self._generator = torch.Generator().manual_seed(int(fp.tensors["seed"].item()))
+            self._generator = seeded_generator(int(fp.tensors["seed"].item()))
         return float(torch.rand(1, generator=self._generator).item())

@@ -90,8 +90,8 @@ class Uap(PooledMethod):
         cfg: UapConfig = self.config
         pools = self.pools(ctx)
         generator = self.generator(ctx)
-        x_uap, _ = ctx.owner_data(cfg.uap_samples)
-        x_cluster, _ = ctx.owner_data(cfg.cluster_samples)
+        x_owner, _ = ctx.owner_data(max(cfg.cluster_samples, cfg.uap_samples + HELDOUT_SAMPLES))  # one read, three prefixes
+        x_uap, x_cluster = x_owner[: cfg.uap_samples], x_owner[: cfg.cluster_samples]
         if len(x_cluster) < max(cfg.clusters, cfg.views):
             raise ValueError(f"uap: the owner split has {len(x_cluster)} samples, fewer than clusters={cfg.clusters} "
                              f"or views={cfg.views}; lower them.")
@@ -105,8 +105,7 @@ class Uap(PooledMethod):
                 on_pass=lambda rate: bar.update(1))
             bar.close()
             self._check_fooling_rate(uap_info, len(x_uap))
-            x_heldout, _ = ctx.owner_data(cfg.uap_samples + HELDOUT_SAMPLES)
-            heldout_rate = fooling_rate(source, x_heldout[cfg.uap_samples :], perturbation)
+            heldout_rate = fooling_rate(source, x_owner[cfg.uap_samples : cfg.uap_samples + HELDOUT_SAMPLES], perturbation)
             with torch.no_grad():
                 logits = source(x_cluster)
             centroids = kmeans(logits, cfg.clusters, cfg.kmeans_iterations, generator)

@@ -64,13 +64,24 @@ def deepfool(model: nn.Module, x: torch.Tensor, steps: int, overshoot: float,
     return r, evaluations, fooled
 
 
-def fooling_rate(model: nn.Module, x: torch.Tensor, perturbation: torch.Tensor, batch: int = 1024) -> float:
-    """Fraction of x whose label changes when the perturbation is added (and clamped to [0,1])."""
+def clean_labels(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """The model's labels of x, in batches."""
+    with torch.no_grad():
+        return torch.cat([model(c).argmax(1) for c in x.split(batch)])
+
+
+def fooling_rate(model: nn.Module, x: torch.Tensor, perturbation: torch.Tensor, batch: int = 1024,
+                 clean: torch.Tensor | None = None) -> float:
+    """Fraction of x whose label changes when the perturbation is added (and clamped to [0,1]).
+
+    `clean`: the model's labels of x when the caller has them (saves one forward pass over x).
+    """
     if len(x) == 0:
         return float("nan")
+    clean = clean_labels(model, x, batch) if clean is None else clean
     with torch.no_grad():
-        changed = [model(c).argmax(1) != model((c + perturbation).clamp(0, 1)).argmax(1) for c in x.split(batch)]
-    return float(torch.cat(changed).float().mean())
+        perturbed = torch.cat([model((c + perturbation).clamp(0, 1)).argmax(1) for c in x.split(batch)])
+    return float((perturbed != clean).float().mean())
 
 
 def universal_perturbation(model: nn.Module, x: torch.Tensor, xi: float, target_fooling_rate: float,
@@ -91,11 +102,10 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, xi: float, target_
         `passes`, `gradient_evaluations`, `deepfool_failures` (perturbations dropped).
     """
     v = torch.zeros_like(x[0])
-    best, best_rate = v.clone(), fooling_rate(model, x, v)  # 0.0: the clean images
+    best, best_rate = v.clone(), 0.0  # v = 0 fools nothing
     info: dict = {"passes": 0, "fooling_rate": best_rate, "fooling_rates": [], "gradient_evaluations": 0,
                   "deepfool_failures": 0}
-    with torch.no_grad():
-        clean = torch.cat([model(c).argmax(1) for c in x.split(1024)])
+    clean = clean_labels(model, x)
     for _ in range(max_passes):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for idx in order.split(batch_size):
@@ -110,7 +120,7 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, xi: float, target_
             if bool(converged.any()):
                 v = (v + r[converged].sum(0)).clamp(-xi, xi)
         info["passes"] += 1
-        rate = fooling_rate(model, x, v)
+        rate = fooling_rate(model, x, v, clean=clean)
         info["fooling_rates"].append(rate)
         if rate > best_rate:
             best, best_rate = v.clone(), rate

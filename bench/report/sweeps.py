@@ -18,8 +18,6 @@ from bench.io import atomic_write_text
 from bench.metrics import format_fpr, fpr_label
 from bench.report.plots import _figure, _save
 
-METRICS = (("auc", "AUC"), ("tpr@0.01", "T1%F"))  # what metrics() gives for the default targets
-
 
 def metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """``(column, label)`` of the plotted figures: AUC and the TPR at the smallest FPR target present."""
