@@ -153,7 +153,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
         print(zoo_table(plan, store))
         return 0
     _check_paths(cfg)
-    report = build_zoo(cfg, pools, progress=_progress(cfg, args), logger_factory=_training_loggers(cfg))
+    report = build_zoo(cfg, pools, progress=_progress(cfg, args), logger_factory=training_logger_factory(cfg))
     print(zoo_table(report.plan, report.store))
     print(f"\nzoo {report.plan.name}: {len(report.built)} built, {len(report.skipped)} already built "
           f"({report.seconds:.1f} s) -> {report.store.root}")
@@ -162,11 +162,6 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 
 def _progress(cfg, args: argparse.Namespace) -> bool:  # noqa: ANN001
     return bool(cfg.compute.trainer.enable_progress_bar) and not args.quiet
-
-
-def _training_loggers(cfg):  # noqa: ANN001, ANN202
-
-    return training_logger_factory(cfg)
 
 
 def _check_paths(cfg) -> None:  # noqa: ANN001

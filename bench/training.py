@@ -251,11 +251,15 @@ def _without_generator(loader: DataLoader) -> DataLoader:
 
 
 @torch.no_grad()
+def predicted_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Top-1 labels of `model` on `x` (eval mode; every submodule's mode restored), on the CPU."""
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)])
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy of `model` on tensors (x in [0,1]); restores every submodule's mode."""
-    device = next(model.parameters()).device
-    correct = 0
-    with eval_mode(model):
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            correct += int((model(xb.to(device)).argmax(1).cpu() == yb.cpu()).sum())
-    return correct / max(len(y), 1)
+    return int((predicted_labels(model, x, batch_size) == y.cpu()).sum()) / max(len(y), 1)

@@ -16,9 +16,15 @@ from torch import nn
 
 from bench.config import ModelSpec
 from bench.io import inside
-from bench.modes import eval_mode
 from bench.nets import new_model
-from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, fit
+from bench.training import (
+    ClassifierModule,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainerConfig,
+    fit,
+    predicted_labels,
+)
 from bench.zoo.attacks import AttackContext, build_attack
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
@@ -91,23 +97,13 @@ def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: flo
         "dataset": plan.dataset,
         "data": data_info(dm),
         "split_hashes": plan.split_hashes,
-        "test_acc": int((labels == y_test).sum()) / max(len(y_test), 1),  # as `bench.training.accuracy`
+        "test_acc": int((labels == y_test).sum()) / max(len(y_test), 1),  # `accuracy`, from the labels at hand
         "source_agreement": agreement(labels, source_labels),
         "train_seconds": round(seconds, 3),
         "info": info,
     })
     record["sha256"] = store.save_model(job.model_id, model, {k: record[k] for k in ("model_id", "arch", "arch_params", "provenance", "data")})
     return record
-
-
-@torch.no_grad()
-def predicted_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Top-1 labels of `model` on `x` (eval mode; every submodule's mode restored), on the CPU."""
-    if len(x) == 0:
-        return torch.zeros(0, dtype=torch.long)
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)])
 
 
 def agreement(labels: torch.Tensor, reference: torch.Tensor | None) -> float | None:
@@ -117,22 +113,25 @@ def agreement(labels: torch.Tensor, reference: torch.Tensor | None) -> float | N
     return int((labels == reference).sum()) / len(labels)
 
 
-def source_test_labels(dm: Any, store: ZooStore, source_id: str) -> torch.Tensor | None:
-    """The stored source's labels on the test split; None while the source is not recorded yet."""
+def source_test_labels(dm: Any, store: ZooStore, source_id: str, x_test: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The stored source's labels on the test split (`x_test` when the caller has it); None while the
+    source is not recorded yet."""
     record = store.records().get(source_id)
     if record is None or not store.checkpoint_path(source_id).is_file():
         return None
-    return predicted_labels(store.load_model(source_id, record), dm.tensors("test")[0])
+    return predicted_labels(store.load_model(source_id, record), dm.tensors("test")[0] if x_test is None else x_test)
 
 
 def fill_source_agreement(dm: Any, store: ZooStore, plan: ZooPlan, model_ids: list[str]) -> None:
     """Measure `source_agreement` for the records among `model_ids` that lack it (built before the source was)."""
     records = store.records()
     missing = [i for i in model_ids if i in records and records[i].get("source_agreement") is None]
-    reference = source_test_labels(dm, store, plan.source.model_id) if missing else None
-    if reference is None:
+    if not missing:
         return
     x_test = dm.tensors("test")[0]
+    reference = source_test_labels(dm, store, plan.source.model_id, x_test)
+    if reference is None:
+        return
     for model_id in missing:
         labels = predicted_labels(store.load_model(model_id, records[model_id]), x_test)
         records[model_id]["source_agreement"] = agreement(labels, reference)

@@ -25,6 +25,7 @@ from bench.zoo.plan_base import (  # noqa: F401  (Job, ZooPlan, _model_id, expan
     _train_job,
     _train_spec,
     expand,
+    hashed_step,
 )
 from bench.zoo.pool_plan import check_pool_collisions, pool_jobs
 
@@ -97,8 +98,7 @@ def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[
                 except (ValueError, KeyError, TypeError) as err:
                     raise ConfigError(f"{where} ({name}): {err}") from None
                 resolved.append({"attack": name, "params": attack.config_dict()})
-                revision = attack.output_revision()
-                hashed.append({**resolved[-1], "revision": revision} if revision else resolved[-1])
+                hashed.append(hashed_step(resolved[-1], attack.output_revision()))
                 trains = trains or attack.uses_training_data()
                 fragments.append(attack.provenance())
                 shown = {k: v for k, v in varied.items() if k != "seed"}

@@ -65,6 +65,12 @@ def _model_id(payload: dict[str, Any]) -> str:
     return sha256_json(payload)[:12]
 
 
+def hashed_step(step: dict[str, Any], revision: int) -> dict[str, Any]:
+    """An attack step `{attack, params}` as its model id hashes it: with the attack's output revision
+    when > 0 (a fix that changed the output), so un-revised steps keep the ids they always had."""
+    return {**step, "revision": revision} if revision else step
+
+
 def _scalar_fields(config_cls: type) -> set[str]:
     """Fields whose YAML value is a scalar: a list given there expands into several models."""
     out = set()

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from bench.config import ConfigError
 from bench.pools import SOURCE_ARCH, PoolSpec, differs_from_suspects
 from bench.zoo.attacks import build_attack
-from bench.zoo.plan_base import Job, ZooPlan, _model_id, _train_job, _train_spec
+from bench.zoo.plan_base import Job, ZooPlan, _model_id, _train_job, _train_spec, hashed_step
 
 
 def pool_arch(arch: str, source_spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -40,8 +40,8 @@ def _reference_job(spec: PoolSpec, arch: str, seed: int, source_spec: dict[str, 
                       "reference", augment=augment)
 
 
-def _surrogate_job(spec: PoolSpec, arch: str, seed: int, source: Job, source_spec: dict[str, Any],
-                   augment: bool) -> Job:
+def _surrogate_job(spec: PoolSpec, arch: str, seed: int, source: Job, augment: bool) -> Job:
+    source_spec = source.spec
     arch, arch_params = pool_arch(arch, source_spec)
     epochs = spec.surrogate_epochs or spec.epochs or source_spec["epochs"]
     params = {"arch": arch, "arch_params": arch_params, "seed": seed, "split": "owner", "epochs": epochs,
@@ -53,7 +53,8 @@ def _surrogate_job(spec: PoolSpec, arch: str, seed: int, source: Job, source_spe
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"pool surrogate ({arch}): {err}") from None
     chain = [{"attack": "extract", "params": attack.config_dict()}]
-    payload: dict[str, Any] = {"role": "pool", "parent": source.model_id, "chain": chain}
+    payload: dict[str, Any] = {"role": "pool", "parent": source.model_id,
+                               "chain": [hashed_step(chain[0], attack.output_revision())]}  # as positives
     if augment:  # augmented training data changes the surrogate (as for positives); un-augmented ids stay as they are
         payload["augment"] = True
     return Job(model_id=_model_id(payload), role="pool", op="attack", spec={"chain": chain},
@@ -72,7 +73,7 @@ def pool_jobs(zoo: DictConfig, specs: list[PoolSpec], source: Job, dataset: str,
                 job = _reference_job(spec, arch, seed, source.spec, dataset, split_hashes, augment)
                 jobs.setdefault(job.model_id, job)
             for arch in spec.surrogate_archs:
-                job = _surrogate_job(spec, arch, seed, source, source.spec, augment)
+                job = _surrogate_job(spec, arch, seed, source, augment)
                 jobs.setdefault(job.model_id, job)
     return list(jobs.values())
 

@@ -197,9 +197,8 @@ def test_a_method_cannot_override_the_template_methods():
 @pytest.mark.parametrize("kind", ["oracle", "accuracy", "source_outputs", "predicted_labels", "eval_mode"])
 def test_shared_helpers_restore_a_frozen_batchnorm(world, kind):  # noqa: F811
     """Every place that switches a model to eval mode gives each submodule its own mode back."""
-    from bench.training import accuracy
+    from bench.training import accuracy, predicted_labels
     from bench.zoo.attacks.base import source_outputs
-    from bench.zoo.jobs import predicted_labels
 
     model = mixed_modes(world.source)
     before = modes(model)

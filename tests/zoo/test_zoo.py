@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bench.config import ConfigError, load_recipe
-from bench.training import accuracy
+from bench.training import accuracy, predicted_labels
 from bench.zoo import TamperedCheckpointError, ZooError, ZooStore, load_model
 from bench.zoo.build import build_zoo, prepare
-from bench.zoo.jobs import fill_source_agreement, finish_record, predicted_labels
+from bench.zoo.jobs import fill_source_agreement, finish_record
 from bench.zoo.listing import zoo_frame
 from bench.zoo.plan import _model_id, plan_zoo
 from tests.conftest import SMOKE, smoke_overrides
