@@ -85,11 +85,12 @@ def _cpu_model() -> str | None:
     return platform.processor() or platform.machine() or None
 
 
-def _cpus_available() -> int | None:
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else every CPU)."""
     try:
         return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
     except (AttributeError, OSError):
-        return os.cpu_count()
+        return os.cpu_count() or 1
 
 
 def collect_hardware() -> dict[str, Any]:
@@ -110,7 +111,7 @@ def collect_hardware() -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_available": _cpus_available(),
+        "cpus_available": usable_cpus(),
         "gpus": gpus,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),

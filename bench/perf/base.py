@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import ConfigError, load_recipe
 from bench.io import atomic_write_json
+from bench.provenance import usable_cpus
 from bench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,6 @@ def _run_one(name: str, run: PerfRun, overrides: list[str]) -> dict[str, Any]:
     record["figures"] = figures
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def machine_info() -> dict[str, Any]:
