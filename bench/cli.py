@@ -19,7 +19,7 @@ from bench.methods import METHODS
 from bench.nets import arch_descriptions
 from bench.perf import run_perf
 from bench.registry import RegistryError
-from bench.report import check_results, write_leaderboard, write_plots, write_site
+from bench.report import build_board, check_results, write_leaderboard, write_plots, write_site
 from bench.report.readme import update_readme
 from bench.show import show_recipe
 from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
@@ -207,15 +207,16 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
             print(line)
         print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {args.results_dir}")
         return 1 if problems else 0
-    md, csv = write_leaderboard(args.results_dir)
+    board = build_board(args.results_dir)  # read, validated and compared once for every output below
+    md, csv = write_leaderboard(args.results_dir, board)
     print(md.read_text())
     if args.html:
-        print(f"web page: {write_site(args.results_dir)}")
+        print(f"web page: {write_site(args.results_dir, board)}")
     else:
         write_plots(args.results_dir)
     if args.readme:
         try:
-            print(f"README table updated: {update_readme(args.readme, args.results_dir)}")
+            print(f"README table updated: {update_readme(args.readme, args.results_dir, board)}")
         except ValueError as err:
             raise UsageError(str(err)) from None
     print(f"leaderboard: {md}, {csv}; plots under {os.path.join(args.results_dir, 'plots')}")

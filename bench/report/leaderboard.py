@@ -245,11 +245,12 @@ def check_results(results_dir: str | Path) -> list[str]:
     return problems
 
 
-def write_leaderboard(results_dir: str | Path) -> tuple[Path, Path]:
+def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tuple[Path, Path]:
     """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard_comparisons.csv`` (atomically).
 
     Args:
         results_dir: Root of the results tree.
+        board: :func:`build_board` of ``results_dir`` when the caller has built it (None: build it).
 
     Returns:
         ``(markdown_path, csv_path)``; the comparisons CSV lies beside them.
@@ -258,7 +259,7 @@ def write_leaderboard(results_dir: str | Path) -> tuple[Path, Path]:
         ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
-    board = build_board(root)
+    board = build_board(root) if board is None else board
     md_path, csv_path = root / "leaderboard.md", root / "leaderboard.csv"
     atomic_write_text(md_path, leaderboard_markdown(board))
     atomic_write_text(csv_path, leaderboard_csv(board.rows))

@@ -8,13 +8,13 @@ import re
 from pathlib import Path
 
 from bench.io import atomic_write_text
-from bench.report.leaderboard import build_board, leaderboard_markdown
+from bench.report.leaderboard import Board, build_board, leaderboard_markdown
 from bench.report.leaderboard_text import md_link
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
-def update_readme(readme: str | Path, results_dir: str | Path) -> Path:
+def update_readme(readme: str | Path, results_dir: str | Path, board: Board | None = None) -> Path:
     """Replace the README block between the leaderboard markers with the current leaderboard table and
     its footnotes (links made relative to the README), then links to the paired comparisons, the plots
     and the web page."""
@@ -23,7 +23,7 @@ def update_readme(readme: str | Path, results_dir: str | Path) -> Path:
     if START not in text or END not in text:
         raise ValueError(f"{readme} has no '{START}' ... '{END}' block; add the two markers where the table goes.")
     prefix = Path(os.path.relpath(results_dir.resolve(), readme.resolve().parent)).as_posix()
-    text_md = leaderboard_markdown(build_board(results_dir))
+    text_md = leaderboard_markdown(build_board(results_dir) if board is None else board)
     if "| zoo" in text_md:  # the rows table and its footnotes; the comparisons stay in leaderboard.md
         table = text_md[text_md.index("| zoo"):text_md.index("## Paired comparisons")].rstrip() + "\n"
         table += f"\nLegend, paired comparisons and rank rules: [leaderboard.md]({prefix}/leaderboard.md).\n"

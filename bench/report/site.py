@@ -318,11 +318,12 @@ def _asset(name: str) -> str:
     return resources.files("bench.report").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def render_site(results_dir: str | Path) -> str:
+def render_site(results_dir: str | Path, board: Board | None = None) -> str:
     """The page's HTML for the result files (and plots already written) under ``results_dir``.
 
     Args:
         results_dir: Root of the results tree.
+        board: :func:`build_board` of ``results_dir`` when the caller has built it (None: build it).
 
     Returns:
         The complete ``index.html`` text.
@@ -331,7 +332,7 @@ def render_site(results_dir: str | Path) -> str:
         ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
-    board = build_board(root)
+    board = build_board(root) if board is None else board
     rows = _rows(root, board)
     data = {"columns": [key for key, *_ in table_columns(board.fpr_targets)], "rows": rows}
     n_files = sum(len(row["result_files"]) for row in rows)
@@ -369,13 +370,14 @@ holding <code>runs/</code>, default <code>results</code>).</p></header>
 """
 
 
-def write_site(results_dir: str | Path) -> Path:
+def write_site(results_dir: str | Path, board: Board | None = None) -> Path:
     """Write ``results_dir/site/index.html``: the sortable, filterable leaderboard with its plots.
 
     Plots are (re)written first with :func:`bench.report.plots.write_plots`.
 
     Args:
         results_dir: Root of the results tree.
+        board: :func:`build_board` of ``results_dir`` when the caller has built it (None: build it).
 
     Returns:
         The path of ``index.html``.
@@ -386,5 +388,5 @@ def write_site(results_dir: str | Path) -> Path:
     root = Path(results_dir)
     write_plots(root)
     path = root / "site" / "index.html"
-    atomic_write_text(path, render_site(root))
+    atomic_write_text(path, render_site(root, board))
     return path
