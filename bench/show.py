@@ -22,21 +22,19 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
 
 
-def method_defaults(name: str) -> dict[str, Any]:
-    """The defaults of method ``name``: its ``Config`` dataclass as plain containers."""
+def _config_defaults(name: str) -> dict[str, Any]:
+    """The defaults of method ``name``: its ``Config`` dataclass as plain (nested) containers."""
     return OmegaConf.to_container(OmegaConf.structured(METHODS.get(name).Config()), resolve=True)
 
 
 def method_lines(entry: dict[str, Any]) -> list[str]:
     """One method's effective config as a YAML list item, each key marked ``# default`` or with its default."""
-    defaults = method_defaults(entry["name"])
+    defaults = _config_defaults(entry["name"])  # entries come validated: every key is a Config field
     lines = [f"- name: {_flow(entry['name'])}"]
     for key, value in entry.items():
         if key == "name":
             continue
-        if key not in defaults:
-            note = "not a field of the method's Config"
-        elif defaults[key] == value:
+        if defaults[key] == value:
             note = "default"
         else:
             note = f"set (default: {_flow(defaults[key])})"
