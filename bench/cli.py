@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from bench import published as pub
 from bench.config import ConfigError, load_recipe
-from bench.evaluate import method_pool_specs, run_benchmark, summary_lines
+from bench.evaluate import method_pool_specs, summary_lines
 from bench.methods import METHODS
 from bench.nets import arch_descriptions
 from bench.perf import run_perf
@@ -24,6 +24,7 @@ from bench.report.readme import update_readme
 from bench.show import show_recipe
 from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
 from bench.tracking import training_logger_factory
+from bench.trial_runs import TrialRun, run_trials, timing_lines, timing_record, trial_configs, write_timing
 from bench.zoo.attacks import ATTACKS
 from bench.zoo.build import build_zoo, prepare
 from bench.zoo.listing import zoo_table
@@ -172,19 +173,36 @@ def _check_paths(cfg) -> None:  # noqa: ANN001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    cfg = load_recipe(args.recipe, args.overrides)
+    overrides = list(args.overrides)
+    cfg = load_recipe(args.recipe, overrides)
     if cfg.paths.published_dir is None and pub.default_published_dir() is None:  # an installed package
         found = pub.default_published_dir(args.recipe)  # then the checkout holding the recipe
         if found is not None:
-            cfg = load_recipe(args.recipe, [*args.overrides, f"paths.published_dir={found}"])
+            overrides.append(f"paths.published_dir={found}")
+            cfg = load_recipe(args.recipe, overrides)
     _check_paths(cfg)
+    configs = trial_configs(args.recipe, overrides) if cfg.trials.count > 1 else [cfg]
     if pub.writes_published(cfg) and not cfg.paths.overwrite_published:
         log.warning("paths.results_dir=%s is the published benchmark: a result there whose numbers differ from "
                     "this run's is kept, not replaced (paths.overwrite_published=true replaces it).", cfg.paths.results_dir)
-    outcome = run_benchmark(cfg, progress=_progress(cfg, args))
-    print("\n".join(summary_lines(outcome)))
     folder = pub.published_dir(cfg)
-    print("\n".join(pub.comparison_lines(pub.compare_with_published({**outcome.results, **outcome.refused}, folder), folder)))
+
+    def report(run: TrialRun) -> None:
+        if len(configs) > 1:
+            print(f"\n== trial {run.trial + 1} of {len(configs)} (seed={run.seed}, source seed={run.source_seed})"
+                  f"{': every result exists, skipped' if run.skipped else ''}")
+        if run.outcome is not None:
+            print("\n".join(summary_lines(run.outcome)))
+            shown = {**run.outcome.results, **run.outcome.refused}
+            print("\n".join(pub.comparison_lines(pub.compare_with_published(shown, folder), folder)))
+
+    outcome = run_trials(configs, progress=_progress(cfg, args), on_trial=report)
+    if len(configs) > 1 and not all(run.skipped for run in outcome.runs):
+        record = timing_record(configs, outcome)
+        print("\n" + "\n".join(timing_lines(record)))
+        path = write_timing(cfg, record)
+        if path is not None:
+            print(f"timing: {path}")
     return 1 if outcome.failed else 0
 
 

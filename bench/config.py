@@ -22,7 +22,8 @@ from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig
 from datamodules import DATAMODULES
 from datamodules.base import DataConfig
 
-HASH_EXCLUDED = ("paths", "tracking", "compute")  # where things go and how they run, not what is measured
+# Where things go, how they run and how many times, not what is measured.
+HASH_EXCLUDED = ("paths", "tracking", "compute", "trials")
 
 
 class ConfigError(ValueError):
@@ -111,6 +112,14 @@ class ComputeConfig:
 
 
 @dataclass
+class TrialsConfig:
+    """How many times `fpbench run` repeats the benchmark (docs/recipes.md, "Trials")."""
+
+    count: int = 1  # trial t runs with seed + t (fingerprint generation)
+    new_source: bool = False  # and with zoo.source.seed + t: a new source and new positives per trial
+
+
+@dataclass
 class RecipeConfig:
     seed: int = 0  # the trial seed: fingerprint generation (zoo seeds live under zoo:)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -120,6 +129,7 @@ class RecipeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    trials: TrialsConfig = field(default_factory=TrialsConfig)
 
 
 EXECUTORS = ("local", "ray")
@@ -283,6 +293,8 @@ def _check_choices(cfg: DictConfig) -> None:
         raise ConfigError(f"compute.cpu_threads={cfg.compute.cpu_threads} must be >= 1 (or null for torch's default).")
     if cfg.compute.workers < 1:
         raise ConfigError(f"compute.workers={cfg.compute.workers} must be >= 1.")
+    if cfg.trials.count < 1:
+        raise ConfigError(f"trials.count={cfg.trials.count} must be >= 1 (the number of times the benchmark runs).")
     for target in cfg.eval.fpr_targets:
         if not 0 < target < 1:
             raise ConfigError(f"eval.fpr_targets contains {target}; every target must be in (0, 1).")

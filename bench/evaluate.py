@@ -56,6 +56,9 @@ class BenchmarkOutcome:
     leaderboard: Path | None = None
     plots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    # Wall seconds of this run by phase: "zoo" (build or verify), "generate <method>" (or cache load),
+    # "verify" (every suspect loaded once and queried by every method), "report" (leaderboard, plots).
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def instantiate(entry: dict[str, Any]) -> FingerprintMethod:
@@ -156,6 +159,7 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     if not runs:
         raise ConfigError("The recipe configures no methods; add `methods: [{name: adv_tra}]` or pass methods=[...].")
     pool_specs = [spec for spec in (r.method.pool_spec() for r in runs) if spec is not None]
+    phase_start = time.perf_counter()
     zoo = build_zoo(cfg, pool_specs, progress=progress, logger_factory=tracking.training_logger_factory(cfg),
                      require_suspects=True)
     plan, store = zoo.plan, zoo.store
@@ -169,7 +173,9 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     source = store.load_model(plan.source.model_id, source_record).to(device)
     cache_root = Path(cfg.paths.cache_dir) / "fingerprints"
     outcome = BenchmarkOutcome(zoo=zoo)
+    outcome.phases["zoo"] = time.perf_counter() - phase_start
     for run in runs:
+        phase_start = time.perf_counter()
         ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
                                 num_classes=zoo.datamodule.num_classes, progress=progress)
         ctx.pools = _pools(run, cfg, zoo, device, records)
@@ -180,7 +186,9 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
             log.error("%s: generation failed: %s: %s", run.entry["name"], type(err).__name__, err)
             outcome.failed[run.entry["name"]] = f"{type(err).__name__}: {err}"
         ctx.pools = None  # free pool models before verification
+        outcome.phases[f"generate {run.entry['name']}"] = time.perf_counter() - phase_start
     runs = [run for run in runs if run.fingerprint is not None]
+    phase_start = time.perf_counter()
 
     for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
         record = records[job.model_id]
@@ -200,12 +208,15 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
             })
+    outcome.phases["verify"] = time.perf_counter() - phase_start
+    phase_start = time.perf_counter()
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
                 "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,
                 "source_test_acc": source_record["test_acc"]}
     _write_results(cfg, runs, zoo_info, outcome)
     outcome.leaderboard, _ = write_leaderboard(cfg.paths.results_dir)
     outcome.plots = write_plots(cfg.paths.results_dir)
+    outcome.phases["report"] = time.perf_counter() - phase_start
     outcome.seconds = time.perf_counter() - start
     return outcome
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from bench.config import ConfigError, load_recipe, run_config_sha256, to_dict
+from bench.config import ConfigError, load_recipe
 from bench.evaluate import run_benchmark
 from bench.io import atomic_write_text, inside, name_problem
 from bench.report.sweeps import write_sweep_report
-from bench.results import ResultError, read_result, result_path
+from bench.results import read_result
 from bench.tracking import log_sweep
+from bench.trial_runs import finished, result_paths
 
 log = logging.getLogger(__name__)
 SEARCHES = ("grid", "random")
@@ -132,18 +133,6 @@ class SweepOutcome:
         return lines
 
 
-def _result_paths(cfg: Any) -> list[Path]:
-    return [result_path(cfg.paths.results_dir, cfg.zoo.name, m["name"], run_config_sha256(cfg, m), cfg.seed)
-            for m in to_dict(cfg)["methods"]]
-
-
-def _finished(paths: list[Path]) -> bool:
-    try:
-        return all(p.is_file() and read_result(p) for p in paths)
-    except ResultError:
-        return False
-
-
 def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
     """Run every (point, trial) not yet finished; write the sweep CSV and plots."""
     outcome = SweepOutcome(spec=spec)
@@ -152,9 +141,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
         for trial in range(spec.trials):
             cfg = load_recipe(spec.recipe, point_overrides(spec, point, trial))
             results_dir = Path(cfg.paths.results_dir)
-            paths = _result_paths(cfg)
+            paths = result_paths(cfg)
             label = f"point {index} {point} trial {trial}"
-            if _finished(paths):
+            if finished(paths):
                 outcome.skipped += 1
                 log.info("%s: already done", label)
             else:
