@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench import published as pub
+from bench import tracking
 from bench.config import ConfigError, load_recipe
 from bench.evaluate import method_pool_specs, summary_lines
 from bench.methods import METHODS
@@ -27,7 +31,9 @@ from bench.tracking import training_logger_factory
 from bench.trial_runs import TrialRun, run_trials, timing_lines, timing_record, trial_configs, write_timing
 from bench.zoo.attacks import ATTACKS
 from bench.zoo.build import build_zoo, prepare
+from bench.zoo.jobs import zoo_root
 from bench.zoo.listing import zoo_table
+from bench.zoo.store import ZooStore
 from datamodules import DATAMODULES
 
 log = logging.getLogger("bench")
@@ -93,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results",
                        help="results tree to aggregate (default: results, the published board; yours: local_results)")
     board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
+    board.add_argument("--zoo-dir", metavar="DIR", help="with --check: also check each result against its zoo "
+                       "under DIR when there (manifest, checkpoint sha256, roles, test_acc)")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
     lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
@@ -220,7 +228,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.results_dir):
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
     if args.check:
-        problems = check_results(args.results_dir)
+        if args.zoo_dir is not None and not os.path.isdir(args.zoo_dir):
+            raise UsageError(f"--zoo-dir {args.zoo_dir} is not a folder; name the folder holding the zoos (paths.zoo_dir, e.g. zoo).")
+        problems = check_results(args.results_dir, zoo_dir=args.zoo_dir)
         for line in problems:
             print(line)
         print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {args.results_dir}")
@@ -268,17 +278,45 @@ COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard"
             "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show}
 
 
+def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: float) -> list[str]:
+    """What Ctrl-C left behind (models in the manifest, result files written since `started`) and how to resume."""
+    lines = ["fpbench: interrupted."]
+    try:
+        if getattr(args, "recipe", None) is not None and args.command in ("zoo", "run"):
+            cfg = load_recipe(args.recipe, args.overrides)
+            store = ZooStore(zoo_root(cfg))
+            records = store.records()
+            new = [i for i in records if store.checkpoint_path(i).is_file() and store.checkpoint_path(i).stat().st_mtime >= started]
+            runs = Path(cfg.paths.results_dir) / "runs" / str(cfg.zoo.name)
+            written = [p for p in runs.rglob("*.json") if p.stat().st_mtime >= started] if runs.is_dir() else []
+            lines.append(f"kept: {len(records)} finished model(s) in {store.manifest_path} ({len(new)} built by this "
+                         f"command; a model still training is not kept); {len(written)} result file(s) written by this "
+                         f"command under {runs}.")
+    except Exception as err:  # the message must not fail: say what could not be counted
+        lines.append(f"(could not count what was kept: {type(err).__name__}: {err})")
+    lines.append(f"to resume, rerun the same command: fpbench {shlex.join(argv)}  (built models and cached fingerprints "
+                 "are reused; with trials.count > 1 finished (trial, method) results are skipped)")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fpbench` console script; returns the exit code."""
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parse(argv)
     _setup_logging(args.quiet)
+    tracking.reset()  # a W&B fallback of an earlier call in this process does not carry over
+    started = time.time()
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        for line in tracking.sync_lines():  # W&B failures and how to upload offline runs
+            print(line)
+        return code
     except (ConfigError, RegistryError, UsageError) as err:
         print(f"fpbench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fpbench: interrupted; finished models and results are kept, rerun to resume.", file=sys.stderr)
+        for line in [*_interrupted_lines(args, argv, started), *tracking.sync_lines()]:
+            print(line, file=sys.stderr)
         return 130
     except Exception as err:  # a failure during work: say what, keep the traceback for -v debugging
         log.debug("failure", exc_info=True)

@@ -8,6 +8,8 @@ are validated by the zoo planner (`bench.zoo.plan`), which the CLI runs before a
 from __future__ import annotations
 
 import copy
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,14 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from bench.io import name_problem, sha256_json
+from bench.io import sha256_json
 from bench.methods import METHODS
 from bench.metrics import BootstrapConfig
-from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig
-from datamodules import DATAMODULES
+from bench.recipe_checks import check_recipe
+from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
 from datamodules.base import DataConfig
+
+log = logging.getLogger(__name__)
 
 # Where things go, how they run and how many times, not what is measured.
 HASH_EXCLUDED = ("paths", "tracking", "compute", "trials")
@@ -132,10 +136,6 @@ class RecipeConfig:
     trials: TrialsConfig = field(default_factory=TrialsConfig)
 
 
-EXECUTORS = ("local", "ray")
-WANDB_MODES = ("offline", "online", "disabled")
-
-
 def _read_yaml(path: Path, stack: tuple[Path, ...]) -> DictConfig:
     """Load `path`, resolving `include:` (relative to the file) depth-first, with cycle detection."""
     path = path.resolve()
@@ -160,25 +160,48 @@ def _read_yaml(path: Path, stack: tuple[Path, ...]) -> DictConfig:
     return OmegaConf.merge(merged, raw)
 
 
-def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str] | None, list[tuple[str, str, str]]]:
-    """Separate plain dotlist items, a `methods=[a,b]` selection and `methods.<name>.<key>=v` items."""
-    plain: list[str] = []
+def _parse_override(item: str) -> tuple[str, str]:
+    """``key=value`` (or ``--key=value``, as W&B agents pass) split, with a key of non-empty dotted parts."""
+    text = item[2:] if item.startswith("--") else item
+    if "=" not in text:
+        raise ConfigError(f"Override '{item}' is not key=value (e.g. zoo.source.epochs=3).")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"Override '{item}' has no key before '='. Write key=value, e.g. zoo.source.epochs=3.")
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"Override '{item}': key '{key}' has an empty part (two dots in a row, or a dot at an "
+                          "end). Write a dotted key such as zoo.source.epochs=3.")
+    return key, value
+
+
+def _parse_value(item: str, key: str, value: str) -> DictConfig:
+    """``{key: value}`` as omegaconf reads a dotlist item; a value it cannot read names the override."""
+    try:
+        return OmegaConf.from_dotlist([f"{key}={value}"])
+    except Exception as err:  # yaml's ParserError, omegaconf's grammar errors
+        detail = re.sub(r'\s*in "<unicode string>", line \d+, column \d+', "", " ".join(str(err).split()))
+        raise ConfigError(f"Cannot parse override '{item}': {detail}. Check brackets and quotes: a list is [a,b], "
+                          "a mapping {k: v}; quote the whole override for the shell.") from None
+
+
+def _split_overrides(overrides: list[str]) -> tuple[list[tuple[str, DictConfig]], list[str] | None,
+                                                    list[tuple[str, str, DictConfig]]]:
+    """Parse every override: plain ``(item, {key: value})`` pairs, a ``methods=[a,b]`` selection and
+    ``methods.<name>.<key>=v`` items as ``(item, name, {key: value})``."""
+    plain: list[tuple[str, DictConfig]] = []
     selection: list[str] | None = None
-    per_method: list[tuple[str, str, str]] = []
+    per_method: list[tuple[str, str, DictConfig]] = []
     for item in overrides:
-        item = item[2:] if item.startswith("--") else item  # W&B agents pass --key=value
-        if "=" not in item:
-            raise ConfigError(f"Override '{item}' is not key=value (e.g. zoo.source.epochs=3).")
-        key, value = item.split("=", 1)
+        key, value = _parse_override(item)
         if key == "methods":
-            parsed = OmegaConf.from_dotlist([f"v={value}"]).v if value.strip() else []
+            parsed = _parse_value(item, "v", value).v if value.strip() else []
             names = list(parsed) if isinstance(parsed, ListConfig) else [str(parsed)]
             selection = [str(n) for n in names]
         elif key.startswith("methods.") and len(key.split(".")) >= 3 and not key.split(".")[1].isdigit():
             _, name, sub = key.split(".", 2)
-            per_method.append((name, sub, value))
+            per_method.append((item, name, _parse_value(item, sub, value)))
         else:
-            plain.append(f"{key}={value}")
+            plain.append((item, _parse_value(item, key, value)))
     return plain, selection, per_method
 
 
@@ -208,8 +231,31 @@ def _merge_checked(base: DictConfig, other: Any, where: str) -> DictConfig:
         raise ConfigError(_explain(err, where)) from None
 
 
-def _method_entries(cfg: DictConfig, selection: list[str] | None, per_method: list[tuple[str, str, str]]) -> list[dict]:
-    """Validate every method entry against its Config; apply selection and per-method overrides."""
+def _resolve_method(entry: dict, overrides: list[DictConfig]) -> dict:
+    """One method entry with its command-line overrides, validated against the method's Config."""
+    name = entry["name"]
+    params = {k: v for k, v in entry.items() if k != "name"}
+    for override in overrides:
+        params = OmegaConf.to_container(OmegaConf.merge(params, override))
+    method_cls = METHODS.get(name)
+    merged = _merge_checked(OmegaConf.structured(method_cls.Config), params, f"method '{name}'")
+    try:
+        config = OmegaConf.to_object(merged)
+        if hasattr(config, "seed"):
+            check_seed(f"{name}.seed", config.seed)
+    except (ValueError, TypeError) as err:  # __post_init__ range checks
+        raise ConfigError(f"method '{name}': {err}") from None
+    return {"name": name, **OmegaConf.to_container(OmegaConf.structured(config), resolve=True)}
+
+
+def _method_entries(cfg: DictConfig, selection: list[str] | None,
+                    per_method: list[tuple[str, str, DictConfig]]) -> list[dict]:
+    """Validate every method entry against its Config; apply selection and per-method overrides.
+
+    A ``methods.<name>.<key>`` override of a method that does not run is an error naming the methods
+    that do, unless the recipe configures that method and the selection dropped it: then it is
+    validated, logged as ignored, and changes nothing (docs/decisions.md, "Validation bounds").
+    """
     entries = []
     for i, raw in enumerate(cfg.methods):
         entry = {"name": raw} if isinstance(raw, str) else OmegaConf.to_container(raw, resolve=True)
@@ -217,31 +263,24 @@ def _method_entries(cfg: DictConfig, selection: list[str] | None, per_method: li
             raise ConfigError(f"methods[{i}] must be a method name or a mapping with 'name:'; got {raw!r}.")
         entries.append(entry)
     names = [e["name"] for e in entries]
-    for name in [*names, *(selection or []), *(n for n, _, _ in per_method)]:
+    for name in [*names, *(selection or []), *(n for _, n, _ in per_method)]:
         if name not in METHODS:
             raise ConfigError(METHODS.unknown_message(name))
+    chosen = entries
     if selection is not None:
-        chosen = []
-        for name in selection:
-            matching = [e for e in entries if e["name"] == name] or [{"name": name}]
-            chosen.extend(matching)
-        entries = chosen
-    resolved = []
-    for entry in entries:
-        name = entry["name"]
-        params = {k: v for k, v in entry.items() if k != "name"}
-        for m_name, key, value in per_method:
-            if m_name == name:
-                params = OmegaConf.to_container(OmegaConf.merge(params, OmegaConf.from_dotlist([f"{key}={value}"])))
-        method_cls = METHODS.get(name)
-        schema = OmegaConf.structured(method_cls.Config)
-        merged = _merge_checked(schema, params, f"method '{name}'")
-        try:
-            config = OmegaConf.to_object(merged)
-        except (ValueError, TypeError) as err:  # __post_init__ range checks
-            raise ConfigError(f"method '{name}': {err}") from None
-        resolved.append({"name": name, **OmegaConf.to_container(OmegaConf.structured(config), resolve=True)})
-    return resolved
+        chosen = [e for name in selection for e in ([e for e in entries if e["name"] == name] or [{"name": name}])]
+    running = list(dict.fromkeys(e["name"] for e in chosen))
+    for item, name, _ in per_method:
+        if name in running:
+            continue
+        if name not in names:
+            raise ConfigError(f"Override '{item}' sets a parameter of '{name}', which does not run: the methods that "
+                              f"run are {', '.join(running) or '(none)'}. Fix: add it to the selection "
+                              f"(methods=[{','.join([*running, name])}]) or drop the override.")
+        dropped = next(e for e in entries if e["name"] == name)
+        _resolve_method(dropped, [o for _, n, o in per_method if n == name])  # a typo still fails
+        log.warning("Override '%s' is ignored: the selection methods=[%s] leaves '%s' out.", item, ",".join(running), name)
+    return [_resolve_method(e, [o for _, n, o in per_method if n == e["name"]]) for e in chosen]
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictConfig:
@@ -254,11 +293,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     schema = OmegaConf.structured(RecipeConfig)
     recipe = _read_yaml(Path(path), ())
     cfg = _merge_checked(schema, recipe, str(path))
-    try:
-        cli = OmegaConf.from_dotlist(plain)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"Cannot parse command-line overrides {plain}: {err}") from None
-    cfg = _merge_checked(cfg, cli, "command-line overrides")
+    for item, parsed in plain:
+        cfg = _merge_checked(cfg, parsed, f"override '{item}'")
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
@@ -275,32 +311,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     return cfg
 
 
-def _check_names(cfg: DictConfig) -> None:
-    """Names that become folder names (``zoo.name``) must be one safe path component."""
-    problem = name_problem(cfg.zoo.name)
-    if problem:
-        raise ConfigError(f"zoo.name={cfg.zoo.name!r} is not a valid folder name: it {problem}. "
-                          "Pick a plain name such as 'my_zoo'.")
-
-
 def _check_choices(cfg: DictConfig) -> None:
-    _check_names(cfg)
-    if cfg.compute.executor not in EXECUTORS:
-        raise ConfigError(f"compute.executor='{cfg.compute.executor}' is not one of {', '.join(EXECUTORS)}.")
-    if cfg.tracking.wandb.mode not in WANDB_MODES:
-        raise ConfigError(f"tracking.wandb.mode='{cfg.tracking.wandb.mode}' is not one of {', '.join(WANDB_MODES)}.")
-    if cfg.compute.cpu_threads is not None and cfg.compute.cpu_threads < 1:
-        raise ConfigError(f"compute.cpu_threads={cfg.compute.cpu_threads} must be >= 1 (or null for torch's default).")
-    if cfg.compute.workers < 1:
-        raise ConfigError(f"compute.workers={cfg.compute.workers} must be >= 1.")
     if cfg.trials.count < 1:
         raise ConfigError(f"trials.count={cfg.trials.count} must be >= 1 (the number of times the benchmark runs).")
-    for target in cfg.eval.fpr_targets:
-        if not 0 < target < 1:
-            raise ConfigError(f"eval.fpr_targets contains {target}; every target must be in (0, 1).")
-
-    if cfg.data.name not in DATAMODULES:
-        raise ConfigError(DATAMODULES.unknown_message(cfg.data.name))
+    try:
+        check_recipe(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bench import tracking
 from bench.config import ConfigError, run_config, run_config_sha256, to_dict
 from bench.io import sha256_json
 from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
+from bench.methods.base import FingerprintIntegrityError
 from bench.metrics import format_fpr, fpr_label, result_fpr_targets
 from bench.oracle import Oracle
 from bench.published import overwrite_decision
@@ -93,10 +95,9 @@ def fingerprint_key(run: MethodRun, source_sha256: str, split_hashes: dict[str, 
 
 
 def _generate(run: MethodRun, source: torch.nn.Module, ctx: GenerationContext, cache_dir: Path) -> None:
-    if Fingerprint.exists(cache_dir):
-        start = time.perf_counter()
-        run.fingerprint = Fingerprint.load(cache_dir)
-        run.cached = True
+    start = time.perf_counter()
+    if Fingerprint.exists(cache_dir) and (cached := _load_cached(run, cache_dir)) is not None:
+        run.fingerprint, run.cached = cached, True
         run.generate_seconds = _generation_seconds(run.fingerprint)
         log.info("%s: reusing cached fingerprint %s (%.2f s to load; generated in %.1f s)", run.entry["name"], cache_dir,
                  time.perf_counter() - start, run.generate_seconds)
@@ -104,9 +105,30 @@ def _generate(run: MethodRun, source: torch.nn.Module, ctx: GenerationContext, c
     log.info("%s: generating the fingerprint", run.entry["name"])
     fingerprint = run.method.generate(source, ctx)  # the contract times it: meta["generation_seconds"]
     run.generate_seconds = _generation_seconds(fingerprint)
-    fingerprint.save(cache_dir)
+    fingerprint.save(cache_dir)  # sets fingerprint.sha256, the hash the result records
     run.fingerprint = fingerprint
     log.info("%s: fingerprint generated in %.1f s -> %s", run.entry["name"], run.generate_seconds, cache_dir)
+
+
+def _load_cached(run: MethodRun, cache_dir: Path) -> Fingerprint | None:
+    """The verified cached fingerprint, or None when it must be regenerated (docs/decisions.md, Integrity).
+
+    An entry without recorded hashes (cached by an older fpbench, or a save cut short) is regenerated
+    in place; one whose files differ from their recorded sha256 is moved aside to
+    `<key>.rejected-<UTC time>` (kept for inspection, never used) and regenerated.
+    """
+    try:
+        return Fingerprint.load(cache_dir)
+    except FingerprintIntegrityError as err:
+        if err.unrecorded:
+            log.info("%s: cached fingerprint %s has no recorded sha256 (%s); regenerating it.", run.entry["name"],
+                     cache_dir, err)
+            return None
+        aside = cache_dir.with_name(f"{cache_dir.name}.rejected-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
+        cache_dir.rename(aside)
+        log.warning("%s: cached fingerprint not used: %s Moved the entry aside to %s; regenerating it.",
+                    run.entry["name"], err, aside)
+        return None
 
 
 def _generation_seconds(fingerprint: Fingerprint) -> float:
@@ -207,22 +229,25 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
                 "extras": {k: float(v) for k, v in figures.items() if k != "score"},
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
+                "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
             })
     outcome.phases["verify"] = time.perf_counter() - phase_start
     phase_start = time.perf_counter()
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
                 "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,
-                "source_test_acc": source_record["test_acc"]}
+                "source_test_acc": source_record["test_acc"], "source_sha256": source_record["sha256"]}
     _write_results(cfg, runs, zoo_info, outcome)
     outcome.leaderboard, _ = write_leaderboard(cfg.paths.results_dir)
     outcome.plots = write_plots(cfg.paths.results_dir)
     outcome.phases["report"] = time.perf_counter() - phase_start
+    for path, result in outcome.results.items():  # W&B last: every file above is written whatever W&B does
+        tracking.log_result(cfg, result, Path(path))
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
 def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, Any], outcome: BenchmarkOutcome) -> None:
-    """One result file per method that produced a fingerprint; logged to W&B and kept in `outcome`."""
+    """One result file per method that produced a fingerprint, kept in `outcome` (W&B logs them later)."""
     bootstrap = OmegaConf.to_object(cfg.eval.bootstrap)
     for run in runs:
         result = make_result(
@@ -237,6 +262,8 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
         result["fingerprint"] = {k: v for k, v in (run.fingerprint.meta or {}).items() if _is_scalar(v)}
         # Did generation reach the method's own target? (None: the method has none; the leaderboard marks misses.)
         result["fingerprint"]["generation_target"] = run.method.generation_target(run.fingerprint)
+        if run.fingerprint.sha256 is not None:  # the cached files' hash (set by Fingerprint.save/load)
+            result["fingerprint"]["sha256"] = run.fingerprint.sha256
         path = result_path(cfg.paths.results_dir, zoo_info["name"], run.entry["name"], run.config_sha256, cfg.seed)
         action, reason = overwrite_decision(cfg, path, result)  # a published result is never replaced silently
         if action == "refuse":
@@ -247,8 +274,7 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
             write_result(result, path)
         else:
             log.info("%s: %s", run.entry["name"], reason)
-        outcome.results[str(path)] = result
-        tracking.log_result(cfg, result, path)
+        outcome.results[str(path)] = result  # logged to W&B once the leaderboard is written too
 
 
 def _is_scalar(value: Any) -> bool:

@@ -42,6 +42,18 @@ class BootstrapConfig:
     seed: int = 0
 
 
+MAX_BOOTSTRAP_N = 1_000_000  # ~minutes of resampling; more adds no precision a CI can show, only memory and time
+
+
+def validate_bootstrap(config: Any, where: str = "eval.bootstrap") -> None:
+    """Raise ValueError unless ``0 <= n <= MAX_BOOTSTRAP_N`` and ``0 < confidence < 1`` (naming the key)."""
+    if not 0 <= config.n <= MAX_BOOTSTRAP_N:
+        raise ValueError(f"{where}.n={config.n} must be in [0, {MAX_BOOTSTRAP_N}] (0: no confidence intervals; "
+                         "1000 is the usual choice).")
+    if not 0.0 < config.confidence < 1.0:
+        raise ValueError(f"{where}.confidence={config.confidence} must be in (0, 1), e.g. 0.95.")
+
+
 def format_fpr(target: float) -> str:
     """The stable string key of an FPR target in result dicts: ``0.01 -> "0.01"``, ``0.1 -> "0.1"``."""
     return repr(float(target))
@@ -185,13 +197,9 @@ def _resolution_note(n_negative: int, targets: Sequence[float]) -> str | None:
 def _bootstrap(
     s: np.ndarray, y: np.ndarray, targets: Sequence[float], config: BootstrapConfig
 ) -> dict[str, Any] | None:
+    validate_bootstrap(config, "bootstrap")
     if config.n == 0:
         return None
-    if config.n < 0 or not 0.0 < config.confidence < 1.0:
-        raise ValueError(
-            f"bootstrap needs n >= 0 and 0 < confidence < 1, got n={config.n}, "
-            f"confidence={config.confidence}; e.g. n=1000, confidence=0.95."
-        )
     rng = np.random.default_rng(config.seed)
     pos, neg = s[y == 1], s[y == 0]
     labels = np.r_[np.ones(pos.size, np.int64), np.zeros(neg.size, np.int64)]

@@ -9,7 +9,9 @@ optional ``hardware`` are informational, everything else is what the leaderboard
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +60,10 @@ _POOL_ROLES = ("surrogate", "reference")
 _TARGET = {"name": "str", "achieved": "num", "floor": "num", "met": "bool"}
 # The optional `hardware` (results written before it existed lack it): see bench.provenance.collect_hardware.
 _HARDWARE = {"cpu": ("str", None), "cpu_count": ("int", None), "gpus": "list", "torch_threads": "int"}
+# Optional integrity fields (results written before they existed lack them; docs/decisions.md, Integrity):
+# `per_model[i].sha256` (the suspect's checkpoint), `zoo.source_sha256`, `fingerprint.sha256` (the cached
+# fingerprint's files, bench.methods.base.fingerprint_sha256) and `metrics.ci.seed` (the bootstrap seed).
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _SCHEMA: dict[str, Any] = {
     "schema_version": "int",
     "created": "str",
@@ -190,6 +196,11 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
         if record["role"] not in _ROLES:
             raise ResultError(f"{where}: field 'per_model[{i}].role' is {record['role']!r}; expected one of {', '.join(_ROLES)}.")
         _check_numbers(record["extras"], f"per_model[{i}].extras", where)
+        _check_sha256(record, "sha256", f"per_model[{i}].", where)
+    _check_sha256(d["zoo"], "source_sha256", "zoo.", where)
+    ci = d["metrics"]["ci"]
+    if ci is not None and "seed" in ci and not _matches(ci["seed"], "int"):
+        raise ResultError(f"{where}: field 'metrics.ci.seed' must be an integer, got {_type_name(ci['seed'])} {ci['seed']!r:.60}.")
     _check_numbers(d["metrics"]["tpr_at_fpr"], "metrics.tpr_at_fpr", where)
     if d["pool"] is not None:
         _check_pool(d["pool"], where)
@@ -198,10 +209,19 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
         raise ResultError(f"{where}: field 'fingerprint' must be an object, got {_type_name(fingerprint)}.")
     if fingerprint and fingerprint.get("generation_target") is not None:
         _check_fields(fingerprint["generation_target"], _TARGET, "fingerprint.generation_target.", where)
+    if fingerprint:
+        _check_sha256(fingerprint, "sha256", "fingerprint.", where)
     if "hardware" in d:
         _check_fields(d["hardware"], _HARDWARE, "hardware.", where)
         if not all(isinstance(g, str) for g in d["hardware"]["gpus"]):
             raise ResultError(f"{where}: field 'hardware.gpus' must be a list of GPU names (strings).")
+
+
+def _check_sha256(d: dict[str, Any], key: str, prefix: str, where: str) -> None:
+    """An optional hex sha256 field: absent, or 64 lower-case hex digits."""
+    if key in d and not (isinstance(d[key], str) and _HEX64.fullmatch(d[key])):
+        raise ResultError(f"{where}: field '{prefix}{key}' must be a sha256 (64 lower-case hex digits), "
+                          f"got {_type_name(d[key])} {d[key]!r:.70}.")
 
 
 def _check_pool(pool: dict[str, Any], where: str) -> None:
@@ -249,6 +269,7 @@ def make_result(
         A dict that passes :func:`validate_result`.
     """
     records = [{"extras": {}, **r} for r in per_model]
+    bootstrap = bootstrap or BootstrapConfig()
     extra_keys = sorted({k for r in records for k in r["extras"]})
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -274,6 +295,8 @@ def make_result(
         "git": git_info(git_path) if git_path is not None else {"commit": None, "dirty": None},
         "hardware": collect_hardware(),
     }
+    if result["metrics"]["ci"] is not None:  # the seed too, so `fpbench leaderboard --check` can redraw the CI
+        result["metrics"]["ci"]["seed"] = int(bootstrap.seed)
     validate_result(result)
     return result
 
@@ -314,26 +337,64 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def list_result_files(results_dir: str | Path) -> list[Path]:
-    """Paths of the result files under ``results_dir/runs`` (temp/hidden files skipped), sorted."""
+    """Paths ending in ``.json`` under ``results_dir/runs`` (temp/hidden names skipped), sorted.
+
+    Everything so named is listed, a folder called ``x.json`` too: :func:`try_read_result` reports
+    what is not a readable result file instead of letting it pass unseen.
+    """
     runs = Path(results_dir) / "runs"
     if not runs.is_dir():
         return []
     return sorted(p for p in runs.rglob("*.json") if not p.name.startswith("."))
 
 
+def try_read_result(path: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """:func:`read_result`, with every way a file can fail turned into one message.
+
+    Args:
+        path: A path from :func:`list_result_files`.
+
+    Returns:
+        ``(result, "")``, or ``(None, "path: problem and fix")`` for a folder, a file that cannot
+        be read, is not UTF-8 text, is not valid JSON, is nested too deeply to parse, or does not
+        follow the schema.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return None, f"{path}: is a folder, not a result file; rename it so its name does not end in .json."
+    try:
+        return read_result(path), ""
+    except ResultError as err:  # the message starts with the path
+        return None, str(err)
+    except UnicodeDecodeError as err:
+        return None, f"{path}: not UTF-8 text ({err}), so not a result file; delete it or re-run the evaluation."
+    except RecursionError:
+        return None, f"{path}: JSON nested too deeply to parse, so not a result file; delete it or re-run the evaluation."
+    except OSError as err:
+        return None, f"{path}: cannot be read ({err})."
+
+
 def iter_results(results_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
-    """All result files under ``results_dir/runs``, validated, sorted by path.
+    """The readable, valid result files under ``results_dir/runs``, sorted by path.
+
+    A file that cannot be read or validated (:func:`try_read_result`) is skipped with one warning
+    naming it and the problem, so one bad file does not stop a report built from the others;
+    ``fpbench leaderboard --check`` reports such files and fails.
 
     Args:
         results_dir: Root of the results tree.
 
     Returns:
         ``[(path, result), ...]``; empty when there is no ``runs`` folder.
-
-    Raises:
-        ResultError: On the first file that does not validate.
     """
-    return [(p, read_result(p)) for p in list_result_files(results_dir)]
+    out = []
+    for path in list_result_files(results_dir):
+        result, problem = try_read_result(path)
+        if result is None:
+            logging.getLogger(__name__).warning("Skipped %s", problem)
+            continue
+        out.append((path, result))
+    return out
 
 
 def check_result(d: dict[str, Any]) -> list[str]:

@@ -67,7 +67,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpe
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Sweep file not found: {path}.")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:  # its message carries the line and column
+        raise ConfigError(f"Cannot parse sweep {path}: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Sweep {path} must be a YAML mapping at top level, got a {type(raw).__name__}.")
     known = {"name", "recipe", "parameters", "search", "n", "sample_seed", "trials", "trial_zoo_seed", "overrides"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -75,6 +80,15 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpe
     for key in ("recipe", "parameters"):
         if key not in raw:
             raise ConfigError(f"Sweep {path} needs '{key}:'.")
+    if not isinstance(raw["recipe"], str) or not raw["recipe"]:
+        raise ConfigError(f"'recipe:' in sweep {path} must be a recipe path (relative to the sweep file).")
+    if not isinstance(raw["parameters"], dict) or not raw["parameters"]:
+        raise ConfigError(f"'parameters:' in sweep {path} must be a non-empty mapping of recipe key -> values.")
+    if not isinstance(raw.get("overrides", []), list):
+        raise ConfigError(f"'overrides:' in sweep {path} must be a list of key=value strings.")
+    for key in ("n", "sample_seed", "trials"):
+        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], int)):
+            raise ConfigError(f"{key}={raw[key]!r} in sweep {path} must be an integer.")
     name = str(raw.get("name", path.stem))
     problem = name_problem(name)
     if problem:

@@ -2,6 +2,11 @@
 
 Every W&B file goes under `tracking.wandb.dir` (default: the cache dir); `mode: disabled` turns W&B
 off entirely (tests), `online` is for users with an account. What is logged, and why: docs/tracking.md.
+
+W&B never costs a result: every W&B call (opening a run, logging, artifacts, finishing) goes through
+one guard. On any failure it logs one error naming what failed, falls back (online -> offline ->
+disabled) for the rest of the process, and the work goes on; `sync_lines` says how to upload the
+offline runs afterwards.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
@@ -20,12 +26,69 @@ from bench.report import plot_roc, plot_scores_box
 from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MODES = ("online", "offline", "disabled")  # from most to least W&B; a fallback only moves right
+ONLINE_INIT_TIMEOUT_S = 20.0  # wandb.init's own default waits 90 s for an unreachable server; WANDB_INIT_TIMEOUT overrides
+
+
+@dataclass
+class _TrackingState:
+    """What this process learnt about W&B: the fallback in force and where offline runs went."""
+
+    fallback: str | None = None  # None: the recipe's mode; else "offline" or "disabled" after a failure
+    failures: list[str] = field(default_factory=list)  # "what: Type: message", in order
+    offline_dirs: list[str] = field(default_factory=list)  # tracking.wandb.dir of every offline run opened
+
+
+_STATE = _TrackingState()
+
+
+def reset() -> None:
+    """Forget fallbacks and offline runs (the CLI calls it at the start of each command)."""
+    global _STATE
+    _STATE = _TrackingState()
+
+
+def effective_mode(mode: str) -> str:
+    """The recipe's `tracking.wandb.mode`, or the fallback a W&B failure put in force if that is stricter."""
+    fallback = _STATE.fallback or mode
+    return MODES[max(MODES.index(mode), MODES.index(fallback))]
+
+
+def fall_back(what: str, err: Exception, mode: str) -> str:
+    """Record a W&B failure in ``mode``, switch this process to the next mode, log one error; returns it."""
+    new = "offline" if mode == "online" else "disabled"
+    if MODES.index(new) > MODES.index(_STATE.fallback or "online"):
+        _STATE.fallback = new
+    lines = str(err).strip().splitlines()
+    message = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    _STATE.failures.append(f"{what}: {message}")
+    after = ("offline for the rest of this run (`wandb sync` uploads it later)" if new == "offline"
+             else "disabled for the rest of this run")
+    log.error("W&B failed while %s (%s, mode %s); W&B is %s. Results, zoo and leaderboard files do not depend on "
+              "W&B.", what, message, mode, after)
+    return new
+
+
+def sync_lines() -> list[str]:
+    """What to tell the user at the end of a command: W&B failures and how to upload the offline runs."""
+    lines = []
+    if _STATE.failures:
+        lines.append(f"W&B failed {len(_STATE.failures)} time(s) (first: {_STATE.failures[0]}); "
+                     f"it ran {_STATE.fallback} from then on, no result was lost.")
+    for folder in _STATE.offline_dirs:
+        runs = Path(folder) / "wandb" / "offline-run-*"
+        lines.append(f"W&B runs were logged offline under {Path(folder) / 'wandb'}; upload them with "
+                     f"(an account is needed): wandb sync {runs}")
+    return lines
 
 
 def wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
-    """Keyword arguments for `wandb.init`, or None when W&B is disabled."""
+    """Keyword arguments for `wandb.init` in the mode now in force, or None when W&B is disabled."""
     wb = cfg.tracking.wandb
-    if wb.mode == "disabled":
+    mode = effective_mode(wb.mode)
+    if mode == "disabled":
         return None
     root = Path(wb.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -34,23 +97,109 @@ def wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
     os.environ.setdefault("WANDB_CONFIG_DIR", str(root / "wandb-config"))
     os.environ.setdefault("WANDB_DATA_DIR", str(root / "wandb-data"))
     os.environ.setdefault("WANDB_SILENT", "true")
-    return {"mode": wb.mode, "project": wb.project, "entity": wb.entity, "dir": str(root),
-            "group": wb.group or cfg.zoo.name}
+    settings = {"mode": mode, "project": wb.project, "entity": wb.entity, "dir": str(root), "group": wb.group or cfg.zoo.name}
+    if mode == "online" and "WANDB_INIT_TIMEOUT" not in os.environ:
+        import wandb
+
+        settings["settings"] = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S)
+    return settings
+
+
+def with_fallback(what: str, cfg: DictConfig, body: Callable[[dict[str, Any]], T]) -> T | None:
+    """``body(settings)`` through the guard: on any exception fall back (online -> offline -> disabled)
+    and try once more in the new mode; None when W&B is (or ends up) disabled."""
+    settings = wandb_settings(cfg)
+    while settings is not None:
+        try:
+            out = body(settings)
+        except Exception as err:  # any W&B failure (CommError, UsageError, timeouts, ...) costs only W&B
+            fall_back(what, err, settings["mode"])
+            settings = wandb_settings(cfg)  # strictly fewer W&B than before, so this ends
+            continue
+        if settings["mode"] == "offline" and settings["dir"] not in _STATE.offline_dirs:
+            _STATE.offline_dirs.append(settings["dir"])
+        return out
+    return None
+
+
+class GuardedRun:
+    """A W&B run whose every method call goes through the guard: the first failure is logged and
+    falls back, and the run's later calls do nothing (except `finish`, always tried)."""
+
+    def __init__(self, run: Any, what: str, mode: str) -> None:
+        self.run, self.what, self.mode, self.failed = run, what, mode, False
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.run, name)
+        if not callable(value):
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if self.failed and name != "finish":
+                return None
+            try:
+                return value(*args, **kwargs)
+            except Exception as err:
+                if not self.failed:
+                    fall_back(f"{self.what} ({name})", err, self.mode)
+                self.failed = True
+                return None
+
+        return guarded
+
+
+def _guarded_logger_class() -> type:
+    """`WandbLogger` whose run is a `GuardedRun` (built on first use: Lightning's logger imports lazily)."""
+    from pytorch_lightning.loggers import WandbLogger
+    from pytorch_lightning.loggers.logger import DummyExperiment
+
+    class GuardedWandbLogger(WandbLogger):
+        def __init__(self, what: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._what, self._guarded_run = what, None
+
+        @property
+        def experiment(self) -> Any:
+            run = WandbLogger.experiment.fget(self)  # rank > 0: Lightning's dummy, nothing to guard
+            if isinstance(run, DummyExperiment) or isinstance(run, GuardedRun):
+                return run
+            if self._guarded_run is None or self._guarded_run.run is not run:
+                self._guarded_run = GuardedRun(run, self._what, self._wandb_init.get("mode", "offline"))
+            return self._guarded_run
+
+        def log_hyperparams(self, params: Any) -> None:
+            try:
+                super().log_hyperparams(params)
+            except Exception as err:
+                fall_back(f"{self._what} (hyperparameters)", err, self._wandb_init.get("mode", "offline"))
+
+        def __getstate__(self) -> dict[str, Any]:  # a spawned DDP rank re-attaches to the run itself
+            state = super().__getstate__()
+            state["_guarded_run"] = None
+            return state
+
+    return GuardedWandbLogger
 
 
 def training_logger_factory(cfg: DictConfig) -> Callable[[Any], Any] | None:
-    """job -> a Lightning `WandbLogger` for that zoo model's training curve (None when disabled)."""
-    settings = wandb_settings(cfg)
-    if settings is None or not cfg.tracking.wandb.log_zoo:
+    """job -> a Lightning `WandbLogger` for that zoo model's training curve, False when W&B failed
+    (None when disabled). The run is opened here, inside the guard, not later inside the fit."""
+    if wandb_settings(cfg) is None or not cfg.tracking.wandb.log_zoo:
         return None
 
     def factory(job: Any) -> Any:
-        from pytorch_lightning.loggers import WandbLogger
+        what = f"logging zoo model {job.model_id}'s training"
 
-        kwargs = dict(settings)
-        save_dir = kwargs.pop("dir")  # WandbLogger ignores `dir` unless save_dir is left at "."
-        return WandbLogger(name=f"zoo/{job.role}/{job.model_id}", save_dir=save_dir, job_type="zoo",
-                           reinit="finish_previous", config={"job": job.record_base(), "recipe": to_dict(cfg)}, **kwargs)
+        def open_logger(settings: dict[str, Any]) -> Any:
+            kwargs = dict(settings)
+            save_dir = kwargs.pop("dir")  # WandbLogger ignores `dir` unless save_dir is left at "."
+            logger = _guarded_logger_class()(what, name=f"zoo/{job.role}/{job.model_id}", save_dir=save_dir, job_type="zoo",
+                                             reinit="finish_previous", config={"job": job.record_base(), "recipe": to_dict(cfg)},
+                                             **kwargs)
+            _ = logger.experiment  # wandb.init now, where a failure falls back, not inside Lightning's fit
+            return logger
+
+        return with_fallback(what, cfg, open_logger) or False
 
     return factory
 
@@ -78,11 +227,18 @@ def log_zoo_model(run: Any, record: dict[str, Any], checkpoint: Path) -> None:
         record: the model's manifest record (`bench.zoo`).
         checkpoint: its `models/<id>.safetensors` (the `<id>.json` beside it is referenced too).
     """
-    if getattr(run, "disabled", False):
+    if getattr(run, "disabled", False) or getattr(run, "failed", False):  # a GuardedRun that failed already
         return
+    try:
+        _log_zoo_model(run, record, Path(checkpoint))
+    except Exception as err:  # the model is in the manifest already; only its W&B artifact is lost
+        fall_back(f"logging zoo model {record['model_id']} as an artifact", err,
+                  "offline" if getattr(run, "offline", True) else "online")
+
+
+def _log_zoo_model(run: Any, record: dict[str, Any], checkpoint: Path) -> None:
     import wandb
 
-    checkpoint = Path(checkpoint)
     metadata = {key: record.get(key) for key in MODEL_ARTIFACT_KEYS}
     parent = record.get("parent")
     metadata["parent_artifact"] = model_artifact_name(parent) if parent else None
@@ -158,12 +314,13 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
     suspect's test accuracy, source agreement and accuracy drop), the ROC as an interactive line plot
     of the stored points (`roc_curve`) and as an image, score and score-vs-accuracy-drop plots, and the
     result JSON as an artifact. Returns the run folder, or None."""
-    settings = wandb_settings(cfg)
-    if settings is None:
-        return None
+    name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"
+    return with_fallback(f"logging result {name}", cfg, lambda settings: _log_result(settings, name, result, path))
+
+
+def _log_result(settings: dict[str, Any], name: str, result: dict[str, Any], path: Path) -> str:
     import wandb
 
-    name = f"{result['zoo']['name']}/{result['method']['name']}/{result['config_sha256'][:8]}-s{result['seed']}"
     artifact = (f"result-{result['config_sha256'][:8]}-s{result['seed']}", "result", path)
     with _wandb_run(settings, name, "eval", config=result["config"], artifact=artifact) as run:
         metrics = result["metrics"]
@@ -192,13 +349,13 @@ def log_result(cfg: DictConfig, result: dict[str, Any], path: Path) -> str | Non
 def log_sweep(cfg: DictConfig, name: str, csv: Path, plots: list[Path]) -> str | None:
     """Log a sweep's report (its CSV as a table, its heatmaps / line plots as images) as one W&B run
     in the sweep's group; the per-point runs are logged by `log_result`. Returns the run folder."""
-    settings = wandb_settings(cfg)
-    if settings is None:
-        return None
+    return with_fallback(f"logging sweep {name}", cfg, lambda settings: _log_sweep({**settings, "group": name}, name, csv, plots))
+
+
+def _log_sweep(settings: dict[str, Any], name: str, csv: Path, plots: list[Path]) -> str:
     import pandas as pd
     import wandb
 
-    settings["group"] = name
     with _wandb_run(settings, f"sweep/{name}", "sweep", artifact=(f"sweep-{name}", "sweep", csv)) as run:
         run.log({"points": wandb.Table(dataframe=pd.read_csv(csv)),
                  **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})

@@ -8,6 +8,8 @@ goes through the same Trainer path and honours `compute.trainer` (devices, strat
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.accelerators import AcceleratorRegistry
+from pytorch_lightning.strategies import StrategyRegistry
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from torchmetrics.classification import MulticlassAccuracy
@@ -26,6 +30,12 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "multistep")
 TRAINABLE = ("all", "head")
+MAX_EPOCHS = 10_000  # no zoo model needs more; a typo (epochs=100000000) fails at load, not after days
+SEED_MAX = 2**32 - 1  # Lightning's seed_everything (numpy's legacy seed) takes [0, 2**32 - 1]: the tightest bound
+ACCELERATOR_ALIASES = ("auto", "gpu")  # Lightning's own aliases beside its registered accelerators
+# Lightning 2.x's precision strings (lightning_fabric's _PRECISION_INPUT; a test keeps them in step)
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16")
 
 
 @dataclass
@@ -81,6 +91,55 @@ def validate_training(optimizer: OptimizerConfig, schedule: ScheduleConfig, epoc
         raise ValueError(f"{where}.optimizer.weight_decay={optimizer.weight_decay} must be >= 0.")
     if epochs < 0:
         raise ValueError(f"{where}.epochs={epochs} must be >= 0.")
+    if epochs > MAX_EPOCHS:
+        raise ValueError(f"{where}.epochs={epochs} must be <= {MAX_EPOCHS} (fpbench's bound, docs/decisions.md).")
+
+
+def check_seed(where: str, seed: int) -> None:
+    """Raise ValueError unless `seed` is a whole number in [0, SEED_MAX] (every seed fpbench passes on
+    must be accepted by torch, numpy's default_rng and Lightning's seed_everything alike)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"{where}={seed!r} must be an integer in [0, {SEED_MAX}] (2**32 - 1, what Lightning's "
+                         "seed_everything accepts). Pick a smaller seed.")
+
+
+def accelerator_names() -> tuple[str, ...]:
+    """What `compute.trainer.accelerator` may be: Lightning's aliases and its registered accelerators."""
+    return (*ACCELERATOR_ALIASES, *sorted(AcceleratorRegistry.available_accelerators()))
+
+
+def _accelerator_missing(name: str) -> bool:
+    """True when this machine lacks the hardware `name` asks for (auto never does)."""
+    if name == "auto":
+        return False
+    if name == "gpu":
+        return not any(AcceleratorRegistry[n]["accelerator"].is_available() for n in ("cuda", "mps"))
+    return not AcceleratorRegistry[name]["accelerator"].is_available()
+
+
+def validate_trainer(cfg: Any, local: bool) -> None:
+    """Cheap checks of `compute.trainer` before any fit; raise ValueError naming the key and the allowed values.
+
+    Args:
+        cfg: a `TrainerConfig` (or its omegaconf node).
+        local: the zoo trains in this process (executor local), so the accelerator must exist here;
+            Ray workers may have hardware the driver lacks, so their availability is not checked.
+    """
+    where = "compute.trainer"
+    if cfg.accelerator not in accelerator_names():
+        raise ValueError(f"{where}.accelerator={cfg.accelerator!r} is not one of {', '.join(accelerator_names())}.")
+    if local and _accelerator_missing(cfg.accelerator):
+        raise ValueError(f"{where}.accelerator={cfg.accelerator!r}: no such device on this machine. "
+                         "Fix: compute.trainer.accelerator=auto (or cpu).")
+    strategies = ("auto", *StrategyRegistry.available_strategies())
+    if str(cfg.strategy).lower() not in strategies:
+        raise ValueError(f"{where}.strategy={cfg.strategy!r} is not one of {', '.join(strategies)}.")
+    if str(cfg.precision) not in PRECISIONS:
+        raise ValueError(f"{where}.precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if cfg.num_nodes < 1:
+        raise ValueError(f"{where}.num_nodes={cfg.num_nodes} must be >= 1.")
+    if cfg.log_every_n_steps < 1:
+        raise ValueError(f"{where}.log_every_n_steps={cfg.log_every_n_steps} must be >= 1.")
 
 
 def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -203,10 +262,25 @@ class ReleaseSpawnedProcessGroup(pl.Callback):
             torch.distributed.destroy_process_group()
 
 
+class InterruptRecorder(pl.Callback):
+    """Remember the exception that stopped a fit, so `fit` can tell Ctrl-C from other exits.
+
+    On a KeyboardInterrupt Lightning tears the fit down and calls ``sys.exit(1)`` itself, which
+    would end the process before fpbench can say what was kept; `fit` turns that exit back into the
+    KeyboardInterrupt it was (the CLI answers it with exit 130 and how to resume).
+    """
+
+    def __init__(self) -> None:
+        self.exception: BaseException | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.exception = exception
+
+
 def make_trainer(cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: Any = False, progress: bool | None = None) -> pl.Trainer:
     """A Trainer from `compute.trainer`: no checkpoints (the zoo saves safetensors itself)."""
     return pl.Trainer(
-        callbacks=[ReleaseSpawnedProcessGroup()],
+        callbacks=[ReleaseSpawnedProcessGroup(), InterruptRecorder()],
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
@@ -238,9 +312,28 @@ def fit(module: ClassifierModule, loader: DataLoader, trainer_cfg: TrainerConfig
     trainer = make_trainer(trainer_cfg, module.epochs, root_dir=root_dir, logger=logger, progress=progress)
     if getattr(trainer.strategy.launcher, "_start_method", None) == "spawn" and loader.generator is not None:
         loader = _without_generator(loader)  # a torch.Generator cannot be sent to spawned ranks (torch 2.14)
-    trainer.fit(module, train_dataloaders=loader)
+    _fit_reraising_interrupt(trainer, module, loader)
     module.model.cpu().eval()
     return time.perf_counter() - start
+
+
+def _fit_reraising_interrupt(trainer: pl.Trainer, module: ClassifierModule, loader: DataLoader) -> None:
+    """`trainer.fit`, except that Ctrl-C raises KeyboardInterrupt instead of Lightning's ``sys.exit(1)``.
+
+    Lightning also leaves SIGINT ignored after an interrupt; the handler in force before the fit is
+    restored, so a later Ctrl-C in this process (a caller that goes on) still stops it.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, train_dataloaders=loader)
+    except SystemExit as exit_:
+        recorded = [cb.exception for cb in trainer.callbacks if isinstance(cb, InterruptRecorder)]
+        if not any(isinstance(err, KeyboardInterrupt) for err in recorded):
+            raise
+        if handler is not None and threading.current_thread() is threading.main_thread():  # signals: main thread only
+            signal.signal(signal.SIGINT, handler)
+        log.debug("training interrupted (Lightning exited with %s); raising KeyboardInterrupt", exit_.code)
+        raise KeyboardInterrupt from None
 
 
 def _without_generator(loader: DataLoader) -> DataLoader:

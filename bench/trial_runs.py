@@ -12,6 +12,7 @@ recorded per trial and written to ``<results_dir>/perf/trials-<zoo>.json``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import platform
 import time
@@ -100,7 +101,8 @@ def _unfinished(cfg: DictConfig) -> DictConfig | None:
         return None
     if len(todo) == len(methods):
         return cfg
-    out = OmegaConf.create(to_dict(cfg))
+    out = copy.deepcopy(cfg)  # keeps the recipe's structured types (a plain copy hands datamodules dicts)
+    OmegaConf.set_readonly(out, False)
     out.methods = todo
     OmegaConf.set_readonly(out, True)
     return out

@@ -85,6 +85,8 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     SPLITS: ClassVar[tuple[str, ...]] = ("owner", "attacker", "independent", "test")
+    # (train pool, test pool or None) when the dataset's size is fixed: splits are then checked at recipe load
+    known_pool_sizes: ClassVar[tuple[int, int | None] | None] = None
 
     def __init__(self, cfg: DataConfig, data_dir: str | os.PathLike, seed: int) -> None:
         super().__init__()
@@ -221,34 +223,14 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
 
     def _draw_splits(self, train_pool: int, test_pool: int | None) -> dict[str, torch.Tensor]:
         sizes = self.cfg.splits
-        counts = {s: _count(s, getattr(sizes, s), train_pool, self.name) for s in TRAIN_POOL_SPLITS}
+        counts = split_counts(sizes, train_pool, test_pool, self.name)
         single_pool = test_pool is None
-        if single_pool:
-            if sizes.test is None:
-                remainder = train_pool - sum(counts.values())  # < 0: the oversize check below reports it
-                if remainder > 0:
-                    counts["test"] = remainder
-                elif remainder == 0:
-                    raise ValueError(
-                        f"data.splits owner={sizes.owner}, attacker={sizes.attacker}, independent={sizes.independent} "
-                        f"use all {train_pool} samples of {self.name}'s single pool and leave none for test. "
-                        "Fix: lower them (e.g. owner=0.4 attacker=0.1 independent=0.3) or set data.splits.test=0 "
-                        "to ask for an empty test split."
-                    )
-            else:
-                counts["test"] = _count("test", sizes.test, train_pool, self.name)
-        total = sum(counts.values())
-        if total > train_pool:
-            asked = " + ".join(f"{s}={n}" for s, n in counts.items())
-            raise ValueError(
-                f"data.splits ask for {asked} = {total} samples, but {self.name}'s "
-                f"{'single' if single_pool else 'train'} pool has {train_pool}. Fix: lower data.splits."
-                f"{'/'.join(counts)} (counts, or fractions of the pool) so they sum to at most {train_pool}."
-            )
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(train_pool, generator=generator)
         splits, start = {}, 0
         for split, n in counts.items():
+            if split == "test" and not single_pool:
+                continue  # drawn from the test pool below
             splits[split], start = order[start : start + n], start + n
             self._pools[split] = "train"
         if not single_pool:
@@ -256,29 +238,92 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
             if sizes.test is None:
                 splits["test"] = torch.arange(test_pool)
             else:
-                n = _count("test", sizes.test, test_pool, self.name)
-                if n > test_pool:
-                    raise ValueError(
-                        f"data.splits.test={sizes.test} asks for {n} samples, but {self.name}'s test pool has "
-                        f"{test_pool}. Fix: set data.splits.test to at most {test_pool}, a fraction, or null (all)."
-                    )
-                splits["test"] = torch.randperm(test_pool, generator=generator)[:n]
+                splits["test"] = torch.randperm(test_pool, generator=generator)[: counts["test"]]
         return splits
+
+
+def split_counts(sizes: SplitSizes, train_pool: int, test_pool: int | None, dataset: str) -> dict[str, int]:
+    """Sample counts of every split for pools of these sizes (no data needed), in drawing order.
+
+    Raises:
+        ValueError: a size that is negative, not a whole count, rounds to 0 samples, or asks for more
+            than the pool holds; the message names the key and the fix.
+    """
+    counts = {s: _count(s, getattr(sizes, s), train_pool, dataset) for s in TRAIN_POOL_SPLITS}
+    single_pool = test_pool is None
+    if single_pool:
+        if sizes.test is None:
+            remainder = train_pool - sum(counts.values())  # < 0: the oversize check below reports it
+            if remainder > 0:
+                counts["test"] = remainder
+            elif remainder == 0:
+                raise ValueError(
+                    f"data.splits owner={sizes.owner}, attacker={sizes.attacker}, independent={sizes.independent} "
+                    f"use all {train_pool} samples of {dataset}'s single pool and leave none for test. "
+                    "Fix: lower them (e.g. owner=0.4 attacker=0.1 independent=0.3) or set data.splits.test=0 "
+                    "to ask for an empty test split."
+                )
+        else:
+            counts["test"] = _count("test", sizes.test, train_pool, dataset)
+    total = sum(counts.values())
+    if total > train_pool:
+        asked = " + ".join(f"{s}={n}" for s, n in counts.items())
+        raise ValueError(
+            f"data.splits ask for {asked} = {total} samples, but {dataset}'s "
+            f"{'single' if single_pool else 'train'} pool has {train_pool}. Fix: lower data.splits."
+            f"{'/'.join(counts)} (counts, or fractions of the pool) so they sum to at most {train_pool}."
+        )
+    if not single_pool and sizes.test is not None:
+        n = _count("test", sizes.test, test_pool, dataset)
+        if n > test_pool:
+            raise ValueError(
+                f"data.splits.test={sizes.test} asks for {n} samples, but {dataset}'s test pool has "
+                f"{test_pool}. Fix: set data.splits.test to at most {test_pool}, a fraction, or null (all)."
+            )
+        counts["test"] = n
+    return counts
+
+
+def validate_data_config(cfg: Any, datamodule: type[FingerprintDataModule]) -> None:
+    """Check the recipe's `data:` section before any data is read; raise ValueError naming the key.
+
+    Split sizes are checked against the pool sizes when `datamodule.known_pool_sizes` gives them (else
+    when the data is loaded); batch sizes must be >= 1, workers >= 0, `image_size` >= 1 or null.
+    """
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"data.{key}={getattr(cfg, key)} must be >= 1.")
+    if cfg.num_workers < 0:
+        raise ValueError(f"data.num_workers={cfg.num_workers} must be >= 0 (0: load in the main process).")
+    if cfg.image_size is not None and cfg.image_size < 1:
+        raise ValueError(f"data.image_size={cfg.image_size} must be >= 1, or null for the dataset's own size.")
+    for split in ("owner", "attacker", "independent", "test"):
+        value = getattr(cfg.splits, split)
+        if value is not None:
+            _check_size(split, value)  # sign, NaN and whole counts; what a fraction gives needs the pool
+    if datamodule.known_pool_sizes is not None:
+        split_counts(cfg.splits, *datamodule.known_pool_sizes, datamodule.name)
+
+
+def _check_size(split: str, value: Any) -> float:
+    """A SplitSizes value as a float: a count >= 1 (whole), a fraction in (0, 1), or 0."""
+    value = float(value)
+    if value < 0 or math.isnan(value) or math.isinf(value):
+        raise ValueError(
+            f"data.splits.{split}={value} is invalid. Use a count >= 1, a fraction in (0, 1), or 0."
+        )
+    if value >= 1 and not value.is_integer():
+        raise ValueError(
+            f"data.splits.{split}={value}: values >= 1 are sample counts and must be whole numbers. "
+            f"Fix: use {math.floor(value)}, or a fraction in (0, 1)."
+        )
+    return value
 
 
 def _count(split: str, value: Any, pool: int, dataset: str) -> int:
     """Resolve a SplitSizes value (count, fraction of `pool`, or 0) to a sample count."""
-    value = float(value)
-    if value < 0 or math.isnan(value):
-        raise ValueError(
-            f"data.splits.{split}={value} is invalid. Use a count >= 1, a fraction in (0, 1), or 0."
-        )
+    value = _check_size(split, value)
     if value >= 1:
-        if not value.is_integer():
-            raise ValueError(
-                f"data.splits.{split}={value}: values >= 1 are sample counts and must be whole numbers. "
-                f"Fix: use {math.floor(value)}, or a fraction in (0, 1)."
-            )
         return int(value)
     count = math.floor(value * pool + 1e-9)  # 1e-9: 0.3 * 10 must give 3, not 2
     if value > 0 and count == 0:

@@ -68,6 +68,7 @@ class CIFAR10DataModule(_CifarDataModule):
     name = "cifar10"
     torchvision_class = "CIFAR10"
     folder = "cifar-10-batches-py"
+    known_pool_sizes = (50000, 10000)  # splits are checked at recipe load
     num_classes = 10
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
@@ -80,6 +81,7 @@ class CIFAR100DataModule(_CifarDataModule):
     name = "cifar100"
     torchvision_class = "CIFAR100"
     folder = "cifar-100-python"
+    known_pool_sizes = (50000, 10000)  # splits are checked at recipe load
     num_classes = 100
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)

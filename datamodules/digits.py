@@ -26,6 +26,7 @@ class DigitsDataModule(InMemoryDataModule):
     num_classes = 10
     in_channels = 1
     image_size = 8
+    known_pool_sizes = (1797, None)  # one pool: splits are checked at recipe load
     mean = (0.3053,)
     std = (0.3760,)
     pixel_max = 16.0

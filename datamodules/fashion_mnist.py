@@ -58,6 +58,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
     """
 
     name = "fashion_mnist"
+    known_pool_sizes = (60000, 10000)  # splits are checked at recipe load
     num_classes = 10
     in_channels = 1
     image_size = 28

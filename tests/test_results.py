@@ -160,3 +160,27 @@ def test_hardware_is_optional_but_checked(result: dict[str, Any]) -> None:
         edit(broken["hardware"])
         with pytest.raises(ResultError, match=re.escape(f"'{field}'")):
             validate_result(broken, "r.json")
+
+
+def test_ci_records_its_bootstrap_seed() -> None:
+    result = synthetic_result(seed=7, bootstrap=20)
+    assert result["metrics"]["ci"]["seed"] == 7 and result["metrics"]["ci"]["n"] == 20
+    assert synthetic_result(bootstrap=0)["metrics"]["ci"] is None
+
+
+def test_integrity_fields_are_optional_but_checked(result: dict[str, Any]) -> None:
+    """Hashes a result names (docs/decisions.md, Integrity): absent in older files, a sha256 when present."""
+    validate_result(result)  # written without them, as the published results were
+    named = copy.deepcopy(result)
+    named["per_model"][0]["sha256"] = "ab" * 32
+    named["zoo"]["source_sha256"] = "cd" * 32
+    named["fingerprint"] = {"sha256": "ef" * 32, "generation_target": None}
+    validate_result(named)
+    for edit, field in ((lambda d: d["per_model"][2].__setitem__("sha256", "AB" * 32), "per_model[2].sha256"),
+                        (lambda d: d["zoo"].__setitem__("source_sha256", "ab" * 8), "zoo.source_sha256"),
+                        (lambda d: d["fingerprint"].__setitem__("sha256", None), "fingerprint.sha256"),
+                        (lambda d: d["metrics"]["ci"].__setitem__("seed", "0"), "metrics.ci.seed")):
+        broken = copy.deepcopy(named)
+        edit(broken)
+        with pytest.raises(ResultError, match=re.escape(f"'{field}'")):
+            validate_result(broken, "r.json")

@@ -44,7 +44,7 @@ def synthetic_result(
     per_model = []
     for i in range(2 * n):
         positive = i < n
-        attack, kind = (("FTLL", "prune")[i % 2], None) if positive else (None, ("SAST", "DADT")[i % 2])
+        attack, kind = (("ftll", "prune")[i % 2], None) if positive else (None, ("SAST", "DADT")[i % 2])
         per_model.append({
             "model_id": f"m{i:03d}", "role": "positive" if positive else "negative", "attack": attack,
             "kind": kind, "group": attack or kind, "score": round(rng.random() * 0.6 + lift * positive, 4),

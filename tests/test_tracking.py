@@ -252,3 +252,125 @@ def test_ray_task_logs_its_model_as_an_artifact(fake_wandb, tmp_path: Path, monk
     (artifact,) = logger.run.artifacts
     assert artifact.name == model_artifact_name(record["model_id"]) and artifact.metadata["sha256"] == record["sha256"]
     assert logger.run.finished
+
+
+# --- W&B failures never cost a result (issue #16 item 12) ---------------------------------------------
+
+
+@pytest.fixture
+def fresh_tracking():
+    from bench import tracking
+
+    tracking.reset()
+    yield tracking
+    tracking.reset()  # a fallback must not leak into later tests
+
+
+def failing_init(fake: FakeWandb, *modes: str):
+    """`fake.init` raising W&B's errors in `modes` (as online does with no network / no API key)."""
+    real = fake.init
+    attempts: list[dict[str, Any]] = []
+
+    def init(**kwargs: Any) -> FakeRun:
+        attempts.append(kwargs)
+        if kwargs.get("mode") in modes:
+            raise RuntimeError("Timed out while retrying: no such host\nConsider increasing the init_timeout")
+        return real(**kwargs)
+
+    fake.init = init
+    return attempts
+
+
+def test_online_failure_falls_back_to_offline_once(fake_wandb, fresh_tracking, tmp_path: Path, caplog):
+    fake_wandb.Settings = lambda **kwargs: types.SimpleNamespace(**kwargs)
+    attempts = failing_init(fake_wandb, "online")
+    results = [synthetic_result("akh"), synthetic_result("random")]
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "tracking.wandb.mode=online"])
+    with caplog.at_level("ERROR", logger="bench.tracking"):
+        for result in results:
+            path = result_path(tmp_path, "tiny", result["method"]["name"], result["config_sha256"], 0)
+            write_result(result, path)
+            assert log_result(cfg, result, path) == "fake-run-dir"  # logged offline instead
+    assert [a["mode"] for a in attempts] == ["online", "offline", "offline"]  # online tried once only
+    assert attempts[0]["settings"].init_timeout == fresh_tracking.ONLINE_INIT_TIMEOUT_S  # no 90 s wait
+    assert [r.init_kwargs["mode"] for r in fake_wandb.runs] == ["offline", "offline"] and all(r.finished for r in fake_wandb.runs)
+    (error,) = caplog.records
+    assert "W&B failed while logging result tiny/akh" in error.message and "RuntimeError: Timed out" in error.message
+    assert "offline for the rest of this run" in error.message
+    lines = fresh_tracking.sync_lines()
+    assert "W&B failed 1 time(s)" in lines[0] and "it ran offline from then on" in lines[0]
+    assert lines[1].endswith(f"wandb sync {tmp_path / 'cache' / 'wandb' / 'offline-run-*'}")
+
+
+def test_offline_failure_disables_wandb(fake_wandb, fresh_tracking, tmp_path: Path, caplog):
+    attempts = failing_init(fake_wandb, "offline")
+    result = synthetic_result()
+    path = result_path(tmp_path, "tiny", "adv_tra", result["config_sha256"], 0)
+    write_result(result, path)
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "tracking.wandb.mode=offline"])
+    assert log_result(cfg, result, path) is None and log_result(cfg, result, path) is None
+    assert len(attempts) == 1 and fresh_tracking.effective_mode("offline") == "disabled"
+    assert "disabled for the rest of this run" in caplog.records[-1].message
+    assert fresh_tracking.sync_lines() == [f"W&B failed 1 time(s) (first: {fresh_tracking._STATE.failures[0]}); "
+                                           "it ran disabled from then on, no result was lost."]
+
+
+def test_a_failing_call_on_an_open_run_falls_back_and_mutes_that_run(fresh_tracking, caplog):
+    class BrokenLog(FakeRun):
+        def log(self, data: dict[str, Any]) -> None:
+            raise ConnectionError("network is gone")
+
+    run = fresh_tracking.GuardedRun(BrokenLog(offline=False), "logging zoo model a1's training", "online")
+    run.log({"train/loss": 1.0})
+    run.log({"train/loss": 0.5})  # muted: one error only
+    run.finish()  # still tried: it releases the run
+    assert run.failed and run.run.finished and run.dir == "fake-run-dir"
+    assert fresh_tracking.effective_mode("online") == "offline"
+    (error,) = caplog.records
+    assert "zoo model a1's training (log)" in error.message and "ConnectionError: network is gone" in error.message
+    record = {"model_id": "b2", "parent": "a1", "offline": False}
+    log_zoo_model(run, record, Path("missing.safetensors"))  # a failed run logs no artifact, raises nothing
+
+
+def test_fpbench_run_with_unreachable_wandb_loses_nothing(fresh_tracking, tmp_path: Path, monkeypatch, capsys, caplog):
+    """`tracking.wandb.mode=online` and a `wandb.init` that raises (what no network or no API key does):
+    every zoo model and method finishes, every result and the leaderboard are written before W&B is
+    first asked to log one, the run exits 0 and ends by saying how to upload the offline runs."""
+    wandb = pytest.importorskip("wandb")
+    from bench.cli import main
+
+    real_init = wandb.init
+    calls: list[tuple[str, str]] = []
+    results_dir = tmp_path / "out" / "results"
+    seen_at_first_eval: list[int] = []
+
+    def init(*args: Any, **kwargs: Any) -> Any:
+        calls.append((kwargs.get("job_type"), kwargs.get("mode")))
+        if kwargs.get("mode") == "online":
+            raise wandb.errors.CommError("Timed out while retrying: dial tcp: lookup api.wandb.ai: no such host")
+        if kwargs.get("job_type") == "eval" and not seen_at_first_eval:
+            seen_at_first_eval.append(len(list(results_dir.rglob("runs/**/*.json"))))
+            seen_at_first_eval.append((results_dir / "leaderboard.md").is_file())
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_INIT_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    overrides = [*smoke_overrides(tmp_path / "out"), "tracking.wandb.mode=online", "zoo.source.epochs=1",
+                 "zoo.positives=[{attack: ftal, epochs: 1}]", "zoo.negatives=[{kind: SAST, seed: 1, epochs: 1}]",
+                 "methods=[akh,random]"]
+    with caplog.at_level("ERROR", logger="bench.tracking"):
+        assert main(["run", str(SMOKE), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert len(list((results_dir / "runs" / "smoke").rglob("*.json"))) == 2 and (results_dir / "leaderboard.md").is_file()
+    assert calls[:2] == [("zoo", "online"), ("zoo", "offline")]  # one online attempt, then offline for the rest
+    assert [mode for _, mode in calls[2:]] == ["offline"] * 4 and [job for job, _ in calls[-2:]] == ["eval", "eval"]
+    assert seen_at_first_eval == [2, True]  # files first: both results and the leaderboard before any W&B result run
+    assert len(list((tmp_path / "out" / "cache" / "wandb").glob("offline-run-*"))) == 5
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "CommError" in error.message and "offline for the rest of this run" in error.message
+    assert "W&B failed 1 time(s)" in out
+    assert f"wandb sync {tmp_path / 'out' / 'cache' / 'wandb' / 'offline-run-*'}" in out

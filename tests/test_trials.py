@@ -242,5 +242,5 @@ def test_row_below_its_target_is_flagged_and_not_ranked(tmp_path: Path) -> None:
     text = md.read_text(encoding="utf-8")
     assert "| uap ⚠1 |" in text and "- ⚠1 `uap` (zoo `tiny`" in text and "Not ranked." in text
     uap_line = next(line for line in text.splitlines() if line.startswith("| tiny") and "uap" in line)
-    assert uap_line.split(" | ")[3] == "—"  # the rank column
+    assert uap_line.split(" | ")[4] == "—"  # the rank column (after bench and positives)
     assert ",uap,uap," in csv.read_text() and "True" in csv.read_text()

@@ -26,6 +26,7 @@ from bench.pools import (
     LABEL_KINDS,
     SOURCE_ARCH,
 )
+from bench.training import MAX_EPOCHS
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle
@@ -76,6 +77,7 @@ def require_pool_fields(method: str, config: Any) -> None:
     for name in ("pool_epochs", "surrogate_epochs"):
         value = getattr(config, name)
         check(f"{method}.{name}", value, value is None or value >= 1, ">= 1, or null (see docs/pools.md)")
+        check(f"{method}.{name}", value, value is None or value <= MAX_EPOCHS, f"<= {MAX_EPOCHS} (docs/decisions.md)")
     check(f"{method}.surrogate_queries", config.surrogate_queries,
           config.surrogate_queries is None or config.surrogate_queries >= 1, ">= 1, or null (the whole owner split)")
     for name in ("reference_lr_scale", "surrogate_temperature", "surrogate_lr"):

@@ -1,11 +1,13 @@
-"""The leaderboard: one row per (zoo, method, method version, config without the trial keys).
+"""The leaderboard: one row per (zoo, method, method version, config without the trial keys, positives view).
 
 Rows, trials, benchmarks, paired comparisons and rank groups are defined in :mod:`bench.report.trials`
 and ``docs/leaderboard.md``. A row's trials are aggregated as mean ± sample sd (ddof=1) with a
 Student-t CI over trials; a single-trial row shows that result's bootstrap CI over suspects instead.
 Rows of one benchmark are compared pairwise (hierarchical paired bootstrap of the AUC difference) and
 grouped into ranks. A row whose fingerprint missed its generation target in any trial is marked and
-not ranked. Output is byte-identical for the same files: fixed orders and float formats, seeded
+not ranked. A result whose positives mix the ADV-TRA paper's Table 2 attack families with others also
+appears in the ``paper`` positives view (:mod:`bench.report.positive_sets`), compared and ranked
+among the ``paper`` rows. Output is byte-identical for the same files: fixed orders and float formats, seeded
 bootstraps, no timestamps.
 """
 
@@ -23,10 +25,13 @@ import pandas as pd
 
 from bench.io import atomic_write_text
 from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, result_fpr_targets
+from bench.report import positive_sets as ps
 from bench.report import trials as tr
+from bench.report.check import ZooChecker, check_integrity
 from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
 from bench.report.variants import is_default, method_config, paper_value, variant_label
-from bench.results import ResultError, check_result, iter_results, list_result_files, read_result
+from bench.results import check_result, iter_results, list_result_files, try_read_result
+from bench.zoo.store import ZooError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ _FIGURE_SUFFIXES = ("", "_std", "_ci_low", "_ci_high")  # per figure: mean, sd o
 def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
     """The leaderboard columns for these FPR targets (one ``t<percent>f`` block per target)."""
     return [
-        "zoo", "dataset", "benchmark", "rank", "method", "variant", "config", "version", "trials",
+        "zoo", "dataset", "benchmark", "positives", "rank", "method", "variant", "config", "version", "trials",
         *(f"auc{s}" for s in _FIGURE_SUFFIXES), "ci_over",
         *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in _FIGURE_SUFFIXES),
         "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
@@ -45,7 +50,7 @@ def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
 
 COLUMNS = columns()  # the columns for the default eval.fpr_targets [0.01, 0.1]
 COMPARISON_COLUMNS = [
-    "zoo", "dataset", "benchmark", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
+    "zoo", "dataset", "benchmark", "positives", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
     "ci_low", "ci_high", "confidence", "p_value", "n_boot", "distinguishable", "note",
 ]  # fmt: skip
 
@@ -64,11 +69,14 @@ class Board:
     comparisons: pd.DataFrame
     # The FPR targets of the TPR columns: the union over the results, ascending (eval.fpr_targets).
     fpr_targets: list[float] = field(default_factory=lambda: list(DEFAULT_FPR_TARGETS))
+    # The results the rows aggregate, by (positives view, result file relative to the results dir):
+    # the file's own result for `all`, the derived one (suspects restricted, metrics recomputed) for `paper`.
+    results: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
 class _Row:
-    key: tuple[str, str, str, str]
+    key: tuple[str, str, str, str, str]  # tr.row_key: (zoo, method, version, config hash, positives view)
     benchmark: str
     trials: dict[tr.TrialKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
@@ -99,9 +107,9 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float]) -> dict[str, An
     results = row.results()
     first = next(iter(results.values()))
     _, confidence, _ = tr.bootstrap_settings(first)
-    zoo, method, version, config = row.key
+    zoo, method, version, config, view = row.key
     record: dict[str, Any] = {
-        "zoo": zoo, "dataset": first["zoo"]["dataset"], "benchmark": row.benchmark[:8], "rank": None,
+        "zoo": zoo, "dataset": first["zoo"]["dataset"], "benchmark": row.benchmark[:8], "positives": view, "rank": None,
         "method": method, "variant": label, "config": config[:8], "version": version, "trials": len(results),
     }  # fmt: skip
     for name, tpr_key in figures(fpr_targets):
@@ -129,38 +137,36 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _group(files: list[tuple[str, dict[str, Any]]]) -> list[_Row]:
-    rows: dict[tuple[str, str, str, str], _Row] = {}
-    for rel, result in files:
-        key = tr.row_key(result)
-        row = rows.setdefault(key, _Row(key, tr.benchmark_key(result)))
-        trial = tr.trial_key(result)
-        if trial in row.trials:  # cannot happen for files written by fpbench (same config, same path)
-            log.warning("%s repeats trial %s of %s; kept %s.", rel, tr.format_trial(trial), key[1], row.trials[trial][0])
-            continue
-        row.trials[trial] = (rel, result)
+def _group(files: list[tuple[str, str, dict[str, Any]]]) -> list[_Row]:
+    """Rows of ``(relative path, positives view, result)`` triples; trials already unique (tr.unique_trials)."""
+    rows: dict[tuple[str, str, str, str, str], _Row] = {}
+    for rel, view, result in files:
+        key = tr.row_key(result, view)
+        rows.setdefault(key, _Row(key, tr.benchmark_key(result))).trials[tr.trial_key(result)] = (rel, result)
     return [rows[k] for k in sorted(rows)]
 
 
-def _labels(rows: list[_Row]) -> dict[tuple[str, str, str, str], str]:
+def _labels(rows: list[_Row]) -> dict[tuple[str, str, str, str, str], str]:
     """Variant label per row; two versions of one method config in one benchmark get ``v<version>``."""
     labels = {row.key: variant_label(row.key[1], method_config(next(iter(row.results().values()))), row.key[3][:8])
               for row in rows}  # fmt: skip
-    count: dict[tuple[str, str], int] = {}
+    count: dict[tuple[str, str, str], int] = {}
     for row in rows:
-        count[(row.benchmark, labels[row.key])] = count.get((row.benchmark, labels[row.key]), 0) + 1
-    return {row.key: labels[row.key] + (f" v{row.key[2]}" if count[(row.benchmark, labels[row.key])] > 1 else "")
+        where = (row.benchmark, row.key[4], labels[row.key])
+        count[where] = count.get(where, 0) + 1
+    return {row.key: labels[row.key] + (f" v{row.key[2]}" if count[(row.benchmark, row.key[4], labels[row.key])] > 1 else "")
             for row in rows}  # fmt: skip
 
 
 def _sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
     rank = record["rank"] if record["rank"] is not None else 10**9
     auc = -record["auc"] if not math.isnan(record["auc"]) else math.inf
-    return record["zoo"], record["benchmark"], rank, auc, record["variant"], record["config"], record["version"]
+    return (record["zoo"], record["benchmark"], ps.view_order(record["positives"]), rank, auc, record["variant"],
+            record["config"], record["version"])  # fmt: skip
 
 
 def _benchmark(rows: list[_Row], records: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rank one benchmark's rows (in place) and return its comparisons, pairs in row order."""
+    """Rank one benchmark's rows of one positives view (in place); return their comparisons, pairs in row order."""
     ids = {row.key: "|".join((records[row.key]["variant"], row.key[3], row.key[2])) for row in rows}
     first = next(iter(rows[0].results().values()))
     n_boot, confidence, seed = tr.bootstrap_settings(first)
@@ -172,7 +178,8 @@ def _benchmark(rows: list[_Row], records: dict[tuple, dict[str, Any]]) -> list[d
         comparisons[(ids[a.key], ids[b.key])] = comparison
         ra, rb = records[a.key], records[b.key]
         out.append({
-            "zoo": ra["zoo"], "dataset": ra["dataset"], "benchmark": ra["benchmark"], "a": ra["variant"],
+            "zoo": ra["zoo"], "dataset": ra["dataset"], "benchmark": ra["benchmark"], "positives": ra["positives"],
+            "a": ra["variant"],
             "b": rb["variant"], "a_config": ra["config"], "b_config": rb["config"],
             "shared_trials": comparison.shared_trials, "delta_auc": comparison.delta, "ci_low": comparison.low,
             "ci_high": comparison.high, "confidence": confidence, "p_value": comparison.p_value,
@@ -195,25 +202,26 @@ def build_board(results_dir: str | Path) -> Board:
 
     Returns:
         The :class:`Board`; its TPR columns follow the FPR targets the results carry (their union,
-        ascending; :func:`columns`). Rows are sorted by zoo, benchmark, rank (unranked last), AUC
-        descending, variant; ``result_files`` holds POSIX paths relative to ``results_dir``,
-        ordered by trial; ``rank`` is missing (pandas NA) for a row that is not ranked.
-
-    Raises:
-        ResultError: If a result file does not validate.
+        ascending; :func:`columns`). Rows are sorted by zoo, benchmark, positives view (``all``
+        first), rank (unranked last), AUC descending, variant; ``result_files`` holds POSIX paths
+        relative to ``results_dir``, ordered by trial; ``rank`` is missing (pandas NA) for a row
+        that is not ranked. A file that cannot be read or validated is skipped with a warning
+        (:func:`bench.results.iter_results`); a copy of a trial counts once (:func:`tr.unique_trials`).
     """
     root = Path(results_dir)
-    files = [(path.relative_to(root).as_posix(), result) for path, result in iter_results(root)]
-    targets = result_fpr_targets(result for _, result in files)
-    rows = _group(files)
+    files = tr.unique_trials([(path.relative_to(root).as_posix(), result) for path, result in iter_results(root)])
+    viewed = [(rel, view, result) for rel, original in files for view, result in ps.views(original)]
+    targets = result_fpr_targets(result for _, _, result in viewed)
+    rows = _group(viewed)
     labels = _labels(rows)
     records = {row.key: _record(row, labels[row.key], targets) for row in rows}
     comparisons: list[dict[str, Any]] = []
-    for benchmark in sorted({row.benchmark for row in rows}):
-        comparisons += _benchmark([r for r in rows if r.benchmark == benchmark], records)
+    for benchmark, view in sorted({(row.benchmark, row.key[4]) for row in rows}, key=lambda b: (b[0], ps.view_order(b[1]))):
+        comparisons += _benchmark([r for r in rows if (r.benchmark, r.key[4]) == (benchmark, view)], records)
     frame = pd.DataFrame(sorted(records.values(), key=_sort_key), columns=columns(targets))
     frame["rank"] = frame["rank"].astype("Int64")
-    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets)
+    results = {(view, rel): result for rel, view, result in viewed}
+    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets, results)
 
 
 def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:
@@ -221,27 +229,30 @@ def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:
     return build_board(results_dir).rows
 
 
-def check_results(results_dir: str | Path) -> list[str]:
-    """Validate every result file and re-check its metrics against its per-model scores.
+def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) -> list[str]:
+    """Validate every result file and re-check its metrics, config hash and CI (:mod:`bench.report.check`).
 
     Args:
         results_dir: Root of the results tree.
+        zoo_dir: Folder holding zoos (``paths.zoo_dir``); when given, each result is also checked
+            against the zoo it names if that zoo is there (manifest, checkpoints, roles, accuracies).
 
     Returns:
         ``"path: message"`` lines, one per problem; empty when every file is sound.
     """
+    zoos = ZooChecker(zoo_dir) if zoo_dir is not None else None
     problems: list[str] = []
     for path in list_result_files(results_dir):
+        result, problem = try_read_result(path)  # a folder, binary, too deep, not JSON, off-schema
+        if result is None:
+            problems.append(problem)  # the message already starts with the path
+            continue
+        messages = check_result(result) + check_integrity(path, result)
         try:
-            result = read_result(path)
-        except ResultError as err:
-            # The message already starts with the path.
-            problems.append(str(err))
-            continue
-        except OSError as err:
-            problems.append(f"{path}: cannot be read ({err}).")
-            continue
-        problems.extend(f"{path}: {message}" for message in check_result(result))
+            messages += zoos.check(result) if zoos is not None else []
+        except ZooError as err:  # a damaged manifest: the message names its file, line and fix
+            messages.append(str(err))
+        problems.extend(f"{path}: {message}" for message in messages)
     return problems
 
 
@@ -254,9 +265,6 @@ def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tu
 
     Returns:
         ``(markdown_path, csv_path)``; the comparisons CSV lies beside them.
-
-    Raises:
-        ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
     board = build_board(root) if board is None else board

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from bench.metrics import DEFAULT_FPR_TARGETS, fpr_column, fpr_label, fpr_percent
+from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 
 if TYPE_CHECKING:
     from bench.report.leaderboard import Board
@@ -34,6 +35,13 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
   without the trial seeds.
 - **bench**: rows with the same bench id were evaluated on the same suspects (same zoo, data and
   evaluation settings) and are compared pairwise below.
+- **positives**: which positive suspects the figures count (negatives: always all of them).
+  - `{all}`: {all_note}.
+  - `{paper}`: {paper_note}.
+    The same results restricted to those positives, their metrics recomputed; listed only for
+    results whose positives include both kinds.
+
+  Rows of the two views are compared and ranked separately.
 - **AUC**: area under the ROC curve of suspect scores, positives (derived from the source) vs
   negatives (independent models). **{tpr_names}**: the largest true-positive rate among ROC points
   with false-positive rate at most {tpr_percents}, without interpolation; with fewer negatives than
@@ -52,11 +60,11 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
 """
 
 COMPARISONS_INTRO = """\
-Per bench, every pair of rows: ΔAUC = mean over the trials both rows have of AUC(A) − AUC(B) on the
-suspects both scored; the interval is the percentile interval of a hierarchical bootstrap (trials
-resampled, then positives and negatives within each trial, the same draws for A and B);
-**distinguishable** = the interval excludes 0. p is the two-sided bootstrap p-value. Rows without a
-shared trial are not compared.
+Per bench and positives view, every pair of rows: ΔAUC = mean over the trials both rows have of
+AUC(A) − AUC(B) on the suspects both scored; the interval is the percentile interval of a
+hierarchical bootstrap (trials resampled, then positives and negatives within each trial, the same
+draws for A and B); **distinguishable** = the interval excludes 0. p is the two-sided bootstrap
+p-value. Rows without a shared trial are not compared.
 """
 
 
@@ -104,7 +112,8 @@ def tpr_definition(fpr_targets: Sequence[float]) -> dict[str, str]:
 
 def header(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> str:
     """The legend at the top of ``leaderboard.md``, naming the TPR figures of these FPR targets."""
-    return _HEADER.format(**tpr_definition(fpr_targets))
+    return _HEADER.format(**tpr_definition(fpr_targets), all=ALL, paper=PAPER, all_note=VIEW_NOTES[ALL],
+                          paper_note=VIEW_NOTES[PAPER])
 
 
 def fmt(value: float | None, decimals: int = 3) -> str:
@@ -149,11 +158,11 @@ def _target_footnote_md(row: dict[str, Any]) -> str:
             f"{md_text(row['target_note'])}. Not ranked.")
 
 
-def comparison_sections(comparisons: pd.DataFrame) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
-    """``(zoo, dataset, benchmark, records)`` per benchmark, in board order."""
-    sections: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+def comparison_sections(comparisons: pd.DataFrame) -> list[tuple[str, str, str, str, list[dict[str, Any]]]]:
+    """``(zoo, dataset, benchmark, positives, records)`` per benchmark and positives view, in board order."""
+    sections: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for record in comparisons.to_dict("records"):
-        sections.setdefault((record["zoo"], record["dataset"], record["benchmark"]), []).append(record)
+        sections.setdefault((record["zoo"], record["dataset"], record["benchmark"], record["positives"]), []).append(record)
     return [(*key, records) for key, records in sections.items()]
 
 
@@ -176,9 +185,9 @@ def leaderboard_markdown(board: Board) -> str:
     frame, targets = board.rows, board.fpr_targets
     if frame.empty:
         return header(targets) + "\nNo result files found.\n"
-    head = ["zoo", "dataset", "bench", "rank", "method", "config", "trials", "AUC", "AUC CI",
+    head = ["zoo", "dataset", "bench", "positives", "rank", "method", "config", "trials", "AUC", "AUC CI",
             *(fpr_label(t) for t in targets), "n+", "n−", "queries", "gen s", "verify s", "paper", "runs"]  # fmt: skip
-    align = ["---"] * 3 + ["---:"] + ["---"] * 2 + ["---:"] * (8 + len(targets)) + ["---"] * 2
+    align = ["---"] * 4 + ["---:"] + ["---"] * 2 + ["---:"] * (8 + len(targets)) + ["---"] * 2
     notes: list[str] = []
     lines = []
     for row in frame.to_dict("records"):
@@ -188,7 +197,8 @@ def leaderboard_markdown(board: Board) -> str:
             notes.append(_target_footnote_md(row))
             flag = f" {WARNING}{len(notes)}"
         lines.append([
-            md_text(row["zoo"]), md_text(row["dataset"]), md_code(row["benchmark"]), rank_text(row["rank"]),
+            md_text(row["zoo"]), md_text(row["dataset"]), md_code(row["benchmark"]), md_text(row["positives"]),
+            rank_text(row["rank"]),
             f"{md_text(row['variant'])}{flag}", md_code(row["config"]), str(row["trials"]), with_spread(row["auc"], row["auc_std"]),
             ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
             *(with_spread(row[c], row[f"{c}_std"]) for c in map(fpr_column, targets)),
@@ -202,9 +212,9 @@ def leaderboard_markdown(board: Board) -> str:
     sections = comparison_sections(board.comparisons)
     if not sections:
         text += "\nNo bench has two rows: nothing to compare.\n"
-    for zoo, dataset, benchmark, records in sections:
+    for zoo, dataset, benchmark, positives, records in sections:
         level = f"{records[0]['confidence'] * 100:g}% CI"
-        text += f"\n### {md_code(zoo)} ({md_text(dataset)}), bench {md_code(benchmark)}\n\n"
+        text += f"\n### {md_code(zoo)} ({md_text(dataset)}), bench {md_code(benchmark)}, positives {md_text(positives)}\n\n"
         text += "\n".join(_table(["A", "B", "shared trials", "ΔAUC (A − B)", level, "p", "distinguishable"],
                                  ["---", "---", "---:", "---:", "---:", "---:", "---"],
                                  [comparison_cells(r) for r in records])) + "\n"  # fmt: skip

@@ -54,7 +54,7 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 def _run_key(result: dict[str, Any]) -> tuple[str, str]:
     """One legend entry per leaderboard row: (method, "<version>-<sha256 of the config without trial seeds>")."""
-    _, method, version, config = row_key(result)
+    _, method, version, config, _ = row_key(result)  # plots show every positive: the `all` view
     return method, f"{version}-{config}"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.io import atomic_write_text
 from bench.report.leaderboard import Board, build_board, leaderboard_markdown
 from bench.report.leaderboard_text import md_link
+from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
@@ -26,7 +27,8 @@ def update_readme(readme: str | Path, results_dir: str | Path, board: Board | No
     text_md = leaderboard_markdown(build_board(results_dir) if board is None else board)
     if "| zoo" in text_md:  # the rows table and its footnotes; the comparisons stay in leaderboard.md
         table = text_md[text_md.index("| zoo"):text_md.index("## Paired comparisons")].rstrip() + "\n"
-        table += f"\nLegend, paired comparisons and rank rules: [leaderboard.md]({prefix}/leaderboard.md).\n"
+        table += (f"\npositives: `{ALL}` = {VIEW_NOTES[ALL]}; `{PAPER}` = {VIEW_NOTES[PAPER]}.\n"
+                  f"\nLegend, paired comparisons and rank rules: [leaderboard.md]({prefix}/leaderboard.md).\n")
     else:
         table = "No result files yet.\n"
     table = re.sub(r"\]\((runs/[^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", table)

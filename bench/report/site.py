@@ -6,7 +6,7 @@ Rows are rendered here (the table reads fine without JS); the JS only reorders a
 the raw numbers embedded as JSON, never the formatted "0.953 ± 0.012" text. Plots are linked by
 relative path (``../plots/...``, ``../sweeps/...``) and result files as ``../runs/...``, so the
 page must stay at ``<results_dir>/site/``. The view state is read from (and written to) URL query
-or hash parameters — ``sort``, ``dir``, ``dataset``, ``zoo``, ``method``, ``q`` and ``click`` (header
+or hash parameters — ``sort``, ``dir``, ``dataset``, ``zoo``, ``positives``, ``method``, ``q`` and ``click`` (header
 keys to click, comma-separated) — through the same functions the controls use, which is how
 the browser test drives it. Below the table: footnotes of rows whose fingerprint missed its generation
 target, and the paired comparisons per benchmark (static tables, as in ``leaderboard.md``). Output is
@@ -32,14 +32,15 @@ from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, fpr_label
 from bench.report import leaderboard_text as lbtext
 from bench.report.leaderboard import Board, build_board
 from bench.report.plots import write_plots
+from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 from bench.report.trials import format_trial, trial_key
-from bench.results import iter_results
 
 # (key in the data, header label, sort type, header tooltip); the TPR columns come from table_columns
 _COLUMNS: list[tuple[str, str, str, str]] = [
     ("zoo", "zoo", "text", "zoo name (zoo.name of the recipe)"),
     ("dataset", "dataset", "text", "dataset the zoo was trained on"),
     ("benchmark", "bench", "text", "rows with the same bench id were evaluated on the same suspects"),
+    ("positives", "positives", "text", f"{ALL}: {VIEW_NOTES[ALL]}; {PAPER}: {VIEW_NOTES[PAPER]}"),
     ("rank", "rank", "number", "rank group within the bench (1 = best); rows sharing a rank cannot be told apart"),
     ("method", "method", "text", "method and what its config changes from the method's defaults"),
     ("config", "config", "text", "first 8 hex digits of the sha256 of the config without the trial seeds"),
@@ -70,7 +71,7 @@ PLOTS = (("roc.png", "ROC curves"), ("scores_box.png", "positive vs negative sco
          ("groups_heatmap.png", "mean score per attack / negative kind"),
          ("score_vs_accuracy_drop.png", "score against the suspect's accuracy drop"))  # fmt: skip
 COMMAND = "fpbench leaderboard --html --results-dir RESULTS_DIR"
-_FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("method", "method"))
+_FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("positives", "positives"), ("method", "method"))
 
 
 def _number(value: Any) -> Any:
@@ -100,25 +101,20 @@ def _href(rel: str) -> str:
     return "../" + quote(rel)
 
 
-def _trials(results_dir: Path, fpr_targets: Sequence[float]) -> dict[str, dict[str, Any]]:
-    """Per result file (relative POSIX path): trial, AUC and the TPR per FPR target, for the row details."""
-    trials = {}
-    for path, result in iter_results(results_dir):
-        tpr = result["metrics"]["tpr_at_fpr"]
-        trials[path.relative_to(results_dir).as_posix()] = {
-            "trial": format_trial(trial_key(result)), "auc": result["metrics"]["auc"],
-            **{fpr_column(t): tpr.get(format_fpr(t)) for t in fpr_targets},
-        }  # fmt: skip
-    return trials
+def _trial(result: dict[str, Any], fpr_targets: Sequence[float]) -> dict[str, Any]:
+    """A trial's key, AUC and TPR per FPR target (of its positives view), for the row details."""
+    tpr = result["metrics"]["tpr_at_fpr"]
+    return {"trial": format_trial(trial_key(result)), "auc": result["metrics"]["auc"],
+            **{fpr_column(t): tpr.get(format_fpr(t)) for t in fpr_targets}}  # fmt: skip
 
 
-def _rows(results_dir: Path, board: Board) -> list[dict[str, Any]]:
-    trials = _trials(results_dir, board.fpr_targets)
+def _rows(board: Board) -> list[dict[str, Any]]:
     rows, notes = [], 0
     for record in board.rows.to_dict("records"):
         row = {key: _number(value) for key, value in record.items() if key != "result_files"}
         row["result_files"] = list(record["result_files"])
-        row["trial_results"] = [{"file": f, **trials[f]} for f in row["result_files"]]
+        row["trial_results"] = [{"file": f, **_trial(board.results[(record["positives"], f)], board.fpr_targets)}
+                                for f in row["result_files"]]  # fmt: skip
         notes += bool(row["below_target"])
         row["footnote"] = notes if row["below_target"] else None  # numbered as in leaderboard.md
         rows.append(row)
@@ -138,7 +134,7 @@ def _comparisons(board: Board) -> str:
     if not sections:
         return f'<section id="comparisons"><h2>Paired comparisons</h2>{head}<p>No bench has two rows.</p></section>'
     parts = []
-    for zoo, dataset, benchmark, records in sections:
+    for zoo, dataset, benchmark, positives, records in sections:
         labels = ["A", "B", "shared trials", "ΔAUC (A − B)", f"{records[0]['confidence'] * 100:g}% CI", "p",
                   "distinguishable"]  # fmt: skip
         header = "".join(f'<th scope="col">{html.escape(label)}</th>' for label in labels)
@@ -147,8 +143,9 @@ def _comparisons(board: Board) -> str:
             + "".join(f"<td>{_breakable(cell)}</td>" for cell in lbtext.comparison_cells(r)) + "</tr>"
             for r in records
         )
-        parts.append(f'<section class="comparison" data-zoo="{html.escape(zoo)}" data-benchmark="{html.escape(benchmark)}">'
-                     f"<h3>{html.escape(zoo)} ({html.escape(dataset)}), bench <code>{html.escape(benchmark)}</code></h3>"
+        parts.append(f'<section class="comparison" data-zoo="{html.escape(zoo)}" data-benchmark="{html.escape(benchmark)}" '
+                     f'data-positives="{html.escape(positives)}"><h3>{html.escape(zoo)} ({html.escape(dataset)}), bench '
+                     f"<code>{html.escape(benchmark)}</code>, positives {html.escape(positives)}</h3>"
                      f'<table class="comparisons"><thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody></table>'
                      "</section>")  # fmt: skip
     return f'<section id="comparisons"><h2>Paired comparisons</h2>{head}\n' + "\n".join(parts) + "\n</section>"
@@ -296,6 +293,10 @@ whose interval is that result's bootstrap over suspects.</dd>
 <dt>bench and rank</dt><dd>Rows with the same bench id were evaluated on the same suspects. Within a
 bench, rows sharing a rank cannot be told apart by the paired comparison of their AUCs (below);
 rank 1 is the best group; — = not ranked.</dd>
+<dt>positives</dt><dd>Which positive suspects a row's figures count (negatives: always all of them).
+<code>$all</code>: $all_note. <code>$paper</code>: $paper_note; the same results restricted to those positives,
+their metrics recomputed; listed only for results whose positives include both kinds. The two views are
+compared and ranked separately.</dd>
 <dt>⚠</dt><dd>The method's fingerprint generation missed its own target in some trial (see the note
 under the table): the row is listed but not ranked.</dd>
 <dt>paper</dt><dd>AUC/T1%F/T10%F <strong>reported</strong> in the ADV-TRA paper (Table 2) for the same
@@ -303,13 +304,16 @@ method, at its default config, and dataset; not measured here.</dd>
 <dt>queries, gen s, verify s</dt><dd>Queries per suspect; fingerprint generation and verification time
 in seconds (means over trials).</dd></dl>
 <p>Click a column header to sort (again to reverse). The view can be linked: parameters
-<code>sort</code>, <code>dir</code>, <code>dataset</code>, <code>zoo</code>, <code>method</code> and <code>q</code>
+<code>sort</code>, <code>dir</code>, <code>dataset</code>, <code>zoo</code>, <code>positives</code>,
+<code>method</code> and <code>q</code>
 in the URL's query or hash, e.g. <code>index.html#sort=auc&amp;dir=desc</code>.</p></section>"""
 
 
 def _legend(fpr_targets: Sequence[float]) -> str:
     """The legend, naming the TPR figures of these FPR targets."""
     words = {key: html.escape(value) for key, value in lbtext.tpr_definition(fpr_targets).items()}
+    words.update({"all": ALL, "paper": PAPER, "all_note": html.escape(VIEW_NOTES[ALL]),
+                  "paper_note": html.escape(VIEW_NOTES[PAPER])})  # fmt: skip
     return Template(_LEGEND).safe_substitute(words)
 
 
@@ -327,15 +331,12 @@ def render_site(results_dir: str | Path, board: Board | None = None) -> str:
 
     Returns:
         The complete ``index.html`` text.
-
-    Raises:
-        ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
     board = build_board(root) if board is None else board
-    rows = _rows(root, board)
+    rows = _rows(board)
     data = {"columns": [key for key, *_ in table_columns(board.fpr_targets)], "rows": rows}
-    n_files = sum(len(row["result_files"]) for row in rows)
+    n_files = len({f for row in rows for f in row["result_files"]})  # a file can feed an `all` and a `paper` row
     empty = "" if rows else "<p>No result files found. Run <code>fpbench run RECIPE</code> first.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -381,9 +382,6 @@ def write_site(results_dir: str | Path, board: Board | None = None) -> Path:
 
     Returns:
         The path of ``index.html``.
-
-    Raises:
-        ResultError: If a result file does not validate.
     """
     root = Path(results_dir)
     write_plots(root)

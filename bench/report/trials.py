@@ -4,8 +4,9 @@ Pure functions over result dicts (numpy and scipy; no torch, no files). The exac
 ``docs/leaderboard.md``; in short:
 
 - A **trial** is one result file, identified by its trial key ``(seed, zoo.source.seed)``.
-- A **row** is (zoo name, method name, method version, the config without the trial keys): the
-  trials of one method config on one zoo.
+- A **row** is (zoo name, method name, method version, the config without the trial keys,
+  positives view): the trials of one method config on one zoo (views: ``bench.report.positive_sets``).
+- A copied result is not a second trial (:func:`unique_trials`).
 - A **benchmark** is (zoo name, the config without the method and without the trial keys): rows
   of one benchmark were evaluated on the same suspects and are compared with each other.
 - A row's figures are the mean ± sample standard deviation (ddof=1) over its trials, with a
@@ -19,6 +20,7 @@ Pure functions over result dicts (numpy and scipy; no torch, no files). The exac
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import numpy as np
 
 from bench.io import sha256_json
 
+log = logging.getLogger(__name__)
 DEFAULT_BOOTSTRAP_N = 2000  # resamples of a paired comparison when the results do not set eval.bootstrap.n
 DEFAULT_CONFIDENCE = 0.95  # two-sided level when the results do not set eval.bootstrap.confidence
 TrialKey = tuple[int, int | None]
@@ -61,11 +64,15 @@ def format_trial(key: TrialKey) -> str:
     return f"seed={key[0]}" if key[1] is None else f"seed={key[0]},source_seed={key[1]}"
 
 
-def row_key(result: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """(zoo name, method name, method version, sha256 of the config without the trial keys)."""
+def row_key(result: Mapping[str, Any], positives: str = "all") -> tuple[str, str, str, str, str]:
+    """(zoo name, method name, method version, sha256 of the config without the trial keys, positives view).
+
+    ``positives`` is the view of the result (``all`` or ``paper``, :mod:`bench.report.positive_sets`):
+    the rows of two views are aggregated, compared and ranked apart.
+    """
     method = result["method"]
     return (result["zoo"]["name"], method["name"], str(method["version"]),
-            sha256_json(strip_trial_keys(result["config"])))  # fmt: skip
+            sha256_json(strip_trial_keys(result["config"])), positives)  # fmt: skip
 
 
 def benchmark_key(result: Mapping[str, Any]) -> str:
@@ -73,6 +80,38 @@ def benchmark_key(result: Mapping[str, Any]) -> str:
     config = strip_trial_keys(result["config"])
     config.pop("method", None)
     return sha256_json({"zoo": result["zoo"]["name"], "config": config})
+
+
+def unique_trials(files: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The files with each trial once: a copied result must not count as a second trial.
+
+    Files are taken in the lexicographic order of their paths; a file whose (row, trial key) an
+    earlier file already holds is dropped with a warning naming both. Same zoo manifest sha256: a
+    copy. A different manifest: the two conflict (the same config and seeds evaluated on zoos that
+    differ, e.g. rebuilt with other code); the first is kept and the warning says so.
+
+    Args:
+        files: ``(relative path, result)`` pairs.
+
+    Returns:
+        The kept pairs, sorted by path.
+    """
+    kept: dict[tuple[tuple[str, ...], TrialKey], tuple[str, Mapping[str, Any]]] = {}
+    for rel, result in sorted(files, key=lambda f: f[0]):
+        key = (row_key(result), trial_key(result))
+        if key not in kept:
+            kept[key] = (rel, result)
+            continue
+        first, earlier = kept[key]
+        what = f"trial {format_trial(key[1])} of {result['method']['name']} (config {key[0][3][:8]})"
+        if earlier["zoo"]["manifest_sha256"] == result["zoo"]["manifest_sha256"]:
+            log.warning("%s repeats %s of %s on the same zoo manifest (a copy?); counted once, from %s.",
+                        rel, what, first, first)  # fmt: skip
+        else:
+            log.warning("%s and %s conflict: %s on different zoo manifests (%s vs %s); kept %s, the first by "
+                        "path; delete the stale one.", first, rel, what, earlier["zoo"]["manifest_sha256"][:8],
+                        result["zoo"]["manifest_sha256"][:8], first)  # fmt: skip
+    return sorted(kept.values(), key=lambda f: f[0])
 
 
 def bootstrap_settings(result: Mapping[str, Any]) -> tuple[int, float, int]:

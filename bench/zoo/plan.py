@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, ModelSpec
 from bench.pools import PoolSpec
+from bench.training import check_seed
 from bench.zoo.attacks import ATTACKS, build_attack
 from bench.zoo.plan_base import (  # noqa: F401  (Job, ZooPlan, _model_id, expand: re-exported, callers import them here)
     NEGATIVE_KINDS,
@@ -47,10 +48,11 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
                                   f"drop 'arch: {params['arch']}' or use kind D{kind[1:]}.")
             if not same_arch and params.get("arch", source_spec["arch"]) == source_spec["arch"]:
                 raise ConfigError(f"{where}: {kind} needs 'arch:' different from the source's ({source_spec['arch']}).")
-            if not same_arch and "arch_params" not in params:
-                params["arch_params"] = {}  # the source's arch params belong to the source's architecture
+            # The source's arch_params belong to the source's architecture: a DA* negative starts from its
+            # own architecture's defaults (a deep merge onto the source's params would keep them).
+            base = source_spec if same_arch else {**source_spec, "arch_params": {}}
             params["split"] = "owner" if kind.endswith("ST") else "independent"
-            spec = _train_spec(source_spec, params, where)
+            spec = _train_spec(base, params, where)
             if kind == "SAST" and spec["seed"] == source_spec["seed"] and spec == source_spec:
                 raise ConfigError(f"{where}: a SAST negative with the source's own seed ({spec['seed']}) is the source itself; "
                                   "give it another seed.")
@@ -95,6 +97,7 @@ def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[
             for name, params, varied in chain:
                 try:
                     attack = build_attack(name, params)
+                    check_seed(f"{where} ({name}).seed", attack.config_dict().get("seed", 0))
                 except (ValueError, KeyError, TypeError) as err:
                     raise ConfigError(f"{where} ({name}): {err}") from None
                 resolved.append({"attack": name, "params": attack.config_dict()})

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from bench.config import ConfigError, ModelSpec
 from bench.io import sha256_json
 from bench.nets import check_arch
+from bench.recipe_checks import check_model_spec
 from bench.registry import RegistryError
-from bench.training import validate_training
 
 NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
 TRAIN_SPLITS = ("owner", "independent")
@@ -106,7 +106,7 @@ def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> 
     if spec["split"] not in TRAIN_SPLITS:
         raise ConfigError(f"{where}.split='{spec['split']}' is not one of {', '.join(TRAIN_SPLITS)}.")
     try:
-        validate_training(merged.optimizer, merged.schedule, spec["epochs"], where)
+        check_model_spec(merged, where)  # epochs, batch size, seed: every resolved entry, not only the source
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return spec

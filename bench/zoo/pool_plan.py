@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from bench.config import ConfigError
 from bench.pools import SOURCE_ARCH, PoolSpec, differs_from_suspects
+from bench.training import check_seed
 from bench.zoo.attacks import build_attack
 from bench.zoo.plan_base import Job, ZooPlan, _model_id, _train_job, _train_spec, hashed_step
 
@@ -50,6 +51,7 @@ def _surrogate_job(spec: PoolSpec, arch: str, seed: int, source: Job, augment: b
               "optimizer": {"name": "adam", "lr": spec.surrogate_lr, "weight_decay": 0.0}}
     try:
         attack = build_attack("extract", params)
+        check_seed(f"pool surrogate ({arch}).seed (zoo.pool_seed_offset + i)", seed)
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"pool surrogate ({arch}): {err}") from None
     chain = [{"attack": "extract", "params": attack.config_dict()}]

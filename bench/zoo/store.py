@@ -39,6 +39,10 @@ class TamperedCheckpointError(ZooError):
     """A checkpoint's bytes do not match the sha256 the manifest recorded."""
 
 
+# What every manifest record holds for the zoo, the loop and the checks to use it (bench.zoo.jobs.finish_record).
+REQUIRED_KEYS = ("model_id", "role", "provenance", "arch", "arch_params", "data", "sha256", "test_acc", "train_seconds")
+
+
 class ZooStore:
     """Reads and writes one zoo directory (`<zoo_dir>/<name>/`)."""
 
@@ -49,18 +53,38 @@ class ZooStore:
 
     # -- manifest ---------------------------------------------------------------------------
     def records(self) -> dict[str, dict[str, Any]]:
-        """model_id -> record, in manifest order; {} when there is no manifest yet."""
+        """model_id -> record, in manifest order; {} when there is no manifest yet.
+
+        Raises:
+            ZooError: a line that is not UTF-8, not a JSON object, or lacks a key of `REQUIRED_KEYS`;
+                the message names the manifest, the line (and model id when readable) and the fix.
+        """
         if not self.manifest_path.is_file():
             return {}
         out: dict[str, dict[str, Any]] = {}
-        for n, line in enumerate(self.manifest_path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ZooError(f"{self.manifest_path}:{n} is not valid JSON ({err}).") from None
-                out[record["model_id"]] = record
+        for n, raw in enumerate(self.manifest_path.read_bytes().split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            where = f"{self.manifest_path}:{n}"
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise ZooError(f"{where} is not UTF-8 text (byte {err.start} of the line). {self._line_fix(n)}") from None
+            except json.JSONDecodeError as err:
+                raise ZooError(f"{where} is not valid JSON ({err}). {self._line_fix(n)}") from None
+            if not isinstance(record, dict):
+                raise ZooError(f"{where} is a JSON {type(record).__name__}, not a model record. {self._line_fix(n)}")
+            missing = [key for key in REQUIRED_KEYS if key not in record]
+            if missing:
+                model = f" (model {record['model_id']})" if isinstance(record.get("model_id"), str) else ""
+                raise ZooError(f"{where}{model} lacks {', '.join(missing)}. {self._line_fix(n)}")
+            out[record["model_id"]] = record
         return out
+
+    def _line_fix(self, n: int) -> str:
+        return (f"Restore the manifest from a copy, or delete line {n} of {self.manifest_path} and rerun "
+                "`fpbench zoo RECIPE`: it rebuilds the model that line recorded (results measured on it name the "
+                "old manifest sha256).")
 
     def write_records(self, records: dict[str, dict[str, Any]]) -> None:
         """Rewrite the whole manifest atomically (temp file + rename)."""
@@ -112,10 +136,21 @@ class ZooStore:
             raise ZooError(f"Model {model_id} is not in {self.manifest_path}. `fpbench zoo RECIPE --list` shows the zoo.")
         if not self.verify(record):
             raise ZooError(f"Checkpoint of model {model_id} is missing at {self.checkpoint_path(model_id)}; rebuild the zoo.")
-        data = record["data"]
-        model = build_model(record["arch"], in_channels=data["in_channels"], num_classes=data["num_classes"],
-                            image_size=data["image_size"], mean=data["mean"], std=data["std"], params=record["arch_params"])
-        model.load_state_dict(load_file(str(self.checkpoint_path(model_id))))
+        path = self.checkpoint_path(model_id)
+        try:
+            data = record["data"]
+            model = build_model(record["arch"], in_channels=data["in_channels"], num_classes=data["num_classes"],
+                                image_size=data["image_size"], mean=data["mean"], std=data["std"], params=record["arch_params"])
+            model.load_state_dict(load_file(str(path)))
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a size mismatch is a RuntimeError
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else (lines[0] if lines else repr(err))  # torch: a header, then the first mismatch
+            raise ZooError(
+                f"Model {model_id} ({record.get('provenance')}) cannot be loaded: its checkpoint {path} does not fit the "
+                f"architecture its record in {self.manifest_path} describes (arch {record.get('arch')!r}, "
+                f"{type(err).__name__}: {detail}). Record and checkpoint disagree (the record edited, or the checkpoint "
+                f"swapped together with its sha256). Restore the manifest from a copy, or delete the model's line and "
+                f"{path} and rerun `fpbench zoo RECIPE` to rebuild it.") from None
         return model.eval()
 
     def clean_stale_temps(self, started: float) -> list[Path]:

@@ -220,9 +220,8 @@ def test_second_build_is_locked_out(smoke_zoo, tmp_path):
     ("zoo.source.optimizer.name=rmsprop", "sgd, adam, adamw"),
 ])
 def test_bad_zoo_entries_fail_before_training(tmp_path, override, needle):
-    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), override])
-    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
-        prepare(cfg)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):  # at load (settings) or planning (entries)
+        prepare(load_recipe(SMOKE, [*smoke_overrides(tmp_path), override]))
     assert not (tmp_path / "zoo").exists()
 
 

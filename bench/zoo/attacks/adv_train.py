@@ -62,6 +62,7 @@ class AdvTrain(RemovalAttack):
     name = "adv_train"
     Config = AdvTrainConfig
     provenance_keys = ("eps", "epochs", "optimizer.lr")
+    paper_table2 = True  # adversarial training is a Table 2 positive of the ADV-TRA paper
 
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
         cfg = self.config

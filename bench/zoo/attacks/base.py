@@ -89,6 +89,7 @@ class RemovalAttack(ABC):
     Config: ClassVar[type]
     provenance_keys: ClassVar[tuple[str, ...]] = ()  # always shown in `provenance()` (flattened names)
     revision: ClassVar[int] = 0  # bump when the output for an unchanged config changes (enters the model id when > 0)
+    paper_table2: ClassVar[bool] = False  # one of the ADV-TRA paper's Table 2 families (the leaderboard's `paper` positives)
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

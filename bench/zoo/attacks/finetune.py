@@ -68,6 +68,7 @@ class _FineTune(RemovalAttack):
     """
 
     trainable: ClassVar[str]
+    paper_table2 = True  # FTLL/FTAL/RTLL/RTAL are Table 2 positives of the ADV-TRA paper
     reinit_head: ClassVar[bool]
     provenance_keys = ("epochs", "optimizer.lr")
 

@@ -88,6 +88,7 @@ class Prune(RemovalAttack):
     name = "prune"
     Config = PruneConfig
     provenance_keys = ("rate", "scope")
+    paper_table2 = True  # pruning is a Table 2 positive of the ADV-TRA paper
 
     def provenance(self) -> str:
         """`prune(rate=0.4,scope=global)->finetune(epochs=2,lr=0.001)`; no finetune part when epochs = 0."""
