@@ -32,3 +32,26 @@ def test_readme_without_markers_is_refused(results_dir: Path, tmp_path: Path) ->
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme, results_dir)
     assert readme.read_text() == "# no markers\n"
+
+
+def test_readme_block_for_one_zoo(results_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`<!-- leaderboard:start zoo=NAME -->` keeps that zoo's rows (the headline benchmark) and drops others."""
+    from bench.report import build_board
+    from bench.results import result_path, write_result
+    from tests.test_groups import _result
+
+    other = _result(0)
+    other["zoo"]["name"] = "other"
+    write_result(other, result_path(results_dir, "other", "akh", other["config_sha256"], 0))
+    assert set(build_board(results_dir).rows["zoo"]) == {"tiny", "other"}
+    headline = "tiny"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n<!-- leaderboard:start zoo={headline} -->\nold\n{END}\ny\n")
+    update_readme(readme, results_dir)
+    text = readme.read_text()
+    rows = [line for line in text.splitlines() if line.startswith(f"| {headline} ")]
+    assert rows and not any(line.startswith("| other ") for line in text.splitlines())
+    assert f"<!-- leaderboard:start zoo={headline} -->" in text and text.endswith(f"{END}\ny\n")
+    first = readme.read_bytes()
+    update_readme(readme, results_dir)
+    assert readme.read_bytes() == first

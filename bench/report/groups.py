@@ -87,7 +87,7 @@ def group_tables(results_dir: str | Path, board: Board) -> tuple[pd.DataFrame, p
     groups: list[dict[str, Any]] = []
     separations: list[dict[str, Any]] = []
     for row in _all_view_rows(board):
-        results = [read_result(root / rel) for rel in row["result_files"]]
+        results = [board.results.get(("all", rel)) or read_result(root / rel) for rel in row["result_files"]]
         row_groups, separation = _row_tables(row, results)
         groups += row_groups
         separations.append(separation)

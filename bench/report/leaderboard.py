@@ -28,6 +28,7 @@ from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, result_fp
 from bench.report import positive_sets as ps
 from bench.report import trials as tr
 from bench.report.check import ZooChecker, check_integrity
+from bench.report.groups import write_group_tables
 from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
 from bench.report.variants import is_default, method_config, paper_value, variant_label
 from bench.results import check_result, iter_results, list_result_files, try_read_result
@@ -257,7 +258,8 @@ def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) ->
 
 
 def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tuple[Path, Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard_comparisons.csv`` (atomically).
+    """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard_comparisons.csv`` and the per-attack
+    tables ``groups.md`` / ``groups.csv`` (:mod:`bench.report.groups`), each atomically.
 
     Args:
         results_dir: Root of the results tree.
@@ -272,4 +274,5 @@ def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tu
     atomic_write_text(md_path, leaderboard_markdown(board))
     atomic_write_text(csv_path, leaderboard_csv(board.rows))
     atomic_write_text(root / "leaderboard_comparisons.csv", comparisons_csv(board.comparisons))
+    write_group_tables(root, board)
     return md_path, csv_path
