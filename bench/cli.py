@@ -17,10 +17,14 @@ from pathlib import Path
 
 from bench import published as pub
 from bench import tracking
+from bench import verification as vf
+from bench.api import import_fingerprint
 from bench.config import ConfigError, load_recipe
 from bench.evaluate import method_pool_specs, summary_lines
+from bench.fingerprint_import import FingerprintImportError
 from bench.methods import METHODS
 from bench.nets import arch_descriptions
+from bench.oracle import Oracle
 from bench.perf import run_perf
 from bench.registry import RegistryError
 from bench.report import build_board, check_results, write_leaderboard, write_plots, write_site
@@ -31,6 +35,7 @@ from bench.tracking import training_logger_factory
 from bench.trial_runs import TrialRun, run_trials, timing_lines, timing_record, trial_configs, write_timing
 from bench.zoo.attacks import ATTACKS
 from bench.zoo.build import build_zoo, prepare
+from bench.zoo.importer import import_zoo
 from bench.zoo.jobs import zoo_root
 from bench.zoo.listing import zoo_table
 from bench.zoo.store import ZooStore
@@ -51,8 +56,12 @@ EXAMPLES = {
     "list": "fpbench list methods",
     "perf": "fpbench perf adv_tra_batching",
     "show": "fpbench show recipes/smoke.yaml methods=[adv_tra] methods.adv_tra.n_fingerprints=10",
+    "fingerprint": "fpbench fingerprint import recipes/smoke.yaml --method adv_tra --inputs X.npy --labels Y.npy",
+    "verify": "fpbench verify --fingerprint local_results/runs/smoke/akh/1a2b3c4d-s0.json --suspect 9f8e7d6c5b4a",
 }
-VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme")  # options that take the next argument
+# options that take the next argument
+VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
+                 "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access")
 
 
 def version_text() -> str:
@@ -88,8 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     zoo = _subparser(sub, "zoo", "build (or list) the zoo a recipe describes")
-    zoo.add_argument("recipe")
+    zoo.add_argument("recipe", help="a recipe; or `import` to import a published zoo: fpbench zoo import DIR --name NAME")
+    zoo.add_argument("folder", nargs="?", help="with `import`: the folder in the layout of docs/byo.md")
     zoo.add_argument("--list", action="store_true", help="print the planned zoo and what is built; build nothing")
+    zoo.add_argument("--name", help="with `import`: the new zoo's name")
+    zoo.add_argument("--zoo-dir", default="zoo", help="with `import`: where zoos live (paths.zoo_dir, default zoo)")
     run = _subparser(sub, "run", "build the zoo if needed, evaluate methods, write results")
     run.add_argument("recipe")
     sweep = _subparser(sub, "sweep", "a grid/random sweep of recipe keys, one result per point and trial")
@@ -111,7 +123,25 @@ def _parser() -> argparse.ArgumentParser:
                       help="where perf/<name>.json goes (default local_results; the published figures: results)")
     show = _subparser(sub, "show", "print the resolved, validated recipe and every method's effective config")
     show.add_argument("recipe")
-    for p in (zoo, run, sweep, show):
+    fingerprint = _subparser(sub, "fingerprint", "import a fingerprint made elsewhere into the cache (docs/byo.md)")
+    fingerprint.add_argument("action", choices=["import"])
+    fingerprint.add_argument("recipe", help="the recipe whose data (C, H, W, classes) and paths.cache_dir it is for")
+    fingerprint.add_argument("--method", required=True, help="the method that scores it (adv_tra, ipguard, akh, cae)")
+    fingerprint.add_argument("--inputs", required=True, help=".npy or .safetensors: adv_tra [N,S,C,H,W], others [N,C,H,W]")
+    fingerprint.add_argument("--labels", required=True, help=".npy or .safetensors: the source's labels, [N,S] or [N]")
+    verify = _subparser(sub, "verify", "score one suspect with a fingerprint; decide at the calibrated threshold")
+    verify.add_argument("--fingerprint", required=True, help="a result JSON (its cached fingerprint and negatives) "
+                        "or a cached fingerprint folder")
+    verify.add_argument("--suspect", required=True, help="a model id of the result's zoo, a weights file "
+                        "(.safetensors, .pt/.pth state dict) with --arch, or an endpoint (http(s)://..., py:module:fn)")
+    verify.add_argument("--arch", help="the weights file's architecture (fpbench list archs)")
+    verify.add_argument("--endpoint-access", choices=["labels", "probabilities"], default="labels",
+                        help="what an endpoint suspect (http(s)://..., py:module:function) returns (default labels)")
+    verify.add_argument("--data", help="the task (datamodule name) when --fingerprint is a folder, e.g. digits")
+    verify.add_argument("--cache-dir", default=".cache/fpbench", help="the run's paths.cache_dir (default .cache/fpbench)")
+    verify.add_argument("--zoo-dir", default="zoo", help="the run's paths.zoo_dir, for a zoo model id (default zoo)")
+    verify.add_argument("--fpr", type=float, default=0.01, help="FPR target of the calibrated threshold (default 0.01)")
+    for p in (zoo, run, sweep, show, fingerprint):
         p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
     perf.set_defaults(overrides=[])
     return parser
@@ -155,6 +185,11 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
+    if args.recipe == "import":
+        return _cmd_zoo_import(args)
+    if args.folder is not None:
+        raise UsageError(f"`fpbench zoo {args.recipe} {args.folder}`: zoo takes one recipe (a second positional "
+                         "argument only with `fpbench zoo import DIR --name NAME`).")
     cfg = load_recipe(args.recipe, args.overrides)
     pools = method_pool_specs(cfg)  # defender pools of the recipe's methods belong to its zoo
     if args.list:
@@ -166,6 +201,18 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     print(zoo_table(report.plan, report.store))
     print(f"\nzoo {report.plan.name}: {len(report.built)} built, {len(report.skipped)} already built "
           f"({report.seconds:.1f} s) -> {report.store.root}")
+    return 1 if report.failed else 0
+
+
+def _cmd_zoo_import(args: argparse.Namespace) -> int:
+    if not args.folder or not args.name:
+        raise UsageError("usage: fpbench zoo import DIR --name NAME [--zoo-dir zoo] [key=value ...] (docs/byo.md).")
+    if not os.path.isdir(args.folder):
+        raise UsageError(f"{args.folder} is not a folder; give the published zoo's folder (layout in docs/byo.md).")
+    recipe, report = import_zoo(args.folder, args.name, args.zoo_dir, args.overrides)
+    print(zoo_table(report.plan, report.store))
+    print(f"\nzoo {report.plan.name}: {len(report.built)} imported, {len(report.skipped)} already there -> "
+          f"{report.store.root}\nrecipe: {recipe}  (fpbench run {recipe} methods=[akh,random])")
     return 1 if report.failed else 0
 
 
@@ -274,8 +321,35 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    cfg = load_recipe(args.recipe, args.overrides)
+    try:
+        import_id, folder = import_fingerprint(cfg, args.method, args.inputs, args.labels)
+    except FingerprintImportError as err:
+        raise UsageError(str(err)) from None
+    print(f"imported {args.method} fingerprint {import_id} -> {folder}")
+    print(f"score it: fpbench run {args.recipe} methods=[{args.method}] methods.{args.method}.fingerprint={import_id}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    try:  # every input is read and checked before the first query
+        loaded = vf.load_fingerprint(args.fingerprint, args.cache_dir)
+        model, suspect = vf.load_suspect(args.suspect, loaded, args.zoo_dir, args.arch, args.data,
+                                         args.endpoint_access)
+        if loaded.result is not None:
+            vf.calibrated_threshold(loaded.result["per_model"], args.fpr)
+    except vf.VerifyError as err:
+        raise UsageError(str(err)) from None
+    oracle = Oracle(model, access=loaded.method.access)
+    print("\n".join(vf.verify_lines(vf.score_suspect(loaded.method, loaded.fingerprint, oracle, loaded.result, args.fpr),
+                                 loaded, suspect)))
+    return 0
+
+
 COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard,
-            "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show}
+            "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show, "fingerprint": _cmd_fingerprint,
+            "verify": _cmd_verify}
 
 
 def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: float) -> list[str]:

@@ -17,6 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from bench.endpoints import parse_endpoints
+from bench.fingerprint_import import IMPORT_KEY, check_import_id
 from bench.io import sha256_json
 from bench.methods import METHODS
 from bench.metrics import BootstrapConfig
@@ -42,6 +44,7 @@ class PathsConfig:
     cache_dir: str = ".cache/fpbench"  # fingerprints, Lightning and W&B scratch, matplotlib cache
     published_dir: str | None = None  # the published benchmark to compare with; None: results/ of this checkout
     overwrite_published: bool = False  # allow a run to replace a published result whose numbers differ
+    recipe_dir: str | None = None  # where `weights:` paths are relative to; None: set by load_recipe to the recipe's folder
 
 
 @dataclass
@@ -56,6 +59,12 @@ class ModelSpec:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     split: str = "owner"
     seed: int = 0
+    # External models (docs/byo.md): a weights file imports the model instead of training it.
+    weights: str | None = None  # safetensors or torch state dict, relative to the recipe; set: no training
+    mean: list[float] | None = None  # the model's input normalisation; None: the datamodule's
+    std: list[float] | None = None  # per-channel std of that normalisation; None: the datamodule's
+    pretrained: bool = False  # start training from timm's published weights (downloads once; timm: archs)
+    pretrained_weights: str | None = None  # the offline path: a local file of those weights (any arch)
 
 
 @dataclass
@@ -68,6 +77,9 @@ class ZooConfig:
     # {attack: NAME, ...params (a list where the field is a scalar expands)} or {chain: [{attack: ..}, ..]}
     positives: list[Any] = field(default_factory=list)
     pool_seed_offset: int = 1000  # defender pool seeds start here, away from the negatives' seeds
+    # Suspects behind an API, scored after the zoo's (docs/byo.md, "Endpoints"): {label, role, attack|kind,
+    # callable: "pkg.mod:fn"} or {..., url, access, timeout_s, ...}. Left out of config hashes while empty.
+    endpoints: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -238,14 +250,19 @@ def _resolve_method(entry: dict, overrides: list[DictConfig]) -> dict:
     for override in overrides:
         params = OmegaConf.to_container(OmegaConf.merge(params, override))
     method_cls = METHODS.get(name)
+    # A loop-level key, not a Config field: the imported fingerprint to score (docs/byo.md, External fingerprints)
+    imported = {IMPORT_KEY: params.pop(IMPORT_KEY)} if params.get(IMPORT_KEY) is not None else {}
+    params.pop(IMPORT_KEY, None)
     merged = _merge_checked(OmegaConf.structured(method_cls.Config), params, f"method '{name}'")
     try:
         config = OmegaConf.to_object(merged)
         if hasattr(config, "seed"):
             check_seed(f"{name}.seed", config.seed)
+        if imported:
+            check_import_id(name, imported[IMPORT_KEY])
     except (ValueError, TypeError) as err:  # __post_init__ range checks
         raise ConfigError(f"method '{name}': {err}") from None
-    return {"name": name, **OmegaConf.to_container(OmegaConf.structured(config), resolve=True)}
+    return {"name": name, **OmegaConf.to_container(OmegaConf.structured(config), resolve=True), **imported}
 
 
 def _method_entries(cfg: DictConfig, selection: list[str] | None,
@@ -299,11 +316,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"Cannot resolve interpolations in {path}: {err}") from None
+    if cfg.paths.recipe_dir is None:  # `weights:` files are relative to the recipe (docs/byo.md)
+        cfg.paths.recipe_dir = str(Path(path).resolve().parent)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"Required keys missing in {path}: {', '.join(missing)}. Set them in the recipe or as key=value.")
     _check_choices(cfg)
     methods = _method_entries(cfg, selection, per_method)
+    _check_endpoints(cfg, methods)
     OmegaConf.set_struct(cfg, False)
     cfg.methods = methods
     OmegaConf.set_struct(cfg, True)
@@ -320,20 +340,52 @@ def _check_choices(cfg: DictConfig) -> None:
         raise ConfigError(str(err)) from None
 
 
+# ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the
+# config hashes (result file names) of recipes that do not use them stay what they were.
+EXTERNAL_DEFAULTS = {"weights": None, "mean": None, "std": None, "pretrained": False, "pretrained_weights": None}
+
+
+def without_unset_external(spec: dict[str, Any]) -> dict[str, Any]:
+    """A model spec dict without the external-model fields that are at their defaults."""
+    return {k: v for k, v in spec.items() if not (k in EXTERNAL_DEFAULTS and v == EXTERNAL_DEFAULTS[k])}
+
+
+def _check_endpoints(cfg: DictConfig, methods: list[dict]) -> None:
+    """`zoo.endpoints` entries valid, each callable importable, and no endpoint too weak for a method."""
+    entries = OmegaConf.to_container(cfg.zoo.endpoints, resolve=True)
+    if not entries:
+        return
+    try:
+        parse_endpoints(entries, {m["name"]: METHODS.get(m["name"]).access for m in methods})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _hashed(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without an empty `zoo.endpoints`, so recipes without endpoints keep the hashes they had."""
+    zoo = data.get("zoo")
+    if isinstance(zoo, dict) and not zoo.get("endpoints", True):
+        data["zoo"] = {k: v for k, v in zoo.items() if k != "endpoints"}
+    return data
+
+
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved recipe as plain Python containers (a fresh copy)."""
-    return copy.deepcopy(OmegaConf.to_container(cfg, resolve=True))
+    """The resolved recipe as plain Python containers (a fresh copy; unset external-model fields left out)."""
+    data = copy.deepcopy(OmegaConf.to_container(cfg, resolve=True))
+    if isinstance(data.get("zoo", {}).get("source"), dict):
+        data["zoo"]["source"] = without_unset_external(data["zoo"]["source"])
+    return data
 
 
 def recipe_sha256(cfg: DictConfig) -> str:
     """sha256 of the resolved recipe, without `paths`, `tracking` and `compute`."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in HASH_EXCLUDED}
-    return sha256_json(data)
+    return sha256_json(_hashed(data))
 
 
 def run_config(cfg: DictConfig, method_entry: dict) -> dict[str, Any]:
     """What one result measures: seed, data, zoo, eval and one method's config (hashed for its file name)."""
-    data = to_dict(cfg)
+    data = _hashed(to_dict(cfg))
     return {"seed": data["seed"], "data": data["data"], "zoo": data["zoo"], "eval": data["eval"], "method": method_entry}
 
 

@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from bench import tracking
 from bench.config import ConfigError, run_config, run_config_sha256, to_dict
+from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
+from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, check_imports_exist, load_imported
 from bench.io import sha256_json
 from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
 from bench.methods.base import FingerprintIntegrityError
@@ -30,6 +32,7 @@ from bench.report import write_leaderboard, write_plots
 from bench.results import make_result, result_path, write_result
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
 from bench.zoo.pool_plan import pool_jobs_for, pool_summary
+from datamodules import build_datamodule
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class BenchmarkOutcome:
 def instantiate(entry: dict[str, Any]) -> FingerprintMethod:
     """Build a method from a validated recipe entry ({name, ...params})."""
     cls = METHODS.get(entry["name"])
-    params = {k: v for k, v in entry.items() if k != "name"}
+    params = {k: v for k, v in entry.items() if k not in ("name", IMPORT_KEY)}  # IMPORT_KEY: the loop's, not the Config's
     return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), params)))
 
 
@@ -96,6 +99,12 @@ def fingerprint_key(run: MethodRun, source_sha256: str, split_hashes: dict[str, 
 
 def _generate(run: MethodRun, source: torch.nn.Module, ctx: GenerationContext, cache_dir: Path) -> None:
     start = time.perf_counter()
+    if run.entry.get(IMPORT_KEY):  # an imported fingerprint: scored, never generated (docs/byo.md)
+        # cache_dir is <paths.cache_dir>/fingerprints/<method>/<key>
+        run.fingerprint = load_imported(cache_dir.parents[2], run.entry["name"], run.entry[IMPORT_KEY])
+        run.cached, run.generate_seconds = True, 0.0
+        log.info("%s: scoring imported fingerprint %s", run.entry["name"], run.entry[IMPORT_KEY])
+        return
     if Fingerprint.exists(cache_dir) and (cached := _load_cached(run, cache_dir)) is not None:
         run.fingerprint, run.cached = cached, True
         run.generate_seconds = _generation_seconds(run.fingerprint)
@@ -180,6 +189,11 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
             for e in to_dict(cfg)["methods"]]
     if not runs:
         raise ConfigError("The recipe configures no methods; add `methods: [{name: adv_tra}]` or pass methods=[...].")
+    try:  # an imported fingerprint that is missing or damaged stops the run before the zoo is built
+        check_imports_exist([r.entry for r in runs], cfg.paths.cache_dir)
+    except FingerprintImportError as err:
+        raise ConfigError(str(err)) from None
+    endpoints = _open_endpoints(cfg, runs)  # probed now: an unreachable one stops the run before any compute
     pool_specs = [spec for spec in (r.method.pool_spec() for r in runs) if spec is not None]
     phase_start = time.perf_counter()
     zoo = build_zoo(cfg, pool_specs, progress=progress, logger_factory=tracking.training_logger_factory(cfg),
@@ -231,6 +245,8 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
                 "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
             })
+    for endpoint in endpoints:  # suspects behind an API, after the zoo's (docs/byo.md, "Endpoints")
+        _score_endpoint(endpoint, runs, zoo.datamodule, source)
     outcome.phases["verify"] = time.perf_counter() - phase_start
     phase_start = time.perf_counter()
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
@@ -244,6 +260,58 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
         tracking.log_result(cfg, result, Path(path))
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _open_endpoints(cfg: DictConfig, runs: list[MethodRun]) -> list[Endpoint]:
+    """Every `zoo.endpoints` suspect, opened and probed with one zero input of the data's shape.
+
+    Raises:
+        ConfigError: an endpoint that cannot be reached or answers wrongly (nothing is built or written).
+    """
+    entries = to_dict(cfg)["zoo"].get("endpoints") or []
+    if not entries:
+        return []
+    try:
+        specs = parse_endpoints(entries, {r.entry["name"]: r.method.access for r in runs})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    data = build_datamodule(cfg.data, data_dir=cfg.paths.data_dir, seed=cfg.zoo.split_seed)  # shape only: no data read
+    endpoints = []
+    for spec in specs:
+        try:
+            endpoint = open_endpoint(spec, data.num_classes)
+            probe(endpoint, (data.in_channels, data.image_size, data.image_size))
+        except (EndpointError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+        log.info("endpoint '%s' (%s) answered the probe; it is scored as a %s suspect", spec.label, spec.target, spec.role)
+        endpoints.append(endpoint)
+    return endpoints
+
+
+def _score_endpoint(endpoint: Endpoint, runs: list[MethodRun], datamodule: Any, source: torch.nn.Module) -> None:
+    """Query one endpoint suspect through every method's oracle; its test accuracy once, on the side."""
+    spec = endpoint.spec
+    test_acc = agreement = None
+    if spec.test_acc_samples > 0:  # measured on the first test inputs, outside every method's query count
+        x, y = datamodule.tensors("test", spec.test_acc_samples)
+        labels = endpoint.labels(x)
+        source_labels = Oracle(source).labels(x).cpu()
+        test_acc = int((labels == y).sum()) / max(len(y), 1)  # as the zoo measures its models' test_acc
+        agreement = int((labels == source_labels).sum()) / max(len(y), 1)
+    for run in runs:
+        oracle = Oracle(endpoint, access=run.method.access, manifest_role=spec.role)
+        t0 = time.perf_counter()
+        figures = run.method.measure(run.fingerprint, oracle)
+        run.verify_seconds += time.perf_counter() - t0
+        run.per_model.append({
+            "model_id": spec.model_id, "role": spec.role, "group": spec.group, "endpoint": True,
+            "attack": spec.group if spec.role == "positive" else None,
+            "kind": spec.group if spec.role == "negative" else None,
+            "score": float(figures["score"]), "queries": oracle.queries,
+            "extras": {k: float(v) for k, v in figures.items() if k != "score"},
+            "test_acc": test_acc, "source_agreement": agreement,
+        })
+    log.info("endpoint '%s': %d request(s) sent", spec.label, endpoint.requests)
 
 
 def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, Any], outcome: BenchmarkOutcome) -> None:
@@ -261,7 +329,8 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
             git_path=Path(__file__).resolve().parent.parent)
         result["fingerprint"] = {k: v for k, v in (run.fingerprint.meta or {}).items() if _is_scalar(v)}
         # Did generation reach the method's own target? (None: the method has none; the leaderboard marks misses.)
-        result["fingerprint"]["generation_target"] = run.method.generation_target(run.fingerprint)
+        result["fingerprint"]["generation_target"] = (None if run.fingerprint.meta.get("imported")  # nothing generated
+                                                      else run.method.generation_target(run.fingerprint))
         if run.fingerprint.sha256 is not None:  # the cached files' hash (set by Fingerprint.save/load)
             result["fingerprint"]["sha256"] = run.fingerprint.sha256
         path = result_path(cfg.paths.results_dir, zoo_info["name"], run.entry["name"], run.config_sha256, cfg.seed)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from bench.modes import eval_mode
+
+if TYPE_CHECKING:
+    from bench.endpoints import Endpoint
 
 # What verification may see, from least to most: top-1 labels; softmax probabilities too; and, for
 # the guard methods that test the loop (never a real method), the suspect's manifest role as well.
@@ -25,9 +28,11 @@ class Oracle:
 
     The suspect runs in eval mode under `torch.no_grad`; every submodule's previous mode is restored
     after each call. Large query sets are split into batches of `batch_size`. Inputs must lie in [0,1].
+    A suspect behind an API (`bench.endpoints.Endpoint`) is asked for labels or probabilities
+    directly, in its own batch size; queries are counted the same way: one per input.
 
     Args:
-        model: the suspect.
+        model: the suspect: a model, or an endpoint.
         access: "label" (top-1 labels only), "probs" (softmax probabilities too) or "manifest"
             (probabilities and the suspect's manifest role: loop guards such as `oracle_label` only).
         batch_size: largest batch sent to the model at once.
@@ -35,7 +40,7 @@ class Oracle:
             passes it for every suspect, and the oracle shows it only at access "manifest".
     """
 
-    def __init__(self, model: nn.Module, access: Access = "label", batch_size: int = 1024,
+    def __init__(self, model: nn.Module | Endpoint, access: Access = "label", batch_size: int = 1024,
                  manifest_role: str | None = None) -> None:
         if access not in ACCESS_LEVELS:
             raise ValueError(f"Unknown access '{access}'. Allowed: {', '.join(ACCESS_LEVELS)}.")
@@ -47,6 +52,8 @@ class Oracle:
 
     @property
     def device(self) -> torch.device:
+        if not isinstance(self._model, nn.Module):  # an endpoint: answers come back on the CPU
+            return torch.device("cpu")
         try:
             return next(self._model.parameters()).device
         except StopIteration:
@@ -64,6 +71,8 @@ class Oracle:
 
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Top-1 labels of the suspect for a batch `x` ([B, C, H, W] in [0,1])."""
+        if not isinstance(self._model, nn.Module):
+            return self._endpoint(x, "labels")
         return self._logits(x).argmax(dim=1)
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +80,17 @@ class Oracle:
         if self.access not in PROBS_ACCESS:
             raise AccessError("This oracle gives labels only: the method declared access='label'. "
                               "Declare access = 'probs' in the method class if it needs probabilities.")
+        if not isinstance(self._model, nn.Module):
+            return self._endpoint(x, "probabilities")
         return self._logits(x).softmax(dim=1)
+
+    def _endpoint(self, x: torch.Tensor, want: str) -> torch.Tensor:
+        if x.dim() < 2:
+            raise ValueError(f"Oracle queries are a batch of inputs; got a tensor of shape {tuple(x.shape)}.")
+        endpoint = self._model
+        answer = endpoint.labels(x) if want == "labels" else endpoint.probabilities(x)  # type: ignore[union-attr]
+        self.queries += int(x.shape[0])
+        return answer.to(x.device)
 
     @property
     def manifest_role(self) -> str:

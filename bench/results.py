@@ -60,6 +60,8 @@ _POOL_ROLES = ("surrogate", "reference")
 _TARGET = {"name": "str", "achieved": "num", "floor": "num", "met": "bool"}
 # The optional `hardware` (results written before it existed lack it): see bench.provenance.collect_hardware.
 _HARDWARE = {"cpu": ("str", None), "cpu_count": ("int", None), "gpus": "list", "torch_threads": "int"}
+# Optional `per_model[i].endpoint`: true for a suspect behind an API (bench.endpoints; docs/byo.md, Endpoints),
+# which has no checkpoint, hence no `sha256`; absent for zoo models.
 # Optional integrity fields (results written before they existed lack them; docs/decisions.md, Integrity):
 # `per_model[i].sha256` (the suspect's checkpoint), `zoo.source_sha256`, `fingerprint.sha256` (the cached
 # fingerprint's files, bench.methods.base.fingerprint_sha256) and `metrics.ci.seed` (the bootstrap seed).
@@ -197,6 +199,9 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
             raise ResultError(f"{where}: field 'per_model[{i}].role' is {record['role']!r}; expected one of {', '.join(_ROLES)}.")
         _check_numbers(record["extras"], f"per_model[{i}].extras", where)
         _check_sha256(record, "sha256", f"per_model[{i}].", where)
+        if "endpoint" in record and not isinstance(record["endpoint"], bool):  # optional: a suspect behind an API
+            raise ResultError(f"{where}: field 'per_model[{i}].endpoint' must be true or false, "
+                              f"got {_type_name(record['endpoint'])} {record['endpoint']!r:.60}.")
     _check_sha256(d["zoo"], "source_sha256", "zoo.", where)
     ci = d["metrics"]["ci"]
     if ci is not None and "seed" in ci and not _matches(ci["seed"], "int"):

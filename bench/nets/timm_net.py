@@ -1,8 +1,8 @@
 """Any timm model as a feature extractor: the arch string `timm:<model_name>`.
 
 Not registered in `ARCHS` (timm has its own registry of ~1,000 names); `build_model` routes names
-with the `timm:` prefix here. Weights are never downloaded: models are created with
-`pretrained=False`, and a zoo trains them like any other architecture.
+with the `timm:` prefix here. Models are created with `pretrained=False`; only a zoo entry with
+`pretrained: true` downloads timm's published weights (`pretrained_features_state`, docs/byo.md).
 """
 
 from __future__ import annotations
@@ -84,3 +84,21 @@ def timm_features(arch: str, in_channels: int, params: dict[str, Any]) -> tuple[
     # Some models (MobileNetV3, ...) put a hidden layer after pooling; its size is what forward returns.
     feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
     return model, int(feature_dim)
+
+
+def pretrained_features_state(arch: str, in_channels: int, params: dict[str, Any]) -> dict[str, Any]:
+    """timm's published weights for `timm:<model_name>` (or a hub name such as `timm:hf-hub:org/name`)
+    as a state dict of the features (no classifier); downloads once into timm's cache.
+
+    Raises:
+        RuntimeError: the download failed (offline: give `pretrained_weights: FILE` instead).
+    """
+    import timm
+
+    name = timm_model_name(arch)
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_channels, **params)
+    except Exception as error:  # network, hub or checkpoint errors alike
+        raise RuntimeError(f"Cannot get timm's pretrained weights for {arch!r} ({error}). Offline, save them once "
+                           "elsewhere and give 'pretrained_weights: FILE' (docs/byo.md).") from None
+    return model.state_dict()

@@ -23,6 +23,7 @@ from bench.pools import PoolSpec
 from bench.tracking import log_zoo_model
 from bench.zoo.ddp import follow_rank_zero, is_rank_zero
 from bench.zoo.executors import run_ray
+from bench.zoo.external import preflight
 from bench.zoo.jobs import (
     fill_source_agreement,
     finish_record,
@@ -52,6 +53,7 @@ def prepare(cfg: DictConfig, pool_specs: list[PoolSpec] | None = None) -> tuple[
     """Set up the data and plan the zoo (cheap; all recipe errors surface here, before training)."""
     dm = setup_datamodule(cfg)
     plan = plan_zoo(cfg, dm.split_hashes(), pool_specs)
+    preflight(plan.jobs, dm)  # external weights: format, keys, shapes, classes, input shape (ConfigError)
     return dm, plan, ZooStore(zoo_root(cfg))
 
 

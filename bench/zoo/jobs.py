@@ -26,6 +26,7 @@ from bench.training import (
     predicted_labels,
 )
 from bench.zoo.attacks import AttackContext, build_attack
+from bench.zoo.external import apply_pretrained, import_entry, load_external
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
 from datamodules import build_datamodule
@@ -51,9 +52,13 @@ def setup_datamodule(cfg: DictConfig) -> Any:
 def run_job(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root_dir: str, progress: bool,
             logger: Any = False) -> tuple[nn.Module, dict[str, Any], float]:
     """Make one model; returns (model, attack info, train seconds). Reads the source from `store`."""
+    if job.op == "import":  # nothing is trained: the checked weights become the zoo's model
+        return load_external(import_entry(job), dm, None, f"{job.role} '{job.external['weights']}'",
+                             job.external["sha256"]), {}, 0.0
     if job.op == "train":
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelSpec), job.spec))
         model = new_model(spec.arch, spec.arch_params, dm, spec.seed)
+        apply_pretrained(model, job, dm)  # a no-op unless the spec starts from published weights
         module = ClassifierModule(model, _as(OptimizerConfig, spec.optimizer), _as(ScheduleConfig, spec.schedule), spec.epochs)
         loader = dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
         seconds = fit(module, loader, trainer_cfg, root_dir=root_dir, seed=spec.seed, logger=logger, progress=progress)

@@ -17,7 +17,9 @@ from bench.pools import PoolSpec
 from bench.training import check_seed
 from bench.zoo.attacks import ATTACKS, build_attack
 from bench.zoo.plan_base import (  # noqa: F401  (Job, ZooPlan, _model_id, expand: re-exported, callers import them here)
+    IMPORTED_KINDS,
     NEGATIVE_KINDS,
+    RECIPE_DIR,
     TRAIN_SPLITS,
     Job,
     ZooPlan,
@@ -27,21 +29,36 @@ from bench.zoo.plan_base import (  # noqa: F401  (Job, ZooPlan, _model_id, expan
     _train_spec,
     expand,
     hashed_step,
+    import_job,
 )
 from bench.zoo.pool_plan import check_pool_collisions, pool_jobs
 
 
+def _imported_base(source: Job, entry: dict[str, Any]) -> dict[str, Any]:
+    """An imported suspect's architecture defaults to the source's (its params only with the same arch)."""
+    arch = entry.get("arch", source.arch)
+    return {"arch": arch, "arch_params": dict(source.arch_params) if arch == source.arch else {}}
+
+
 def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashes: dict[str, str],
-                   augment: bool = False) -> list[Job]:
+                   augment: bool = False, source: Job | None = None) -> list[Job]:
     jobs = []
     scalar = _scalar_fields(ModelSpec) | {"kind"}
     for i, raw in enumerate(zoo.negatives):
         where = f"zoo.negatives[{i}]"
         entry = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw
-        if not isinstance(entry, dict) or entry.get("kind") not in NEGATIVE_KINDS:
-            raise ConfigError(f"{where} needs 'kind:' one of {', '.join(NEGATIVE_KINDS)}; got {entry!r}.")
+        imported = isinstance(entry, dict) and entry.get("weights") is not None
+        kinds = IMPORTED_KINDS if imported else NEGATIVE_KINDS
+        if not isinstance(entry, dict) or entry.get("kind") not in kinds:
+            raise ConfigError(f"{where} needs 'kind:' one of {', '.join(kinds)}; got {entry!r}.")
         for params, _ in expand(entry, scalar):
             kind = params.pop("kind")
+            if imported:  # the kind describes how it was made elsewhere; nothing is trained
+                jobs.append(import_job("negative", _train_spec(_imported_base(source, params), params, where), where, kind=kind))
+                continue
+            if kind == "PTFT":
+                jobs.append(_pretrained_negative(source_spec, params, where, dataset, split_hashes, augment))
+                continue
             same_arch = kind.startswith("SA")
             if same_arch and params.get("arch", source_spec["arch"]) != source_spec["arch"]:
                 raise ConfigError(f"{where}: {kind} means same architecture as the source ({source_spec['arch']}); "
@@ -89,6 +106,12 @@ def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[
     for i, raw in enumerate(zoo.positives):
         where = f"zoo.positives[{i}]"
         entry = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw
+        if isinstance(entry, dict) and entry.get("weights") is not None:  # imported: `attack:` is a free-text label
+            label = str(entry.get("label") or entry.get("attack") or "imported")
+            params = {k: v for k, v in entry.items() if k not in ("attack", "label")}
+            spec = _train_spec(_imported_base(source, params), params, where)
+            jobs.append(import_job("positive", spec, where, attack=label, parent=source.model_id))
+            continue
         if not isinstance(entry, dict) or ("attack" not in entry and "chain" not in entry):
             raise ConfigError(f"{where} needs 'attack: NAME' or 'chain: [...]'; got {entry!r}.")
         for chain in _attack_steps(entry, where):
@@ -127,20 +150,47 @@ def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[Poo
     Raises:
         ConfigError: for an unknown attack, kind, architecture or key, or a bad value (before training).
     """
-    zoo, dataset = cfg.zoo, cfg.data.name
-    source_spec = _train_spec({}, OmegaConf.to_container(zoo.source, resolve=True), "zoo.source")
-    if source_spec["split"] != "owner":
-        raise ConfigError(f"zoo.source.split='{source_spec['split']}': the source is trained on the owner split.")
-    augment = bool(cfg.data.get("augment", False))
-    source = _train_job("source", source_spec, dataset, split_hashes, augment=augment)
-    jobs = [source, *_negative_jobs(zoo, source_spec, dataset, split_hashes, augment), *_positive_jobs(zoo, source, augment)]
-    if pool_specs:  # after the suspects: a pool model must not copy one of them
-        jobs += pool_jobs(zoo, list(pool_specs), source, dataset, split_hashes, augment)
-        check_pool_collisions(jobs, source)
+    token = RECIPE_DIR.set(cfg.paths.get("recipe_dir"))  # `weights:` files are relative to the recipe's folder
+    try:
+        jobs = _plan_jobs(cfg, split_hashes, pool_specs)
+    finally:
+        RECIPE_DIR.reset(token)
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.model_id in seen:
             raise ConfigError(f"Two zoo entries describe the same model ({job.provenance}); "
                               "give them different seeds or parameters.")
         seen[job.model_id] = job
-    return ZooPlan(name=zoo.name, dataset=dataset, split_hashes=dict(split_hashes), jobs=jobs)
+    return ZooPlan(name=cfg.zoo.name, dataset=cfg.data.name, split_hashes=dict(split_hashes), jobs=jobs)
+
+
+def _plan_jobs(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[PoolSpec] | None) -> list[Job]:
+    zoo, dataset = cfg.zoo, cfg.data.name
+    source_spec = _train_spec({}, OmegaConf.to_container(zoo.source, resolve=True), "zoo.source")
+    if source_spec["split"] != "owner":
+        raise ConfigError(f"zoo.source.split='{source_spec['split']}': the source is trained on the owner split.")
+    augment = bool(cfg.data.get("augment", False))
+    if source_spec.get("weights"):  # an imported source; attacks and pools start from it like from a trained one
+        source = import_job("source", source_spec, "zoo.source")
+        source_spec = source.spec
+    else:
+        source = _train_job("source", source_spec, dataset, split_hashes, augment=augment)
+    jobs = [source, *_negative_jobs(zoo, source_spec, dataset, split_hashes, augment, source),
+            *_positive_jobs(zoo, source, augment)]
+    if pool_specs:  # after the suspects: a pool model must not copy one of them
+        jobs += pool_jobs(zoo, list(pool_specs), source, dataset, split_hashes, augment)
+        check_pool_collisions(jobs, source)
+    return jobs
+
+
+def _pretrained_negative(source_spec: dict[str, Any], params: dict[str, Any], where: str, dataset: str,
+                         split_hashes: dict[str, str], augment: bool) -> Job:
+    """PTFT: the source's recipe from the same published weights, on the independent split (another seed)."""
+    if params.get("arch", source_spec["arch"]) != source_spec["arch"]:
+        raise ConfigError(f"{where}: PTFT starts from the source's pretrained weights; drop 'arch: {params['arch']}'.")
+    params = {**params, "split": "independent"}
+    spec = _train_spec(source_spec, params, where)
+    if not spec.get("pretrained") and not spec.get("pretrained_weights"):
+        raise ConfigError(f"{where}: kind PTFT fine-tunes the public pretrained weights the source started from, but "
+                          "neither the source nor this entry sets 'pretrained: true' or 'pretrained_weights: FILE'.")
+    return _train_job("negative", spec, dataset, split_hashes, kind="PTFT", augment=augment)

@@ -6,20 +6,26 @@ The planning primitives shared by `bench.zoo.plan` (source, negatives, positives
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench.config import ConfigError, ModelSpec
-from bench.io import sha256_json
+from bench.config import ConfigError, ModelSpec, without_unset_external
+from bench.io import sha256_file, sha256_json
 from bench.nets import check_arch
 from bench.recipe_checks import check_model_spec
 from bench.registry import RegistryError
+from bench.zoo.external import resolve_file
 
-NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT")
+NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT", "PTFT")  # PTFT: fine-tuned from the source's pretrained weights
+IMPORTED_KINDS = (*NEGATIVE_KINDS, "external")  # an imported negative's kind is the user's description of it
+# The folder `weights:`/`pretrained_weights:` paths are relative to (paths.recipe_dir), set by plan_zoo.
+RECIPE_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("recipe_dir", default=None)
 TRAIN_SPLITS = ("owner", "independent")
 
 
@@ -39,11 +45,16 @@ class Job:
     kind: str | None = None  # negatives: SAST/SADT/DAST/DADT; pools: surrogate/reference
     attack: str | None = None  # positives: the group label of the per-attack table
     split: str = "owner"
+    # Files from outside: {"weights"|"pretrained_weights": path as the recipe gives it, "sha256": .., "path": absolute}
+    external: dict[str, Any] | None = None
 
     def record_base(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "role": self.role, "kind": self.kind, "attack": self.attack,
-                "provenance": self.provenance, "arch": self.arch, "arch_params": self.arch_params,
-                "params": self.spec, "seed": self.seed, "parent": self.parent, "split": self.split}
+        record = {"model_id": self.model_id, "role": self.role, "kind": self.kind, "attack": self.attack,
+                  "provenance": self.provenance, "arch": self.arch, "arch_params": self.arch_params,
+                  "params": self.spec, "seed": self.seed, "parent": self.parent, "split": self.split}
+        if self.external:  # the absolute path stays out of the manifest
+            record["external"] = {k: v for k, v in self.external.items() if k != "path"}
+        return record
 
 
 @dataclass
@@ -102,7 +113,7 @@ def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> 
     except Exception as err:
         valid = ", ".join(f.name for f in dataclasses.fields(ModelSpec))
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}. Valid keys: kind, {valid}.") from None
-    spec = OmegaConf.to_container(merged, resolve=True)
+    spec = without_unset_external(OmegaConf.to_container(merged, resolve=True))  # old ids stay as they were
     if spec["split"] not in TRAIN_SPLITS:
         raise ConfigError(f"{where}.split='{spec['split']}' is not one of {', '.join(TRAIN_SPLITS)}.")
     try:
@@ -120,11 +131,47 @@ def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict
                augment: bool = False) -> Job:
     """A from-scratch training job; its id hashes `augment: true` only when `data.augment` is on (old ids stay)."""
     _check_arch(spec["arch"], spec["arch_params"])
+    if spec.get("weights"):
+        raise ConfigError(f"A {role} with 'weights:' is imported, not trained; drop 'weights:' from its training spec.")
+    if spec.get("pretrained") and not spec["arch"].startswith("timm:") and not spec.get("pretrained_weights"):
+        raise ConfigError(f"{role}: 'pretrained: true' downloads timm's weights and needs a 'timm:<name>' arch (got "
+                          f"'{spec['arch']}'); for other archs give 'pretrained_weights: FILE'.")
     payload = {"role": role, "op": "train", "data": dataset, "split_hash": split_hashes[spec["split"]], "spec": spec}
     if augment:  # augmented batches change the trained model, so they must change its id
         payload["augment"] = True
-    return Job(model_id=_model_id(payload), role=role, provenance=_train_provenance(spec, dataset), op="train", spec=spec,
-               arch=spec["arch"], arch_params=spec["arch_params"], seed=spec["seed"], kind=kind, split=spec["split"])
+    external, provenance = None, _train_provenance(spec, dataset)
+    if spec.get("pretrained_weights"):  # the file's content, not its path, makes the model
+        path = external_file(spec["pretrained_weights"], role)
+        external = {"pretrained_weights": spec["pretrained_weights"], "sha256": sha256_file(path), "path": str(path)}
+        payload["pretrained_sha256"] = external["sha256"]
+        provenance = f"pretrained({Path(spec['pretrained_weights']).name},sha256={external['sha256'][:12]})->{provenance}"
+    elif spec.get("pretrained"):
+        provenance = f"pretrained({spec['arch']})->{provenance}"
+    return Job(model_id=_model_id(payload), role=role, provenance=provenance, op="train", spec=spec,
+               arch=spec["arch"], arch_params=spec["arch_params"], seed=spec["seed"], kind=kind, split=spec["split"],
+               external=external)
+
+
+def external_file(value: str, where: str) -> Path:
+    """A `weights:`-style path resolved against the recipe's folder (`RECIPE_DIR`); ConfigError if absent."""
+    return resolve_file(value, RECIPE_DIR.get(), where)
+
+
+def import_job(role: str, spec: dict[str, Any], where: str, kind: str | None = None, attack: str | None = None,
+               parent: str | None = None) -> Job:
+    """An imported model: its id hashes the file's sha256, the arch, its params, the normalisation and role/kind."""
+    _check_arch(spec["arch"], spec["arch_params"])
+    path = external_file(spec["weights"], where)
+    digest = sha256_file(path)
+    payload = {"role": role, "op": "import", "sha256": digest, "arch": spec["arch"], "arch_params": spec["arch_params"],
+               "mean": spec.get("mean"), "std": spec.get("std"), "kind": kind, "parent": parent}
+    train_spec = {k: v for k, v in spec.items() if k not in ("weights", "mean", "std")}
+    external = {"weights": spec["weights"], "sha256": digest, "mean": spec.get("mean"), "std": spec.get("std"),
+                "path": str(path)}
+    return Job(model_id=_model_id(payload), role=role, op="import", spec=train_spec, arch=spec["arch"],
+               arch_params=spec["arch_params"], seed=spec.get("seed", 0), parent=parent, kind=kind, attack=attack,
+               provenance=f"imported from {spec['weights']} (sha256 {digest[:12]})", split="external",
+               external=external)
 
 
 def _check_arch(arch: str, params: dict[str, Any]) -> None:

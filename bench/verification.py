@@ -1,0 +1,279 @@
+"""One-suspect verification: a fingerprint, one suspect, the method's score and its calibrated decision.
+
+The model owner's everyday question. The fingerprint comes from a result file (the cached fingerprint
+the loop used for it, found by the same cache key) or from a cached fingerprint folder. The suspect is
+a zoo model id or a weights file (safetensors, or a torch state dict read with `weights_only=True`) of a
+registered architecture, or an endpoint (`bench.endpoints`). The decision uses a threshold calibrated on the negatives of the result's
+benchmark (`calibrated_threshold`; docs/byo.md, "Verify one suspect").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
+from bench.evaluate import MethodRun, fingerprint_key, instantiate
+from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, load_imported
+from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
+from bench.nets import build_model
+from bench.oracle import Oracle
+from bench.results import ResultError, read_result
+from bench.zoo.jobs import data_info
+from bench.zoo.store import ZooError, ZooStore
+from datamodules import DataConfig, build_datamodule
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPR = 0.01  # the calibration target: at most 1% of the benchmark's negatives above the threshold
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class VerifyError(ValueError):
+    """Bad verification input (fingerprint, result, suspect); raised before any query (CLI: exit 2)."""
+
+
+@dataclass
+class LoadedFingerprint:
+    """A fingerprint with the method (config as recorded) that scores it, and the result it came from (or None)."""
+
+    fingerprint: Fingerprint
+    method: FingerprintMethod
+    entry: dict[str, Any]
+    result: dict[str, Any] | None = None
+    source: str = ""  # where it was loaded from
+    data: dict[str, Any] = field(default_factory=dict)  # the result's `data:` config (empty for a folder)
+
+
+def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".cache/fpbench") -> LoadedFingerprint:
+    """A fingerprint from a result JSON (via the loop's cache key under `cache_dir`) or a cached folder.
+
+    A folder is scored with the method's default config (a result supplies the config it was run with).
+
+    Raises:
+        VerifyError: the file is not a valid result, the cached fingerprint is missing or its files changed.
+    """
+    target = Path(path)
+    if target.is_dir():
+        try:
+            fingerprint = Fingerprint.load(target)
+        except (FingerprintIntegrityError, ValueError, OSError, KeyError) as err:
+            raise VerifyError(f"--fingerprint {target}: not a usable cached fingerprint ({err}).") from None
+        entry = {"name": fingerprint.method}
+        return LoadedFingerprint(fingerprint, _method(entry), entry, source=str(target))
+    if not target.is_file():
+        raise VerifyError(f"--fingerprint {target} does not exist; give a result JSON (results/runs/...) or a cached "
+                          "fingerprint folder (<cache_dir>/fingerprints/<method>/<key>).")
+    try:
+        result = read_result(target)
+    except (ResultError, ValueError, OSError) as err:
+        raise VerifyError(f"--fingerprint {target}: not a valid result file ({err}).") from None
+    entry = {"name": result["method"]["name"], **(result["method"].get("config") or {})}
+    method = _method(entry)
+    if entry.get(IMPORT_KEY):
+        try:
+            fingerprint = load_imported(cache_dir, entry["name"], entry[IMPORT_KEY])
+        except FingerprintImportError as err:
+            raise VerifyError(str(err)) from None
+        folder = str(cache_dir)
+    else:
+        zoo = result["zoo"]
+        if not zoo.get("source_sha256") or not zoo.get("split_hashes"):
+            raise VerifyError(f"{target} records no source checkpoint sha256 or split hashes, so its cached "
+                              "fingerprint cannot be found; rerun `fpbench run` to write a current result.")
+        key = fingerprint_key(MethodRun(entry=entry, method=method, config_sha256=""), zoo["source_sha256"],
+                              zoo["split_hashes"], int(result["seed"]))
+        folder = Path(cache_dir) / "fingerprints" / entry["name"] / key
+        if not Fingerprint.exists(folder):
+            raise VerifyError(f"The fingerprint of {target} is not cached at {folder}. Pass --cache-dir (the run's "
+                              "paths.cache_dir), or rerun `fpbench run` with that recipe to regenerate it (a method "
+                              f"version other than {method.version} changes the key too).")
+        try:
+            fingerprint = Fingerprint.load(folder)
+        except FingerprintIntegrityError as err:
+            raise VerifyError(f"The cached fingerprint of {target} is damaged: {err}") from None
+    recorded = (result.get("fingerprint") or {}).get("sha256")
+    if recorded is not None and fingerprint.sha256 != recorded:
+        raise VerifyError(f"The cached fingerprint at {folder} (sha256 {str(fingerprint.sha256)[:12]}…) is not the one "
+                          f"{target} measured ({recorded[:12]}…); it was regenerated since. Rerun `fpbench run`.")
+    data = (result.get("config") or {}).get("data") or {}
+    return LoadedFingerprint(fingerprint, method, entry, result, str(target), data)
+
+
+def _method(entry: dict[str, Any]) -> FingerprintMethod:
+    try:
+        method = instantiate(entry)
+    except Exception as err:  # unknown name (RegistryError), a config the current method no longer accepts
+        raise VerifyError(f"Cannot rebuild method {entry.get('name')!r} from the recorded config: {err}") from None
+    if method.access == "manifest":
+        raise VerifyError(f"'{entry['name']}' is a loop guard that reads the zoo manifest; it cannot verify a suspect.")
+    return method
+
+
+def calibrated_threshold(per_model: list[dict[str, Any]], fpr: float = DEFAULT_FPR) -> dict[str, Any]:
+    """The decision threshold from a benchmark's negatives: a suspect is "derived" when its score > threshold.
+
+    With `n` negatives and `k = floor(fpr * n)` false positives allowed, the threshold is the
+    (k+1)-th highest negative score, so at most k negatives (FPR <= fpr) lie strictly above it. With
+    fewer than 1/fpr negatives, k = 0: the threshold is the highest negative score.
+
+    Raises:
+        VerifyError: `fpr` outside [0, 1), or no negatives to calibrate on.
+    """
+    if not 0 <= fpr < 1:
+        raise VerifyError(f"--fpr {fpr} must be in [0, 1), e.g. 0.01.")
+    negatives = sorted((float(r["score"]) for r in per_model if r["role"] == "negative"), reverse=True)
+    if not negatives:
+        raise VerifyError("The result has no negatives to calibrate a threshold on.")
+    allowed = math.floor(fpr * len(negatives) + 1e-9)
+    threshold = negatives[allowed] if allowed < len(negatives) else -math.inf
+    above = sum(score > threshold for score in negatives)
+    return {"threshold": threshold, "fpr_target": fpr, "n_negative": len(negatives), "negatives_above": above,
+            "fpr_on_negatives": above / len(negatives)}
+
+
+def _data_info(name: str | dict[str, Any]) -> dict[str, Any]:
+    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), {"name": name} if isinstance(name, str) else name)
+    try:
+        return data_info(build_datamodule(cfg, data_dir=".", seed=0))  # attributes only: no data is read
+    except Exception as err:  # an unknown datamodule name
+        raise VerifyError(f"Cannot describe the data for the suspect's architecture: {err}") from None
+
+
+def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
+                       arch_params: dict[str, Any] | None = None) -> nn.Module:
+    """A registered architecture with weights from a file (safetensors, or a state dict; never unpickled).
+
+    Args:
+        path: `.safetensors`, or `.pt`/`.pth` read with `torch.load(weights_only=True)`.
+        arch: the registered architecture (`fpbench list archs`); its first layer normalises [0,1] pixels.
+        data: `bench.zoo.jobs.data_info` of the task (channels, classes, image size, mean, std).
+        arch_params: the architecture's parameters, if not its defaults.
+
+    Raises:
+        VerifyError: the file is missing, unreadable, or its tensors do not fit the architecture.
+    """
+    file = Path(path)
+    if file.suffix not in WEIGHT_SUFFIXES:
+        raise VerifyError(f"--suspect {file}: unsupported weights type '{file.suffix}'; use {', '.join(WEIGHT_SUFFIXES)}.")
+    if not file.is_file():
+        raise VerifyError(f"--suspect {file} does not exist.")
+    try:
+        state = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(file, map_location="cpu",
+                                                                                       weights_only=True)
+    except (SafetensorError, RuntimeError, ValueError, OSError, EOFError) as err:
+        raise VerifyError(f"--suspect {file} cannot be read ({type(err).__name__}: {err}); truncated or not a "
+                          "weights file.") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint's weights
+        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VerifyError(f"--suspect {file} is not a state dict of tensors.")
+    try:
+        model = build_model(arch, in_channels=data["in_channels"], num_classes=data["num_classes"],
+                            image_size=data["image_size"], mean=data["mean"], std=data["std"], params=arch_params or {})
+        model.load_state_dict(state)
+    except Exception as err:  # unknown arch (RegistryError), missing/unexpected keys or sizes (RuntimeError)
+        detail = str(err).strip().splitlines()
+        raise VerifyError(f"--suspect {file} does not fit --arch {arch}: {detail[0] if detail else err} "
+                          f"{detail[1].strip() if len(detail) > 1 else ''}").rstrip() from None
+    return model.eval()
+
+
+def _endpoint(spec: str, loaded: LoadedFingerprint, data: str | None, access: str) -> tuple[Endpoint, dict[str, Any]]:
+    """An HTTP endpoint (`http(s)://...`) or a Python callable (`py:package.module:function`), probed once."""
+    if data is None and not loaded.data:
+        raise VerifyError("--fingerprint is a folder, so the task is unknown: pass --data NAME (e.g. digits).")
+    info = _data_info(data or loaded.data)
+    target = {"callable": spec.removeprefix("py:")} if spec.startswith("py:") else {"url": spec}
+    try:  # the recipe's own checks: URL form, callable importable, probabilities for a method that needs them
+        (endpoint_spec,) = parse_endpoints([{"label": "suspect", "role": "positive", "access": access, **target}],
+                                           {loaded.entry["name"]: loaded.method.access})
+        endpoint = open_endpoint(endpoint_spec, info["num_classes"])
+        probe(endpoint, (info["in_channels"], info["image_size"], info["image_size"]))  # not counted: a health check
+    except (ValueError, EndpointError) as err:
+        raise VerifyError(str(err)) from None
+    return endpoint, {"kind": "endpoint", "path": spec, "access": access}
+
+
+def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLike = "zoo", arch: str | None = None,
+                 data: str | None = None, endpoint_access: str = "labels") -> tuple[nn.Module | Endpoint, dict[str, Any]]:
+    """The suspect: a weights file (needs `arch`), a model id of the result's zoo, or an endpoint.
+
+    An endpoint is `http(s)://...` (the JSON protocol of docs/byo.md, "Endpoints") or
+    `py:package.module:function`; `endpoint_access` ("labels" | "probabilities") is what it grants.
+    It is probed once with a zero input before any fingerprint query (the probe is not counted).
+
+    Raises:
+        VerifyError: a bad file, an unknown model id, or missing `arch`/`data`.
+    """
+    if spec.startswith(("http://", "https://", "py:")):
+        return _endpoint(spec, loaded, data, endpoint_access)
+    if Path(spec).suffix in WEIGHT_SUFFIXES or Path(spec).is_file():
+        if arch is None:
+            raise VerifyError(f"--suspect {spec} is a weights file: name its architecture with --arch (fpbench list archs).")
+        if data is None and not loaded.data:
+            raise VerifyError("--fingerprint is a folder, so the task is unknown: pass --data NAME (e.g. digits).")
+        model = load_weights_model(spec, arch, _data_info(data or loaded.data))
+        return model, {"kind": "weights", "path": str(spec), "arch": arch}
+    if loaded.result is None:
+        raise VerifyError(f"--suspect {spec} is not a weights file, and a zoo model id needs a result file as "
+                          "--fingerprint (it names the zoo).")
+    store = ZooStore(Path(zoo_dir) / loaded.result["zoo"]["name"])
+    try:
+        record = store.records().get(spec)
+        if record is None:
+            raise VerifyError(f"--suspect {spec} is neither a weights file ({', '.join(WEIGHT_SUFFIXES)}) nor a model "
+                              f"of zoo {store.root} (--zoo-dir {zoo_dir}).")
+        model = store.load_model(spec, record)
+    except ZooError as err:
+        raise VerifyError(str(err)) from None
+    return model, {"kind": "zoo", "model_id": spec, "role": record.get("role"), "provenance": record.get("provenance")}
+
+
+def score_suspect(method: FingerprintMethod, fingerprint: Fingerprint, oracle: Oracle,
+                  result: dict[str, Any] | None = None, fpr: float = DEFAULT_FPR) -> dict[str, Any]:
+    """Score one suspect through its `Oracle` and decide at the threshold calibrated on `result`'s negatives.
+
+    Returns:
+        `{"method", "score", "figures", "queries", "threshold", "decision"}`: `queries` spent by this
+        call; `threshold` (the `calibrated_threshold` record) and `decision` ("derived" |
+        "independent") are None without a result to calibrate on.
+    """
+    if method.name != fingerprint.method:
+        raise VerifyError(f"A {fingerprint.method} fingerprint cannot be scored by method '{method.name}'.")
+    calibration = calibrated_threshold(result["per_model"], fpr) if result is not None else None  # before any query
+    before = oracle.queries
+    figures = method.measure(fingerprint, oracle)
+    score = float(figures["score"])
+    decision = None if calibration is None else ("derived" if score > calibration["threshold"] else "independent")
+    return {"method": method.name, "score": score, "figures": {k: float(v) for k, v in figures.items()},
+            "queries": oracle.queries - before, "threshold": calibration, "decision": decision}
+
+
+def verify_lines(outcome: dict[str, Any], loaded: LoadedFingerprint, suspect: dict[str, Any]) -> list[str]:
+    """What `fpbench verify` prints."""
+    what = suspect.get("model_id") or suspect.get("path")
+    lines = [f"fingerprint: {loaded.source} ({outcome['method']}, sha256 {str(loaded.fingerprint.sha256)[:12]}…)",
+             f"suspect: {what} ({suspect['kind']}{', ' + suspect['provenance'] if suspect.get('provenance') else ''})",
+             f"score: {outcome['score']:.6g}",
+             *(f"  {k}: {v:.6g}" for k, v in outcome["figures"].items() if k != "score"),
+             f"queries: {outcome['queries']}"]
+    calibration = outcome["threshold"]
+    if calibration is None:
+        lines.append("decision: none (a cached folder carries no benchmark to calibrate on; pass its result file)")
+    else:
+        lines.append(f"threshold: {calibration['threshold']:.6g} (FPR target {calibration['fpr_target']:g}: "
+                     f"{calibration['negatives_above']} of {calibration['n_negative']} negatives of the benchmark above it)")
+        lines.append(f"decision: {outcome['decision'].upper()} (score {'>' if outcome['decision'] == 'derived' else '<='} "
+                     "threshold)")
+    return lines

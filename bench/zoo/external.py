@@ -1,0 +1,229 @@
+"""External models: weights trained elsewhere, imported into an ordinary zoo (docs/byo.md).
+
+A weights file is read without unpickling anything: safetensors through `safetensors.torch`, a
+PyTorch state dict through `torch.load(weights_only=True)`. Every check (the file, its format, the
+keys and shapes against the architecture, the class count and the input shape) runs at plan time
+and raises `ConfigError`, so a bad file stops the CLI with exit 2 before any training or writing.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from bench.config import ConfigError
+from bench.io import sha256_file
+from bench.nets import build_model, new_model
+from bench.nets.timm_net import is_timm_arch, pretrained_features_state
+
+EXPORT_HINT = ("Export the weights instead of the module: `torch.save(model.state_dict(), 'model.pt')` or "
+               "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`.")
+
+
+def resolve_file(value: str, base_dir: str | None, where: str) -> Path:
+    """`value` (relative to `base_dir`, the recipe's folder) as an existing file, else a ConfigError."""
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(os.path.normpath(Path(base_dir) / path))  # `..` through a folder not made yet (zoo import)
+    if not path.is_file():
+        raise ConfigError(f"{where}: weights file '{value}' not found (looked at {path}). Paths are relative to the "
+                          "recipe's folder; fix the path or copy the file there.")
+    return path
+
+
+def _is_safetensors(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    (size,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 0 < size < 100_000_000
+
+
+def read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
+    """A flat name -> tensor mapping from a safetensors file or a torch state dict; never unpickles objects.
+
+    Raises:
+        ConfigError: a truncated or corrupted file, a pickled module or other object, a nested mapping.
+    """
+    if _is_safetensors(path):
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise ConfigError(f"{where}: {path.name} is a corrupted or truncated safetensors file ({err}). "
+                              "Export it again.") from None
+        return state
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:  # weights_only refuses any class but tensors and containers
+        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{where}: {path.name} holds pickled Python objects, not only tensors ({first}); fpbench never "
+                          f"unpickles them. {EXPORT_HINT}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ConfigError(f"{where}: {path.name} is neither a safetensors file nor a readable torch state dict "
+                          f"(corrupted or truncated: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}). "
+                          "Export it again.") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ConfigError(f"{where}: {path.name} holds a {type(state).__name__} that is not a flat name -> tensor state "
+                          f"dict (e.g. a training checkpoint with an optimizer). {EXPORT_HINT}")
+    return state
+
+
+def _timm_classifier(model: nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    name = cfg.get("classifier")
+    return name if isinstance(name, str) else None
+
+
+def to_classifier_keys(state: dict[str, torch.Tensor], model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
+    """Map a timm model's own state dict (`conv1.weight`, `fc.weight`) onto fpbench's Classifier
+    (`features.conv1.weight`, `head.weight`); a Classifier state dict passes unchanged."""
+    if not is_timm_arch(arch) or any(k.startswith(("features.", "head.")) for k in state):
+        return state
+    classifier = _timm_classifier(model.features)
+    out = {}
+    for key, value in state.items():
+        if classifier and key.startswith(classifier + "."):
+            out["head." + key[len(classifier) + 1:]] = value
+        else:
+            out["features." + key] = value
+    return out
+
+
+def _mismatch_message(state: dict[str, torch.Tensor], model: nn.Module, where: str, arch: str,
+                      keys: list[str] | None = None) -> str | None:
+    expected = {k: v for k, v in model.state_dict().items() if keys is None or k in keys}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        def show(names: list[str]) -> str:
+            return ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "") if names else "none"
+        return (f"{where}: the weights do not fit arch '{arch}': missing keys: {show(missing)}; unexpected keys: "
+                f"{show(unexpected)}. Set 'arch:'/'arch_params:' to the architecture the weights were saved from.")
+    return None
+
+
+def check_fit(state: dict[str, torch.Tensor], model: nn.Module, where: str, arch: str, data: Any) -> None:
+    """Raise ConfigError unless `state` loads strictly into `model` (keys, class count, shapes)."""
+    message = _mismatch_message(state, model, where, arch)
+    if message:
+        raise ConfigError(message)
+    head = state.get("head.weight")
+    if head is not None and head.shape[0] != data.num_classes:
+        raise ConfigError(f"{where}: class-count mismatch: the weights' head has {head.shape[0]} outputs, dataset "
+                          f"'{data.name}' has {data.num_classes} classes. Import a model trained for this dataset.")
+    for key, value in model.state_dict().items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ConfigError(f"{where}: shape mismatch at '{key}': weights {list(state[key].shape)}, arch '{arch}' on "
+                              f"{data.in_channels}x{data.image_size}x{data.image_size} inputs expects {list(value.shape)}. "
+                              "Input shape or arch_params differ from what the model was trained with.")
+
+
+def dry_forward(model: nn.Module, data: Any, where: str) -> None:
+    """A forward pass on a zero batch of the dataset's shape; its output must be [2, num_classes]."""
+    x = torch.zeros(2, data.in_channels, data.image_size, data.image_size)
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except RuntimeError as err:
+        raise ConfigError(f"{where}: input-shape mismatch: the model fails on {list(x.shape[1:])} inputs of dataset "
+                          f"'{data.name}' ({str(err).splitlines()[0][:200]}).") from None
+    if tuple(out.shape) != (2, data.num_classes):
+        raise ConfigError(f"{where}: the model outputs {list(out.shape[1:])} per input; dataset '{data.name}' has "
+                          f"{data.num_classes} classes.")
+
+
+def load_external(entry: dict[str, Any], data: Any, base_dir: str | None, where: str,
+                  expected_sha256: str | None = None) -> nn.Module:
+    """Build `entry['arch']` for `data` with the entry's normalisation and load its weights, checked.
+
+    Args:
+        entry: a resolved model spec with `weights`, `arch`, `arch_params` and optional `mean`/`std`.
+        data: the datamodule (shapes, classes, default normalisation).
+        base_dir: the recipe's folder (`paths.recipe_dir`).
+        where: the recipe location for messages.
+        expected_sha256: when given, the file must still have this sha256 (planned vs built).
+
+    Raises:
+        ConfigError: any problem with the file or its fit, before any training.
+    """
+    path = resolve_file(entry["weights"], base_dir, where)
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise ConfigError(f"{where}: {entry['weights']} changed since the zoo was planned (sha256 differs). Rerun.")
+    state = read_state_dict(path, where)
+    mean, std = entry.get("mean"), entry.get("std")
+    if "normalize.mean" in state and "normalize.std" in state:  # the file carries its own normalisation
+        file_mean, file_std = state["normalize.mean"].flatten().tolist(), state["normalize.std"].flatten().tolist()
+        if mean is not None and not torch.allclose(torch.tensor(mean, dtype=torch.float32), torch.tensor(file_mean)):
+            raise ConfigError(f"{where}: mean {mean} disagrees with the file's normalize.mean {file_mean}; drop 'mean:'.")
+        if std is not None and not torch.allclose(torch.tensor(std, dtype=torch.float32), torch.tensor(file_std)):
+            raise ConfigError(f"{where}: std {std} disagrees with the file's normalize.std {file_std}; drop 'std:'.")
+        mean, std = file_mean, file_std
+    try:
+        model = build_model(entry["arch"], in_channels=data.in_channels, num_classes=data.num_classes,
+                            image_size=data.image_size, mean=mean if mean is not None else data.mean,
+                            std=std if std is not None else data.std, params=dict(entry.get("arch_params") or {}))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    state = to_classifier_keys(state, model, entry["arch"])
+    # The model was built with the normalisation in force (the entry's, the file's, else the dataset's).
+    state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith("normalize.")}}
+    check_fit(state, model, where, entry["arch"], data)
+    model.load_state_dict(state, strict=True)
+    dry_forward(model, data, where)
+    return model
+
+
+def load_pretrained_features(model: nn.Module, path: Path, arch: str, where: str) -> None:
+    """Load published weights into `model.features` (its head and normalisation stay): the offline
+    path of `pretrained: true`. Keys are checked strictly over the features."""
+    state = to_classifier_keys(read_state_dict(path, where), model, arch)
+    state = {k: v for k, v in state.items() if k.startswith("features.")}
+    keys = [k for k in model.state_dict() if k.startswith("features.")]
+    message = _mismatch_message(state, model, where, arch, keys)
+    if message:
+        raise ConfigError(message.replace("the weights", "the pretrained weights"))
+    for key in keys:
+        if tuple(state[key].shape) != tuple(model.state_dict()[key].shape):
+            raise ConfigError(f"{where}: pretrained weights' '{key}' is {list(state[key].shape)}, arch '{arch}' expects "
+                              f"{list(model.state_dict()[key].shape)}.")
+    model.features.load_state_dict({k[len("features."):]: v for k, v in state.items()}, strict=True)
+
+
+def import_entry(job: Any) -> dict[str, Any]:
+    """What `load_external` reads for an import job (the file at its planned absolute path)."""
+    ext = job.external
+    return {"weights": ext["path"], "arch": job.arch, "arch_params": job.arch_params, "mean": ext.get("mean"),
+            "std": ext.get("std")}
+
+
+def apply_pretrained(model: nn.Module, job: Any, data: Any) -> None:
+    """Start a training job from published weights: a local file (`pretrained_weights`) or timm's download."""
+    if job.external and job.external.get("pretrained_weights"):
+        path = Path(job.external["path"])
+        if sha256_file(path) != job.external["sha256"]:
+            raise ConfigError(f"{job.external['pretrained_weights']} changed since the zoo was planned; rerun.")
+        load_pretrained_features(model, path, job.arch, f"{job.role} {job.model_id}")
+    elif job.spec.get("pretrained"):
+        model.features.load_state_dict(pretrained_features_state(job.arch, data.in_channels, job.arch_params))
+
+
+def preflight(jobs: list[Any], data: Any) -> None:
+    """Every check of every external file of the plan (imports and local pretrained weights), before any work.
+
+    Raises:
+        ConfigError: the first bad file, naming the recipe entry and the fix.
+    """
+    for job in jobs:
+        if job.op == "import":
+            load_external(import_entry(job), data, None, f"{job.role} '{job.external['weights']}'", job.external["sha256"])
+        elif job.op == "train" and job.external and job.external.get("pretrained_weights"):
+            apply_pretrained(new_model(job.arch, job.arch_params, data, 0), job, data)
