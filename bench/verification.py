@@ -14,21 +14,20 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
+from bench.config import ConfigError
 from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
 from bench.evaluate import MethodRun, fingerprint_key, instantiate
 from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, load_imported
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
-from bench.nets import build_model
 from bench.oracle import Oracle
 from bench.results import ResultError, read_result
+from bench.zoo.external import load_external
 from bench.zoo.jobs import data_info
 from bench.zoo.store import ZooError, ZooStore
 from datamodules import DataConfig, build_datamodule
@@ -166,26 +165,11 @@ def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
     file = Path(path)
     if file.suffix not in WEIGHT_SUFFIXES:
         raise VerifyError(f"--suspect {file}: unsupported weights type '{file.suffix}'; use {', '.join(WEIGHT_SUFFIXES)}.")
-    if not file.is_file():
-        raise VerifyError(f"--suspect {file} does not exist.")
-    try:
-        state = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(file, map_location="cpu",
-                                                                                       weights_only=True)
-    except (SafetensorError, RuntimeError, ValueError, OSError, EOFError) as err:
-        raise VerifyError(f"--suspect {file} cannot be read ({type(err).__name__}: {err}); truncated or not a "
-                          "weights file.") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint's weights
-        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VerifyError(f"--suspect {file} is not a state dict of tensors.")
-    try:
-        model = build_model(arch, in_channels=data["in_channels"], num_classes=data["num_classes"],
-                            image_size=data["image_size"], mean=data["mean"], std=data["std"], params=arch_params or {})
-        model.load_state_dict(state)
-    except Exception as err:  # unknown arch (RegistryError), missing/unexpected keys or sizes (RuntimeError)
-        detail = str(err).strip().splitlines()
-        raise VerifyError(f"--suspect {file} does not fit --arch {arch}: {detail[0] if detail else err} "
-                          f"{detail[1].strip() if len(detail) > 1 else ''}").rstrip() from None
+    entry = {"weights": str(file), "arch": arch, "arch_params": dict(arch_params or {})}
+    try:  # the zoo's reader of external weights: never unpickles, names missing/unexpected keys and shapes
+        model = load_external(entry, SimpleNamespace(**data), None, f"--suspect {file}")
+    except ConfigError as err:
+        raise VerifyError(str(err)) from None
     return model.eval()
 
 
