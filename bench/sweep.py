@@ -22,6 +22,7 @@ from bench.config import ConfigError, load_recipe
 from bench.evaluate import run_benchmark
 from bench.io import atomic_write_text, inside, name_problem
 from bench.report.sweeps import write_sweep_report
+from bench.report.variants import method_config, variant_label
 from bench.results import read_result
 from bench.tracking import log_sweep
 from bench.trial_runs import finished, result_paths
@@ -181,7 +182,13 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
 def _row(spec: SweepSpec, index: int, point: dict[str, Any], trial: int, path: Path) -> dict[str, Any]:
     result = read_result(path)
     metrics = result["metrics"]
-    row = {"point": index, "trial": trial, "seed": result["seed"], **point, "method": result["method"]["name"],
+    name = result["method"]["name"]
+    swept = {key.split(".", 2)[2] for key in point if key.startswith(f"methods.{name}.") and key.count(".") >= 2}
+    config = {k: v for k, v in method_config(result).items() if k not in swept}
+    row = {"point": index, "trial": trial, "seed": result["seed"], **point, "method": name,
+           # what differs from the method's defaults besides the swept keys: two entries of one method in
+           # the recipe (e.g. adv_tra and adv_tra[score=agreement]) stay apart in the CSV and the plots
+           "variant": variant_label(name, config, result["config_sha256"][:8]),
            "auc": metrics["auc"], **{f"tpr@{k}": v for k, v in sorted(metrics["tpr_at_fpr"].items(), key=lambda kv: float(kv[0]))},
            "queries_per_suspect": result["queries_per_suspect"], "generate_s": result["timing_s"]["generate"],
            "result": str(path)}

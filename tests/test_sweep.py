@@ -27,6 +27,8 @@ def test_sweep_grid_trials_and_rerun(smoke_cfg, smoke_zoo, tmp_path):
     assert len(outcome.rows) == 2 * 2 * 2  # grid 2x2, 2 trials
     assert len({row["result"] for row in outcome.rows}) == 8
     assert {row["seed"] for row in outcome.rows} == {smoke_cfg.seed, smoke_cfg.seed + 1}
+    # the swept keys are not part of the variant: every point of one method entry has one label
+    assert len({row["variant"] for row in outcome.rows}) == 1
     assert outcome.csv.is_file() and len(outcome.csv.read_text().splitlines()) == 9
     heatmaps = [p for p in outcome.plots if p.name.endswith("heatmap.png")]
     assert heatmaps and all(p.read_bytes().startswith(b"\x89PNG") for p in heatmaps)
@@ -101,10 +103,29 @@ def test_sweep_plots_follow_fpr_targets(tmp_path, monkeypatch):
     labels = _captured_labels(monkeypatch)
     _, plots = write_sweep_report("s", ["n", "brake"], _points(("0.05", "0.2")), tmp_path / "grid")
     assert sorted(p.name for p in plots) == ["akh_auc_heatmap.png", "akh_tpr_at_0.05_heatmap.png"]
-    assert "T5%F (mean over trials)" in labels and "T5%F" in labels  # title and colorbar of the TPR heatmap
+    assert "akh: T5%F (mean over trials)" in labels and "T5%F" in labels  # title and colorbar of the TPR heatmap
     labels.clear()
     _, plots = write_sweep_report("s", ["n"], _points(("0.05", "0.2")), tmp_path / "line")
     assert [p.name for p in plots] == ["akh_lines.png"] and labels.count("T5%F") == 1 and "AUC" in labels
     labels.clear()
     _, plots = write_sweep_report("s", ["n", "brake"], _points(("0.01", "0.1")), tmp_path / "default")
-    assert "akh_tpr_at_0.01_heatmap.png" in [p.name for p in plots] and "T1%F (mean over trials)" in labels
+    assert "akh_tpr_at_0.01_heatmap.png" in [p.name for p in plots] and "akh: T1%F (mean over trials)" in labels
+
+
+def test_two_entries_of_one_method_stay_apart(tmp_path):
+    """A recipe with adv_tra and adv_tra[score=agreement]: one heatmap each, means not pooled."""
+    import pandas as pd
+
+    from bench.report.sweeps import write_sweep_report
+
+    rows = []
+    for variant, auc in (("adv_tra", 0.9), ("adv_tra[score=agreement]", 0.5)):
+        for point, (n, brake) in enumerate([(2, 0.8), (2, 1.0), (4, 0.8), (4, 1.0)]):
+            rows.append({"point": point, "trial": 0, "n": n, "brake": brake, "method": "adv_tra", "variant": variant,
+                         "auc": auc, "tpr@0.01": auc})
+    csv, plots = write_sweep_report("s", ["n", "brake"], rows, tmp_path)
+    assert sorted(p.name for p in plots) == ["adv_tra_auc_heatmap.png", "adv_tra_score_agreement_auc_heatmap.png",
+                                             "adv_tra_score_agreement_tpr_at_0.01_heatmap.png",
+                                             "adv_tra_tpr_at_0.01_heatmap.png"]
+    frame = pd.read_csv(csv)
+    assert frame.groupby("variant")["auc"].mean().to_dict() == {"adv_tra": 0.9, "adv_tra[score=agreement]": 0.5}

@@ -8,6 +8,7 @@ factor x length); one swept key gives line plots of the same two figures with a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def _axis(frame: pd.DataFrame, key: str) -> str:
     return key
 
 
-def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path: Path) -> Path:
+def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path: Path, variant: str) -> Path:
     table = frame.groupby([y, x])[metric].mean().unstack(x).sort_index().sort_index(axis=1)
     fig = _figure(1.2 + 0.9 * table.shape[1], 1.0 + 0.6 * table.shape[0])
     ax = fig.add_subplot()
@@ -47,11 +48,11 @@ def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path:
         if not np.isnan(value):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
     fig.colorbar(image, ax=ax, label=title)
-    ax.set_title(f"{title} (mean over trials)")
+    ax.set_title(f"{variant}: {title} (mean over trials)")
     return _save(fig, path)
 
 
-def _lines(frame: pd.DataFrame, x: str, path: Path) -> Path:
+def _lines(frame: pd.DataFrame, x: str, path: Path, variant: str) -> Path:
     fig = _figure(6, 4)
     ax = fig.add_subplot()
     for metric, title in metrics(frame):
@@ -65,6 +66,7 @@ def _lines(frame: pd.DataFrame, x: str, path: Path) -> Path:
     ax.set_xlabel(x)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("metric (mean, 95% band over trials)")
+    ax.set_title(variant)
     ax.legend()
     return _save(fig, path)
 
@@ -72,15 +74,20 @@ def _lines(frame: pd.DataFrame, x: str, path: Path) -> Path:
 def write_sweep_report(name: str, keys: list[str], rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, list[Path]]:
     """Write `<out_dir>/points.csv` and the plots that fit the number of swept keys."""
     out = Path(out_dir)
-    frame = pd.DataFrame(rows).sort_values(["method", "point", "trial"]).reset_index(drop=True)
+    frame = pd.DataFrame(rows)
+    if "variant" not in frame:  # rows written before variants were recorded: one variant per method
+        frame["variant"] = frame["method"]
+    frame = frame.sort_values(["variant", "point", "trial"]).reset_index(drop=True)
     csv = out / "points.csv"
     atomic_write_text(csv, frame.to_csv(index=False, float_format="%.6g"))
     plots: list[Path] = []
-    for method, part in frame.groupby("method"):
+    for variant, part in frame.groupby("variant"):
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(variant)).strip("_")  # adv_tra[score=agreement] -> adv_tra_score_agreement
         if len(keys) == 2:
             x, y = _axis(part, keys[0]), _axis(part, keys[1])
             for metric, title in metrics(part):
-                plots.append(_heatmap(part, x, y, metric, title, out / f"{method}_{metric.replace('@', '_at_')}_heatmap.png"))
+                plots.append(_heatmap(part, x, y, metric, title, out / f"{stem}_{metric.replace('@', '_at_')}_heatmap.png",
+                                      str(variant)))  # fmt: skip
         elif len(keys) == 1:
-            plots.append(_lines(part, _axis(part, keys[0]), out / f"{method}_lines.png"))
+            plots.append(_lines(part, _axis(part, keys[0]), out / f"{stem}_lines.png", str(variant)))
     return csv, plots
