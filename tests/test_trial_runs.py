@@ -140,3 +140,25 @@ def test_zero_trials_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trials.count=0 must be >= 1" in err
     assert not (tmp_path / "zoo").exists()
+
+
+
+def test_two_entries_of_one_method_add_up_in_the_generate_phase(smoke_root, smoke_zoo, monkeypatch):
+    """Two akh entries: the phase `generate akh` is the time of both generations, not the last one's."""
+    import time
+
+    import bench.evaluate as evaluate
+    from bench.config import load_recipe
+
+    real = evaluate._generate
+
+    def slow(*args: Any) -> None:
+        time.sleep(0.5)
+        real(*args)
+
+    monkeypatch.setattr(evaluate, "_generate", slow)
+    results_dir = smoke_root / "two_akh_results"
+    cfg = load_recipe(SMOKE, [*smoke_overrides(smoke_root), f"paths.results_dir={results_dir}", "methods=[akh,akh]"])
+    assert [m["name"] for m in cfg.methods] == ["akh", "akh"]
+    outcome = evaluate.run_benchmark(cfg, progress=False)
+    assert outcome.phases["generate akh"] >= 1.0  # 0.5 s each; the last entry alone would be 0.5 s
