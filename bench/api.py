@@ -12,7 +12,6 @@ docs/byo.md ("Python API") lists every call; docs/examples/digits_end_to_end.py 
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from torch import nn
 
+from bench import API
 from bench.config import load_recipe
 from bench.evaluate import instantiate, load_pools, method_pool_specs, resolve_device, run_benchmark
 from bench.fingerprint_import import build_imported, write_imported
@@ -33,9 +33,7 @@ from bench.zoo.build import build_zoo as _build_zoo
 from bench.zoo.jobs import setup_datamodule
 from datamodules import build_datamodule
 
-log = logging.getLogger(__name__)
-
-__all__ = ["benchmark", "build_zoo", "fingerprint", "import_fingerprint", "load_fingerprint", "load_recipe", "verify"]
+__all__ = list(API)  # the names `bench` exposes lazily (bench/__init__.py)
 
 SCORE_COLUMNS = ("method", "variant", "config_sha256", "model_id", "role", "group", "attack", "kind", "score",
                  "queries", "result")

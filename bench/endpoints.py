@@ -130,6 +130,8 @@ def _check_spec(spec: EndpointSpec, where: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{where}: {name}={value!r} must be a number.")
+        if name in ("batch_size", "retries", "test_acc_samples") and not isinstance(value, int):
+            raise ValueError(f"{where}: {name}={value!r} must be a whole number.")
         least = 0 if name in ("retries", "backoff_s", "test_acc_samples") else 1 if name == "batch_size" else None
         if (least is None and value <= 0) or (least is not None and value < least):
             bound = "> 0" if least is None else f">= {least}"

@@ -30,7 +30,9 @@ from bench.oracle import Oracle
 from bench.published import overwrite_decision
 from bench.report import write_leaderboard, write_plots
 from bench.results import make_result, result_path, write_result
+from bench.training import predicted_labels
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
+from bench.zoo.jobs import agreement
 from bench.zoo.pool_plan import pool_jobs_for, pool_summary
 from datamodules import build_datamodule
 
@@ -234,14 +236,9 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
             # The oracle shows the role only to a method that declared access "manifest" (loop guards).
             oracle = Oracle(model, access=run.method.access, batch_size=cfg.eval.query_batch_size,
                             manifest_role=record["role"])
-            t0 = time.perf_counter()
-            figures = run.method.measure(run.fingerprint, oracle)
-            run.verify_seconds += time.perf_counter() - t0
-            run.per_model.append({
+            _measure(run, oracle, {
                 "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
                 "group": job.attack if job.role == "positive" else job.kind,
-                "score": float(figures["score"]), "queries": oracle.queries,
-                "extras": {k: float(v) for k, v in figures.items() if k != "score"},
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
                 "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
@@ -289,28 +286,30 @@ def _open_endpoints(cfg: DictConfig, runs: list[MethodRun]) -> list[Endpoint]:
     return endpoints
 
 
+def _measure(run: MethodRun, oracle: Oracle, row: dict[str, Any]) -> None:
+    """Score one suspect with one method (timed into its verification seconds); append its per_model row."""
+    t0 = time.perf_counter()
+    figures = run.method.measure(run.fingerprint, oracle)
+    run.verify_seconds += time.perf_counter() - t0
+    run.per_model.append({**row, "score": float(figures["score"]), "queries": oracle.queries,
+                          "extras": {k: float(v) for k, v in figures.items() if k != "score"}})
+
+
 def _score_endpoint(endpoint: Endpoint, runs: list[MethodRun], datamodule: Any, source: torch.nn.Module) -> None:
     """Query one endpoint suspect through every method's oracle; its test accuracy once, on the side."""
     spec = endpoint.spec
-    test_acc = agreement = None
+    test_acc = source_agreement = None
     if spec.test_acc_samples > 0:  # measured on the first test inputs, outside every method's query count
         x, y = datamodule.tensors("test", spec.test_acc_samples)
         labels = endpoint.labels(x)
-        source_labels = Oracle(source).labels(x).cpu()
-        test_acc = int((labels == y).sum()) / max(len(y), 1)  # as the zoo measures its models' test_acc
-        agreement = int((labels == source_labels).sum()) / max(len(y), 1)
+        test_acc = agreement(labels, y)  # as the zoo measures its models' test_acc
+        source_agreement = agreement(labels, predicted_labels(source, x))
     for run in runs:
-        oracle = Oracle(endpoint, access=run.method.access, manifest_role=spec.role)
-        t0 = time.perf_counter()
-        figures = run.method.measure(run.fingerprint, oracle)
-        run.verify_seconds += time.perf_counter() - t0
-        run.per_model.append({
+        _measure(run, Oracle(endpoint, access=run.method.access, manifest_role=spec.role), {
             "model_id": spec.model_id, "role": spec.role, "group": spec.group, "endpoint": True,
             "attack": spec.group if spec.role == "positive" else None,
             "kind": spec.group if spec.role == "negative" else None,
-            "score": float(figures["score"]), "queries": oracle.queries,
-            "extras": {k: float(v) for k, v in figures.items() if k != "score"},
-            "test_acc": test_acc, "source_agreement": agreement,
+            "test_acc": test_acc, "source_agreement": source_agreement,
         })
     log.info("endpoint '%s': %d request(s) sent", spec.label, endpoint.requests)
 

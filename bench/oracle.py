@@ -59,9 +59,13 @@ class Oracle:
         except StopIteration:
             return torch.device("cpu")
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _check_batch(x: torch.Tensor) -> None:
         if x.dim() < 2:
             raise ValueError(f"Oracle queries are a batch of inputs; got a tensor of shape {tuple(x.shape)}.")
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_batch(x)
         outputs = []
         with eval_mode(self._model), torch.no_grad():
             for chunk in x.split(self.batch_size):
@@ -85,8 +89,7 @@ class Oracle:
         return self._logits(x).softmax(dim=1)
 
     def _endpoint(self, x: torch.Tensor, want: str) -> torch.Tensor:
-        if x.dim() < 2:
-            raise ValueError(f"Oracle queries are a batch of inputs; got a tensor of shape {tuple(x.shape)}.")
+        self._check_batch(x)
         endpoint = self._model
         answer = endpoint.labels(x) if want == "labels" else endpoint.probabilities(x)  # type: ignore[union-attr]
         self.queries += int(x.shape[0])

@@ -9,7 +9,6 @@ benchmark (`calibrated_threshold`; docs/byo.md, "Verify one suspect").
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,15 +26,12 @@ from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, load_im
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
 from bench.oracle import Oracle
 from bench.results import ResultError, read_result
-from bench.zoo.external import load_external
+from bench.zoo.external import WEIGHT_SUFFIXES, load_external
 from bench.zoo.jobs import data_info
 from bench.zoo.store import ZooError, ZooStore
 from datamodules import DataConfig, build_datamodule
 
-log = logging.getLogger(__name__)
-
 DEFAULT_FPR = 0.01  # the calibration target: at most 1% of the benchmark's negatives above the threshold
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
 class VerifyError(ValueError):

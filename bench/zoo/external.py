@@ -28,6 +28,9 @@ EXPORT_HINT = ("Export the weights instead of the module: `torch.save(model.stat
                "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`.")
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # the weights files fpbench reads (safetensors, state dicts)
+
+
 def resolve_file(value: str, base_dir: str | None, where: str) -> Path:
     """`value` (relative to `base_dir`, the recipe's folder) as an existing file, else a ConfigError."""
     path = Path(value)

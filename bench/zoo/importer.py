@@ -25,10 +25,11 @@ import yaml
 from bench.config import ConfigError, load_recipe
 from bench.io import atomic_write_text, inside
 from bench.zoo.build import build_zoo, prepare
+from bench.zoo.external import WEIGHT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-WEIGHT_NAMES = ("model.safetensors", "model.pt", "model.pth")
+WEIGHT_NAMES = tuple(f"model{suffix}" for suffix in WEIGHT_SUFFIXES)
 META_NAMES = ("meta.yaml", "meta.yml", "meta.json")
 # meta keys copied into the zoo entry as they are; `label`, `attack`, `kind` are read separately.
 ENTRY_KEYS = ("arch", "arch_params", "mean", "std")

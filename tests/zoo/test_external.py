@@ -51,6 +51,7 @@ def _plain_train(arch: str = "convnet", seed: int = 0, num_classes: int = 10, im
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("weights")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.save(_plain_train(seed=0).state_dict(), folder / "source.pt")
     save_file(_plain_train(seed=1).state_dict(), str(folder / "stolen.safetensors"))
@@ -60,6 +61,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save(_plain_train(arch="mlp"), folder / "module.pt")  # a pickled nn.Module
     data = (folder / "stolen.safetensors").read_bytes()
     (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    torch.set_num_threads(threads)  # the suite's other tests keep their own thread count
     return folder
 
 
