@@ -61,7 +61,7 @@ EXAMPLES = {
 }
 # options that take the next argument
 VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
-                 "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access")
+                 "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name")
 
 
 def version_text() -> str:
@@ -236,7 +236,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"paths.published_dir={found}")
             cfg = load_recipe(args.recipe, overrides)
     _check_paths(cfg)
-    configs = trial_configs(args.recipe, overrides) if cfg.trials.count > 1 else [cfg]
+    configs = trial_configs(cfg, args.recipe, overrides) if cfg.trials.count > 1 else [cfg]
     if pub.writes_published(cfg) and not cfg.paths.overwrite_published:
         log.warning("paths.results_dir=%s is the published benchmark: a result there whose numbers differ from "
                     "this run's is kept, not replaced (paths.overwrite_published=true replaces it).", cfg.paths.results_dir)

@@ -8,6 +8,7 @@ are validated by the zoo planner (`bench.zoo.plan`), which the CLI runs before a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -251,8 +252,8 @@ def _resolve_method(entry: dict, overrides: list[DictConfig]) -> dict:
         params = OmegaConf.to_container(OmegaConf.merge(params, override))
     method_cls = METHODS.get(name)
     # A loop-level key, not a Config field: the imported fingerprint to score (docs/byo.md, External fingerprints)
-    imported = {IMPORT_KEY: params.pop(IMPORT_KEY)} if params.get(IMPORT_KEY) is not None else {}
-    params.pop(IMPORT_KEY, None)
+    value = params.pop(IMPORT_KEY, None)
+    imported = {IMPORT_KEY: value} if value is not None else {}
     merged = _merge_checked(OmegaConf.structured(method_cls.Config), params, f"method '{name}'")
     try:
         config = OmegaConf.to_object(merged)
@@ -342,7 +343,8 @@ def _check_choices(cfg: DictConfig) -> None:
 
 # ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the
 # config hashes (result file names) of recipes that do not use them stay what they were.
-EXTERNAL_DEFAULTS = {"weights": None, "mean": None, "std": None, "pretrained": False, "pretrained_weights": None}
+EXTERNAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSpec)
+                     if f.name in ("weights", "mean", "std", "pretrained", "pretrained_weights")}
 
 
 def without_unset_external(spec: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +380,8 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
 
 
 def recipe_sha256(cfg: DictConfig) -> str:
-    """sha256 of the resolved recipe, without `paths`, `tracking` and `compute`."""
+    """sha256 of the resolved recipe without `paths`, `tracking`, `compute` and `trials`, an empty
+    `zoo.endpoints` and unset external-model fields (so older recipes keep their hashes)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in HASH_EXCLUDED}
     return sha256_json(_hashed(data))
 

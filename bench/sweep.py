@@ -183,7 +183,7 @@ def _row(spec: SweepSpec, index: int, point: dict[str, Any], trial: int, path: P
     result = read_result(path)
     metrics = result["metrics"]
     name = result["method"]["name"]
-    swept = {key.split(".", 2)[2] for key in point if key.startswith(f"methods.{name}.") and key.count(".") >= 2}
+    swept = {key.split(".", 2)[2] for key in point if key.startswith(f"methods.{name}.")}
     config = {k: v for k, v in method_config(result).items() if k not in swept}
     row = {"point": index, "trial": trial, "seed": result["seed"], **point, "method": name,
            # what differs from the method's defaults besides the swept keys: two entries of one method in

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers.logger import DummyExperiment
 
 from bench.config import to_dict
 from bench.report import plot_roc, plot_scores_box
@@ -148,43 +150,38 @@ class GuardedRun:
         return guarded
 
 
-def _guarded_logger_class() -> type:
-    """`WandbLogger` whose run is a `GuardedRun` (built on first use: Lightning's logger imports lazily)."""
-    from pytorch_lightning.loggers import WandbLogger
-    from pytorch_lightning.loggers.logger import DummyExperiment
+class GuardedWandbLogger(WandbLogger):
+    """`WandbLogger` whose run is a `GuardedRun` (module level: a spawned DDP rank unpickles it)."""
 
-    class GuardedWandbLogger(WandbLogger):
-        def __init__(self, what: str, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self._what, self._guarded_run = what, None
+    def __init__(self, what: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._what, self._guarded_run = what, None
 
-        @property
-        def experiment(self) -> Any:
-            run = WandbLogger.experiment.fget(self)  # rank > 0: Lightning's dummy, nothing to guard
-            if isinstance(run, DummyExperiment) or isinstance(run, GuardedRun):
-                return run
-            if self._guarded_run is None or self._guarded_run.run is not run:
-                self._guarded_run = GuardedRun(run, self._what, self._wandb_init.get("mode", "offline"))
-            return self._guarded_run
+    @property
+    def experiment(self) -> Any:
+        run = WandbLogger.experiment.fget(self)  # rank > 0: Lightning's dummy, nothing to guard
+        if isinstance(run, (DummyExperiment, GuardedRun)):
+            return run
+        if self._guarded_run is None or self._guarded_run.run is not run:
+            self._guarded_run = GuardedRun(run, self._what, self._wandb_init.get("mode", "offline"))
+        return self._guarded_run
 
-        def log_hyperparams(self, params: Any) -> None:
-            try:
-                super().log_hyperparams(params)
-            except Exception as err:
-                fall_back(f"{self._what} (hyperparameters)", err, self._wandb_init.get("mode", "offline"))
+    def log_hyperparams(self, params: Any) -> None:
+        try:
+            super().log_hyperparams(params)
+        except Exception as err:
+            fall_back(f"{self._what} (hyperparameters)", err, self._wandb_init.get("mode", "offline"))
 
-        def __getstate__(self) -> dict[str, Any]:  # a spawned DDP rank re-attaches to the run itself
-            state = super().__getstate__()
-            state["_guarded_run"] = None
-            return state
-
-    return GuardedWandbLogger
+    def __getstate__(self) -> dict[str, Any]:  # a spawned DDP rank re-attaches to the run itself
+        state = super().__getstate__()
+        state["_guarded_run"] = None
+        return state
 
 
 def training_logger_factory(cfg: DictConfig) -> Callable[[Any], Any] | None:
     """job -> a Lightning `WandbLogger` for that zoo model's training curve, False when W&B failed
     (None when disabled). The run is opened here, inside the guard, not later inside the fit."""
-    if wandb_settings(cfg) is None or not cfg.tracking.wandb.log_zoo:
+    if effective_mode(cfg.tracking.wandb.mode) == "disabled" or not cfg.tracking.wandb.log_zoo:
         return None
 
     def factory(job: Any) -> Any:
@@ -193,7 +190,7 @@ def training_logger_factory(cfg: DictConfig) -> Callable[[Any], Any] | None:
         def open_logger(settings: dict[str, Any]) -> Any:
             kwargs = dict(settings)
             save_dir = kwargs.pop("dir")  # WandbLogger ignores `dir` unless save_dir is left at "."
-            logger = _guarded_logger_class()(what, name=f"zoo/{job.role}/{job.model_id}", save_dir=save_dir, job_type="zoo",
+            logger = GuardedWandbLogger(what, name=f"zoo/{job.role}/{job.model_id}", save_dir=save_dir, job_type="zoo",
                                              reinit="finish_previous", config={"job": job.record_base(), "recipe": to_dict(cfg)},
                                              **kwargs)
             _ = logger.experiment  # wandb.init now, where a failure falls back, not inside Lightning's fit

@@ -29,7 +29,8 @@ from bench.io import atomic_write_json, inside
 from bench.provenance import collect_hardware, usable_cpus
 from bench.published import writes_published
 from bench.results import ResultError, read_result, result_path
-from bench.zoo.build import prepare
+from bench.zoo.jobs import setup_datamodule
+from bench.zoo.plan import plan_zoo
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,15 @@ def trial_overrides(cfg: DictConfig, trial: int) -> list[str]:
     return out
 
 
-def trial_configs(recipe: str | Path, overrides: list[str]) -> list[DictConfig]:
-    """Every trial's validated config, each zoo planned (cheap: no training) so errors surface first."""
-    base = load_recipe(recipe, overrides)
+def trial_configs(base: DictConfig, recipe: str | Path, overrides: list[str]) -> list[DictConfig]:
+    """Every trial's validated config (``base``: the recipe loaded with ``overrides``, trial 0), each
+    zoo planned (cheap: no training) so errors surface first."""
     configs = [base if t == 0 else load_recipe(recipe, [*overrides, *trial_overrides(base, t)])
                for t in range(int(base.trials.count))]  # fmt: skip
     if len(configs) > 1:
-        pools = method_pool_specs(base)
-        for cfg in configs:
-            prepare(cfg, pools)  # raises ConfigError (e.g. a SAST negative's seed equal to a trial's source seed)
+        pools, dm = method_pool_specs(base), setup_datamodule(base)  # trials differ in seeds only: data read once
+        for cfg in configs:  # ConfigError, e.g. a SAST negative's seed equal to a trial's source seed
+            plan_zoo(cfg, dm.split_hashes(), pools)
     return configs
 
 
@@ -86,7 +87,6 @@ class TrialRun:
 class TrialsOutcome:
     runs: list[TrialRun] = field(default_factory=list)
     seconds: float = 0.0
-    timing_path: Path | None = None
 
     @property
     def failed(self) -> bool:
@@ -162,7 +162,6 @@ def write_timing(cfg: DictConfig, record: dict[str, Any]) -> Path | None:
     if path.exists() and writes_published(cfg) and not cfg.paths.overwrite_published:
         log.warning("%s is published and kept (paths.overwrite_published=true replaces it).", path)
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
     return path
 

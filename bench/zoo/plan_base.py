@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from bench.config import ConfigError, ModelSpec, without_unset_external
 from bench.io import sha256_file, sha256_json
 from bench.nets import check_arch
+from bench.nets.timm_net import is_timm_arch
 from bench.recipe_checks import check_model_spec
 from bench.registry import RegistryError
 from bench.zoo.external import resolve_file
@@ -133,7 +134,7 @@ def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict
     _check_arch(spec["arch"], spec["arch_params"])
     if spec.get("weights"):
         raise ConfigError(f"A {role} with 'weights:' is imported, not trained; drop 'weights:' from its training spec.")
-    if spec.get("pretrained") and not spec["arch"].startswith("timm:") and not spec.get("pretrained_weights"):
+    if spec.get("pretrained") and not is_timm_arch(spec["arch"]) and not spec.get("pretrained_weights"):
         raise ConfigError(f"{role}: 'pretrained: true' downloads timm's weights and needs a 'timm:<name>' arch (got "
                           f"'{spec['arch']}'); for other archs give 'pretrained_weights: FILE'.")
     payload = {"role": role, "op": "train", "data": dataset, "split_hash": split_hashes[spec["split"]], "spec": spec}
