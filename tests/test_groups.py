@@ -50,7 +50,7 @@ def results_dir(tmp_path: Path) -> Path:
 
 
 def test_group_means_over_trials(results_dir: Path) -> None:
-    groups, separations = group_tables(results_dir, build_board(results_dir))
+    groups, separations = group_tables(build_board(results_dir))
     by_group = {r["group"]: r for r in groups.to_dict("records")}
     assert set(by_group) == set(SUSPECTS)
     # ftll: trial means 0.9 and 0.9 -> 0.9 ± 0
@@ -78,7 +78,7 @@ def test_trials_separated_counts_auc_one(tmp_path: Path) -> None:
                              per_model=result["per_model"], timing_s=result["timing_s"], bootstrap=BootstrapConfig(n=0),
                              git_path=None)  # fmt: skip
         write_result(result, result_path(tmp_path, "tiny", "akh", result["config_sha256"], trial))
-    _, separations = group_tables(tmp_path, build_board(tmp_path))
+    _, separations = group_tables(build_board(tmp_path))
     assert int(separations.iloc[0]["trials_separated"]) == 2
 
 
@@ -90,5 +90,5 @@ def test_group_files_are_written_and_deterministic(results_dir: Path) -> None:
     assert (md.read_bytes(), csv.read_bytes()) == first
     text = md.read_text()
     assert "| akh | 2 | 0.900 ± 0.000 |" in text and "0/2" in text and "| yes |" in text
-    groups, separations = group_tables(results_dir, board)
+    groups, separations = group_tables(board)
     assert groups_markdown(groups, separations) == text

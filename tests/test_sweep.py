@@ -112,7 +112,7 @@ def test_sweep_plots_follow_fpr_targets(tmp_path, monkeypatch):
     assert "akh_tpr_at_0.01_heatmap.png" in [p.name for p in plots] and "akh: T1%F (mean over trials)" in labels
 
 
-def test_two_entries_of_one_method_stay_apart(tmp_path):
+def test_two_entries_of_one_method_stay_apart(tmp_path, monkeypatch):
     """A recipe with adv_tra and adv_tra[score=agreement]: one heatmap each, means not pooled."""
     import pandas as pd
 
@@ -123,9 +123,12 @@ def test_two_entries_of_one_method_stay_apart(tmp_path):
         for point, (n, brake) in enumerate([(2, 0.8), (2, 1.0), (4, 0.8), (4, 1.0)]):
             rows.append({"point": point, "trial": 0, "n": n, "brake": brake, "method": "adv_tra", "variant": variant,
                          "auc": auc, "tpr@0.01": auc})
+    labels = _captured_labels(monkeypatch)
     csv, plots = write_sweep_report("s", ["n", "brake"], rows, tmp_path)
     assert sorted(p.name for p in plots) == ["adv_tra_auc_heatmap.png", "adv_tra_score_agreement_auc_heatmap.png",
                                              "adv_tra_score_agreement_tpr_at_0.01_heatmap.png",
                                              "adv_tra_tpr_at_0.01_heatmap.png"]
     frame = pd.read_csv(csv)
     assert frame.groupby("variant")["auc"].mean().to_dict() == {"adv_tra": 0.9, "adv_tra[score=agreement]": 0.5}
+    # one heatmap per variant, each titled with it (pooled, there would be one titled "adv_tra")
+    assert "adv_tra: AUC (mean over trials)" in labels and "adv_tra[score=agreement]: AUC (mean over trials)" in labels

@@ -25,7 +25,7 @@ import pandas as pd
 
 from bench.io import atomic_write_text
 from bench.report.leaderboard_text import fmt, md_code, md_text, with_spread
-from bench.results import read_result
+from bench.report.positive_sets import ALL
 
 if TYPE_CHECKING:
     from bench.report.leaderboard import Board
@@ -39,7 +39,7 @@ SEPARATION_COLUMNS = ["zoo", "benchmark", "method", "variant", "config", "versio
 
 def _all_view_rows(board: Board) -> list[dict[str, Any]]:
     rows = board.rows.to_dict("records")
-    return [r for r in rows if r.get("positives", "all") in ("all", None)]
+    return [r for r in rows if r["positives"] == ALL]
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -81,13 +81,13 @@ def _row_tables(row: dict[str, Any], results: list[dict[str, Any]]) -> tuple[lis
     return groups, separation
 
 
-def group_tables(results_dir: str | Path, board: Board) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-group table :data:`GROUP_COLUMNS`, per-row separation table :data:`SEPARATION_COLUMNS`)."""
-    root = Path(results_dir)
+def group_tables(board: Board) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-group table :data:`GROUP_COLUMNS`, per-row separation table :data:`SEPARATION_COLUMNS`)
+    from the results the board aggregates (its `all` view)."""
     groups: list[dict[str, Any]] = []
     separations: list[dict[str, Any]] = []
     for row in _all_view_rows(board):
-        results = [board.results.get(("all", rel)) or read_result(root / rel) for rel in row["result_files"]]
+        results = [board.results[(ALL, rel)] for rel in row["result_files"]]
         row_groups, separation = _row_tables(row, results)
         groups += row_groups
         separations.append(separation)
@@ -126,7 +126,7 @@ def groups_markdown(groups: pd.DataFrame, separations: pd.DataFrame) -> str:
 def write_group_tables(results_dir: str | Path, board: Board) -> tuple[Path, Path]:
     """Write ``groups.md`` and ``groups.csv`` (groups and separation in one file each) under ``results_dir``."""
     root = Path(results_dir)
-    groups, separations = group_tables(root, board)
+    groups, separations = group_tables(board)
     md, csv = root / "groups.md", root / "groups.csv"
     atomic_write_text(md, groups_markdown(groups, separations))
     merged = groups.merge(separations.drop(columns=["trials"]), how="left",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -211,7 +212,10 @@ def build_board(results_dir: str | Path) -> Board:
     """
     root = Path(results_dir)
     files = tr.unique_trials([(path.relative_to(root).as_posix(), result) for path, result in iter_results(root)])
-    viewed = [(rel, view, result) for rel, original in files for view, result in ps.views(original)]
+    trials_per_row = Counter(tr.row_key(result) for _, result in files)
+    # A derived view's CI over suspects is shown only for a single-trial row; the bootstrap is skipped otherwise.
+    viewed = [(rel, view, result) for rel, original in files
+              for view, result in ps.views(original, ci=trials_per_row[tr.row_key(original)] == 1)]  # fmt: skip
     targets = result_fpr_targets(result for _, _, result in viewed)
     rows = _group(viewed)
     labels = _labels(rows)

@@ -93,12 +93,13 @@ def _bootstrap(config: Mapping[str, Any]) -> BootstrapConfig:
                            seed=int(boot.get("seed", default.seed)))  # fmt: skip
 
 
-def restrict(result: Mapping[str, Any], keep: list[dict[str, Any]]) -> dict[str, Any]:
+def restrict(result: Mapping[str, Any], keep: list[dict[str, Any]], ci: bool = True) -> dict[str, Any]:
     """A shallow copy of ``result`` whose suspects are ``keep`` and whose metrics are recomputed on them.
 
     Metrics come from :func:`bench.metrics.compute_metrics` with the FPR targets the result stores and
     its ``eval.bootstrap`` settings, and per-model extras averaged per group, as the loop computes them;
-    ``queries_per_suspect`` is the mean over ``keep``.
+    ``queries_per_suspect`` is the mean over ``keep``. ``ci=False`` leaves the bootstrap CI out (the
+    leaderboard shows a CI over suspects only for single-trial rows).
     """
     targets = sorted(float(key) for key in result["metrics"]["tpr_at_fpr"])
     extra_keys = sorted({key for record in keep for key in record.get("extras") or {}})
@@ -106,14 +107,14 @@ def restrict(result: Mapping[str, Any], keep: list[dict[str, Any]]) -> dict[str,
     out["per_model"] = keep
     out["metrics"] = compute_metrics(
         [r["score"] for r in keep], [1 if r["role"] == "positive" else 0 for r in keep], [r["group"] for r in keep],
-        fpr_targets=targets, bootstrap=_bootstrap(result["config"]),
+        fpr_targets=targets, bootstrap=_bootstrap(result["config"]) if ci else BootstrapConfig(n=0),
         extras={k: [(r.get("extras") or {}).get(k, math.nan) for r in keep] for k in extra_keys},
     )  # fmt: skip
     out["queries_per_suspect"] = sum(r["queries"] for r in keep) / len(keep)
     return out
 
 
-def paper_view(result: Mapping[str, Any]) -> dict[str, Any] | None:
+def paper_view(result: Mapping[str, Any], ci: bool = True) -> dict[str, Any] | None:
     """The ``paper`` view of a result: its negatives and Table 2 positives, metrics recomputed.
 
     Returns:
@@ -128,12 +129,13 @@ def paper_view(result: Mapping[str, Any]) -> dict[str, Any] | None:
     has_negative = any(r["role"] == "negative" for r in records)
     if n_paper == 0 or n_paper == n_positive or not has_negative:
         return None
-    return restrict(result, [r for r, is_paper in zip(records, paper) if is_paper or r["role"] == "negative"])
+    return restrict(result, [r for r, is_paper in zip(records, paper) if is_paper or r["role"] == "negative"], ci)
 
 
-def views(result: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """``[("all", result)]``, plus ``("paper", view)`` when :func:`paper_view` derives one."""
-    derived = paper_view(result)
+def views(result: Mapping[str, Any], ci: bool = True) -> list[tuple[str, Mapping[str, Any]]]:
+    """``[("all", result)]``, plus ``("paper", view)`` when :func:`paper_view` derives one (``ci``: see
+    :func:`restrict`)."""
+    derived = paper_view(result, ci)
     return [(ALL, result)] if derived is None else [(ALL, result), (PAPER, derived)]
 
 

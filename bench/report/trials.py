@@ -105,8 +105,8 @@ def unique_trials(files: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[
         first, earlier = kept[key]
         what = f"trial {format_trial(key[1])} of {result['method']['name']} (config {key[0][3][:8]})"
         if earlier["zoo"]["manifest_sha256"] == result["zoo"]["manifest_sha256"]:
-            log.warning("%s repeats %s of %s on the same zoo manifest (a copy?); counted once, from %s.",
-                        rel, what, first, first)  # fmt: skip
+            log.warning("%s repeats %s on the same zoo manifest (a copy?); counted once, from %s.",
+                        rel, what, first)  # fmt: skip
         else:
             log.warning("%s and %s conflict: %s on different zoo manifests (%s vs %s); kept %s, the first by "
                         "path; delete the stale one.", first, rel, what, earlier["zoo"]["manifest_sha256"][:8],
