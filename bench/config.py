@@ -66,6 +66,7 @@ class ModelSpec:
     std: list[float] | None = None  # per-channel std of that normalisation; None: the datamodule's
     pretrained: bool = False  # start training from timm's published weights (downloads once; timm: archs)
     pretrained_weights: str | None = None  # the offline path: a local file of those weights (any arch)
+    factory: str | None = None  # "package.module:function" builds the model: shorthand for arch "factory:<it>"
 
 
 @dataclass
@@ -344,7 +345,7 @@ def _check_choices(cfg: DictConfig) -> None:
 # ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the
 # config hashes (result file names) of recipes that do not use them stay what they were.
 EXTERNAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSpec)
-                     if f.name in ("weights", "mean", "std", "pretrained", "pretrained_weights")}
+                     if f.name in ("weights", "mean", "std", "pretrained", "pretrained_weights", "factory")}
 
 
 def without_unset_external(spec: dict[str, Any]) -> dict[str, Any]:

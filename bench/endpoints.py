@@ -8,7 +8,6 @@ which counts and restricts its queries as it does for a model.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bench.callables import load_callable
 from bench.io import sha256_json
 
 log = logging.getLogger(__name__)
@@ -143,25 +143,6 @@ def _check_spec(spec: EndpointSpec, where: str) -> None:
                              "url: http://127.0.0.1:8000/predict.")
     else:
         load_callable(str(spec.callable), where)
-
-
-def load_callable(target: str, where: str) -> Callable[[torch.Tensor], Any]:
-    """Import `package.module:function` and check that it is callable."""
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{where}: callable={target!r} must read 'package.module:function'.")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as err:
-        raise ValueError(f"{where}: cannot import module '{module_name}' of callable={target!r}: "
-                         f"{type(err).__name__}: {err}. Check the name and that it is on PYTHONPATH.") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"{where}: module '{module_name}' has no attribute '{attr}' (callable={target!r}).")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"{where}: callable={target!r} is a {type(obj).__name__}, not a function.")
-    return obj
 
 
 class Endpoint:

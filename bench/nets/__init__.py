@@ -15,6 +15,7 @@ from torch import nn
 
 from bench.nets import resnet, small  # noqa: F401  (imported to register their architectures)
 from bench.nets.base import ARCHS, Classifier, FeatureFactory, Normalize
+from bench.nets.factory_net import FACTORY_PREFIX, check_factory_arch, factory_parts, is_factory_arch
 from bench.nets.timm_net import TIMM_PREFIX, check_timm_arch, is_timm_arch, timm_features
 
 __all__ = [
@@ -32,11 +33,12 @@ __all__ = [
 # The factory arguments build_model fills in itself; everything after them is a tunable param.
 POSITIONAL_ARGS = ("in_channels", "num_classes", "image_size")
 TIMM_NOTE = f"{TIMM_PREFIX}<name>"
+FACTORY_NOTE = f"{FACTORY_PREFIX}<package.module:function>"
 
 
 def arch_names() -> list[str]:
-    """Registered architecture names, plus `timm:<name>` (any timm model works)."""
-    return [*ARCHS.names(), TIMM_NOTE]
+    """Registered architecture names, plus `timm:<name>` (any timm model) and `factory:<...>` (your function)."""
+    return [*ARCHS.names(), TIMM_NOTE, FACTORY_NOTE]
 
 
 def arch_descriptions() -> dict[str, str]:
@@ -45,6 +47,7 @@ def arch_descriptions() -> dict[str, str]:
     descriptions[TIMM_NOTE] = (
         "any timm model, e.g. timm:resnet18 (random init; params go to timm.create_model)"
     )
+    descriptions[FACTORY_NOTE] = "your own function building the model, e.g. factory:mypkg.nets:make_net (docs/byo.md)"
     return descriptions
 
 
@@ -69,6 +72,9 @@ def check_arch(arch: str, params: dict[str, Any] | None = None) -> None:
     params = dict(params or {})
     if is_timm_arch(arch):
         check_timm_arch(arch, params)
+        return
+    if is_factory_arch(arch):
+        check_factory_arch(arch, params)
         return
     factory = ARCHS.get(arch)
     accepted = accepted_params(factory)
@@ -153,6 +159,11 @@ def _build(
 ) -> Classifier:
     if is_timm_arch(arch):
         features, feature_dim = timm_features(arch, in_channels, params)
+    elif is_factory_arch(arch):
+        features, dim = factory_parts(arch, in_channels, num_classes, image_size, params)
+        if dim is None:  # a whole model: its own last layer is the classifier, there is no separate head
+            return Classifier(Normalize(mean, std), features, nn.Identity())
+        feature_dim = dim
     else:
         features, feature_dim = ARCHS.get(arch)(in_channels, num_classes, image_size, **params)
     return Classifier(Normalize(mean, std), features, nn.Linear(feature_dim, num_classes))

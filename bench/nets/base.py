@@ -27,9 +27,13 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """normalize -> features -> head. `features` maps images to a flat [B, feature_dim] tensor."""
+    """normalize -> features -> head. `features` maps images to a flat [B, feature_dim] tensor.
 
-    def __init__(self, normalize: Normalize, features: nn.Module, head: nn.Linear) -> None:
+    A whole model from a user's factory (`factory:` archs) is the `features` and `head` is an
+    identity: such a model has no separate last layer (`has_linear_head` is False).
+    """
+
+    def __init__(self, normalize: Normalize, features: nn.Module, head: nn.Linear | nn.Identity) -> None:
         super().__init__()
         self.normalize = normalize
         self.features = features
@@ -37,6 +41,11 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x)))
+
+    @property
+    def has_linear_head(self) -> bool:
+        """Whether the model has a separate linear last layer (every model but a whole-model factory's)."""
+        return isinstance(self.head, nn.Linear)
 
     def reset_head(self, generator: torch.Generator | None = None) -> None:
         """Re-initialise the last layer (RTLL / RTAL attacks)."""

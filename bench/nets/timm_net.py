@@ -3,11 +3,14 @@
 Not registered in `ARCHS` (timm has its own registry of ~1,000 names); `build_model` routes names
 with the `timm:` prefix here. Models are created with `pretrained=False`; only a zoo entry with
 `pretrained: true` downloads timm's published weights (`pretrained_features_state`, docs/byo.md).
+Hub names work too: `timm:hf-hub:<org/name>` (online) and `timm:local-dir:<folder>` (offline).
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -18,6 +21,8 @@ TIMM_PREFIX = "timm:"
 
 # build_model sets these itself; letting params override them would break the Classifier contract.
 RESERVED_PARAMS = ("pretrained", "num_classes", "in_chans", "global_pool")
+# timm's model sources: `hf-hub:<org/name>` (Hugging Face Hub, online) and `local-dir:<folder>` (offline).
+HUB_SOURCES = ("hf-hub", "hf_hub", "local-dir")
 
 
 def is_timm_arch(arch: str) -> bool:
@@ -43,7 +48,10 @@ def check_timm_arch(arch: str, params: dict[str, Any]) -> str:
     import timm  # imported here: timm is slow to import and only some zoos use it
 
     name = timm_model_name(arch)
-    if not timm.is_model(name):
+    source, _, model_id = name.partition(":")
+    if source in HUB_SOURCES:
+        _check_hub_name(arch, source, model_id)
+    elif not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise RegistryError(f"Unknown timm model '{name}'.{hint} See timm.list_models() for all names.")
@@ -54,6 +62,25 @@ def check_timm_arch(arch: str, params: dict[str, Any]) -> str:
             f"in_chans=in_channels, pooled features); remove them."
         )
     return name
+
+
+def _check_hub_name(arch: str, source: str, model_id: str) -> None:
+    """A hub name: `hf-hub:<org/name>` is checked when timm downloads its config (online only);
+    `local-dir:<folder>` must hold timm's `config.json` naming a timm architecture."""
+    import timm
+
+    if not model_id:
+        raise ValueError(f"Arch {arch!r} names no model after '{source}:'; write e.g. 'timm:hf-hub:timm/resnet18.a1_in1k'.")
+    if source != "local-dir":
+        return
+    config = Path(model_id) / "config.json"
+    try:
+        architecture = json.loads(config.read_text(encoding="utf-8")).get("architecture")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"Arch {arch!r}: cannot read {config} ({type(err).__name__}); a timm local-dir folder holds "
+                         "config.json and model.safetensors (timm's save_for_hf/push_to_hf_hub layout).") from None
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise RegistryError(f"Arch {arch!r}: {config} names architecture {architecture!r}, which timm does not know.")
 
 
 def timm_features(arch: str, in_channels: int, params: dict[str, Any]) -> tuple[nn.Module, int]:

@@ -8,6 +8,7 @@ and raises `ConfigError`, so a bad file stops the CLI with exit 2 before any tra
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -22,6 +23,7 @@ from torch import nn
 from bench.config import ConfigError
 from bench.io import sha256_file
 from bench.nets import build_model, new_model
+from bench.nets.factory_net import is_factory_arch
 from bench.nets.timm_net import is_timm_arch, pretrained_features_state
 
 EXPORT_HINT = ("Export the weights instead of the module: `torch.save(model.state_dict(), 'model.pt')` or "
@@ -88,8 +90,13 @@ def _timm_classifier(model: nn.Module) -> str | None:
 
 def to_classifier_keys(state: dict[str, torch.Tensor], model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
     """Map a timm model's own state dict (`conv1.weight`, `fc.weight`) onto fpbench's Classifier
-    (`features.conv1.weight`, `head.weight`); a Classifier state dict passes unchanged."""
-    if not is_timm_arch(arch) or any(k.startswith(("features.", "head.")) for k in state):
+    (`features.conv1.weight`, `head.weight`), and a whole `factory:` model's onto `features.*`; a
+    Classifier state dict passes unchanged."""
+    if any(k.startswith(("features.", "head.")) for k in state):
+        return state
+    if is_factory_arch(arch) and not model.has_linear_head:  # a whole model: all of its keys are the features'
+        return {"features." + key: value for key, value in state.items()}
+    if not is_timm_arch(arch):
         return state
     classifier = _timm_classifier(model.features)
     out = {}
@@ -220,13 +227,42 @@ def apply_pretrained(model: nn.Module, job: Any, data: Any) -> None:
 
 
 def preflight(jobs: list[Any], data: Any) -> None:
-    """Every check of every external file of the plan (imports and local pretrained weights), before any work.
+    """Every check of every external file of the plan (imports and local pretrained weights) and of every
+    `factory:` model (the user's function is called once), before any work.
 
     Raises:
         ConfigError: the first bad file, naming the recipe entry and the fix.
     """
+    by_id = {job.model_id: job for job in jobs}
+    factories = {(job.arch, json.dumps(job.arch_params, sort_keys=True)): job for job in jobs if is_factory_arch(job.arch)}
+    for job in factories.values():  # the user's function runs once per (arch, params): what it returns is checked
+        try:
+            new_model(job.arch, job.arch_params, data, 0)
+        except ValueError as err:
+            raise ConfigError(f"{job.role} {job.provenance}: {err}") from None
     for job in jobs:
+        if job.op == "attack":
+            _check_head_attacks(job, by_id, data)
         if job.op == "import":
             load_external(import_entry(job), data, None, f"{job.role} '{job.external['weights']}'", job.external["sha256"])
         elif job.op == "train" and job.external and job.external.get("pretrained_weights"):
             apply_pretrained(new_model(job.arch, job.arch_params, data, 0), job, data)
+
+
+def _check_head_attacks(job: Any, by_id: dict[str, Any], data: Any) -> None:
+    """FTLL/RTLL/RTAL on a whole model from a `factory:` arch (no linear head): refused before any training."""
+    from bench.zoo.attacks import ATTACKS  # the attacks import the zoo's training code: load them only here
+
+    parent = by_id.get(job.parent)
+    arch, params = (parent.arch, parent.arch_params) if parent is not None else (job.arch, job.arch_params)
+    for step in job.spec.get("chain", []):
+        step_params = step.get("params", {})
+        if step_params.get("arch"):  # an extraction into another architecture
+            arch, params = step_params["arch"], step_params.get("arch_params") or {}
+        attack = ATTACKS.get(step["attack"])
+        needs_head = getattr(attack, "needs_linear_head", None)
+        if needs_head is not None and needs_head() and is_factory_arch(arch):
+            if not new_model(arch, params, data, 0).has_linear_head:
+                raise ConfigError(f"positive {job.provenance}: {step['attack']} retrains or resets the last linear layer, "
+                                  f"and {arch} builds a whole model without one. Make the factory return (features, "
+                                  "feature_dim), or drop this attack (docs/byo.md, Factories).")

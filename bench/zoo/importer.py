@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 WEIGHT_NAMES = tuple(f"model{suffix}" for suffix in WEIGHT_SUFFIXES)
 META_NAMES = ("meta.yaml", "meta.yml", "meta.json")
 # meta keys copied into the zoo entry as they are; `label`, `attack`, `kind` are read separately.
-ENTRY_KEYS = ("arch", "arch_params", "mean", "std")
+ENTRY_KEYS = ("arch", "factory", "arch_params", "mean", "std")
 META_KEYS = (*ENTRY_KEYS, "dataset", "data", "num_classes", "input_shape", "role", "kind", "attack", "label")
 
 
@@ -47,8 +47,9 @@ def _member(folder: Path, where: str) -> tuple[Path, dict[str, Any]]:
         meta = yaml.safe_load(metas[0].read_text()) or {}  # YAML is a superset of JSON
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: cannot parse {metas[0]}: {err}") from None
-    if not isinstance(meta, dict) or "arch" not in meta:
-        raise ConfigError(f"{where}: {metas[0]} must be a mapping with at least 'arch:' (e.g. convnet or timm:resnet18).")
+    if not isinstance(meta, dict) or not ("arch" in meta or "factory" in meta):
+        raise ConfigError(f"{where}: {metas[0]} must be a mapping with at least 'arch:' (e.g. convnet or timm:resnet18) "
+                          "or 'factory:' (package.module:function).")
     unknown = sorted(set(meta) - set(META_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown} in {metas[0]}. Valid keys: {', '.join(META_KEYS)}.")

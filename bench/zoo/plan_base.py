@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from bench.config import ConfigError, ModelSpec, without_unset_external
 from bench.io import sha256_file, sha256_json
 from bench.nets import check_arch
+from bench.nets.factory_net import FACTORY_PREFIX
 from bench.nets.timm_net import is_timm_arch
 from bench.recipe_checks import check_model_spec
 from bench.registry import RegistryError
@@ -48,6 +49,9 @@ class Job:
     split: str = "owner"
     # Files from outside: {"weights"|"pretrained_weights": path as the recipe gives it, "sha256": .., "path": absolute}
     external: dict[str, Any] | None = None
+    # Suspects: the entry's own `deploy:` chain (docs/deployment.md), run after `zoo.deploy`; never in the id
+    # or the manifest: a deployed suspect is the same checkpoint served behind wrappers.
+    deploy: list[Any] | None = None
 
     def record_base(self) -> dict[str, Any]:
         record = {"model_id": self.model_id, "role": self.role, "kind": self.kind, "attack": self.attack,
@@ -88,7 +92,8 @@ def _scalar_fields(config_cls: type) -> set[str]:
     out = set()
     for f in dataclasses.fields(config_cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if not isinstance(default, (list, dict)) and not dataclasses.is_dataclass(default):
+        typed_list = str(f.type).startswith(("list[", "dict["))  # `mean: list[float] | None` defaults to None
+        if not typed_list and not isinstance(default, (list, dict)) and not dataclasses.is_dataclass(default):
             out.add(f.name)
     return out
 
@@ -115,6 +120,12 @@ def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> 
         valid = ", ".join(f.name for f in dataclasses.fields(ModelSpec))
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}. Valid keys: kind, {valid}.") from None
     spec = without_unset_external(OmegaConf.to_container(merged, resolve=True))  # old ids stay as they were
+    if spec.get("factory"):  # the shorthand becomes the arch, so ids and records name one arch string
+        factory = spec.pop("factory")
+        if spec["arch"] not in (ModelSpec.arch, FACTORY_PREFIX + factory):
+            raise ConfigError(f"{where}: 'factory: {factory}' and 'arch: {spec['arch']}' name two architectures; "
+                              "keep one.")
+        spec["arch"] = FACTORY_PREFIX + factory
     if spec["split"] not in TRAIN_SPLITS:
         raise ConfigError(f"{where}.split='{spec['split']}' is not one of {', '.join(TRAIN_SPLITS)}.")
     try:

@@ -72,11 +72,18 @@ class _FineTune(RemovalAttack):
     reinit_head: ClassVar[bool]
     provenance_keys = ("epochs", "optimizer.lr")
 
+    @classmethod
+    def needs_linear_head(cls) -> bool:
+        """Whether the attack needs the model's separate linear last layer (FTLL, RTLL, RTAL)."""
+        return cls.trainable == "head" or cls.reinit_head
+
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
         cfg = self.config
+        if self.needs_linear_head() and not getattr(model, "has_linear_head", False):
+            raise TypeError(f"{self.name} retrains or resets the last linear layer, and this {type(model).__name__} has "
+                            "none (a whole model from a `factory:` arch). Make the factory return (features, "
+                            "feature_dim), or drop this attack (docs/byo.md, Factories).")
         if self.reinit_head:
-            if not hasattr(model, "reset_head"):
-                raise TypeError(f"{self.name} needs a bench.nets.Classifier (with `reset_head`), got {type(model).__name__}.")
             model.reset_head(seeded_generator(cfg.seed))
         seconds, samples = train_attacked(model, source, ctx, cfg, trainable=self.trainable)
         info = {"trainable": self.trainable, "reinit_head": self.reinit_head, "train_samples": samples}
