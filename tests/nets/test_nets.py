@@ -103,7 +103,7 @@ def test_every_arch_has_a_description() -> None:
     descriptions = arch_descriptions()
     assert set(ARCHS.names()) < set(descriptions)
     assert all(descriptions.values())
-    assert arch_names() == [*ARCHS.names(), "timm:<name>"]
+    assert arch_names() == [*ARCHS.names(), "timm:<name>", "factory:<package.module:function>"]
 
 
 def test_timm_model_with_one_channel() -> None:
