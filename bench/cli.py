@@ -20,6 +20,7 @@ from bench import tracking
 from bench import verification as vf
 from bench.api import import_fingerprint
 from bench.config import ConfigError, load_recipe
+from bench.deploy import DEPLOYMENTS
 from bench.evaluate import method_pool_specs, summary_lines
 from bench.fingerprint_import import FingerprintImportError
 from bench.methods import METHODS
@@ -115,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
                        "under DIR when there (manifest, checkpoint sha256, roles, test_acc)")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
+    board.add_argument("--budget", type=int, default=100, metavar="QUERIES",
+                       help="queries per suspect of the matched-budget column AUC@QUERIES (default 100; docs/metrics.md)")
     lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
-    lst.add_argument("family", choices=["methods", "attacks", "archs", "datamodules"])
+    lst.add_argument("family", choices=["methods", "attacks", "deployments", "archs", "datamodules"])
     perf = _subparser(sub, "perf", "run the performance benchmarks; write <results-dir>/perf/<name>.json")
     perf.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     perf.add_argument("--results-dir", default="local_results",
@@ -282,7 +285,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
             print(line)
         print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {args.results_dir}")
         return 1 if problems else 0
-    board = build_board(args.results_dir)  # read, validated and compared once for every output below
+    if args.budget < 1:
+        raise UsageError(f"--budget {args.budget} must be a positive number of queries per suspect, e.g. --budget 100.")
+    board = build_board(args.results_dir, budget=args.budget)  # read, validated and compared once for every output below
     md, csv = write_leaderboard(args.results_dir, board)
     print(md.read_text())
     if args.html:
@@ -302,7 +307,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.family == "archs":
         descriptions = arch_descriptions()  # includes the timm:<name> entry
     else:
-        registries = {"methods": METHODS, "attacks": ATTACKS, "datamodules": DATAMODULES}
+        registries = {"methods": METHODS, "attacks": ATTACKS, "deployments": DEPLOYMENTS, "datamodules": DATAMODULES}
         descriptions = registries[args.family].describe()
     width = max(len(n) for n in descriptions)
     for name, description in descriptions.items():

@@ -18,11 +18,13 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from bench.budgets import DEFAULT_BUDGETS
 from bench.endpoints import parse_endpoints
 from bench.fingerprint_import import IMPORT_KEY, check_import_id
 from bench.io import sha256_json
-from bench.methods import METHODS
+from bench.methods import METHODS, instantiate
 from bench.metrics import BootstrapConfig
+from bench.oracle import ACCESS_LEVELS
 from bench.recipe_checks import check_recipe
 from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
 from datamodules.base import DataConfig
@@ -82,6 +84,9 @@ class ZooConfig:
     # Suspects behind an API, scored after the zoo's (docs/byo.md, "Endpoints"): {label, role, attack|kind,
     # callable: "pkg.mod:fn"} or {..., url, access, timeout_s, ...}. Left out of config hashes while empty.
     endpoints: list[Any] = field(default_factory=list)
+    # Deployment of every scored suspect (docs/deployment.md): [{jpeg: {quality: 75}}, {top1: {}}], before
+    # each entry's own `deploy:`. Left out of config hashes while empty.
+    deploy: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +96,9 @@ class EvalConfig:
     query_batch_size: int = 1024  # largest batch the oracle sends to a suspect
     device: str = "auto"  # auto | cpu | cuda | cuda:N: where fingerprints are generated and verified
     progress: bool = True
+    # Queries per suspect at which each fingerprint is also scored, subsampled (docs/metrics.md); [] for none.
+    # Left out of config hashes: budgets add figures to a result, never change its main score.
+    budgets: list[int] = field(default_factory=lambda: list(DEFAULT_BUDGETS))
 
 
 @dataclass
@@ -353,22 +361,38 @@ def without_unset_external(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if not (k in EXTERNAL_DEFAULTS and v == EXTERNAL_DEFAULTS[k])}
 
 
+def _needed_access(methods: list[dict]) -> dict[str, str]:
+    """The most each method name's entries ask of a suspect (an entry's config may raise it: CoRt's jsd)."""
+    out: dict[str, str] = {}
+    for entry in methods:
+        access = instantiate(entry).access
+        if ACCESS_LEVELS.index(access) >= ACCESS_LEVELS.index(out.get(entry["name"], ACCESS_LEVELS[0])):
+            out[entry["name"]] = access
+    return out
+
+
 def _check_endpoints(cfg: DictConfig, methods: list[dict]) -> None:
     """`zoo.endpoints` entries valid, each callable importable, and no endpoint too weak for a method."""
     entries = OmegaConf.to_container(cfg.zoo.endpoints, resolve=True)
     if not entries:
         return
     try:
-        parse_endpoints(entries, {m["name"]: METHODS.get(m["name"]).access for m in methods})
+        parse_endpoints(entries, _needed_access(methods))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
 
 def _hashed(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` without an empty `zoo.endpoints`, so recipes without endpoints keep the hashes they had."""
+    """`data` without an empty `zoo.endpoints` or `zoo.deploy` and without `eval.budgets`, so recipes keep
+    the hashes they had.
+
+    `eval.budgets` adds figures to a result and never changes its main score (docs/decisions.md, "Query budgets").
+    """
+    if isinstance(data.get("eval"), dict):
+        data["eval"] = {k: v for k, v in data["eval"].items() if k != "budgets"}
     zoo = data.get("zoo")
-    if isinstance(zoo, dict) and not zoo.get("endpoints", True):
-        data["zoo"] = {k: v for k, v in zoo.items() if k != "endpoints"}
+    if isinstance(zoo, dict):  # an empty `zoo.endpoints` or `zoo.deploy` (docs/deployment.md) is left out
+        data["zoo"] = {k: v for k, v in zoo.items() if not (k in ("endpoints", "deploy") and not v)}
     return data
 
 

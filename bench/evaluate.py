@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from bench import tracking
+from bench.budgets import BudgetPlan, budget_descriptors, plan_budgets, score_at_budgets
 from bench.config import ConfigError, run_config, run_config_sha256, to_dict
+from bench.deploy import deploy_suspect, oracle_opener, suspect_chain
 from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
 from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, check_imports_exist, load_imported
 from bench.io import sha256_json
-from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
+from bench.methods import Fingerprint, FingerprintMethod, GenerationContext, Pools, instantiate
 from bench.methods.base import FingerprintIntegrityError
 from bench.metrics import format_fpr, fpr_label, result_fpr_targets
 from bench.oracle import Oracle
@@ -52,6 +56,8 @@ class MethodRun:
     verify_seconds: float = 0.0
     pool: dict[str, Any] | None = None
     per_model: list[dict[str, Any]] = field(default_factory=list)
+    budgets: list[BudgetPlan] = field(default_factory=list)  # eval.budgets, subsampled once (docs/metrics.md)
+    budget_seconds: float = 0.0  # querying suspects at the budgets (not in verify_seconds)
 
 
 @dataclass
@@ -66,13 +72,6 @@ class BenchmarkOutcome:
     # Wall seconds of this run by phase: "zoo" (build or verify), "generate <method>" (or cache load),
     # "verify" (every suspect loaded once and queried by every method), "report" (leaderboard, plots).
     phases: dict[str, float] = field(default_factory=dict)
-
-
-def instantiate(entry: dict[str, Any]) -> FingerprintMethod:
-    """Build a method from a validated recipe entry ({name, ...params})."""
-    cls = METHODS.get(entry["name"])
-    params = {k: v for k, v in entry.items() if k not in ("name", IMPORT_KEY)}  # IMPORT_KEY: the loop's, not the Config's
-    return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), params)))
 
 
 def method_pool_specs(cfg: DictConfig) -> list[Any]:
@@ -227,22 +226,32 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
         phase = f"generate {run.entry['name']}"  # two entries of one method (e.g. two adv_tra scores) add up
         outcome.phases[phase] = outcome.phases.get(phase, 0.0) + time.perf_counter() - phase_start
     runs = [run for run in runs if run.fingerprint is not None]
+    for run in runs:  # each budget's subset drawn once per method, the same for every suspect
+        run.budgets = plan_budgets(run.method, run.fingerprint, cfg.eval.budgets, cfg.seed)
     phase_start = time.perf_counter()
 
+    zoo_deploy = to_dict(cfg)["zoo"].get("deploy")  # docs/deployment.md: every suspect, before its own `deploy:`
     for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
         record = records[job.model_id]
         model = store.load_model(job.model_id, record).to(device)
+        # The same checkpoint behind its deployment chain (None: undeployed), utility measured once here.
+        deployed, deploy_row = deploy_suspect(model, suspect_chain(zoo_deploy, job.deploy), job.model_id,
+                                              job.provenance, zoo.datamodule, cfg.eval.query_batch_size)
         for run in runs:
             # The oracle shows the role only to a method that declared access "manifest" (loop guards).
-            oracle = Oracle(model, access=run.method.access, batch_size=cfg.eval.query_batch_size,
-                            manifest_role=record["role"])
+            stream = sha256_json(run.entry)[:16]  # a deployment's random draws: one stream per method entry
+            oracle = oracle_opener(model, deployed, stream, access=run.method.access,
+                                   batch_size=cfg.eval.query_batch_size, manifest_role=record["role"])
             _measure(run, oracle, {
                 "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
                 "group": job.attack if job.role == "positive" else job.kind,
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
                 "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
+                **deploy_row,  # deployed: deploy, provenance, test_acc_deployed[, defender_false_flag_rate]
             })
+            if deployed is not None and deployed.has_defender:  # share of this method's queries the defender flagged
+                run.per_model[-1]["defender_flag_rate"] = deployed.flag_rate(stream)
     for endpoint in endpoints:  # suspects behind an API, after the zoo's (docs/byo.md, "Endpoints")
         _score_endpoint(endpoint, runs, zoo.datamodule, source)
     outcome.phases["verify"] = time.perf_counter() - phase_start
@@ -286,13 +295,22 @@ def _open_endpoints(cfg: DictConfig, runs: list[MethodRun]) -> list[Endpoint]:
     return endpoints
 
 
-def _measure(run: MethodRun, oracle: Oracle, row: dict[str, Any]) -> None:
-    """Score one suspect with one method (timed into its verification seconds); append its per_model row."""
+def _measure(run: MethodRun, new_oracle: Callable[[], Oracle], row: dict[str, Any]) -> None:
+    """Score one suspect with one method (timed into its verification seconds); append its per_model row.
+
+    `new_oracle()` opens a fresh oracle on the suspect: one for the whole fingerprint, one per budget subset.
+    """
     t0 = time.perf_counter()
+    oracle = new_oracle()
     figures = run.method.measure(run.fingerprint, oracle)
     run.verify_seconds += time.perf_counter() - t0
     run.per_model.append({**row, "score": float(figures["score"]), "queries": oracle.queries,
                           "extras": {k: float(v) for k, v in figures.items() if k != "score"}})
+    if run.budgets:
+        scores, queries, seconds = score_at_budgets(run.method, run.fingerprint, run.budgets, figures["score"],
+                                                    oracle.queries, new_oracle)
+        run.per_model[-1].update(budget_scores=scores, budget_queries=queries)
+        run.budget_seconds += seconds
 
 
 def _score_endpoint(endpoint: Endpoint, runs: list[MethodRun], datamodule: Any, source: torch.nn.Module) -> None:
@@ -305,7 +323,7 @@ def _score_endpoint(endpoint: Endpoint, runs: list[MethodRun], datamodule: Any, 
         test_acc = agreement(labels, y)  # as the zoo measures its models' test_acc
         source_agreement = agreement(labels, predicted_labels(source, x))
     for run in runs:
-        _measure(run, Oracle(endpoint, access=run.method.access, manifest_role=spec.role), {
+        _measure(run, partial(Oracle, endpoint, access=run.method.access, manifest_role=spec.role), {
             "model_id": spec.model_id, "role": spec.role, "group": spec.group, "endpoint": True,
             "attack": spec.group if spec.role == "positive" else None,
             "kind": spec.group if spec.role == "negative" else None,
@@ -324,7 +342,9 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
                     "config": {k: v for k, v in run.entry.items() if k != "name"}},
             config=run_config(cfg, run.entry), zoo=zoo_info, per_model=run.per_model, pool=run.pool,
             timing_s={"generate": run.generate_seconds, "verify": run.verify_seconds,
-                      "total": run.generate_seconds + run.verify_seconds, "fingerprint_cached": run.cached},
+                      "total": run.generate_seconds + run.verify_seconds, "fingerprint_cached": run.cached,
+                      **({"budgets": run.budget_seconds} if run.budgets else {})},
+            budgets=budget_descriptors(run.method, run.fingerprint, run.budgets) if run.budgets else None,
             fpr_targets=list(cfg.eval.fpr_targets), bootstrap=bootstrap,
             git_path=Path(__file__).resolve().parent.parent)
         result["fingerprint"] = {k: v for k, v in (run.fingerprint.meta or {}).items() if _is_scalar(v)}

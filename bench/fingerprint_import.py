@@ -27,11 +27,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as tensors_to_bytes
 
 from bench.io import sha256_file
-from bench.methods.base import Fingerprint, FingerprintIntegrityError
+from bench.methods.base import IMPORT_KEY, Fingerprint, FingerprintIntegrityError
 
 log = logging.getLogger(__name__)
 
-IMPORT_KEY = "fingerprint"  # the loop-level method-entry key naming an imported fingerprint
 IMPORT_ID = re.compile(r"^imported-[0-9a-f]{16}$")  # its value: imported-<16 hex of the tensors' sha256>
 SUFFIXES = (".npy", ".safetensors")
 

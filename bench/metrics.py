@@ -182,6 +182,39 @@ def tpr_at_fpr(scores: ArrayLike, labels: ArrayLike, target: float) -> float:
     return _tpr_at(fpr, tpr, _check_target(target))
 
 
+def _aruc(s: np.ndarray, y: np.ndarray) -> float:
+    """ARUC of validated inputs: the exact integral of min(R, U) over tau in [0, 1] (see :func:`aruc`)."""
+    low, high = float(s.min()), float(s.max())
+    if high == low:
+        return 0.0  # one score for every suspect: no threshold tells the two classes apart
+    u = (s - low) / (high - low)
+    values = np.unique(u)  # ascending breakpoints of R and U; the first is 0.0, the last 1.0
+    pos, neg = np.sort(u[y == 1]), np.sort(u[y == 0])
+    # On (values[k], values[k+1]]: R = share of positives >= values[k+1], U = share of negatives <= values[k].
+    robustness = 1.0 - np.searchsorted(pos, values[1:], side="left") / pos.size
+    uniqueness = np.searchsorted(neg, values[:-1], side="right") / neg.size
+    return float(np.sum(np.diff(values) * np.minimum(robustness, uniqueness)))
+
+
+def aruc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the robustness-uniqueness curves (IPGuard, Cao et al., AsiaCCS 2021), exact.
+
+    Scores are mapped to [0, 1] by min-max over the pooled scores (docs/metrics.md, "ARUC"); for a
+    threshold tau, robustness R(tau) = share of positives with mapped score >= tau and uniqueness
+    U(tau) = share of negatives with mapped score < tau; ARUC = integral over [0, 1] of min(R, U),
+    summed exactly over the steps of the two functions. Invariant to the suspects' order and to any
+    transform ``a * score + b`` with ``a > 0``; 0.0 when every suspect has the same score.
+
+    Args:
+        scores: One finite score per suspect, higher = more likely derived.
+        labels: 1 for positives, 0 for negatives.
+
+    Returns:
+        ARUC in [0, 1]: 1.0 only when every negative has the lowest score and every positive the highest.
+    """
+    return _aruc(*_check_inputs(scores, labels))
+
+
 def _resolution_note(n_negative: int, targets: Sequence[float]) -> str | None:
     coarse = [t for t in targets if t > 0 and n_negative < 1.0 / t]
     if not coarse:
@@ -277,7 +310,7 @@ def compute_metrics(
         extras: Extra per-suspect values (e.g. ``{"agreement": [...]}``), averaged per group.
 
     Returns:
-        ``{"auc", "tpr_at_fpr", "n_positive", "n_negative", "resolution_note", "ci", "groups", "roc"}``
+        ``{"auc", "aruc", "tpr_at_fpr", "n_positive", "n_negative", "resolution_note", "ci", "groups", "roc"}``
         with plain Python numbers; ``ci`` is ``None`` when ``bootstrap.n == 0``.
 
     Raises:
@@ -295,6 +328,7 @@ def compute_metrics(
     n_negative = int((y == 0).sum())
     return {
         "auc": _auc(fpr, tpr),
+        "aruc": _aruc(s, y),
         "tpr_at_fpr": {format_fpr(t): _tpr_at(fpr, tpr, t) for t in targets},
         "n_positive": int(y.sum()),
         "n_negative": n_negative,

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from bench.budgets import check_budgets
+from bench.deploy import parse_chain
 from bench.io import name_problem
 from bench.metrics import validate_bootstrap
 from bench.training import check_seed, validate_trainer, validate_training
@@ -48,6 +50,19 @@ def check_recipe(cfg: DictConfig) -> None:
     validate_data_config(cfg.data, DATAMODULES.get(cfg.data.name))
     check_seeds(cfg)
     check_model_spec(cfg.zoo.source, "zoo.source")  # every zoo entry again in the planner, once resolved
+    check_deploy(cfg)
+
+
+def check_deploy(cfg: DictConfig) -> None:
+    """`zoo.deploy`: every wrapper known and its parameters valid; not combined with endpoints (docs/deployment.md)."""
+    entries = OmegaConf.to_container(cfg.zoo.deploy, resolve=True)
+    if not entries:
+        return
+    parse_chain(entries, "zoo.deploy")
+    if cfg.zoo.endpoints:
+        raise ValueError("zoo.deploy applies to zoo models only: endpoint suspects (zoo.endpoints) cannot be deployed "
+                         "yet, and scoring them undeployed would measure the FPR under two deployments. Fix: drop "
+                         "zoo.endpoints or zoo.deploy.")
 
 
 def check_model_spec(spec: Any, where: str) -> None:
@@ -73,7 +88,7 @@ def check_seeds(cfg: DictConfig) -> None:
 
 
 def check_eval(ev: DictConfig) -> None:
-    """`eval:`: FPR targets, the oracle's batch size, the bootstrap, and a device this machine has."""
+    """`eval:`: FPR targets, the oracle's batch size, the bootstrap, query budgets, and a device this machine has."""
     if not ev.fpr_targets:
         raise ValueError("eval.fpr_targets is empty; give at least one FPR in (0, 1), e.g. eval.fpr_targets=[0.01,0.1].")
     for target in ev.fpr_targets:
@@ -84,6 +99,7 @@ def check_eval(ev: DictConfig) -> None:
     if ev.query_batch_size < 1:
         raise ValueError(f"eval.query_batch_size={ev.query_batch_size} must be >= 1 (queries sent to a suspect at once).")
     validate_bootstrap(ev.bootstrap)
+    check_budgets(list(ev.budgets))
     check_device(str(ev.device))
 
 

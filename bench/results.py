@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.budgets import budget_entries, check_budget_entries, validate_budget_entries
 from bench.io import atomic_write_json, inside, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
 from bench.provenance import collect_hardware, collect_versions, git_info
@@ -65,6 +66,14 @@ _HARDWARE = {"cpu": ("str", None), "cpu_count": ("int", None), "gpus": "list", "
 # Optional integrity fields (results written before they existed lack them; docs/decisions.md, Integrity):
 # `per_model[i].sha256` (the suspect's checkpoint), `zoo.source_sha256`, `fingerprint.sha256` (the cached
 # fingerprint's files, bench.methods.base.fingerprint_sha256) and `metrics.ci.seed` (the bootstrap seed).
+# Optional budget fields (results written before they existed lack them; docs/metrics.md): `metrics.aruc`,
+# `budgets` (bench.budgets.budget_entries), `per_model[i].budget_scores` and `per_model[i].budget_queries`.
+# Optional fields of a deployed suspect's row (docs/deployment.md; absent for undeployed suspects): its chain
+# `deploy`, `provenance` (the checkpoint's, then `|deploy=<chain>`), `test_acc_deployed` (clean test accuracy
+# through the deployment), and with a query-aware defender its false-flag rate on the test split and the
+# share of this method's queries it flagged.
+_DEPLOYED = {"deploy": "str", "provenance": "str", "test_acc_deployed": "num",
+             "defender_false_flag_rate": ("num", None), "defender_flag_rate": ("num", None)}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SCHEMA: dict[str, Any] = {
     "schema_version": "int",
@@ -198,15 +207,29 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
         if record["role"] not in _ROLES:
             raise ResultError(f"{where}: field 'per_model[{i}].role' is {record['role']!r}; expected one of {', '.join(_ROLES)}.")
         _check_numbers(record["extras"], f"per_model[{i}].extras", where)
+        for key in ("budget_scores", "budget_queries"):  # optional: scores against query budget
+            if key in record:
+                if not isinstance(record[key], dict):
+                    raise ResultError(f"{where}: field 'per_model[{i}].{key}' must be an object, "
+                                      f"got {_type_name(record[key])}.")
+                _check_numbers(record[key], f"per_model[{i}].{key}", where)
         _check_sha256(record, "sha256", f"per_model[{i}].", where)
         if "endpoint" in record and not isinstance(record["endpoint"], bool):  # optional: a suspect behind an API
             raise ResultError(f"{where}: field 'per_model[{i}].endpoint' must be true or false, "
                               f"got {_type_name(record['endpoint'])} {record['endpoint']!r:.60}.")
+        for key, kind in _DEPLOYED.items():  # optional: a deployed suspect (docs/deployment.md)
+            if key in record and not any(_matches(record[key], k) for k in (kind if isinstance(kind, tuple) else (kind,))):
+                raise ResultError(f"{where}: field 'per_model[{i}].{key}' must be {_describe(kind)}, "
+                                  f"got {_type_name(record[key])} {record[key]!r:.60}.")
     _check_sha256(d["zoo"], "source_sha256", "zoo.", where)
     ci = d["metrics"]["ci"]
     if ci is not None and "seed" in ci and not _matches(ci["seed"], "int"):
         raise ResultError(f"{where}: field 'metrics.ci.seed' must be an integer, got {_type_name(ci['seed'])} {ci['seed']!r:.60}.")
     _check_numbers(d["metrics"]["tpr_at_fpr"], "metrics.tpr_at_fpr", where)
+    if "aruc" in d["metrics"] and not _matches(d["metrics"]["aruc"], "num"):
+        raise ResultError(f"{where}: field 'metrics.aruc' must be a finite number, got {d['metrics']['aruc']!r:.60}.")
+    if "budgets" in d and (problem := validate_budget_entries(d["budgets"], d["per_model"])):
+        raise ResultError(f"{where}: {problem}.")
     if d["pool"] is not None:
         _check_pool(d["pool"], where)
     fingerprint = d.get("fingerprint")
@@ -254,6 +277,7 @@ def make_result(
     fpr_targets: Sequence[float] = (0.01, 0.1),
     bootstrap: BootstrapConfig | None = None,
     git_path: str | Path | None = ".",
+    budgets: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Assemble a validated result dict: metrics, hashes, versions, git state and hardware filled in.
 
@@ -269,6 +293,8 @@ def make_result(
         fpr_targets: FPR bounds for ``metrics.tpr_at_fpr``.
         bootstrap: CI settings (``None`` = ``BootstrapConfig()``).
         git_path: Folder whose git state is recorded; ``None`` records nulls.
+        budgets: :func:`bench.budgets.budget_descriptors` when the loop scored query budgets (the
+            records then carry ``budget_scores``/``budget_queries``); ``None``: no ``budgets`` field.
 
     Returns:
         A dict that passes :func:`validate_result`.
@@ -300,6 +326,9 @@ def make_result(
         "git": git_info(git_path) if git_path is not None else {"commit": None, "dirty": None},
         "hardware": collect_hardware(),
     }
+    if budgets is not None:
+        result["budgets"] = budget_entries(records, budgets, result["metrics"], result["queries_per_suspect"],
+                                           fpr_targets)
     if result["metrics"]["ci"] is not None:  # the seed too, so `fpbench leaderboard --check` can redraw the CI
         result["metrics"]["ci"]["seed"] = int(bootstrap.seed)
     validate_result(result)
@@ -406,7 +435,8 @@ def check_result(d: dict[str, Any]) -> list[str]:
     """Recompute the headline metrics from ``per_model`` and list what the stored ones get wrong.
 
     Checked (floats to 1e-9): ``auc``, each ``tpr_at_fpr`` target stored, ``n_positive``,
-    ``n_negative``, per-group ``n``/``mean_score``, and ``queries_per_suspect`` (mean of ``queries``).
+    ``n_negative``, per-group ``n``/``mean_score``, ``queries_per_suspect`` (mean of ``queries``), and
+    when present ``aruc`` and each measured entry of ``budgets`` (from ``budget_scores``/``budget_queries``).
 
     Args:
         d: A result dict that passed :func:`validate_result`.
@@ -437,6 +467,8 @@ def check_result(d: dict[str, Any]) -> list[str]:
             problems.append(f"{name} is {got!r} but per_model gives {want!r}.")
 
     compare("metrics.auc", stored["auc"], fresh["auc"])
+    if "aruc" in stored:  # results written before ARUC existed lack it
+        compare("metrics.aruc", stored["aruc"], fresh["aruc"])
     for key, value in fresh["tpr_at_fpr"].items():
         compare(f"metrics.tpr_at_fpr[{key!r}]", stored["tpr_at_fpr"].get(key), value)
     for key in ("n_positive", "n_negative"):
@@ -450,4 +482,4 @@ def check_result(d: dict[str, Any]) -> list[str]:
         compare(f"metrics.groups[{group!r}].mean_score", old.get("mean_score"), entry["mean_score"])
     if records:
         compare("queries_per_suspect", d["queries_per_suspect"], sum(r["queries"] for r in records) / len(records))
-    return problems
+    return problems + check_budget_entries(d)

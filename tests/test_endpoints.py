@@ -151,6 +151,7 @@ def test_endpoint_scores_equal_the_same_model_from_weights(endpoint_run, smoke_z
             twin = by_id[twin_id]
             assert row["score"] == twin["score"], name  # identical, not close
             assert row["queries"] == twin["queries"] > 0
+            assert row["budget_scores"] == twin["budget_scores"]  # scored at the query budgets as zoo models are
             assert row["role"] == twin["role"] and row["group"] == twin["group"]
             assert row["test_acc"] == pytest.approx(twin["test_acc"])
             assert row["model_id"].startswith("ep-") and "sha256" not in row
@@ -158,6 +159,10 @@ def test_endpoint_scores_equal_the_same_model_from_weights(endpoint_run, smoke_z
     # The server saw: the probe (labels + probabilities, one input each), the test split once, the methods' queries.
     http_queries = sum(r["queries"] for res in results.values() for r in res["per_model"] if r["group"] == "ftal"
                        and r.get("endpoint"))
+    # ... and each subsampled budget's subset (a budget the whole fingerprint fits reuses its answers).
+    http_queries += sum(queries for res in results.values() for r in res["per_model"] if r["group"] == "ftal"
+                        and r.get("endpoint") for budget, queries in r["budget_queries"].items()
+                        if next(e for e in res["budgets"] if e["budget"] == int(budget))["subsampled"])
     assert server.inputs == 2 + smoke_zoo.datamodule.split_size("test") + http_queries
 
 
@@ -232,6 +237,10 @@ def test_probabilities_method_against_a_labels_endpoint_is_refused_at_load(tmp_p
     with pytest.raises(ConfigError, match=r"'lab' grants labels only, but sac need probabilities.*methods=\[akh\]"):
         load_recipe(recipe, [*smoke_overrides(tmp_path), "methods=[akh,sac]"])
     load_recipe(recipe, [*smoke_overrides(tmp_path), "methods=[akh]"])  # label-only methods: fine
+    # an entry's config may raise its access above the class's (CoRt's jsd reads probabilities)
+    load_recipe(recipe, [*smoke_overrides(tmp_path), "methods=[cort]"])
+    with pytest.raises(ConfigError, match=r"'lab' grants labels only, but cort need probabilities"):
+        load_recipe(recipe, [*smoke_overrides(tmp_path), "methods=[cort]", "methods.cort.metrics=[robd,jsd]"])
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -89,7 +89,7 @@ def synthetic(n_pos: int = 40, n_neg: int = 40, seed: int = 0) -> tuple[np.ndarr
 def test_compute_metrics_shape_and_json() -> None:
     scores, labels, groups = synthetic()
     m = compute_metrics(scores, labels, groups, bootstrap=BootstrapConfig(n=50))
-    assert set(m) == {"auc", "tpr_at_fpr", "n_positive", "n_negative", "resolution_note", "ci", "groups", "roc"}
+    assert set(m) == {"auc", "aruc", "tpr_at_fpr", "n_positive", "n_negative", "resolution_note", "ci", "groups", "roc"}
     assert list(m["tpr_at_fpr"]) == ["0.01", "0.1"] == list(m["ci"]["tpr_at_fpr"])
     assert (m["n_positive"], m["n_negative"]) == (40, 40)
     assert m["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)

@@ -54,6 +54,13 @@ CORPUS = [
     (["zoo.negatives=[{kind: DAST, arch: lenet, seed: -3}]"], "zoo.negatives[0].seed=-3 must be an integer"),
     (["zoo.positives=[{attack: ftal, epochs: 20000}]"], "ftal.epochs=20000 must be <= 10000"),
     (["zoo.positives=[{attack: ftal, seed: 9999999999}]"], "zoo.positives[0] (ftal).seed=9999999999"),
+    # adaptive attacks (issue #19, item 2)
+    (["zoo.positives=[{attack: ftsmooth, smoothing: 0, mixup_alpha: 0}]"], "ftsmooth.smoothing=0.0 must be > 0 when"),
+    (["zoo.positives=[{attack: ftsmooth, smoothing: 1.5}]"], "ftsmooth.smoothing=1.5 must be in [0, 1)"),
+    (["zoo.positives=[{attack: ftsmooth, mixup_alfa: 0.4}]"], "Did you mean 'mixup_alpha'?"),
+    (["zoo.positives=[{attack: ftsmoth}]"], "Did you mean 'ftsmooth'?"),
+    (["zoo.positives=[{attack: extract, query_data: noise}]"], "extract.query_data='noise' is not one of attacker"),
+    (["zoo.positives=[{attack: extract, query_dat: synthetic}]"], "Did you mean 'query_data'?"),
     (["methods=[cae]", "methods.cae.pool_seeds=2", f"zoo.pool_seed_offset={SEED_MAX}"],
      f"pool reference (convnet).seed={SEED_MAX + 1}"),
     (["methods=[cae]", "methods.cae.pool_epochs=20000"], "cae.pool_epochs=20000 must be <= 10000"),
@@ -67,6 +74,9 @@ CORPUS = [
     # our own
     (["methods=[akh]", "methods.akh.seed=-1"], "akh.seed=-1 must be an integer"),
     (["eval.fpr_targets=[0.1,0.1]"], "lists a target twice"),
+    (["eval.budgets=[10,0]"], "eval.budgets=[10, 0] must be a list of positive whole numbers"),
+    (["eval.budgets=[10,10]"], "eval.budgets=[10, 10] must be a list that names each budget once"),
+    (["eval.budgets=[all]"], "eval.budgets"),
     (["seed=4294967295", "trials.count=2"], "the last trial's seed, trials.count=2)=4294967296"),
     (["zoo.split_seed=4294967296"], "zoo.split_seed=4294967296"),
     (["eval.bootstrap.seed=-5"], "eval.bootstrap.seed=-5"),

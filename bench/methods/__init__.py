@@ -1,7 +1,14 @@
 """Fingerprinting methods. Importing this package registers every method in `METHODS`."""
 
-from bench.methods import adv_tra, akh, cae, ipguard, oracle_label, random, sac, uap  # noqa: F401  (registration side effects)
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from bench.methods import adv_tra, akh, cae, cort, ipguard, metav, modeldiff, oracle_label, random, sac, uap  # noqa: F401  (registration side effects)
 from bench.methods.base import (
+    IMPORT_KEY,
     METHODS,
     Fingerprint,
     FingerprintMethod,
@@ -10,4 +17,12 @@ from bench.methods.base import (
     PoolSpec,
 )
 
-__all__ = ["METHODS", "Fingerprint", "FingerprintMethod", "GenerationContext", "PoolSpec", "Pools"]
+__all__ = ["METHODS", "Fingerprint", "FingerprintMethod", "GenerationContext", "PoolSpec", "Pools", "instantiate"]
+
+
+def instantiate(entry: dict[str, Any]) -> FingerprintMethod:
+    """Build a method from a validated recipe entry ({name, ...params}); its `access` may depend on the
+    config (CoRt with `jsd`, MetaV with `outputs: labels`), so ask the instance, not the class."""
+    cls = METHODS.get(entry["name"])
+    params = {k: v for k, v in entry.items() if k not in ("name", IMPORT_KEY)}  # IMPORT_KEY: the loop's, not the Config's
+    return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), params)))

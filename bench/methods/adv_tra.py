@@ -161,6 +161,8 @@ class AdvTra(FingerprintMethod):
     name = "adv_tra"
     access = "label"
     version = "4"  # 2: pooled scheduler and frozen source copy; 3: column input gradients for single-channel
+    # Query budgets: an item is one surface trajectory (its samples_per_fingerprint samples are queried together).
+    budget_tensors = ("inputs", "labels", "segment_targets", "step_sizes", "base_indices", "base_labels")
     # first convs (bench/nets/frozen.py); only float rounding differed. 4: variant=reference follows the
     # authors' loop exactly (early check of x_0, x_2..x_{l-1}; one length-control factor; accept at T//4 + 1).
     Config = AdvTraConfig

@@ -50,6 +50,7 @@ class Akh(FingerprintMethod):
     Config = AkhConfig
     access = "label"
     version = "2"  # 2: padded up to n_samples with CutMix images (QuRD); 1 kept the mistakes only
+    budget_tensors = ("inputs", "labels", "padded")  # query budgets: an item is one sample
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: AkhConfig = self.config

@@ -62,6 +62,8 @@ class GenerationContext:
         return x.to(self.device), y.to(self.device)
 
 
+IMPORT_KEY = "fingerprint"  # the loop-level method-entry key naming an imported fingerprint (bench.fingerprint_import)
+
 # The files of a cached fingerprint; `sha256.json` records their hashes and is written last.
 FINGERPRINT_FILES = ("fingerprint.safetensors", "fingerprint.json")
 HASHES_FILE = "sha256.json"
@@ -207,7 +209,13 @@ class FingerprintMethod(ABC):
     # digits, e.g. "cifar10"); the leaderboard's "paper" column shows them next to what fpbench measures.
     paper_results: ClassVar[dict[str, str]] = {}
 
-    _TEMPLATE_METHODS: ClassVar[tuple[str, ...]] = ("generate", "score", "measure")
+    # Query budgets (docs/metrics.md, "Scores against query budget"): the tensors whose first dimension
+    # indexes the fingerprint's items (a trajectory, a sample, a pair); `at_budget` keeps a seeded subset
+    # of items. Empty: the method cannot be subsampled unless it overrides `budget_items`/`_subsample`.
+    budget_tensors: ClassVar[tuple[str, ...]] = ()
+    min_budget_items: ClassVar[int] = 1  # fewest items a subsampled fingerprint may hold (SAC: 2)
+
+    _TEMPLATE_METHODS: ClassVar[tuple[str, ...]] = ("generate", "score", "measure", "at_budget")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -268,6 +276,42 @@ class FingerprintMethod(ABC):
     def _measure(self, fp: Fingerprint, suspect: Oracle) -> dict[str, float]:
         """All figures for one suspect; must contain "score". Override to add more."""
         return {"score": float(self._score(fp, suspect))}
+
+    # -- query budgets --------------------------------------------------------------------------------
+    def budget_items(self, fp: Fingerprint) -> int | None:
+        """How many items the fingerprint holds for subsampling (None: it cannot be subsampled)."""
+        if not self.budget_tensors:
+            return None
+        return int(fp.tensors[self.budget_tensors[0]].shape[0])
+
+    def _subsample(self, fp: Fingerprint, keep: torch.Tensor) -> Fingerprint:
+        """The fingerprint restricted to the items `keep` (sorted indices): index-selects `budget_tensors`."""
+        tensors = {k: (v[keep] if k in self.budget_tensors else v) for k, v in fp.tensors.items()}
+        return Fingerprint(method=fp.method, tensors=tensors, meta=dict(fp.meta), sha256=fp.sha256)
+
+    def at_budget(self, fp: Fingerprint, budget: int, seed: int) -> Fingerprint | None:
+        """The fingerprint a verifier limited to `budget` queries per suspect would use.
+
+        The whole fingerprint when it fits the budget; otherwise `budget // q` of its items drawn
+        without replacement from `seeded_generator(seed, budget)` (q = queries per item, rounded up) and
+        kept in their original order; None when the method cannot be subsampled or fewer than
+        `min_budget_items` items fit. `meta` gains `budget` and `budget_items`, and its
+        `queries_per_suspect` is what the subset costs.
+        """
+        total = int(fp.meta.get("queries_per_suspect", 0))
+        if total <= budget:
+            return fp
+        items = self.budget_items(fp)
+        if not items:
+            return None
+        per_item = -(-total // items)
+        count = budget // per_item
+        if count < self.min_budget_items:
+            return None
+        keep = torch.randperm(items, generator=seeded_generator(seed, budget))[:count].sort().values
+        subset = self._subsample(fp, keep)
+        subset.meta.update(budget=int(budget), budget_items=int(count), queries_per_suspect=int(count * per_item))
+        return subset
 
     def generation_target(self, fp: Fingerprint) -> dict[str, Any] | None:
         """Whether generation reached the method's own target, read from `fp.meta` (works on cached fingerprints).

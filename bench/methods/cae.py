@@ -164,6 +164,7 @@ class Cae(PooledMethod):
     Config = CaeConfig
     access = "label"
     version = "2"  # 2: gradient through both sides of the third term, softmax ME, correctly classified seeds
+    budget_tensors = ("inputs", "labels", "seeds", "seed_labels", "conferrability")  # budgets: an item is one example
     paper_results = {"cifar10": "0.80/0.48/0.64"}  # AUC/T1%F/T10%F in the ADV-TRA paper's Table 2 (Xu et al., 2024)
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:

@@ -76,6 +76,7 @@ class Ipguard(FingerprintMethod):
     Config = IpguardConfig
     access = "label"
     version = "1"
+    budget_tensors = ("inputs", "labels", "seeds", "seed_labels", "targets")  # query budgets: an item is one sample
     paper_results = {"cifar10": "0.77/0.30/0.46"}  # AUC/T1%F/T10%F in the ADV-TRA paper's Table 2 (Xu et al., 2024)
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:

@@ -77,6 +77,9 @@ class Sac(FingerprintMethod):
     Config = SacConfig
     access = "probs"
     version = "1"
+    # Query budgets: an item is one sample; the stored correlation matrix keeps the kept samples' rows and columns.
+    budget_tensors = ("inputs", "labels", "true_labels")
+    min_budget_items = 2  # a correlation needs two samples
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: SacConfig = self.config
@@ -102,6 +105,12 @@ class Sac(FingerprintMethod):
         return Fingerprint(method=self.name, meta=meta, tensors={
             "inputs": inputs.detach().cpu().contiguous(), "labels": probs.argmax(1).cpu(), "true_labels": true_labels.cpu(),
             "correlation": matrix.detach().cpu().contiguous()})
+
+    def _subsample(self, fp: Fingerprint, keep: torch.Tensor) -> Fingerprint:
+        """The kept samples and their correlations: C[keep][:, keep] (an entry depends on its two samples only)."""
+        subset = super()._subsample(fp, keep)
+        subset.tensors["correlation"] = fp.tensors["correlation"][keep][:, keep]
+        return subset
 
     def _score(self, fp: Fingerprint, suspect: Oracle) -> float:
         matrix = correlation_matrix(suspect.probs(fp.tensors["inputs"]).cpu(), fp.meta["correlation"])

@@ -84,6 +84,9 @@ class Uap(PooledMethod):
     Config = UapConfig
     access = "probs"
     version = "2"  # 2: DeepFool checks every class, drops unconverged steps, best pass kept, shortfall fails
+    # Query budgets: an item is one view (its m points and m points + v: 2m queries); the encoder's input is
+    # all m clusters of a view, so clusters cannot be dropped (docs/metrics.md, "Scores against query budget").
+    budget_tensors = ("inputs", "source_vectors")
     paper_results = {"cifar10": "0.91/0.76/0.78"}  # AUC/T1%F/T10%F in the ADV-TRA paper's Table 2 (Xu et al., 2024)
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:

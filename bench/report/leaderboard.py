@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from bench.io import atomic_write_text
-from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, result_fpr_targets
+from bench.metrics import DEFAULT_FPR_TARGETS, aruc, auc, format_fpr, fpr_column, result_fpr_targets
 from bench.report import positive_sets as ps
 from bench.report import trials as tr
 from bench.report.check import ZooChecker, check_integrity
@@ -38,6 +38,7 @@ from bench.zoo.store import ZooError
 log = logging.getLogger(__name__)
 
 _FIGURE_SUFFIXES = ("", "_std", "_ci_low", "_ci_high")  # per figure: mean, sd over trials, CI
+DEFAULT_BUDGET = 100  # queries per suspect of the matched-budget column AUC@<b> (docs/metrics.md)
 
 
 def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
@@ -45,7 +46,7 @@ def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
     return [
         "zoo", "dataset", "benchmark", "positives", "rank", "method", "variant", "config", "version", "trials",
         *(f"auc{s}" for s in _FIGURE_SUFFIXES), "ci_over",
-        *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in _FIGURE_SUFFIXES),
+        *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in _FIGURE_SUFFIXES), "aruc", "auc_at_budget",
         "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
     ]  # fmt: skip
 
@@ -74,6 +75,7 @@ class Board:
     # The results the rows aggregate, by (positives view, result file relative to the results dir):
     # the file's own result for `all`, the derived one (suspects restricted, metrics recomputed) for `paper`.
     results: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    budget: int = DEFAULT_BUDGET  # queries per suspect of the `auc_at_budget` column (AUC@<budget>)
 
 
 @dataclass
@@ -91,6 +93,28 @@ def _figure(result: dict[str, Any], tpr_key: str | None) -> float:
     return math.nan if value is None else float(value)
 
 
+def _aruc(result: dict[str, Any]) -> float:
+    """The stored ARUC, or (results written before it existed) ARUC recomputed from per_model."""
+    stored = result["metrics"].get("aruc")
+    if stored is not None:
+        return float(stored)
+    records = result["per_model"]
+    return aruc([r["score"] for r in records], [int(r["role"] == "positive") for r in records])
+
+
+def auc_at_budget(result: dict[str, Any], budget: int) -> float:
+    """AUC at `budget` queries per suspect: the full AUC when the whole fingerprint fits, else the AUC of the
+    suspects' `budget_scores` at that budget (recomputed, so a derived positives view is right too); NaN
+    when it was not measured or the method could not be subsampled to it."""
+    if float(result["queries_per_suspect"]) <= budget:
+        return float(result["metrics"]["auc"])
+    records = result["per_model"]
+    key = str(budget)
+    if not records or not all(key in (r.get("budget_scores") or {}) for r in records):
+        return math.nan
+    return auc([r["budget_scores"][key] for r in records], [int(r["role"] == "positive") for r in records])
+
+
 def _suspect_ci(result: dict[str, Any], tpr_key: str | None) -> tuple[float, float]:
     ci = result["metrics"].get("ci") or {}
     pair = ci.get("auc") if tpr_key is None else (ci.get("tpr_at_fpr") or {}).get(tpr_key)
@@ -105,7 +129,7 @@ def _target_note(misses: list[tuple[tr.TrialKey, dict[str, Any]]], trials: int) 
     return f"generation missed its target in {len(misses)} of {trials} trial(s): " + "; ".join(parts)
 
 
-def _record(row: _Row, label: str, fpr_targets: Sequence[float]) -> dict[str, Any]:
+def _record(row: _Row, label: str, fpr_targets: Sequence[float], budget: int) -> dict[str, Any]:
     results = row.results()
     first = next(iter(results.values()))
     _, confidence, _ = tr.bootstrap_settings(first)
@@ -119,6 +143,9 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float]) -> dict[str, An
         low, high = (stats.low, stats.high) if len(results) > 1 else _suspect_ci(first, tpr_key)
         record.update({name: stats.mean, f"{name}_std": stats.std, f"{name}_ci_low": low, f"{name}_ci_high": high})
     record["ci_over"] = "" if math.isnan(record["auc_ci_low"]) else ("trials" if len(results) > 1 else "suspects")
+    record["aruc"] = _mean([_aruc(r) for r in results.values()])
+    at_budget = [auc_at_budget(r, budget) for r in results.values()]  # every trial or "—"
+    record["auc_at_budget"] = math.nan if any(math.isnan(v) for v in at_budget) else _mean(at_budget)
     misses = tr.target_misses(results.items())
     record.update({
         # The smallest count over trials: the figure rests on at least this many suspects.
@@ -196,11 +223,12 @@ def _benchmark(rows: list[_Row], records: dict[tuple, dict[str, Any]]) -> list[d
     return out
 
 
-def build_board(results_dir: str | Path) -> Board:
+def build_board(results_dir: str | Path, budget: int = DEFAULT_BUDGET) -> Board:
     """Aggregate every result file under ``results_dir/runs`` into rows and paired comparisons.
 
     Args:
         results_dir: Root of the results tree.
+        budget: queries per suspect of the matched-budget column ``auc_at_budget`` (:func:`auc_at_budget`).
 
     Returns:
         The :class:`Board`; its TPR columns follow the FPR targets the results carry (their union,
@@ -219,14 +247,14 @@ def build_board(results_dir: str | Path) -> Board:
     targets = result_fpr_targets(result for _, _, result in viewed)
     rows = _group(viewed)
     labels = _labels(rows)
-    records = {row.key: _record(row, labels[row.key], targets) for row in rows}
+    records = {row.key: _record(row, labels[row.key], targets, budget) for row in rows}
     comparisons: list[dict[str, Any]] = []
     for benchmark, view in sorted({(row.benchmark, row.key[4]) for row in rows}, key=lambda b: (b[0], ps.view_order(b[1]))):
         comparisons += _benchmark([r for r in rows if (r.benchmark, r.key[4]) == (benchmark, view)], records)
     frame = pd.DataFrame(sorted(records.values(), key=_sort_key), columns=columns(targets))
     frame["rank"] = frame["rank"].astype("Int64")
     results = {(view, rel): result for rel, view, result in viewed}
-    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets, results)
+    return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets, results, budget)
 
 
 def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:

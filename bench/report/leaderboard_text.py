@@ -46,6 +46,11 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
   negatives (independent models). **{tpr_names}**: the largest true-positive rate among ROC points
   with false-positive rate at most {tpr_percents}, without interpolation; with fewer negatives than
   1/FPR (n− < {first_inverse} for {first_name}) it is the TPR at zero false positives: read it together with n−.
+- **ARUC**: area under the robustness–uniqueness curves (IPGuard): over thresholds τ on the
+  scores min–max mapped to [0, 1], the area under min(share of positives ≥ τ, share of negatives < τ).
+  **AUC@{budget}**: the AUC when each suspect is verified with at most {budget} queries (a seeded
+  subset of the fingerprint; the full AUC when the whole fingerprint costs no more); — = not measured,
+  or the fingerprint cannot be cut to that budget. Definitions: `docs/metrics.md`.
 - **±** is the standard deviation across trials; **AUC CI** is the Student-t confidence interval of
   the mean over trials (level `eval.bootstrap.confidence`, 95% by default); † marks a single-trial
   row, whose interval is that result's bootstrap over suspects.
@@ -110,10 +115,10 @@ def tpr_definition(fpr_targets: Sequence[float]) -> dict[str, str]:
             "first_inverse": f"{1 / fpr_targets[0]:g}", "first_name": fpr_label(fpr_targets[0])}  # fmt: skip
 
 
-def header(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> str:
-    """The legend at the top of ``leaderboard.md``, naming the TPR figures of these FPR targets."""
+def header(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS, budget: int = 100) -> str:
+    """The legend at the top of ``leaderboard.md``, naming the TPR figures of these FPR targets and the budget."""
     return _HEADER.format(**tpr_definition(fpr_targets), all=ALL, paper=PAPER, all_note=VIEW_NOTES[ALL],
-                          paper_note=VIEW_NOTES[PAPER])
+                          paper_note=VIEW_NOTES[PAPER], budget=budget)
 
 
 def fmt(value: float | None, decimals: int = 3) -> str:
@@ -184,10 +189,11 @@ def leaderboard_markdown(board: Board) -> str:
     """Render a :class:`~bench.report.leaderboard.Board` as the ``leaderboard.md`` text."""
     frame, targets = board.rows, board.fpr_targets
     if frame.empty:
-        return header(targets) + "\nNo result files found.\n"
+        return header(targets, board.budget) + "\nNo result files found.\n"
     head = ["zoo", "dataset", "bench", "positives", "rank", "method", "config", "trials", "AUC", "AUC CI",
-            *(fpr_label(t) for t in targets), "n+", "n−", "queries", "gen s", "verify s", "paper", "runs"]  # fmt: skip
-    align = ["---"] * 4 + ["---:"] + ["---"] * 2 + ["---:"] * (8 + len(targets)) + ["---"] * 2
+            *(fpr_label(t) for t in targets), "ARUC", f"AUC@{board.budget}", "n+", "n−", "queries", "gen s", "verify s",
+            "paper", "runs"]  # fmt: skip
+    align = ["---"] * 4 + ["---:"] + ["---"] * 2 + ["---:"] * (10 + len(targets)) + ["---"] * 2
     notes: list[str] = []
     lines = []
     for row in frame.to_dict("records"):
@@ -202,10 +208,10 @@ def leaderboard_markdown(board: Board) -> str:
             f"{md_text(row['variant'])}{flag}", md_code(row["config"]), str(row["trials"]), with_spread(row["auc"], row["auc_std"]),
             ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
             *(with_spread(row[c], row[f"{c}_std"]) for c in map(fpr_column, targets)),
-            str(row["n_pos"]), str(row["n_neg"]), fmt(row["queries"], 0), fmt(row["gen_s"], 1),
+            fmt(row["aruc"]) or MISSING, fmt(row["auc_at_budget"]) or MISSING, str(row["n_pos"]), str(row["n_neg"]), fmt(row["queries"], 0), fmt(row["gen_s"], 1),
             fmt(row["verify_s"], 1), md_text(row["paper"]), runs,
         ])  # fmt: skip
-    text = header(targets) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
+    text = header(targets, board.budget) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- {WARNING}{number} {note}" for number, note in enumerate(notes, 1)) + "\n"
     text += "\n## Paired comparisons\n\n" + COMPARISONS_INTRO

@@ -247,6 +247,36 @@ def plot_score_vs_accuracy_drop(results: list[dict[str, Any]], path: str | Path)
     return _save(fig, path)
 
 
+def budget_curve(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(queries per suspect, AUC) of one method config's budgets, means over its trials, by budget; budgets
+    the whole fingerprint fits collapse onto one point, and no-query points (the guards) are left out."""
+    by_budget: dict[Any, list[tuple[float, float]]] = defaultdict(list)
+    for run in runs:
+        for entry in run.get("budgets") or []:
+            if "auc" in entry:
+                by_budget[entry["budget"]].append((float(entry["queries_per_suspect"]), float(entry["auc"])))
+    points = {(round(float(np.mean([q for q, _ in v])), 6), float(np.mean([a for _, a in v]))) for v in by_budget.values()}
+    return sorted(p for p in points if p[0] > 0)
+
+
+def plot_budget_auc(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """AUC against queries per suspect (log x), one line per method config (docs/metrics.md, query budgets)."""
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    labels = _labels(results)
+    for colour, (key, runs) in zip(_colours(len(labels)), _by_run(results).items()):
+        points = budget_curve(runs)
+        if points:
+            ax.plot([q for q, _ in points], [a for _, a in points], marker="o", color=colour, label=labels[key])
+    ax.set_xscale("log")
+    ax.set(ylim=(-0.01, 1.01), xlabel="queries per suspect (log scale)", ylabel="AUC")
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_title(_title("AUC against query budget", results))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
 def has_accuracy(results: list[dict[str, Any]]) -> bool:
     """True when some suspect of some result has a recorded test accuracy (and the source has one)."""
     return any(_accuracy_drops(result) for result in results)
@@ -265,8 +295,9 @@ def _colours(n: int) -> list[Any]:
 
 
 def write_plots(results_dir: str | Path) -> list[Path]:
-    """Write ``plots/<zoo>/{roc,scores_box,groups_heatmap}.png`` for every zoo with result files, and
-    ``score_vs_accuracy_drop.png`` where suspects' test accuracies are recorded.
+    """Write ``plots/<zoo>/{roc,scores_box,groups_heatmap}.png`` for every zoo with result files,
+    ``score_vs_accuracy_drop.png`` where suspects' test accuracies are recorded, and ``budget_auc.png``
+    where results carry scores against query budget.
 
     Args:
         results_dir: Root of the results tree.
@@ -293,4 +324,6 @@ def write_plots(results_dir: str | Path) -> list[Path]:
         written.append(plot_group_heatmap(by_zoo[zoo], folder / "groups_heatmap.png"))
         if has_accuracy(by_zoo[zoo]):  # results written before suspects' accuracies were recorded have none
             written.append(plot_score_vs_accuracy_drop(by_zoo[zoo], folder / "score_vs_accuracy_drop.png"))
+        if any(r.get("budgets") for r in by_zoo[zoo]):  # results written with eval.budgets
+            written.append(plot_budget_auc(by_zoo[zoo], folder / "budget_auc.png"))
     return written

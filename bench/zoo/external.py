@@ -25,6 +25,7 @@ from bench.io import sha256_file
 from bench.nets import build_model, new_model
 from bench.nets.factory_net import is_factory_arch
 from bench.nets.timm_net import is_timm_arch, pretrained_features_state
+from bench.zoo.attacks import ATTACKS
 
 EXPORT_HINT = ("Export the weights instead of the module: `torch.save(model.state_dict(), 'model.pt')` or "
                "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`.")
@@ -251,8 +252,6 @@ def preflight(jobs: list[Any], data: Any) -> None:
 
 def _check_head_attacks(job: Any, by_id: dict[str, Any], data: Any) -> None:
     """FTLL/RTLL/RTAL on a whole model from a `factory:` arch (no linear head): refused before any training."""
-    from bench.zoo.attacks import ATTACKS  # the attacks import the zoo's training code: load them only here
-
     parent = by_id.get(job.parent)
     arch, params = (parent.arch, parent.arch_params) if parent is not None else (job.arch, job.arch_params)
     for step in job.spec.get("chain", []):

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, ModelSpec
+from bench.deploy import parse_chain
 from bench.pools import PoolSpec
 from bench.training import check_seed
 from bench.zoo.attacks import ATTACKS, build_attack
@@ -47,6 +48,8 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
     for i, raw in enumerate(zoo.negatives):
         where = f"zoo.negatives[{i}]"
         entry = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw
+        entry, deploy = _split_deploy(entry, where)
+        first = len(jobs)
         imported = isinstance(entry, dict) and entry.get("weights") is not None
         kinds = IMPORTED_KINDS if imported else NEGATIVE_KINDS
         if not isinstance(entry, dict) or entry.get("kind") not in kinds:
@@ -74,7 +77,22 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
                 raise ConfigError(f"{where}: a SAST negative with the source's own seed ({spec['seed']}) is the source itself; "
                                   "give it another seed.")
             jobs.append(_train_job("negative", spec, dataset, split_hashes, kind=kind, augment=augment))
+        for job in jobs[first:]:
+            job.deploy = deploy
     return jobs
+
+
+def _split_deploy(entry: Any, where: str) -> tuple[Any, list[Any] | None]:
+    """A suspect entry without its `deploy:` chain (validated now, before any training), and the chain."""
+    if not isinstance(entry, dict) or "deploy" not in entry:
+        return entry, None
+    entry = dict(entry)
+    chain = entry.pop("deploy")
+    try:
+        parse_chain(chain, f"{where}.deploy")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return entry, list(chain or []) or None
 
 
 def _attack_steps(entry: dict[str, Any], where: str) -> list[list[tuple[str, dict, dict]]]:
@@ -106,11 +124,13 @@ def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[
     for i, raw in enumerate(zoo.positives):
         where = f"zoo.positives[{i}]"
         entry = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw
+        entry, deploy = _split_deploy(entry, where)
         if isinstance(entry, dict) and entry.get("weights") is not None:  # imported: `attack:` is a free-text label
             label = str(entry.get("label") or entry.get("attack") or "imported")
             params = {k: v for k, v in entry.items() if k not in ("attack", "label")}
             spec = _train_spec(_imported_base(source, params), params, where)
             jobs.append(import_job("positive", spec, where, attack=label, parent=source.model_id))
+            jobs[-1].deploy = deploy
             continue
         if not isinstance(entry, dict) or ("attack" not in entry and "chain" not in entry):
             raise ConfigError(f"{where} needs 'attack: NAME' or 'chain: [...]'; got {entry!r}.")
@@ -140,7 +160,7 @@ def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[
                             provenance="->".join([source.provenance, *fragments]), arch=arch, arch_params=arch_params,
                             seed=resolved[-1]["params"].get("seed", 0), parent=source.model_id,
                             attack=entry.get("label") or "+".join(labels),
-                            split=resolved[0]["params"].get("split", "attacker")))
+                            split=resolved[0]["params"].get("split", "attacker"), deploy=deploy))
     return jobs
 
 
@@ -158,8 +178,11 @@ def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[Poo
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.model_id in seen:
+            hint = (" A `deploy:` chain serves the same checkpoint, so it does not make another model: to score one "
+                    "model under several deployments, run once per zoo.deploy (e.g. a sweep)."
+                    if job.deploy or seen[job.model_id].deploy else "")
             raise ConfigError(f"Two zoo entries describe the same model ({job.provenance}); "
-                              "give them different seeds or parameters.")
+                              f"give them different seeds or parameters.{hint}")
         seen[job.model_id] = job
     return ZooPlan(name=cfg.zoo.name, dataset=cfg.data.name, split_hashes=dict(split_hashes), jobs=jobs)
 

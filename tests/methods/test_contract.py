@@ -22,7 +22,10 @@ from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationCon
 from bench.methods.adv_tra import AdvTraConfig
 from bench.methods.akh import AkhConfig
 from bench.methods.cae import CaeConfig
+from bench.methods.cort import CortConfig
 from bench.methods.ipguard import IpguardConfig
+from bench.methods.metav import MetavConfig
+from bench.methods.modeldiff import ModeldiffConfig
 from bench.methods.sac import SacConfig
 from bench.methods.uap import UapConfig
 from bench.modes import eval_mode
@@ -34,7 +37,10 @@ SMALL: dict[str, Any] = {
     "adv_tra": AdvTraConfig(n_fingerprints=3, candidates=10, max_iterations=60),
     "akh": AkhConfig(n_samples=20),
     "cae": CaeConfig(n_fingerprints=5, candidates=20, eps=0.25, iterations=10),
+    "cort": CortConfig(n_seeds=20, eps=0.25),
     "ipguard": IpguardConfig(n_fingerprints=8, max_steps=60, keep_failures=True),
+    "metav": MetavConfig(n_fingerprints=8, steps=20, prune_rates=[0.3], finetune_variants=1, finetune_steps=3),
+    "modeldiff": ModeldiffConfig(n_pairs=10, iterations=100),
     "oracle_label": None,
     "random": None,
     "sac": SacConfig(n_samples=10),

@@ -1,7 +1,7 @@
 """Removal attacks: the registry `ATTACKS` and `build_attack`, which validates params before any work.
 
 Importing this package imports every attack module, so `ATTACKS` is complete: ftll, ftal, rtll, rtal
-(`finetune.py`), prune, adv_train, extract, quantize.
+(`finetune.py`), ftsmooth, prune, adv_train, extract, quantize.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.zoo.attacks import adv_train, extract, finetune, prune, quantize  # noqa: F401  (registers them)
+from bench.zoo.attacks import adv_train, extract, finetune, ftsmooth, prune, quantize  # noqa: F401  (registers them)
 from bench.zoo.attacks.base import (
     ATTACKS,
     AttackContext,
