@@ -194,6 +194,20 @@ def _row(spec: SweepSpec, index: int, point: dict[str, Any], trial: int, path: P
            "result": str(path)}
     if "trajectory_length" in result.get("fingerprint", {}):
         row["trajectory_length"] = result["fingerprint"]["trajectory_length"]
+    if "zoo.deploy" in point:  # a deployment sweep (docs/deployment.md): its label and the positives' utility
+        row.update(deployment_row(result))
+    return row
+
+
+def deployment_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The deployment a result was measured under (`none` when undeployed) and the suspects' utility:
+    mean clean test accuracy through the deployment, of the positives and of the negatives."""
+    rows = result["per_model"]
+    row: dict[str, Any] = {"zoo.deploy": next((m["deploy"] for m in rows if m.get("deploy")), "none")}
+    for role in ("positive", "negative"):
+        accuracies = [m.get("test_acc_deployed", m.get("test_acc")) for m in rows if m["role"] == role]
+        accuracies = [a for a in accuracies if a is not None]
+        row[f"utility_{role}s"] = sum(accuracies) / len(accuracies) if accuracies else None
     return row
 
 

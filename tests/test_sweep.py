@@ -132,3 +132,25 @@ def test_two_entries_of_one_method_stay_apart(tmp_path, monkeypatch):
     assert frame.groupby("variant")["auc"].mean().to_dict() == {"adv_tra": 0.9, "adv_tra[score=agreement]": 0.5}
     # one heatmap per variant, each titled with it (pooled, there would be one titled "adv_tra")
     assert "adv_tra: AUC (mean over trials)" in labels and "adv_tra[score=agreement]: AUC (mean over trials)" in labels
+
+
+def test_deployment_sweep_heatmap_of_methods_and_utility(smoke_cfg, smoke_zoo, tmp_path, monkeypatch):
+    """A sweep over `zoo.deploy` (docs/deployment.md): chain labels as the axis, in the file's order, the
+    deployed positives' utility per row, one methods x deployment heatmap per metric and AUC against utility."""
+    sweep = tmp_path / "deploy.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "deploy", "recipe": str(REPO / "recipes" / "smoke.yaml"), "search": "grid", "trials": 1,
+        "overrides": ["methods=[akh,oracle_label]", "eval.budgets=[]"],
+        "parameters": {"zoo.deploy": [[], [{"random_labels": {"p": 1.0}}], [{"top1": {}}]]}}))
+    labels = _captured_labels(monkeypatch)
+    outcome = run_sweep(load_sweep(sweep, _overrides(smoke_cfg, tmp_path)), progress=False)
+    assert not outcome.failed and len(outcome.rows) == 3 * 2
+    by_point = {row["zoo.deploy"]: row for row in outcome.rows if row["method"] == "akh"}
+    assert list(by_point) == ["none", "random_labels(p=1)", "top1"]
+    # every answer changed: the deployed positives lose accuracy; a label-only API keeps it
+    assert by_point["random_labels(p=1)"]["utility_positives"] < by_point["none"]["utility_positives"] - 0.5
+    assert by_point["top1"]["utility_positives"] == pytest.approx(by_point["none"]["utility_positives"])
+    assert by_point["random_labels(p=1)"]["auc"] < by_point["none"]["auc"]
+    names = sorted(p.name for p in outcome.plots)
+    assert names == ["detection_vs_utility.png", "methods_auc_heatmap.png", "methods_tpr_at_0.01_heatmap.png"]
+    assert "methods: AUC (mean over trials)" in labels and "oracle_label" in labels  # one line per method

@@ -3,7 +3,9 @@
 Two swept keys give heatmaps of AUC and of the TPR at the smallest FPR target the results carry
 (``eval.fpr_targets``; T1%F by default) (mean over trials; the paper's Fig. 11 is AUC over brake
 factor x length); one swept key gives line plots of the same two figures with a 95% band over trials
-(Fig. 10).
+(Fig. 10). One swept key with non-numeric values (a deployment sweep over `zoo.deploy`) gives one
+heatmap of every method against the values, in the sweep file's order, and, when the rows carry the
+deployed positives' utility, AUC against that utility.
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ def _axis(frame: pd.DataFrame, key: str) -> str:
     return key
 
 
-def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path: Path, variant: str) -> Path:
-    table = frame.groupby([y, x])[metric].mean().unstack(x).sort_index().sort_index(axis=1)
+def _heatmap(frame: pd.DataFrame, x: str, y: str, metric: str, title: str, path: Path, variant: str,
+             columns: list[Any] | None = None) -> Path:
+    """Mean `metric` over trials on a y x x grid; `columns` fixes the order of x (default: sorted)."""
+    table = frame.groupby([y, x])[metric].mean().unstack(x).sort_index()
+    table = table[columns] if columns is not None else table.sort_index(axis=1)
     fig = _figure(1.2 + 0.9 * table.shape[1], 1.0 + 0.6 * table.shape[0])
     ax = fig.add_subplot()
     image = ax.imshow(table.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.columns])
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.columns],
+                  rotation=0 if columns is None else 40, ha="center" if columns is None else "right")
     ax.set_yticks(range(table.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.index])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
@@ -71,6 +77,21 @@ def _lines(frame: pd.DataFrame, x: str, path: Path, variant: str) -> Path:
     return _save(fig, path)
 
 
+def _utility(frame: pd.DataFrame, x: str, path: Path) -> Path:
+    """Detection (AUC) against the deployed positives' clean test accuracy, one line per method, a point per value of `x`."""
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    for variant, part in frame.groupby("variant"):
+        stats = part.groupby(x, sort=False)[["utility_positives", "auc"]].mean().sort_values("utility_positives")
+        ax.plot(stats["utility_positives"], stats["auc"], marker="o", label=str(variant))
+    ax.set_xlabel("positives' test accuracy through the deployment (mean)")
+    ax.set_ylabel("AUC (mean over trials)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("detection against utility, one point per deployment")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def write_sweep_report(name: str, keys: list[str], rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, list[Path]]:
     """Write `<out_dir>/points.csv` and the plots that fit the number of swept keys."""
     out = Path(out_dir)
@@ -81,6 +102,14 @@ def write_sweep_report(name: str, keys: list[str], rows: list[dict[str, Any]], o
     csv = out / "points.csv"
     atomic_write_text(csv, frame.to_csv(index=False, float_format="%.6g"))
     plots: list[Path] = []
+    if len(keys) == 1 and not pd.api.types.is_numeric_dtype(frame[keys[0]]):  # e.g. zoo.deploy: one heatmap of all methods
+        order = list(dict.fromkeys(frame.sort_values("point")[keys[0]]))  # the sweep file's order
+        for metric, title in metrics(frame):
+            plots.append(_heatmap(frame, keys[0], "variant", metric, title, out / f"methods_{metric.replace('@', '_at_')}"
+                                  "_heatmap.png", "methods", columns=order))
+        if "utility_positives" in frame:
+            plots.append(_utility(frame, keys[0], out / "detection_vs_utility.png"))
+        return csv, plots
     for variant, part in frame.groupby("variant"):
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(variant)).strip("_")  # adv_tra[score=agreement] -> adv_tra_score_agreement
         if len(keys) == 2:
