@@ -387,9 +387,13 @@ def _hashed(data: dict[str, Any]) -> dict[str, Any]:
     the hashes they had.
 
     `eval.budgets` adds figures to a result and never changes its main score (docs/decisions.md, "Query budgets").
+    `eval.progress` only shows bars: it is hashed at its default, so a run with `eval.progress=false` names
+    the same result files as one with bars (published files were hashed with the default).
     """
     if isinstance(data.get("eval"), dict):
         data["eval"] = {k: v for k, v in data["eval"].items() if k != "budgets"}
+        if "progress" in data["eval"]:
+            data["eval"]["progress"] = EvalConfig.progress
     zoo = data.get("zoo")
     if isinstance(zoo, dict):  # an empty `zoo.endpoints` or `zoo.deploy` (docs/deployment.md) is left out
         data["zoo"] = {k: v for k, v in zoo.items() if not (k in ("endpoints", "deploy") and not v)}

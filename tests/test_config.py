@@ -104,6 +104,16 @@ def test_run_hash_is_per_method():
     assert run_config_sha256(a, OmegaConf.to_container(a.methods[0])) == run_config_sha256(b, OmegaConf.to_container(b.methods[0]))
 
 
+def test_run_hash_ignores_display_and_extra_figures():
+    """Progress bars and query budgets change no score: the result file keeps its name (published ones too)."""
+    def digest(*overrides: str) -> str:
+        cfg = load_recipe(SMOKE, ["methods=[akh]", *overrides])
+        return run_config_sha256(cfg, OmegaConf.to_container(cfg.methods[0]))
+
+    assert digest() == digest("eval.progress=false") == digest("eval.budgets=[]") == digest("eval.budgets=[5]")
+    assert digest() != digest("eval.fpr_targets=[0.05]")
+
+
 @pytest.mark.parametrize("override, needle", [
     ("compute.executor=slurm", "compute.executor"),
     ("tracking.wandb.mode=sometimes", "tracking.wandb.mode"),
