@@ -38,7 +38,11 @@ def _plain_train(arch: str = "convnet", seed: int = 0, num_classes: int = 10, im
     x, y = _digits()
     if image_size != 8:
         x = torch.nn.functional.interpolate(x, size=image_size)
-    y = y % num_classes
+    return plain_fit(model, x, y % num_classes)
+
+
+def plain_fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    """A user's own loop: 30 SGD steps on random batches of 64 (draws from torch's global RNG)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for _ in range(30):
         idx = torch.randint(0, len(x), (64,))

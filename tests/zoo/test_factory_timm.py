@@ -19,7 +19,7 @@ from bench.nets import build_model
 from bench.nets.timm_net import pretrained_features_state
 from tests.conftest import smoke_overrides
 from tests.zoo.byo_factories import small_cnn
-from tests.zoo.test_external import GUARDS, QUIET, TRAIN, _digits, _recipe, _results, _run
+from tests.zoo.test_external import GUARDS, QUIET, TRAIN, _digits, _recipe, _results, _run, plain_fit
 
 FACTORY = "tests.zoo.byo_factories"
 
@@ -27,14 +27,7 @@ FACTORY = "tests.zoo.byo_factories"
 def _plain_fit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """A user's own loop on the digits (inputs in [0, 1], no normalisation inside the model)."""
     torch.manual_seed(seed)
-    x, y = _digits()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(30):
-        idx = torch.randint(0, len(x), (64,))
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
-    return model.eval()
+    return plain_fit(model, *_digits())
 
 
 @pytest.fixture(scope="module")
