@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BUDGETS = (10, 30, 100, 300, 1000)  # eval.budgets default: queries per suspect (issue #18, item 6)
 ALL = "all"  # the entry of the whole fingerprint (the main result)
+DEFAULT_BUDGET = 100  # queries per suspect of the leaderboard's matched-budget column AUC@<b> (docs/metrics.md)
 
 
 def check_budgets(budgets: Sequence[Any], where: str = "eval.budgets") -> None:
@@ -49,14 +50,13 @@ class BudgetPlan:
         budget: queries per suspect allowed.
         fingerprint: the subset (the whole fingerprint when it fits; None when none can be made).
         reason: why no fingerprint fits the budget (None when one does).
+        whole: the whole fingerprint fits the budget (`fingerprint` is it; the main score serves).
     """
 
     budget: int
     fingerprint: Fingerprint | None
     reason: str | None = None
-
-    def whole(self, main: Fingerprint) -> bool:
-        return self.fingerprint is main
+    whole: bool = False  # the whole fingerprint fits the budget: the main score serves
 
 
 def plan_budgets(method: FingerprintMethod, fp: Fingerprint, budgets: Sequence[int], seed: int) -> list[BudgetPlan]:
@@ -69,25 +69,25 @@ def plan_budgets(method: FingerprintMethod, fp: Fingerprint, budgets: Sequence[i
             log.error("%s: subsampling to %d queries failed: %s: %s", method.name, budget, type(err).__name__, err)
             plans.append(BudgetPlan(budget, None, f"subsampling failed: {type(err).__name__}: {err}"))
             continue
-        plans.append(BudgetPlan(budget, subset, None if subset is not None else _reason(method, fp, budget)))
+        plans.append(BudgetPlan(budget, subset, None if subset is not None else _reason(method, fp, budget),
+                                whole=subset is fp))
         if subset is None:
             log.info("%s: no score at %d queries per suspect: %s", method.name, budget, plans[-1].reason)
     return plans
 
 
 def _reason(method: FingerprintMethod, fp: Fingerprint, budget: int) -> str:
-    items = method.budget_items(fp)
-    total = int(fp.meta.get("queries_per_suspect", 0))
-    if not items:
+    fit = method.budget_fit(fp, budget)
+    if fit is None:
         return (f"{method.name} cannot be subsampled (its fingerprint is not a set of items); the whole "
-                f"fingerprint costs {total} queries per suspect")
-    per_item = -(-total // items)
-    return (f"{budget} queries fit {budget // per_item} of its {items} items ({per_item} queries each), fewer "
+                f"fingerprint costs {int(fp.meta.get('queries_per_suspect', 0))} queries per suspect")
+    items, per_item, count = fit
+    return (f"{budget} queries fit {count} of its {items} items ({per_item} queries each), fewer "
             f"than the {method.min_budget_items} the method needs")
 
 
-def score_at_budgets(method: FingerprintMethod, main: Fingerprint, plans: Sequence[BudgetPlan], main_score: float,
-                     main_queries: int, fresh_oracle: Callable[[], Oracle]) -> tuple[dict[str, float], dict[str, int], float]:
+def score_at_budgets(method: FingerprintMethod, plans: Sequence[BudgetPlan], main_score: float, main_queries: int,
+                     fresh_oracle: Callable[[], Oracle]) -> tuple[dict[str, float], dict[str, int], float]:
     """One suspect's score and queries at each budget, and the seconds spent querying for them.
 
     A budget the whole fingerprint fits reuses the main score and queries; a subset is scored through
@@ -99,7 +99,7 @@ def score_at_budgets(method: FingerprintMethod, main: Fingerprint, plans: Sequen
     for plan in plans:
         if plan.fingerprint is None:
             continue
-        if plan.whole(main):
+        if plan.whole:
             scores[str(plan.budget)], queries[str(plan.budget)] = float(main_score), int(main_queries)
             continue
         oracle = fresh_oracle()
@@ -115,8 +115,7 @@ def budget_descriptors(method: FingerprintMethod, main: Fingerprint, plans: Sequ
         if plan.fingerprint is None:
             out.append({"budget": plan.budget, "subsampled": False, "reason": plan.reason})
             continue
-        items = method.budget_items(plan.fingerprint) if not plan.whole(main) else method.budget_items(main)
-        out.append({"budget": plan.budget, "subsampled": not plan.whole(main), "items": items})
+        out.append({"budget": plan.budget, "subsampled": not plan.whole, "items": method.budget_items(plan.fingerprint)})
     out.append({"budget": ALL, "subsampled": False, "items": method.budget_items(main)})
     return out
 
@@ -192,12 +191,13 @@ def check_budget_entries(result: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     if entries and "aruc" not in result["metrics"]:
         return ["budgets are recorded but metrics.aruc is missing; re-run the evaluation."]
-    fresh = budget_entries(result["per_model"], [{k: v for k, v in e.items() if k in ("budget", "subsampled", "items",
-                                                                                        "reason")} for e in entries],
-                           result["metrics"], result["queries_per_suspect"],
+    fresh = budget_entries(result["per_model"], entries, result["metrics"], result["queries_per_suspect"],
                            [float(k) for k in result["metrics"]["tpr_at_fpr"]])
     for stored, want in zip(entries, fresh):
-        for key in ("queries_per_suspect", "auc", "aruc"):
-            if key in want and abs(float(stored[key]) - float(want[key])) > 1e-9:
-                problems.append(f"budgets[{stored['budget']!r}].{key} is {stored[key]!r} but per_model gives {want[key]!r}.")
+        pairs = [(key, stored.get(key), want[key]) for key in ("queries_per_suspect", "auc", "aruc") if key in want]
+        pairs += [(f"tpr_at_fpr[{k}]", (stored.get("tpr_at_fpr") or {}).get(k), v)
+                  for k, v in (want.get("tpr_at_fpr") or {}).items()]
+        for key, have, value in pairs:
+            if have is None or abs(float(have) - float(value)) > 1e-9:
+                problems.append(f"budgets[{stored['budget']!r}].{key} is {have!r} but per_model gives {value!r}.")
     return problems

@@ -19,6 +19,7 @@ from bench import published as pub
 from bench import tracking
 from bench import verification as vf
 from bench.api import import_fingerprint
+from bench.budgets import DEFAULT_BUDGET
 from bench.config import ConfigError, load_recipe
 from bench.deploy import DEPLOYMENTS
 from bench.evaluate import method_pool_specs, summary_lines
@@ -116,8 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                        "under DIR when there (manifest, checkpoint sha256, roles, test_acc)")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
-    board.add_argument("--budget", type=int, default=100, metavar="QUERIES",
-                       help="queries per suspect of the matched-budget column AUC@QUERIES (default 100; docs/metrics.md)")
+    board.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="QUERIES",
+                       help=f"queries per suspect of the matched-budget column AUC@QUERIES (default {DEFAULT_BUDGET}; "
+                            "docs/metrics.md)")
     lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
     lst.add_argument("family", choices=["methods", "attacks", "deployments", "archs", "datamodules"])
     perf = _subparser(sub, "perf", "run the performance benchmarks; write <results-dir>/perf/<name>.json")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from bench import tracking
 from bench.budgets import BudgetPlan, budget_descriptors, plan_budgets, score_at_budgets
 from bench.config import ConfigError, run_config, run_config_sha256, to_dict
-from bench.deploy import deploy_suspect, oracle_opener, suspect_chain
+from bench.deploy import SplitCache, deploy_suspect, oracle_opener, suspect_chain
 from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
 from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, check_imports_exist, load_imported
 from bench.io import sha256_json
@@ -58,6 +58,11 @@ class MethodRun:
     per_model: list[dict[str, Any]] = field(default_factory=list)
     budgets: list[BudgetPlan] = field(default_factory=list)  # eval.budgets, subsampled once (docs/metrics.md)
     budget_seconds: float = 0.0  # querying suspects at the budgets (not in verify_seconds)
+
+    @cached_property
+    def stream(self) -> str:
+        """A deployment's random draws for this entry: one stream per method entry (docs/deployment.md)."""
+        return sha256_json(self.entry)[:16]
 
 
 @dataclass
@@ -231,16 +236,16 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     phase_start = time.perf_counter()
 
     zoo_deploy = to_dict(cfg)["zoo"].get("deploy")  # docs/deployment.md: every suspect, before its own `deploy:`
+    splits = SplitCache(zoo.datamodule)  # deployed suspects share the test and attacker tensors
     for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
         record = records[job.model_id]
         model = store.load_model(job.model_id, record).to(device)
         # The same checkpoint behind its deployment chain (None: undeployed), utility measured once here.
         deployed, deploy_row = deploy_suspect(model, suspect_chain(zoo_deploy, job.deploy), job.model_id,
-                                              job.provenance, zoo.datamodule, cfg.eval.query_batch_size)
+                                              job.provenance, splits, cfg.eval.query_batch_size)
         for run in runs:
             # The oracle shows the role only to a method that declared access "manifest" (loop guards).
-            stream = sha256_json(run.entry)[:16]  # a deployment's random draws: one stream per method entry
-            oracle = oracle_opener(model, deployed, stream, access=run.method.access,
+            oracle = oracle_opener(model, deployed, run.stream, access=run.method.access,
                                    batch_size=cfg.eval.query_batch_size, manifest_role=record["role"])
             _measure(run, oracle, {
                 "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
@@ -251,7 +256,7 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
                 **deploy_row,  # deployed: deploy, provenance, test_acc_deployed[, defender_false_flag_rate]
             })
             if deployed is not None and deployed.has_defender:  # share of this method's queries the defender flagged
-                run.per_model[-1]["defender_flag_rate"] = deployed.flag_rate(stream)
+                run.per_model[-1]["defender_flag_rate"] = deployed.flag_rate(run.stream)
     for endpoint in endpoints:  # suspects behind an API, after the zoo's (docs/byo.md, "Endpoints")
         _score_endpoint(endpoint, runs, zoo.datamodule, source)
     outcome.phases["verify"] = time.perf_counter() - phase_start
@@ -307,7 +312,7 @@ def _measure(run: MethodRun, new_oracle: Callable[[], Oracle], row: dict[str, An
     run.per_model.append({**row, "score": float(figures["score"]), "queries": oracle.queries,
                           "extras": {k: float(v) for k, v in figures.items() if k != "score"}})
     if run.budgets:
-        scores, queries, seconds = score_at_budgets(run.method, run.fingerprint, run.budgets, figures["score"],
+        scores, queries, seconds = score_at_budgets(run.method, run.budgets, figures["score"],
                                                     oracle.queries, new_oracle)
         run.per_model[-1].update(budget_scores=scores, budget_queries=queries)
         run.budget_seconds += seconds

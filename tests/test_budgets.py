@@ -175,6 +175,10 @@ def test_a_tampered_budget_entry_is_caught(budget_runs) -> None:
     tampered = json.loads(json.dumps(akh))
     tampered["budgets"][0]["auc"] = 0.123
     assert any("budgets[5].auc" in p for p in check_result(tampered))
+    tampered = json.loads(json.dumps(akh))  # every recorded figure is recomputed, the TPRs too
+    target = next(iter(tampered["budgets"][0]["tpr_at_fpr"]))
+    tampered["budgets"][0]["tpr_at_fpr"][target] = 0.5 if tampered["budgets"][0]["tpr_at_fpr"][target] != 0.5 else 0.25
+    assert any(f"budgets[5].tpr_at_fpr[{target}]" in p for p in check_result(tampered))
 
 
 def test_leaderboard_column_and_plot(budget_runs) -> None:

@@ -307,3 +307,14 @@ def test_overhead_benchmark_writes_figures(tmp_path):
     assert record["status"] == "ok" and not figures["errors"] and set(figures["wrappers"]) == set(DEPLOYMENTS)
     assert all(w["seconds_per_batch"] > 0 and w["overhead"] > -1 for w in figures["wrappers"].values())
     assert isinstance(figures["within_target"], bool) and figures["query_batch_size"] == 64
+
+
+def test_penultimate_features_only_where_a_linear_head_follows_them():
+    """A whole model from a `factory:` arch has no head: its `features` are logits, so distances fall back to pixels."""
+    from bench.deploy.base import split_forward
+    from bench.nets import build_model
+
+    common = {"in_channels": 1, "num_classes": 10, "image_size": 8, "mean": [0.0], "std": [1.0]}
+    assert split_forward(build_model("convnet", **common))
+    assert not split_forward(build_model("factory:tests.zoo.byo_factories:small_cnn", **common))
+    assert split_forward(build_model("factory:tests.zoo.byo_factories:cnn_features", **common))

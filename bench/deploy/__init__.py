@@ -17,7 +17,6 @@ from bench.deploy import (  # noqa: F401  (imported to register their wrappers)
 )
 from bench.deploy.base import (
     DEPLOYMENTS,
-    STAGES,
     Answer,
     Deployment,
     InputTransform,
@@ -26,8 +25,8 @@ from bench.deploy.base import (
     chain_label,
     parse_chain,
 )
-from bench.deploy.loop import deploy_suspect, oracle_opener, suspect_chain
+from bench.deploy.loop import SplitCache, deploy_suspect, oracle_opener, suspect_chain
 from bench.deploy.suspect import DeployedSuspect
 
-__all__ = ["DEPLOYMENTS", "STAGES", "Answer", "DeployedSuspect", "Deployment", "InputTransform", "OutputRestriction",
-           "build_deployment", "chain_label", "deploy_suspect", "oracle_opener", "parse_chain", "suspect_chain"]
+__all__ = ["DEPLOYMENTS", "Answer", "DeployedSuspect", "Deployment", "InputTransform", "OutputRestriction",
+           "SplitCache", "build_deployment", "chain_label", "deploy_suspect", "oracle_opener", "parse_chain", "suspect_chain"]

@@ -22,12 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.io import sha256_json
 from bench.nets.base import Classifier
-from bench.registry import Registry, RegistryError
+from bench.registry import Registry
 
 if TYPE_CHECKING:
     from bench.deploy.suspect import DeployedSuspect
-
-STAGES = ("input", "output")  # queries before the model | answers after it
 
 
 @dataclass
@@ -71,6 +69,7 @@ class Deployment(ABC):
     Config: ClassVar[type]
     stage: ClassVar[str]  # "input" | "output"
     random: ClassVar[bool] = False  # draws random numbers (from the generator the chain hands it)
+    defender: ClassVar[bool] = False  # flags queries (its flag rates are recorded; it calibrates on attacker data)
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -175,10 +174,7 @@ def parse_chain(entries: Sequence[Any] | None, where: str) -> list[Deployment]:
             raise ValueError(f"{where}[{i}] must be a one-key map {{NAME: {{params}}}} (NAME one of "
                              f"{', '.join(DEPLOYMENTS.names())}); got {entry!r}.")
         (name, params), = entry.items()
-        try:
-            chain.append(build_deployment(str(name), params, f"{where}[{i}]"))
-        except RegistryError as err:
-            raise ValueError(f"{where}[{i}]: {err}") from None
+        chain.append(build_deployment(str(name), params, f"{where}[{i}]"))
     return chain
 
 
@@ -188,9 +184,10 @@ def chain_label(chain: Sequence[Deployment]) -> str:
 
 
 def split_forward(model: torch.nn.Module) -> bool:
-    """Whether `model` is a plain `Classifier` (normalize -> features -> head), so the penultimate
-    features come out of the same forward pass as the logits."""
-    return isinstance(model, Classifier) and type(model).forward is Classifier.forward
+    """Whether `model` is a plain `Classifier` (normalize -> features -> linear head), so the penultimate
+    features come out of the same forward pass as the logits (a whole model from a `factory:` arch has
+    no separate head: its `features` are its logits)."""
+    return isinstance(model, Classifier) and type(model).forward is Classifier.forward and model.has_linear_head
 
 
 def stream_seed(suspect_id: str, position: int, deployment: Deployment, stream: str) -> int:

@@ -18,6 +18,21 @@ from bench.oracle import Oracle
 log = logging.getLogger(__name__)
 
 
+class SplitCache:
+    """A datamodule's `tensors(split, limit)`, each read once: every deployed suspect of a benchmark is
+    calibrated and measured on the same tensors (a folder dataset would decode them per suspect)."""
+
+    def __init__(self, datamodule: Any) -> None:
+        self.datamodule = datamodule
+        self._tensors: dict[tuple[str, int | None], Any] = {}
+
+    def tensors(self, split: str, limit: int | None = None) -> Any:
+        key = (split, limit)
+        if key not in self._tensors:
+            self._tensors[key] = self.datamodule.tensors(split, limit)
+        return self._tensors[key]
+
+
 def suspect_chain(zoo_deploy: Sequence[Any] | None, entry_deploy: Sequence[Any] | None) -> list[Any]:
     """A suspect's chain in recipe form: `zoo.deploy` first, then its own entry's `deploy:`."""
     return [*(zoo_deploy or []), *(entry_deploy or [])]
@@ -26,6 +41,8 @@ def suspect_chain(zoo_deploy: Sequence[Any] | None, entry_deploy: Sequence[Any] 
 def deploy_suspect(model: nn.Module, entries: Sequence[Any], model_id: str, provenance: str, datamodule: Any,
                    batch_size: int = 1024) -> tuple[DeployedSuspect | None, dict[str, Any]]:
     """`model` behind its chain, prepared, with the row fields every method's row of it carries.
+
+    `datamodule`: anything with `tensors(split, limit)`; the loop passes one `SplitCache` for all suspects.
 
     The defender calibrates on the attacker split; the utility (`test_acc_deployed`, and the
     defender's `defender_false_flag_rate`) is measured once on the whole test split, outside every
@@ -39,7 +56,7 @@ def deploy_suspect(model: nn.Module, entries: Sequence[Any], model_id: str, prov
     if not chain:
         return None, {}
     suspect = DeployedSuspect(model, chain, model_id, batch_size)
-    limit = max((int(d.config.calibration_samples) for d in chain if getattr(d, "defender", False)), default=0)
+    limit = max((int(d.config.calibration_samples) for d in chain if d.defender), default=0)
     calibration = datamodule.tensors("attacker", limit)[0] if limit else None
     suspect.prepare(calibration)
     x_test, y_test = datamodule.tensors("test")

@@ -42,7 +42,7 @@ class DeployedSuspect:
         self.suspect_id = suspect_id
         self.batch_size = int(batch_size)
         self.label = chain_label(self.chain)
-        self.has_defender = any(getattr(d, "defender", False) for d in self.chain)
+        self.has_defender = any(d.defender for d in self.chain)
         self.counts: dict[str, list[int]] = {}  # stream -> [queries answered, of which a defender flagged]
         self._current = "default"
         self._generators: dict[int, torch.Generator] = {}

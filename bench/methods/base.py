@@ -284,6 +284,14 @@ class FingerprintMethod(ABC):
             return None
         return int(fp.tensors[self.budget_tensors[0]].shape[0])
 
+    def budget_fit(self, fp: Fingerprint, budget: int) -> tuple[int, int, int] | None:
+        """`(items, queries per item rounded up, items that fit in budget)`; None when it cannot be subsampled."""
+        items = self.budget_items(fp)
+        if not items:
+            return None
+        per_item = -(-int(fp.meta.get("queries_per_suspect", 0)) // items)
+        return items, per_item, budget // per_item
+
     def _subsample(self, fp: Fingerprint, keep: torch.Tensor) -> Fingerprint:
         """The fingerprint restricted to the items `keep` (sorted indices): index-selects `budget_tensors`."""
         tensors = {k: (v[keep] if k in self.budget_tensors else v) for k, v in fp.tensors.items()}
@@ -298,16 +306,12 @@ class FingerprintMethod(ABC):
         `min_budget_items` items fit. `meta` gains `budget` and `budget_items`, and its
         `queries_per_suspect` is what the subset costs.
         """
-        total = int(fp.meta.get("queries_per_suspect", 0))
-        if total <= budget:
+        if int(fp.meta.get("queries_per_suspect", 0)) <= budget:
             return fp
-        items = self.budget_items(fp)
-        if not items:
+        fit = self.budget_fit(fp, budget)
+        if fit is None or fit[2] < self.min_budget_items:
             return None
-        per_item = -(-total // items)
-        count = budget // per_item
-        if count < self.min_budget_items:
-            return None
+        items, per_item, count = fit
         keep = torch.randperm(items, generator=seeded_generator(seed, budget))[:count].sort().values
         subset = self._subsample(fp, keep)
         subset.meta.update(budget=int(budget), budget_items=int(count), queries_per_suspect=int(count * per_item))

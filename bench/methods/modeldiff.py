@@ -98,7 +98,7 @@ class Modeldiff(FingerprintMethod):
     access = "probs"
     version = "1"
     budget_tensors = ("inputs_a", "inputs_b", "source_ddv", "seed_labels")  # one row per pair, 2 queries each
-    min_budget_items = 2  # a cosine over one DDV entry is 1 for every suspect
+    min_budget_items = 2  # a cosine over one DDV entry is 1 (or 0): it ranks nothing
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:
         cfg: ModeldiffConfig = self.config

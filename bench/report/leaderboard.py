@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.budgets import DEFAULT_BUDGET
 from bench.io import atomic_write_text
 from bench.metrics import DEFAULT_FPR_TARGETS, aruc, auc, format_fpr, fpr_column, result_fpr_targets
 from bench.report import positive_sets as ps
@@ -38,7 +39,6 @@ from bench.zoo.store import ZooError
 log = logging.getLogger(__name__)
 
 _FIGURE_SUFFIXES = ("", "_std", "_ci_low", "_ci_high")  # per figure: mean, sd over trials, CI
-DEFAULT_BUDGET = 100  # queries per suspect of the matched-budget column AUC@<b> (docs/metrics.md)
 
 
 def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:

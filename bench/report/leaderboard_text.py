@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from bench.metrics import DEFAULT_FPR_TARGETS, fpr_column, fpr_label, fpr_percent
+from bench.metrics import fpr_column, fpr_label, fpr_percent
 from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def tpr_definition(fpr_targets: Sequence[float]) -> dict[str, str]:
             "first_inverse": f"{1 / fpr_targets[0]:g}", "first_name": fpr_label(fpr_targets[0])}  # fmt: skip
 
 
-def header(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS, budget: int = 100) -> str:
+def header(fpr_targets: Sequence[float], budget: int) -> str:
     """The legend at the top of ``leaderboard.md``, naming the TPR figures of these FPR targets and the budget."""
     return _HEADER.format(**tpr_definition(fpr_targets), all=ALL, paper=PAPER, all_note=VIEW_NOTES[ALL],
                           paper_note=VIEW_NOTES[PAPER], budget=budget)

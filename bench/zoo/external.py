@@ -235,33 +235,42 @@ def preflight(jobs: list[Any], data: Any) -> None:
         ConfigError: the first bad file, naming the recipe entry and the fix.
     """
     by_id = {job.model_id: job for job in jobs}
-    factories = {(job.arch, json.dumps(job.arch_params, sort_keys=True)): job for job in jobs if is_factory_arch(job.arch)}
-    for job in factories.values():  # the user's function runs once per (arch, params): what it returns is checked
-        try:
-            new_model(job.arch, job.arch_params, data, 0)
-        except ValueError as err:
-            raise ConfigError(f"{job.role} {job.provenance}: {err}") from None
+    heads: dict[str, bool] = {}  # factory (arch, params) -> whether its model has a linear head
+    for job in jobs:  # the user's function runs once per (arch, params): what it returns is checked
+        if is_factory_arch(job.arch) and _factory_key(job.arch, job.arch_params) not in heads:
+            try:
+                heads[_factory_key(job.arch, job.arch_params)] = new_model(job.arch, job.arch_params, data, 0).has_linear_head
+            except ValueError as err:
+                raise ConfigError(f"{job.role} {job.provenance}: {err}") from None
     for job in jobs:
         if job.op == "attack":
-            _check_head_attacks(job, by_id, data)
+            _check_head_attacks(job, by_id, data, heads)
         if job.op == "import":
             load_external(import_entry(job), data, None, f"{job.role} '{job.external['weights']}'", job.external["sha256"])
         elif job.op == "train" and job.external and job.external.get("pretrained_weights"):
             apply_pretrained(new_model(job.arch, job.arch_params, data, 0), job, data)
 
 
-def _check_head_attacks(job: Any, by_id: dict[str, Any], data: Any) -> None:
-    """FTLL/RTLL/RTAL on a whole model from a `factory:` arch (no linear head): refused before any training."""
+def _factory_key(arch: str, params: dict[str, Any]) -> str:
+    return json.dumps([arch, params], sort_keys=True)
+
+
+def _check_head_attacks(job: Any, by_id: dict[str, Any], data: Any, heads: dict[str, bool]) -> None:
+    """FTLL/RTLL/RTAL on a whole model from a `factory:` arch (no linear head): refused before any training.
+
+    `heads` caches whether each factory's model has a linear head (an extraction into another factory
+    arch adds its entry here)."""
     parent = by_id.get(job.parent)
     arch, params = (parent.arch, parent.arch_params) if parent is not None else (job.arch, job.arch_params)
     for step in job.spec.get("chain", []):
         step_params = step.get("params", {})
         if step_params.get("arch"):  # an extraction into another architecture
             arch, params = step_params["arch"], step_params.get("arch_params") or {}
-        attack = ATTACKS.get(step["attack"])
-        needs_head = getattr(attack, "needs_linear_head", None)
-        if needs_head is not None and needs_head() and is_factory_arch(arch):
-            if not new_model(arch, params, data, 0).has_linear_head:
+        if ATTACKS.get(step["attack"]).needs_linear_head() and is_factory_arch(arch):
+            key = _factory_key(arch, params)
+            if key not in heads:
+                heads[key] = new_model(arch, params, data, 0).has_linear_head
+            if not heads[key]:
                 raise ConfigError(f"positive {job.provenance}: {step['attack']} retrains or resets the last linear layer, "
                                   f"and {arch} builds a whole model without one. Make the factory return (features, "
                                   "feature_dim), or drop this attack (docs/byo.md, Factories).")

@@ -99,6 +99,11 @@ class RemovalAttack(ABC):
         fix that changes an attack's output rebuilds exactly the models it affects."""
         return self.revision
 
+    @classmethod
+    def needs_linear_head(cls) -> bool:
+        """Whether the attack needs the model's separate linear last layer (FTLL, RTLL, RTAL say yes)."""
+        return False
+
     def uses_training_data(self) -> bool:
         """True if the attack trains on a data split (so `data.augment` changes its output)."""
         return isinstance(self.config, AttackTrainingConfig) and self.config.epochs > 0

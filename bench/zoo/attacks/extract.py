@@ -136,12 +136,9 @@ class Extract(RemovalAttack):
         if cfg.query_data == "transformed":
             x, _ = ctx.datamodule.tensors(cfg.split, cfg.query_budget)  # the labels stay unused
             return transformed_queries(x, generator)
-        if cfg.query_data == "synthetic":
-            n = ctx.datamodule.split_size(cfg.split)
-            n = n if cfg.query_budget is None else min(n, cfg.query_budget)
-            x, _ = ctx.datamodule.tensors(cfg.split, 1)  # one sample, for the image shape only
-            return synthetic_queries(n, tuple(x.shape[1:]), generator)
-        raise ValueError(f"extract.query_data='{cfg.query_data}' has no query set; use one of {', '.join(QUERY_DATA[1:])}.")
+        dm = ctx.datamodule  # synthetic: as many inputs as the split would give, of the data's shape
+        n = dm.split_size(cfg.split) if cfg.query_budget is None else min(dm.split_size(cfg.split), cfg.query_budget)
+        return synthetic_queries(n, (dm.in_channels, dm.image_size, dm.image_size), generator)
 
     def _train_on_queries(self, substitute: nn.Module, source: nn.Module, ctx: AttackContext, x: torch.Tensor,
                           soft_temperature: float | None) -> tuple[float, int]:
