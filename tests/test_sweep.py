@@ -152,5 +152,6 @@ def test_deployment_sweep_heatmap_of_methods_and_utility(smoke_cfg, smoke_zoo, t
     assert by_point["top1"]["utility_positives"] == pytest.approx(by_point["none"]["utility_positives"])
     assert by_point["random_labels(p=1)"]["auc"] < by_point["none"]["auc"]
     names = sorted(p.name for p in outcome.plots)
-    assert names == ["detection_vs_utility.png", "methods_auc_heatmap.png", "methods_tpr_at_0.01_heatmap.png"]
+    assert names == ["detection_vs_utility.png", "methods_auc_heatmap.png", "methods_tpr_at_0.01_heatmap.png",
+                     "methods_tpr_at_0.1_heatmap.png"]  # every FPR target: T1%F and T10%F
     assert "methods: AUC (mean over trials)" in labels and "oracle_label" in labels  # one line per method

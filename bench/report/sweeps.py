@@ -4,7 +4,7 @@ Two swept keys give heatmaps of AUC and of the TPR at the smallest FPR target th
 (``eval.fpr_targets``; T1%F by default) (mean over trials; the paper's Fig. 11 is AUC over brake
 factor x length); one swept key gives line plots of the same two figures with a 95% band over trials
 (Fig. 10). One swept key with non-numeric values (a deployment sweep over `zoo.deploy`) gives one
-heatmap of every method against the values, in the sweep file's order, and, when the rows carry the
+heatmap of every method against the values per figure (AUC and every FPR target), in the sweep file's order, and, when the rows carry the
 deployed positives' utility, AUC against that utility.
 """
 
@@ -22,11 +22,12 @@ from bench.metrics import format_fpr, fpr_label
 from bench.report.plots import _figure, _save
 
 
-def metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """``(column, label)`` of the plotted figures: AUC and the TPR at the smallest FPR target present."""
+def metrics(frame: pd.DataFrame, every_target: bool = False) -> list[tuple[str, str]]:
+    """``(column, label)`` of the plotted figures: AUC and the TPR at the smallest FPR target present
+    (`every_target`: at every target present, e.g. T1%F and T10%F)."""
     present = frame.dropna(axis=1, how="all").columns  # a target only other methods' results carry is skipped
     targets = sorted(float(c.removeprefix("tpr@")) for c in present if str(c).startswith("tpr@"))
-    tpr = [(f"tpr@{format_fpr(targets[0])}", fpr_label(targets[0]))] if targets else []
+    tpr = [(f"tpr@{format_fpr(t)}", fpr_label(t)) for t in (targets if every_target else targets[:1])]
     return [("auc", "AUC"), *tpr]
 
 
@@ -104,7 +105,7 @@ def write_sweep_report(name: str, keys: list[str], rows: list[dict[str, Any]], o
     plots: list[Path] = []
     if len(keys) == 1 and not pd.api.types.is_numeric_dtype(frame[keys[0]]):  # e.g. zoo.deploy: one heatmap of all methods
         order = list(dict.fromkeys(frame.sort_values("point")[keys[0]]))  # the sweep file's order
-        for metric, title in metrics(frame):
+        for metric, title in metrics(frame, every_target=True):
             plots.append(_heatmap(frame, keys[0], "variant", metric, title, out / f"methods_{metric.replace('@', '_at_')}"
                                   "_heatmap.png", "methods", columns=order))
         if "utility_positives" in frame:
