@@ -32,6 +32,7 @@ from bench.registry import RegistryError
 from bench.report import build_board, check_results, write_leaderboard, write_plots, write_site
 from bench.report.readme import update_readme
 from bench.show import show_recipe
+from bench.suspect_checks import parse_stats
 from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
 from bench.tracking import training_logger_factory
 from bench.trial_runs import TrialRun, run_trials, timing_lines, timing_record, trial_configs, write_timing
@@ -146,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--cache-dir", default=".cache/fpbench", help="the run's paths.cache_dir (default .cache/fpbench)")
     verify.add_argument("--zoo-dir", default="zoo", help="the run's paths.zoo_dir, for a zoo model id (default zoo)")
     verify.add_argument("--fpr", type=float, default=0.01, help="FPR target of the calibrated threshold (default 0.01)")
+    verify.add_argument("--mean", help="the weights file's input normalisation, per channel (e.g. 0.5 or 0,0,0); "
+                        "default: the file's own, else the source's when --arch is the source's, else the dataset's")
+    verify.add_argument("--std", help="with --mean: the normalisation's per-channel std (e.g. 1 for a model that "
+                        "normalises inside forward together with --mean 0)")
+    verify.add_argument("--test-acc", type=float, help="the weights file's test accuracy as its owner recorded it: "
+                        "refused when the measured one differs by more than 0.02")
+    verify.add_argument("--data-dir", default="data", help="the run's paths.data_dir, to measure the suspect's test "
+                        "accuracy (default data)")
     for p in (zoo, run, sweep, show, fingerprint):
         p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
     perf.set_defaults(overrides=[])
@@ -342,8 +351,10 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:  # every input is read and checked before the first query
         loaded = vf.load_fingerprint(args.fingerprint, args.cache_dir)
+        options = vf.WeightsOptions(mean=_stats(args.mean, "--mean"), std=_stats(args.std, "--std"),
+                                    test_acc=args.test_acc, data_dir=args.data_dir)
         model, suspect = vf.load_suspect(args.suspect, loaded, args.zoo_dir, args.arch, args.data,
-                                         args.endpoint_access)
+                                         args.endpoint_access, options)
         if loaded.result is not None:
             vf.calibrated_threshold(loaded.result["per_model"], args.fpr)
     except vf.VerifyError as err:
@@ -352,6 +363,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print("\n".join(vf.verify_lines(vf.score_suspect(loaded.method, loaded.fingerprint, oracle, loaded.result, args.fpr),
                                  loaded, suspect)))
     return 0
+
+
+def _stats(text: str | None, flag: str) -> list[float] | None:
+    try:
+        return parse_stats(text, flag)
+    except ValueError as err:
+        raise vf.VerifyError(str(err)) from None
 
 
 COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard,

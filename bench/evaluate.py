@@ -34,6 +34,7 @@ from bench.oracle import Oracle
 from bench.published import overwrite_decision
 from bench.report import write_leaderboard, write_plots
 from bench.results import make_result, result_path, write_result
+from bench.suspect_checks import model_normalization
 from bench.training import predicted_labels
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
 from bench.zoo.jobs import agreement
@@ -263,7 +264,10 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     phase_start = time.perf_counter()
     zoo_info = {"name": plan.name, "manifest_sha256": store.manifest_sha256(), "dataset": plan.dataset,
                 "split_hashes": plan.split_hashes, "source_id": plan.source.model_id,
-                "source_test_acc": source_record["test_acc"], "source_sha256": source_record["sha256"]}
+                "source_test_acc": source_record["test_acc"], "source_sha256": source_record["sha256"],
+                # what `fpbench verify` builds a same-architecture weights file with (bench.suspect_checks)
+                "source_normalization": {"arch": source_record["arch"], "arch_params": source_record["arch_params"],
+                                         **(model_normalization(source) or {})}}
     _write_results(cfg, runs, zoo_info, outcome)
     outcome.leaderboard, _ = write_leaderboard(cfg.paths.results_dir)
     outcome.plots = write_plots(cfg.paths.results_dir)

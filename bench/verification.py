@@ -19,10 +19,12 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
+from bench import suspect_checks as checks
 from bench.config import ConfigError
 from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
 from bench.evaluate import MethodRun, fingerprint_key, instantiate
 from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, load_imported
+from bench.io import inside
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
 from bench.oracle import Oracle
 from bench.results import ResultError, read_result
@@ -146,7 +148,8 @@ def _data_info(name: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
-                       arch_params: dict[str, Any] | None = None) -> nn.Module:
+                       arch_params: dict[str, Any] | None = None,
+                       normalization: dict[str, Any] | None = None) -> nn.Module:
     """A registered architecture with weights from a file (safetensors, or a state dict; never unpickled).
 
     Args:
@@ -154,6 +157,7 @@ def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
         arch: the registered architecture (`fpbench list archs`); its first layer normalises [0,1] pixels.
         data: `bench.zoo.jobs.data_info` of the task (channels, classes, image size, mean, std).
         arch_params: the architecture's parameters, if not its defaults.
+        normalization: `{"mean", "std"}` the model was trained with (default: the dataset's).
 
     Raises:
         VerifyError: the file is missing, unreadable, or its tensors do not fit the architecture.
@@ -161,7 +165,7 @@ def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
     file = Path(path)
     if file.suffix not in WEIGHT_SUFFIXES:
         raise VerifyError(f"--suspect {file}: unsupported weights type '{file.suffix}'; use {', '.join(WEIGHT_SUFFIXES)}.")
-    entry = {"weights": str(file), "arch": arch, "arch_params": dict(arch_params or {})}
+    entry = {"weights": str(file), "arch": arch, "arch_params": dict(arch_params or {}), **(normalization or {})}
     try:  # the zoo's reader of external weights: never unpickles, names missing/unexpected keys and shapes
         model = load_external(entry, SimpleNamespace(**data), None, f"--suspect {file}")
     except ConfigError as err:
@@ -185,30 +189,43 @@ def _endpoint(spec: str, loaded: LoadedFingerprint, data: str | None, access: st
     return endpoint, {"kind": "endpoint", "path": spec, "access": access}
 
 
+@dataclass
+class WeightsOptions:
+    """What `verify` knows of a weights-file suspect besides the file: its input normalisation (`mean`/`std`,
+    None: inherit it, see `bench.suspect_checks.choose_normalization`), the test accuracy its owner
+    recorded (checked), and where the benchmark's data lives (for that check)."""
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    test_acc: float | None = None
+    data_dir: str = "data"
+
+
 def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLike = "zoo", arch: str | None = None,
-                 data: str | None = None, endpoint_access: str = "labels") -> tuple[nn.Module | Endpoint, dict[str, Any]]:
+                 data: str | None = None, endpoint_access: str = "labels",
+                 options: WeightsOptions | None = None) -> tuple[nn.Module | Endpoint, dict[str, Any]]:
     """The suspect: a weights file (needs `arch`), a model id of the result's zoo, or an endpoint.
 
     An endpoint is `http(s)://...` (the JSON protocol of docs/byo.md, "Endpoints") or
     `py:package.module:function`; `endpoint_access` ("labels" | "probabilities") is what it grants.
     It is probed once with a zero input before any fingerprint query (the probe is not counted).
+    A weights file is built with an explicit normalisation and its test accuracy is measured
+    (`_weights_suspect`).
 
     Raises:
-        VerifyError: a bad file, an unknown model id, or missing `arch`/`data`.
+        VerifyError: a bad file, an unknown model id, missing `arch`/`data`, or a failed accuracy check.
     """
     if spec.startswith(("http://", "https://", "py:")):
         return _endpoint(spec, loaded, data, endpoint_access)
     if Path(spec).suffix in WEIGHT_SUFFIXES or Path(spec).is_file():
-        if arch is None:
-            raise VerifyError(f"--suspect {spec} is a weights file: name its architecture with --arch (fpbench list archs).")
-        if data is None and not loaded.data:
-            raise VerifyError("--fingerprint is a folder, so the task is unknown: pass --data NAME (e.g. digits).")
-        model = load_weights_model(spec, arch, _data_info(data or loaded.data))
-        return model, {"kind": "weights", "path": str(spec), "arch": arch}
+        return _weights_suspect(spec, loaded, zoo_dir, arch, data, options or WeightsOptions())
     if loaded.result is None:
         raise VerifyError(f"--suspect {spec} is not a weights file, and a zoo model id needs a result file as "
                           "--fingerprint (it names the zoo).")
-    store = ZooStore(Path(zoo_dir) / loaded.result["zoo"]["name"])
+    try:  # the zoo's name comes from a file: it must stay a folder of --zoo-dir
+        store = ZooStore(inside(zoo_dir, str(loaded.result["zoo"]["name"])))
+    except ValueError as err:
+        raise VerifyError(f"--fingerprint {loaded.source}: its zoo.name is not a zoo folder name ({err}).") from None
     try:
         record = store.records().get(spec)
         if record is None:
@@ -218,6 +235,32 @@ def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLik
     except ZooError as err:
         raise VerifyError(str(err)) from None
     return model, {"kind": "zoo", "model_id": spec, "role": record.get("role"), "provenance": record.get("provenance")}
+
+
+def _weights_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLike, arch: str | None,
+                     data: str | None, options: WeightsOptions) -> tuple[nn.Module, dict[str, Any]]:
+    """A weights file built with an explicit normalisation, its test accuracy measured and checked."""
+    if arch is None:
+        raise VerifyError(f"--suspect {spec} is a weights file: name its architecture with --arch (fpbench list archs).")
+    if data is None and not loaded.data:
+        raise VerifyError("--fingerprint is a folder, so the task is unknown: pass --data NAME (e.g. digits).")
+    source = checks.source_normalization(loaded.result, zoo_dir)
+    try:
+        normalization, origin = checks.choose_normalization(arch, options.mean, options.std, source)
+    except ValueError as err:
+        raise VerifyError(str(err)) from None
+    if options.mean is None and checks.carries_normalization(spec):  # an fpbench checkpoint knows its own
+        normalization, origin = {}, "the file's own (normalize.mean/std)"
+    model = load_weights_model(spec, arch, _data_info(data or loaded.data), normalization=normalization)
+    used = checks.model_normalization(model) or {}
+    split = checks.test_split(loaded.result, options.data_dir) if loaded.result is not None else None
+    source_acc = (loaded.result or {}).get("zoo", {}).get("source_test_acc")
+    try:
+        measured, warnings = checks.accuracy_check(model, split, options.test_acc, source_acc)
+    except ValueError as err:
+        raise VerifyError(f"--suspect {spec}: {err}") from None
+    return model, {"kind": "weights", "path": str(spec), "arch": arch, "normalization": used,
+                   "normalization_from": origin, "test_acc": measured, "warnings": warnings}
 
 
 def score_suspect(method: FingerprintMethod, fingerprint: Fingerprint, oracle: Oracle,
@@ -245,6 +288,7 @@ def verify_lines(outcome: dict[str, Any], loaded: LoadedFingerprint, suspect: di
     what = suspect.get("model_id") or suspect.get("path")
     lines = [f"fingerprint: {loaded.source} ({outcome['method']}, sha256 {str(loaded.fingerprint.sha256)[:12]}…)",
              f"suspect: {what} ({suspect['kind']}{', ' + suspect['provenance'] if suspect.get('provenance') else ''})",
+             *_suspect_lines(suspect),
              f"score: {outcome['score']:.6g}",
              *(f"  {k}: {v:.6g}" for k, v in outcome["figures"].items() if k != "score"),
              f"queries: {outcome['queries']}"]
@@ -257,3 +301,15 @@ def verify_lines(outcome: dict[str, Any], loaded: LoadedFingerprint, suspect: di
         lines.append(f"decision: {outcome['decision'].upper()} (score {'>' if outcome['decision'] == 'derived' else '<='} "
                      "threshold)")
     return lines
+
+
+def _suspect_lines(suspect: dict[str, Any]) -> list[str]:
+    """A weights file's normalisation and measured accuracy, and any warning, as `verify` prints them."""
+    lines = []
+    if suspect.get("normalization"):
+        norm = suspect["normalization"]
+        lines.append(f"normalisation: mean {[round(v, 6) for v in norm['mean']]}, std {[round(v, 6) for v in norm['std']]} "
+                     f"({suspect['normalization_from']})")
+    if suspect.get("kind") == "weights" and suspect.get("test_acc") is not None:
+        lines.append(f"suspect test accuracy: {suspect['test_acc']:.4f}")
+    return lines + list(suspect.get("warnings") or [])

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, ModelSpec
 from bench.deploy import parse_chain
+from bench.nets.factory_net import FACTORY_PREFIX
 from bench.pools import PoolSpec
 from bench.training import check_seed
 from bench.zoo.attacks import ATTACKS, build_attack
@@ -36,9 +37,20 @@ from bench.zoo.pool_plan import check_pool_collisions, pool_jobs
 
 
 def _imported_base(source: Job, entry: dict[str, Any]) -> dict[str, Any]:
-    """An imported suspect's architecture defaults to the source's (its params only with the same arch)."""
-    arch = entry.get("arch", source.arch)
-    return {"arch": arch, "arch_params": dict(source.arch_params) if arch == source.arch else {}}
+    """An imported suspect's architecture defaults to the source's; with the same architecture it also
+    inherits the source's `arch_params` and normalisation (`mean`/`std`), unless the entry gives its own.
+
+    The normalisation goes with the architecture: a model that normalises inside `forward` is imported
+    with `mean: [0.0], std: [1.0]`, and a suspect of the same code must not get the dataset's
+    normalisation put in front of it a second time (docs/byo.md, "Normalisation").
+    """
+    arch = entry.get("arch") or (FACTORY_PREFIX + entry["factory"] if entry.get("factory") else source.arch)
+    base: dict[str, Any] = {"arch": arch, "arch_params": dict(source.arch_params) if arch == source.arch else {}}
+    if arch == source.arch and source.external:
+        base.update({key: source.external[key] for key in ("mean", "std") if source.external.get(key) is not None})
+    if entry.get("factory"):  # `_train_spec` turns the shorthand into the arch again
+        base["arch"] = ModelSpec.arch
+    return base
 
 
 def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashes: dict[str, str],

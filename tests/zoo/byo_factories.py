@@ -25,3 +25,19 @@ def no_shape_args(width: int = 8) -> nn.Module:
 def returns_a_string(in_channels: int, num_classes: int, image_size: int) -> str:
     """Wrong: a factory must return a module or (features, feature_dim)."""
     return "not a model"
+
+
+class _SelfNormalizing(nn.Module):
+    """A user's model that normalises inside `forward` (as many plain-PyTorch models do)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body((x - 0.3) / 0.3)
+
+
+def self_normalizing_cnn(in_channels: int, num_classes: int, image_size: int, width: int = 8) -> nn.Module:
+    """A whole model that expects raw [0, 1] pixels: imported with `mean: [0.0], std: [1.0]`."""
+    return _SelfNormalizing(small_cnn(in_channels, num_classes, image_size, width))
