@@ -8,14 +8,13 @@ which counts and restricts its queries as it does for a model.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from bench.callables import load_callable
+from bench.http_post import HttpStatusError, ResponseTooLarge, post
 from bench.io import sha256_json
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,11 @@ ENDPOINT_ACCESS = ("labels", "probabilities")
 ENDPOINT_ROLES = ("positive", "negative")
 # Recipe keys that say how to reach an endpoint, not which model it is: left out of its model id.
 TRANSPORT_KEYS = ("timeout_s", "retries", "backoff_s", "max_queries_per_s", "batch_size", "headers_env",
-                  "test_acc_samples")
+                  "test_acc_samples", "max_response_bytes")
+# Default answer-size cap per request: a fixed allowance plus a per-row one (docs/byo.md, Endpoints).
+RESPONSE_OVERHEAD_BYTES = 1 << 20  # an error page, extra keys, pretty-printing: far more than any envelope needs
+BYTES_PER_VALUE = 64  # one JSON number is at most ~24 characters; the rest covers separators and indentation
+BYTES_PER_ROW = 256  # a row's brackets, newline and indentation
 
 
 class EndpointError(RuntimeError):
@@ -49,13 +53,14 @@ class EndpointSpec:
     callable: str | None = None  # "package.module:function"; exactly one of callable / url
     url: str | None = None  # http(s)://host:port/path answering the JSON protocol of docs/byo.md
     access: str = "labels"  # what the endpoint grants: labels | probabilities (which also answers labels)
-    timeout_s: float = 30.0  # seconds per HTTP request before it counts as failed
+    timeout_s: float = 30.0  # deadline of one HTTP request (connect, send and every read together)
     retries: int = 2  # extra attempts after a connection error, a timeout or an HTTP 5xx
     backoff_s: float = 0.5  # wait before retry k is backoff_s * 2**k
     max_queries_per_s: float | None = None  # client-side rate limit (inputs per second); None: unlimited
     batch_size: int = 64  # inputs per request (per call of a callable)
     headers_env: dict[str, str] = field(default_factory=dict)  # HTTP header -> environment variable holding it
     test_acc_samples: int = 1000  # first test-split inputs used to measure test_acc; 0: not measured
+    max_response_bytes: int | None = None  # longest HTTP answer read; None: scaled to the batch (response_cap)
 
     @property
     def group(self) -> str:
@@ -124,18 +129,7 @@ def _check_spec(spec: EndpointSpec, where: str) -> None:
         raise ValueError(f"{where}: access={spec.access!r}; allowed: {', '.join(ENDPOINT_ACCESS)}.")
     if (spec.callable is None) == (spec.url is None):
         raise ValueError(f"{where}: give exactly one of callable: 'package.module:function' or url: 'http://host:port/path'.")
-    for name in ("timeout_s", "backoff_s", "max_queries_per_s", "batch_size", "retries", "test_acc_samples"):
-        value = getattr(spec, name)
-        if value is None and name == "max_queries_per_s":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{where}: {name}={value!r} must be a number.")
-        if name in ("batch_size", "retries", "test_acc_samples") and not isinstance(value, int):
-            raise ValueError(f"{where}: {name}={value!r} must be a whole number.")
-        least = 0 if name in ("retries", "backoff_s", "test_acc_samples") else 1 if name == "batch_size" else None
-        if (least is None and value <= 0) or (least is not None and value < least):
-            bound = "> 0" if least is None else f">= {least}"
-            raise ValueError(f"{where}: {name}={value!r} must be {bound}.")
+    _check_numbers(spec, where)
     if spec.url is not None:
         parsed = urllib.parse.urlparse(str(spec.url))
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -143,6 +137,22 @@ def _check_spec(spec: EndpointSpec, where: str) -> None:
                              "url: http://127.0.0.1:8000/predict.")
     else:
         load_callable(str(spec.callable), where)
+
+
+def _check_numbers(spec: EndpointSpec, where: str) -> None:
+    whole = ("batch_size", "retries", "test_acc_samples", "max_response_bytes")
+    for name in ("timeout_s", "backoff_s", "max_queries_per_s", *whole):
+        value = getattr(spec, name)
+        if value is None and name in ("max_queries_per_s", "max_response_bytes"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: {name}={value!r} must be a number.")
+        if name in whole and not isinstance(value, int):
+            raise ValueError(f"{where}: {name}={value!r} must be a whole number.")
+        least = 0 if name in ("retries", "backoff_s", "test_acc_samples") else 1 if name in whole else None
+        if (least is None and value <= 0) or (least is not None and value < least):
+            bound = "> 0" if least is None else f">= {least}"
+            raise ValueError(f"{where}: {name}={value!r} must be {bound}.")
 
 
 class Endpoint:
@@ -210,10 +220,13 @@ class Endpoint:
                 raise bad(f"labels must lie in [0, {self.num_classes}); got {values.min().item()}..{values.max().item()}")
             return values
         values = values.float()
-        if not torch.isfinite(values).all():
-            raise bad("probabilities hold NaN or infinity")
+        for problem, wrong in (("non-finite", ~torch.isfinite(values)), ("negative", values < -1e-6)):
+            if wrong.any():
+                row, column = (int(i) for i in wrong.nonzero()[0])
+                raise bad(f"probabilities must be finite and non-negative; {int(wrong.sum())} {problem} value(s), "
+                          f"first in row {row}, class {column}: {values[row, column].item():.6g}")
         sums = values.sum(dim=1)
-        if (values < -1e-6).any() or ((sums - 1).abs() > 1e-3).any():
+        if ((sums - 1).abs() > 1e-3).any():
             raise bad(f"each row must be probabilities summing to 1; row sums range {sums.min():.4f}..{sums.max():.4f}")
         return values
 
@@ -256,40 +269,22 @@ class CallableEndpoint(Endpoint):
 
 
 class HttpEndpoint(Endpoint):
-    """An HTTP endpoint: POST `{"inputs": [[...]], "return": want}` -> `{want: [...]}` (docs/byo.md)."""
+    """An HTTP endpoint: POST `{"inputs": [[...]], "return": want}` -> `{want: [...]}` (docs/byo.md).
+
+    Each request has one deadline, `timeout_s`, for connect, send and all reads together, and its
+    answer is read only up to `response_cap` bytes (`bench.http_post`).
+    """
+
+    def response_cap(self, rows: int, want: str) -> int:
+        """`max_response_bytes`, or by default a fixed allowance plus a generous bound per answer row."""
+        if self.spec.max_response_bytes is not None:
+            return int(self.spec.max_response_bytes)
+        values = self.num_classes if want == "probabilities" else 1
+        return RESPONSE_OVERHEAD_BYTES + rows * (values * BYTES_PER_VALUE + BYTES_PER_ROW)
 
     def _ask(self, x: torch.Tensor, want: str) -> Any:
         body = json.dumps({"inputs": x.tolist(), "return": want}).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        for header, variable in self.spec.headers_env.items():
-            if variable not in os.environ:
-                raise EndpointError(f"Endpoint '{self.spec.label}': header {header} reads the environment variable "
-                                    f"{variable}, which is not set. Export it before the run.")
-            headers[header] = os.environ[variable]
-        attempts = int(self.spec.retries) + 1
-        for attempt in range(attempts):
-            request = urllib.request.Request(str(self.spec.url), data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:
-                    raw = response.read()
-                break
-            except urllib.error.HTTPError as err:
-                detail = err.read(300).decode("utf-8", "replace")
-                if err.code < 500:  # the request itself is wrong: retrying cannot help
-                    raise EndpointError(f"Endpoint '{self.spec.label}' ({self.spec.url}) answered HTTP {err.code}: "
-                                        f"{detail!r}.") from None
-                problem = f"HTTP {err.code} ({detail!r})"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-                reason = getattr(err, "reason", err)
-                timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
-                problem = f"no answer within timeout_s={self.spec.timeout_s}" if timed_out else f"unreachable ({reason})"
-            if attempt + 1 < attempts:
-                delay = self.spec.backoff_s * 2 ** attempt
-                log.warning("Endpoint '%s': %s; retry %d of %d in %.2f s", self.spec.label, problem, attempt + 1,
-                            attempts - 1, delay)
-                time.sleep(delay)
-        else:
-            raise EndpointError(f"Endpoint '{self.spec.label}' ({self.spec.url}): {problem} after {attempts} attempt(s).")
+        raw = self._post(body, x.shape[0], self.response_cap(x.shape[0], want))
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -300,6 +295,45 @@ class HttpEndpoint(Endpoint):
             raise EndpointError(f"Endpoint '{self.spec.label}' ({self.spec.url}) broke the protocol: expected a JSON "
                                 f"object with key '{want}', got {keys} (docs/byo.md, Endpoints).")
         return answer[want]
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        for header, variable in self.spec.headers_env.items():
+            if variable not in os.environ:
+                raise EndpointError(f"Endpoint '{self.spec.label}': header {header} reads the environment variable "
+                                    f"{variable}, which is not set. Export it before the run.")
+            headers[header] = os.environ[variable]
+        return headers
+
+    def _post(self, body: bytes, rows: int, cap: int) -> bytes:
+        """The answer's bytes; retried after a connection error, a timeout or HTTP 5xx, with backoff."""
+        headers, attempts, name = self._headers(), int(self.spec.retries) + 1, f"Endpoint '{self.spec.label}'"
+        for attempt in range(attempts):
+            try:
+                return post(str(self.spec.url), body, headers, float(self.spec.timeout_s), cap)
+            except ResponseTooLarge as err:  # the same request would get the same answer: no retry
+                what = f"Content-Length says {err.size} bytes" if err.declared else f"more than {err.cap} bytes arrived"
+                source = ("max_response_bytes" if self.spec.max_response_bytes is not None
+                          else f"the default for {rows} input(s)")
+                raise EndpointError(f"{name} ({self.spec.url}) answered too much: {what}, over the cap of {err.cap} "
+                                    f"bytes ({source}); the rest was not read. If such answers are legitimate, raise "
+                                    "max_response_bytes in its zoo.endpoints entry.") from None
+            except HttpStatusError as err:
+                if err.status < 500:  # the request itself is wrong: retrying cannot help
+                    moved = f" (redirects are not followed: set url to {err.location})" if err.location else ""
+                    raise EndpointError(f"{name} ({self.spec.url}) answered HTTP {err.status}: {err.detail!r}"
+                                        f"{moved}.") from None
+                problem = f"HTTP {err.status} ({err.detail!r})"
+            except TimeoutError:
+                problem = (f"no answer within timeout_s={self.spec.timeout_s} (the deadline for the whole request: "
+                           "connect, send and every read)")
+            except (OSError, http.client.HTTPException) as err:
+                problem = f"unreachable ({type(err).__name__}: {err})"
+            if attempt + 1 < attempts:
+                delay = self.spec.backoff_s * 2 ** attempt
+                log.warning("%s: %s; retry %d of %d in %.2f s", name, problem, attempt + 1, attempts - 1, delay)
+                time.sleep(delay)
+        raise EndpointError(f"{name} ({self.spec.url}): {problem} after {attempts} attempt(s).")
 
 
 def open_endpoint(spec: EndpointSpec, num_classes: int) -> Endpoint:
