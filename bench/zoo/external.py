@@ -1,7 +1,7 @@
 """External models: weights trained elsewhere, imported into an ordinary zoo (docs/byo.md).
 
-A weights file is read without unpickling anything: safetensors through `safetensors.torch`, a
-PyTorch state dict through `torch.load(weights_only=True)`. Every check (the file, its format, the
+A weights file is read without unpickling anything (`bench.zoo.weights_file`: safetensors, a PyTorch
+state dict or a Lightning checkpoint through `torch.load(weights_only=True)`). Every check (the file, its format, the
 keys and shapes against the architecture, the class count and the input shape) runs at plan time
 and raises `ConfigError`, so a bad file stops the CLI with exit 2 before any training or writing.
 """
@@ -9,15 +9,10 @@ and raises `ConfigError`, so a bad file stops the CLI with exit 2 before any tra
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import struct
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from bench.config import ConfigError
@@ -26,61 +21,10 @@ from bench.nets import build_model, new_model
 from bench.nets.factory_net import is_factory_arch
 from bench.nets.timm_net import is_timm_arch, pretrained_features_state
 from bench.zoo.attacks import ATTACKS
+from bench.zoo.weights_file import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
+from bench.zoo.weights_file import read_state_dict, resolve_file
 
-EXPORT_HINT = ("Export the weights instead of the module: `torch.save(model.state_dict(), 'model.pt')` or "
-               "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`.")
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # the weights files fpbench reads (safetensors, state dicts)
-
-
-def resolve_file(value: str, base_dir: str | None, where: str) -> Path:
-    """`value` (relative to `base_dir`, the recipe's folder) as an existing file, else a ConfigError."""
-    path = Path(value)
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(os.path.normpath(Path(base_dir) / path))  # `..` through a folder not made yet (zoo import)
-    if not path.is_file():
-        raise ConfigError(f"{where}: weights file '{value}' not found (looked at {path}). Paths are relative to the "
-                          "recipe's folder; fix the path or copy the file there.")
-    return path
-
-
-def _is_safetensors(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        return False
-    (size,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < size < 100_000_000
-
-
-def read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
-    """A flat name -> tensor mapping from a safetensors file or a torch state dict; never unpickles objects.
-
-    Raises:
-        ConfigError: a truncated or corrupted file, a pickled module or other object, a nested mapping.
-    """
-    if _is_safetensors(path):
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise ConfigError(f"{where}: {path.name} is a corrupted or truncated safetensors file ({err}). "
-                              "Export it again.") from None
-        return state
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as err:  # weights_only refuses any class but tensors and containers
-        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{where}: {path.name} holds pickled Python objects, not only tensors ({first}); fpbench never "
-                          f"unpickles them. {EXPORT_HINT}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ConfigError(f"{where}: {path.name} is neither a safetensors file nor a readable torch state dict "
-                          f"(corrupted or truncated: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}). "
-                          "Export it again.") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ConfigError(f"{where}: {path.name} holds a {type(state).__name__} that is not a flat name -> tensor state "
-                          f"dict (e.g. a training checkpoint with an optimizer). {EXPORT_HINT}")
-    return state
+# WEIGHT_SUFFIXES and resolve_file are imported from here by the importer, planner and `fpbench verify`.
 
 
 def _timm_classifier(model: nn.Module) -> str | None:
@@ -169,7 +113,7 @@ def load_external(entry: dict[str, Any], data: Any, base_dir: str | None, where:
     path = resolve_file(entry["weights"], base_dir, where)
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise ConfigError(f"{where}: {entry['weights']} changed since the zoo was planned (sha256 differs). Rerun.")
-    state = read_state_dict(path, where)
+    state = read_state_dict(path, where, entry["weights"])
     mean, std = entry.get("mean"), entry.get("std")
     if "normalize.mean" in state and "normalize.std" in state:  # the file carries its own normalisation
         file_mean, file_std = state["normalize.mean"].flatten().tolist(), state["normalize.std"].flatten().tolist()
@@ -193,10 +137,10 @@ def load_external(entry: dict[str, Any], data: Any, base_dir: str | None, where:
     return model
 
 
-def load_pretrained_features(model: nn.Module, path: Path, arch: str, where: str) -> None:
+def load_pretrained_features(model: nn.Module, path: Path, arch: str, where: str, shown: str | None = None) -> None:
     """Load published weights into `model.features` (its head and normalisation stay): the offline
-    path of `pretrained: true`. Keys are checked strictly over the features."""
-    state = to_classifier_keys(read_state_dict(path, where), model, arch)
+    path of `pretrained: true`. Keys are checked strictly over the features; `shown` is the path as written."""
+    state = to_classifier_keys(read_state_dict(path, where, shown), model, arch)
     state = {k: v for k, v in state.items() if k.startswith("features.")}
     keys = [k for k in model.state_dict() if k.startswith("features.")]
     message = _mismatch_message(state, model, where, arch, keys)
@@ -222,7 +166,7 @@ def apply_pretrained(model: nn.Module, job: Any, data: Any) -> None:
         path = Path(job.external["path"])
         if sha256_file(path) != job.external["sha256"]:
             raise ConfigError(f"{job.external['pretrained_weights']} changed since the zoo was planned; rerun.")
-        load_pretrained_features(model, path, job.arch, f"{job.role} {job.model_id}")
+        load_pretrained_features(model, path, job.arch, f"{job.role} {job.model_id}", job.external["pretrained_weights"])
     elif job.spec.get("pretrained"):
         model.features.load_state_dict(pretrained_features_state(job.arch, data.in_channels, job.arch_params))
 
