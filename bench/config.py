@@ -25,7 +25,7 @@ from bench.io import sha256_json
 from bench.methods import METHODS, instantiate
 from bench.metrics import BootstrapConfig
 from bench.oracle import ACCESS_LEVELS
-from bench.recipe_checks import check_recipe
+from bench.recipe_checks import check_method_sizes, check_recipe, check_splits_not_empty, check_values
 from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
 from datamodules.base import DataConfig
 
@@ -135,6 +135,8 @@ class ComputeConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    # Cap on the fingerprint samples a method config implies (GiB of float32 images); None: this machine's RAM
+    max_sample_memory_gb: float | None = None
 
 
 @dataclass
@@ -279,9 +281,8 @@ def _method_entries(cfg: DictConfig, selection: list[str] | None,
                     per_method: list[tuple[str, str, DictConfig]]) -> list[dict]:
     """Validate every method entry against its Config; apply selection and per-method overrides.
 
-    A ``methods.<name>.<key>`` override of a method that does not run is an error naming the methods
-    that do, unless the recipe configures that method and the selection dropped it: then it is
-    validated, logged as ignored, and changes nothing (docs/decisions.md, "Validation bounds").
+    A ``methods.<name>.<key>`` override of a method that does not run (not in the recipe, or left out by
+    the selection) is an error naming the methods that do and how to select it: it would change nothing.
     """
     entries = []
     for i, raw in enumerate(cfg.methods):
@@ -298,15 +299,10 @@ def _method_entries(cfg: DictConfig, selection: list[str] | None,
         chosen = [e for name in selection for e in ([e for e in entries if e["name"] == name] or [{"name": name}])]
     running = list(dict.fromkeys(e["name"] for e in chosen))
     for item, name, _ in per_method:
-        if name in running:
-            continue
-        if name not in names:
+        if name not in running:
             raise ConfigError(f"Override '{item}' sets a parameter of '{name}', which does not run: the methods that "
-                              f"run are {', '.join(running) or '(none)'}. Fix: add it to the selection "
+                              f"run are {', '.join(running) or '(none)'}. Fix: select it too "
                               f"(methods=[{','.join([*running, name])}]) or drop the override.")
-        dropped = next(e for e in entries if e["name"] == name)
-        _resolve_method(dropped, [o for _, n, o in per_method if n == name])  # a typo still fails
-        log.warning("Override '%s' is ignored: the selection methods=[%s] leaves '%s' out.", item, ",".join(running), name)
     return [_resolve_method(e, [o for _, n, o in per_method if n == e["name"]]) for e in chosen]
 
 
@@ -331,8 +327,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"Required keys missing in {path}: {', '.join(missing)}. Set them in the recipe or as key=value.")
-    _check_choices(cfg)
+    _check_choices(cfg, per_method)
     methods = _method_entries(cfg, selection, per_method)
+    for entry in methods:
+        _raise_config_error(check_method_sizes, entry, cfg)
     _check_endpoints(cfg, methods)
     OmegaConf.set_struct(cfg, False)
     cfg.methods = methods
@@ -341,13 +339,26 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     return cfg
 
 
-def _check_choices(cfg: DictConfig) -> None:
-    if cfg.trials.count < 1:
-        raise ConfigError(f"trials.count={cfg.trials.count} must be >= 1 (the number of times the benchmark runs).")
+def _raise_config_error(check: Any, *args: Any) -> None:
+    """Run a `bench.recipe_checks` check; its ValueError becomes a ConfigError (the CLI exits 2)."""
     try:
-        check_recipe(cfg)
+        check(*args)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _check_choices(cfg: DictConfig, per_method: list[tuple[str, str, DictConfig]]) -> None:
+    """Values first (inf/nan anywhere, null arch params, also in ``methods.<name>.<key>`` overrides), then ranges."""
+    _raise_config_error(check_values, OmegaConf.to_container(cfg, resolve=True))
+    for _, name, override in per_method:
+        _raise_config_error(check_values, OmegaConf.to_container(override), f"methods.{name}")
+    if cfg.trials.count < 1:
+        raise ConfigError(f"trials.count={cfg.trials.count} must be >= 1 (the number of times the benchmark runs).")
+    cap = cfg.compute.max_sample_memory_gb
+    if cap is not None and not cap > 0:
+        raise ConfigError(f"compute.max_sample_memory_gb={cap} must be > 0 (GiB), or null for this machine's RAM.")
+    _raise_config_error(check_recipe, cfg)
+    _raise_config_error(check_splits_not_empty, cfg)
 
 
 # ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the

@@ -8,6 +8,9 @@ the source (negatives, positives, defender pools) are checked by the zoo planner
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from typing import Any
 
 import torch
@@ -125,3 +128,154 @@ def check_device(name: str) -> None:
                              f"cuda:0..cuda:{count - 1}. Fix: pick one of those, or eval.device=cuda.")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"eval.device={name!r}, but MPS is not available here. Fix: eval.device=auto or cpu.")
+
+
+# -- values anywhere in a recipe -----------------------------------------------------------------------
+
+def check_values(data: Any, path: str = "") -> None:
+    """Refuse a non-finite number anywhere in `data` (a recipe as plain containers, or a part of it) and a
+    null inside any `arch_params` mapping; the message names the key path (e.g. `zoo.source.optimizer.lr`).
+
+    A null arch param is refused because timm drops null keyword arguments while the model id hashes
+    them: two ids would name one model.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ValueError(f"{path}={data} is not a finite number; inf and nan are refused everywhere in a recipe. "
+                         "Fix: give a finite value.")
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+        if key == "arch_params" and isinstance(value, dict):
+            nulls = sorted(str(k) for k, v in value.items() if v is None)
+            if nulls:
+                raise ValueError(f"{where}.{nulls[0]} is null: an arch param needs a value (timm drops null keyword "
+                                 "arguments, while the model id would hash it). Fix: remove the key to use the "
+                                 "architecture's default, or give a value.")
+        check_values(value, where)
+
+
+# -- splits a recipe needs ---------------------------------------------------------------------------------
+
+ALWAYS_NEEDED = {"owner": "the source trains on it and fingerprints are drawn from it",
+                 "test": "every zoo model's test accuracy is measured on it"}
+INDEPENDENT_KINDS = ("SADT", "DADT", "PTFT")  # negatives trained on the independent split
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def needed_splits(cfg: DictConfig) -> dict[str, str]:
+    """The splits a recipe reads, each with why: owner and test always; independent for negatives of a
+    kind trained on different data; a positive step's `split` (default attacker) when it trains on data."""
+    from bench.zoo.attacks import ATTACKS  # here: bench.zoo imports the planner, which imports this module
+
+    needed = dict(ALWAYS_NEEDED)
+    for i, entry in enumerate(OmegaConf.to_container(cfg.zoo.negatives, resolve=True)):
+        if isinstance(entry, dict) and entry.get("weights") is None:
+            if any(kind in INDEPENDENT_KINDS for kind in _as_list(entry.get("kind"))):
+                needed.setdefault("independent", f"zoo.negatives[{i}] (kind {entry['kind']}) trains on it")
+    for i, entry in enumerate(OmegaConf.to_container(cfg.zoo.positives, resolve=True)):
+        if not isinstance(entry, dict) or entry.get("weights") is not None:
+            continue
+        for step in entry.get("chain") or [entry]:
+            if not isinstance(step, dict):
+                continue
+            for name in _as_list(step.get("attack")):
+                fields = {f.name: f for f in dataclasses.fields(ATTACKS.get(name).Config)} if name in ATTACKS else {}
+                epochs = step.get("epochs", fields["epochs"].default if "epochs" in fields else 1)
+                if "split" not in fields or _as_list(epochs) == [0]:
+                    continue  # no data split, or an attack that does not train (prune with epochs 0)
+                for split in _as_list(step.get("split", fields["split"].default)):
+                    needed.setdefault(str(split), f"zoo.positives[{i}] ({name}) trains on it")
+    return needed
+
+
+def check_splits_not_empty(cfg: DictConfig) -> None:
+    """Refuse `data.splits.<split>=0` for a split the recipe needs, naming why it is needed."""
+    for split, why in needed_splits(cfg).items():
+        value = cfg.data.splits.get(split)
+        if value is not None and float(value) == 0:
+            whole = ", or null (the whole test pool)" if split == "test" else ""
+            raise ValueError(f"data.splits.{split}=0 leaves the {split} split empty, but {why}. Fix: give it a "
+                             f"count >= 1 or a fraction in (0, 1){whole}.")
+
+
+# -- sizes a method config implies ---------------------------------------------------------------------------
+
+MAX_SIZE = 10_000_000  # no method needs ten million of anything; n_samples=10**12 asked for terabytes
+COUNT_SUFFIXES = ("samples", "fingerprints", "seeds", "pairs", "candidates", "queries", "pool", "batch_size")
+PER_ITEM_SUFFIX = "length"  # samples per fingerprint item (ADV-TRA's trajectory); `half_` counts twice
+DEFAULT_IMAGE_SIZE = 224  # a datamodule that sizes its images from `data.image_size` (ImageNet) defaults to it
+GIB = 2**30
+
+
+def machine_memory_bytes() -> int | None:
+    """This machine's physical memory (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def sample_shape(cfg: DictConfig) -> tuple[int, int, int]:
+    """(C, H, W) of one image of the recipe's dataset, known without reading data."""
+    datamodule = DATAMODULES.get(cfg.data.name)
+    size = int(datamodule.image_size or cfg.data.image_size or DEFAULT_IMAGE_SIZE)
+    return int(datamodule.in_channels), size, size
+
+
+def _size_fields(entry: dict[str, Any]) -> dict[str, int]:
+    """The whole-number fields of a method entry (list elements as `name[i]`), seeds left out (bounded apart)."""
+    out: dict[str, int] = {}
+    for key, value in entry.items():
+        if key == "seed" or key.endswith("_seed"):
+            continue
+        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if isinstance(item, int) and not isinstance(item, bool):
+                out[key if i is None else f"{key}[{i}]"] = item
+    return out
+
+
+def implied_samples(sizes: dict[str, int]) -> tuple[int, str]:
+    """Images a method config holds at once, estimated from field names alone: the largest sample count
+    (`n_*` or a name ending in one of `COUNT_SUFFIXES`) times every per-item length (`*length`).
+
+    Returns:
+        (images, how they were counted, e.g. "adv_tra.n_fingerprints=100 x 4 (half_length=2, twice)").
+    """
+    counts = {k: v for k, v in sizes.items() if k.startswith("n_") or k.endswith(COUNT_SUFFIXES)}
+    if not counts:
+        return 0, ""
+    key = max(counts, key=counts.__getitem__)
+    images, how = counts[key], f"{key}={counts[key]}"
+    for name, value in sizes.items():
+        if name.endswith(PER_ITEM_SUFFIX):
+            factor = value * (2 if name.startswith("half_") else 1)
+            images *= factor
+            how += f" x {factor} ({name}={value}{', twice' if name.startswith('half_') else ''})"
+    return images, how
+
+
+def check_method_sizes(entry: dict[str, Any], cfg: DictConfig) -> None:
+    """Every size of a resolved method entry in [0, MAX_SIZE], and the samples it implies within the memory
+    cap (`compute.max_sample_memory_gb`, or this machine's RAM): bytes = images x C x H x W x 4."""
+    name = entry["name"]
+    sizes = _size_fields(entry)
+    for key, value in sizes.items():
+        if value < 0:
+            raise ValueError(f"method '{name}': {name}.{key}={value} must be >= 0 (it is a size or count).")
+        if value > MAX_SIZE:
+            raise ValueError(f"method '{name}': {name}.{key}={value} is above fpbench's bound on any method size, "
+                             f"{MAX_SIZE:,} (docs/recipes.md, \"Size bounds\"). Fix: lower it.")
+    images, how = implied_samples(sizes)
+    channels, height, width = sample_shape(cfg)
+    needed = images * channels * height * width * 4
+    configured = cfg.compute.max_sample_memory_gb
+    cap = int(configured * GIB) if configured is not None else machine_memory_bytes()
+    if cap is not None and needed > cap:
+        where = ("compute.max_sample_memory_gb" if configured is not None
+                 else "this machine's RAM (set compute.max_sample_memory_gb to change the cap)")
+        raise ValueError(f"method '{name}': {name}.{how} asks for {images:,} images of {channels}x{height}x{width} "
+                         f"float32 at once = {needed / GIB:,.1f} GiB, above the cap of {cap / GIB:,.1f} GiB from "
+                         f"{where}. Fix: lower {name}.{how.split('=')[0]}.")

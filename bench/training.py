@@ -38,6 +38,18 @@ PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16
               "32-true", "64-true", "64", "32", "16", "bf16")
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights (diverged); the model must not be kept."""
+
+
+def check_finite_model(model: nn.Module, what: str = "the model") -> None:
+    """Raise NonFiniteTrainingError naming the first parameter or floating buffer holding inf or nan."""
+    tensors = [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if b.is_floating_point())]
+    for name, tensor in tensors:
+        if not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteTrainingError(f"{what} has non-finite values (inf or nan) in '{name}'")
+
+
 @dataclass
 class OptimizerConfig:
     name: str = "sgd"  # sgd | adam | adamw
@@ -221,6 +233,9 @@ class ClassifierModule(pl.LightningModule):
                 x = torch.cat([x_adv, x[n_adv:]])
         logits = self.model(x)
         loss = self._loss(logits, target)
+        if not bool(torch.isfinite(loss)):  # diverged: every later step would only spread nan through the weights
+            raise NonFiniteTrainingError(f"the training loss is {float(loss.detach())} at epoch {self.current_epoch}, batch "
+                                         f"{batch_idx} (optimizer {self.optimizer_cfg.name}, lr {self.optimizer_cfg.lr})")
         hard = target.argmax(dim=1) if target.dtype.is_floating_point else target
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         self.train_accuracy.update(logits.detach(), hard)
@@ -304,6 +319,9 @@ def fit(module: ClassifierModule, loader: DataLoader, trainer_cfg: TrainerConfig
     """Train `module` on `loader` for `module.epochs` epochs; returns wall seconds.
 
     After a spawn-based strategy the trained weights are back in `module.model` (Lightning copies them).
+
+    Raises:
+        NonFiniteTrainingError: a training step's loss was inf or nan, or a trained weight is.
     """
     start = time.perf_counter()
     if module.epochs_requested == 0:
@@ -314,6 +332,7 @@ def fit(module: ClassifierModule, loader: DataLoader, trainer_cfg: TrainerConfig
         loader = _without_generator(loader)  # a torch.Generator cannot be sent to spawned ranks (torch 2.14)
     _fit_reraising_interrupt(trainer, module, loader)
     module.model.cpu().eval()
+    check_finite_model(module.model, "the trained model")
     return time.perf_counter() - start
 
 

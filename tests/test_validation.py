@@ -4,7 +4,6 @@ model is trained and without writing a file (docs/decisions.md, "Validation boun
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,10 @@ CORPUS = [
      "Override 'methods.oracle_label.seed=1' sets a parameter of 'oracle_label', which does not run: the methods "
      "that run are akh"),
     (["methods.oracle_label.seed=1"], "the methods that run are adv_tra, ipguard, cae, uap, sac, akh, random"),
-    (["methods=[akh]", "methods.adv_tra.n_fingerprint=3"], "Unknown key 'n_fingerprint'"),
+    (["methods=[adv_tra]", "methods.adv_tra.n_fingerprint=3"], "Unknown key 'n_fingerprint'"),
+    (["methods=[akh]", "methods.adv_tra.n_fingerprints=3"],
+     "sets a parameter of 'adv_tra', which does not run: the methods that run are akh. Fix: select it too "
+     "(methods=[akh,adv_tra])"),
     # our own
     (["methods=[akh]", "methods.akh.seed=-1"], "akh.seed=-1 must be an integer"),
     (["eval.fpr_targets=[0.1,0.1]"], "lists a target twice"),
@@ -169,13 +171,12 @@ def test_malformed_sweep_file_exits_2(tmp_path, capsys, text, fragment):
     assert fragment in _refused(["sweep", str(sweep), *smoke_overrides(root)], root, capsys)
 
 
-def test_override_of_a_method_the_selection_drops_is_validated_and_ignored(caplog):
-    with caplog.at_level(logging.WARNING, logger="bench.config"):
-        cfg = load_recipe(SMOKE, ["methods=[akh]", "methods.adv_tra.n_fingerprints=3"])
-    assert [m["name"] for m in cfg.methods] == ["akh"]
-    assert "methods.adv_tra.n_fingerprints=3' is ignored" in caplog.text and "methods=[akh]" in caplog.text
-    with pytest.raises(ConfigError, match="adv_tra.*n_fingerprints"):  # a bad value still fails
-        load_recipe(SMOKE, ["methods=[akh]", "methods.adv_tra.n_fingerprints=0"])
+def test_override_of_a_method_the_selection_drops_is_refused():
+    """The recipe configures adv_tra, the selection drops it: its override would change nothing (issue #24)."""
+    with pytest.raises(ConfigError, match=r"'adv_tra', which does not run.*methods=\[akh,adv_tra\]"):
+        load_recipe(SMOKE, ["methods=[akh]", "methods.adv_tra.n_fingerprints=3"])
+    cfg = load_recipe(SMOKE, ["methods=[akh,adv_tra]", "methods.adv_tra.n_fingerprints=3"])
+    assert [(m["name"], m.get("n_fingerprints")) for m in cfg.methods] == [("akh", None), ("adv_tra", 3)]
 
 
 def test_da_negative_starts_from_its_own_architectures_params():

@@ -62,8 +62,14 @@ def accepted_params(factory: FeatureFactory) -> list[str] | None:
     return names
 
 
-def check_arch(arch: str, params: dict[str, Any] | None = None) -> None:
-    """Validate an arch name and its params without building anything (cheap, for recipe checks).
+def check_arch(arch: str, params: dict[str, Any] | None = None, construct: bool = True) -> None:
+    """Validate an arch name and its params without building weights (cheap, for recipe checks).
+
+    Args:
+        arch: a registered name, `timm:<name>` or `factory:<...>`.
+        params: the arch params.
+        construct: for timm archs, let timm's constructor check the params on the meta device (see
+            `check_timm_params`); `build_model` passes False since its build checks them anyway.
 
     Raises:
         RegistryError: unknown arch (or unknown timm model), with a "did you mean" hint.
@@ -71,7 +77,7 @@ def check_arch(arch: str, params: dict[str, Any] | None = None) -> None:
     """
     params = dict(params or {})
     if is_timm_arch(arch):
-        check_timm_arch(arch, params)
+        check_timm_arch(arch, params, construct=construct)
         return
     if is_factory_arch(arch):
         check_factory_arch(arch, params)
@@ -119,7 +125,7 @@ def build_model(
         ValueError: an unknown param, a bad param value, or mean/std not matching in_channels.
     """
     params = dict(params or {})
-    check_arch(arch, params)
+    check_arch(arch, params, construct=False)
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(
             f"mean {list(mean)} and std {list(std)} need one value per channel (in_channels={in_channels})."

@@ -9,13 +9,19 @@ Hub names work too: `timm:hf-hub:<org/name>` (online) and `timm:local-dir:<folde
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from bench.registry import RegistryError
+
+log = logging.getLogger(__name__)
 
 TIMM_PREFIX = "timm:"
 
@@ -38,12 +44,16 @@ def timm_model_name(arch: str) -> str:
     return name
 
 
-def check_timm_arch(arch: str, params: dict[str, Any]) -> str:
-    """Validate a `timm:` arch and its params without building anything; return the model name.
+def check_timm_arch(arch: str, params: dict[str, Any], construct: bool = True) -> str:
+    """Validate a `timm:` arch and its params without building weights; return the model name.
+
+    Args:
+        construct: also let timm's constructor check `params` on the meta device (`check_timm_params`);
+            `build_model` skips it, since the real build that follows checks them too.
 
     Raises:
         RegistryError: the model name is not in timm (with a "did you mean" hint).
-        ValueError: params set one of the keys build_model controls.
+        ValueError: params set one of the keys build_model controls, or one timm's constructor refuses.
     """
     import timm  # imported here: timm is slow to import and only some zoos use it
 
@@ -61,7 +71,45 @@ def check_timm_arch(arch: str, params: dict[str, Any]) -> str:
             f"Arch {arch!r}: params {reserved} are set by build_model (pretrained=False, num_classes=0, "
             f"in_chans=in_channels, pooled features); remove them."
         )
+    if construct and params and source not in ("hf-hub", "hf_hub"):  # a hub name's config needs the network
+        check_timm_params(arch, name, params)
     return name
+
+
+def check_timm_params(arch: str, name: str, params: dict[str, Any]) -> None:
+    """Let timm's constructor check `params` by building `name` on the meta device (no memory, ~0.1 s).
+
+    Raises:
+        ValueError: a param the model's constructor does not take (named, with the ones it takes), or a
+            value it refuses.
+    """
+    import timm
+
+    try:
+        with torch.device("meta"):
+            timm.create_model(name, pretrained=False, num_classes=0, **params)
+    except TypeError as error:  # the constructor rejected a keyword
+        unknown = re.findall(r"unexpected keyword argument '(\w+)'", str(error)) or sorted(params)
+        raise ValueError(f"Arch {arch!r}: unknown arch param(s) {unknown} for timm's {name} ({error}). Fix: remove "
+                         f"them from arch_params.{_accepted_hint(name)}") from None
+    except (ValueError, AssertionError) as error:
+        raise ValueError(f"Arch {arch!r}: timm cannot build {name} with arch_params {params}: {error}") from None
+    except Exception as error:  # what the meta device cannot do (a value read back): the real build checks
+        log.debug("meta-device check of %s with %s skipped: %s", arch, params, error)
+
+
+def _accepted_hint(name: str) -> str:
+    """" Accepted: ..." from the constructor of the class timm builds for `name` ("" when it cannot tell)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, num_classes=0)
+    except Exception:  # only a hint: without it the message still names the bad param
+        return ""
+    keys = [p.name for p in inspect.signature(type(model).__init__).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in RESERVED_PARAMS]
+    return f" Accepted by {type(model).__name__}: {', '.join(keys)}." if keys else ""
 
 
 def _check_hub_name(arch: str, source: str, model_id: str) -> None:
@@ -100,7 +148,7 @@ def timm_features(arch: str, in_channels: int, params: dict[str, Any]) -> tuple[
     """
     import timm
 
-    name = check_timm_arch(arch, params)
+    name = check_timm_arch(arch, params, construct=False)  # the build below checks the params itself
     try:
         model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **params)
     except TypeError as error:  # the model's constructor rejected a keyword

@@ -187,7 +187,13 @@ def import_job(role: str, spec: dict[str, Any], where: str, kind: str | None = N
 
 
 def _check_arch(arch: str, params: dict[str, Any]) -> None:
-    """Arch name and params are checked by the nets package itself (no model is built)."""
+    """Arch name and params are checked by the nets package itself (no weights are built; a timm model's
+    constructor checks its params on the meta device). A null param is refused: timm drops it while the
+    model id would hash it."""
+    nulls = sorted(str(key) for key, value in params.items() if value is None)
+    if nulls:
+        raise ConfigError(f"arch_params of '{arch}' set '{nulls[0]}' to null; remove the key to use the "
+                          "architecture's default, or give a value.")
     try:
         check_arch(arch, params)
     except (RegistryError, ValueError) as err:
