@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,15 @@ def sha256_json(obj: Any) -> str:
 
 
 # -- names that become path components -------------------------------------------------------
-SAFE_NAME_RULE = "letters, digits and . _ -, not starting with a dot, at most 100 characters"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,99}")
+SAFE_NAME_RULE = "letters, digits and . _ -, starting with a letter, digit or _, at most 100 characters"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]{0,99}")  # a leading '-' would read as a CLI option
 
 
 def name_problem(value: Any) -> str | None:
     """Why ``value`` cannot be one path component (a zoo, sweep or label name), or None if it can.
 
-    The rule is :data:`SAFE_NAME_RULE`: no separators, no ``..``, no hidden or absolute names.
+    The rule is :data:`SAFE_NAME_RULE`: no separators, no ``..``, no hidden or absolute names, and no
+    leading ``-`` (a name like ``-x`` would be taken for an option where it is passed on a command line).
     """
     if not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"
@@ -119,6 +121,49 @@ def inside(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
         shown = "/".join(str(p) for p in parts)
         raise ValueError(f"Path '{shown}' escapes its folder {base}: names must be {SAFE_NAME_RULE}.")
     return path
+
+
+# -- bounded reads of files named by data or found in folders ----------------------------------
+class FileReadError(ValueError):
+    """A file that is not a regular file or is over its size bound (the message starts with the path)."""
+
+
+def read_bytes_bounded(path: str | os.PathLike, max_bytes: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read without trusting what ``path`` is.
+
+    Links are followed; the target must be a regular file: a device (``/dev/zero`` never ends), a
+    pipe (opening it would block) or a socket is refused before it is opened. The size is checked
+    before reading, then at most ``max_bytes + 1`` bytes are read, so a file growing meanwhile is
+    refused too. The descriptor is re-checked after opening, in case the path was swapped.
+
+    Args:
+        path: The file.
+        max_bytes: The largest size accepted, in bytes.
+        what: What the file should be (e.g. ``"result file"``), named in errors.
+
+    Raises:
+        FileReadError: naming the file, when it is not a regular file or is larger than ``max_bytes``.
+        OSError: when the file is missing or cannot be read.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise FileReadError(f"{path}: not a regular file (a device, pipe, socket or a link to one), so not a {what}; "
+                            f"replace it with the {what} itself or delete it.")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never blocks on a pipe swapped in
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise FileReadError(f"{path}: not a regular file, so not a {what}; replace it with the {what} itself.")
+        if info.st_size > max_bytes:
+            raise FileReadError(_too_large(path, f"{info.st_size:,} bytes", max_bytes, what))
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileReadError(_too_large(path, f"more than {max_bytes:,} bytes (it grew while being read)", max_bytes, what))
+    return data
+
+
+def _too_large(path: str | os.PathLike, size: str, max_bytes: int, what: str) -> str:
+    return (f"{path}: {size}, over the {max_bytes:,}-byte bound of a {what}, so not one; check where it came "
+            "from, or delete it.")
 
 
 # -- temporary files of the atomic writes -----------------------------------------------------

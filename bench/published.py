@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.io import sha256_json
+from bench.io import inside, sha256_json
 from bench.metrics import format_fpr, isclose
 from bench.report.trials import strip_trial_keys
 from bench.results import ResultError, read_result
@@ -169,12 +169,17 @@ class Comparison:
 
 def _published_candidates(folder: Path, result: dict[str, Any], own: Path) -> list[tuple[Path, dict[str, Any]]]:
     out = []
-    for path in sorted((folder / "runs" / result["zoo"]["name"] / result["method"]["name"]).glob("*.json")):
+    try:
+        runs = inside(folder / "runs", result["zoo"]["name"], result["method"]["name"])
+    except ValueError as err:  # a name that would leave the published folder: nothing there to compare with
+        log.warning("not compared with published results: %s", err)
+        return out
+    for path in sorted(runs.glob("*.json")):
         if path.name.startswith(".") or path.resolve() == own.resolve():
             continue
         try:
             out.append((path, read_result(path)))
-        except ResultError as err:
+        except (ResultError, OSError) as err:
             log.warning("skipping an unreadable published result: %s", err)
     return out
 

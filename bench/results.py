@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.budgets import budget_entries, check_budget_entries, validate_budget_entries
-from bench.io import atomic_write_json, inside, sha256_json
+from bench.io import FileReadError, atomic_write_json, inside, read_bytes_bounded, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
 from bench.provenance import collect_hardware, collect_versions, git_info
 
 SCHEMA_VERSION = 1
+RESULT_MAX_BYTES = 64 << 20  # ~100x the largest result measured (a few 100 suspects: < 1 MiB); more is not a result
 
 # Field types: "str", "int", "num" (finite int/float, not bool), "bool", "dict", "list", a nested
 # spec (dict), or a tuple of alternatives, where None allows JSON null.
@@ -360,12 +361,23 @@ def read_result(path: str | Path) -> dict[str, Any]:
         The result dict.
 
     Raises:
-        ResultError: If the file is not valid JSON or does not follow the schema.
+        ResultError: If the file is not a regular file, is over :data:`RESULT_MAX_BYTES`, is not
+            UTF-8 text, is not valid JSON, is nested too deeply to parse or does not follow the schema
+            (the message starts with the path).
+        OSError: If the file cannot be opened or read.
     """
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = read_bytes_bounded(path, RESULT_MAX_BYTES, "result file").decode("utf-8")
+        d = json.loads(text)
+    except FileReadError as err:  # a link to /dev/zero, a pipe, a huge file: refused before it is read
+        raise ResultError(str(err)) from err
+    except UnicodeDecodeError as err:
+        raise ResultError(f"{path}: not UTF-8 text ({err}), so not a result file; delete it or re-run the evaluation.") from err
     except json.JSONDecodeError as err:
         raise ResultError(f"{path}: not valid JSON ({err}); delete it and re-run the evaluation.") from err
+    except RecursionError as err:
+        raise ResultError(f"{path}: JSON nested too deeply to parse, so not a result file; delete it or re-run "
+                          "the evaluation.") from err
     validate_result(d, path)
     return d
 
@@ -390,8 +402,8 @@ def try_read_result(path: str | Path) -> tuple[dict[str, Any] | None, str]:
 
     Returns:
         ``(result, "")``, or ``(None, "path: problem and fix")`` for a folder, a file that cannot
-        be read, is not UTF-8 text, is not valid JSON, is nested too deeply to parse, or does not
-        follow the schema.
+        be read, is not a regular file (a link to a device, a pipe), is over :data:`RESULT_MAX_BYTES`,
+        is not UTF-8 text, is not valid JSON, is nested too deeply to parse, or does not follow the schema.
     """
     path = Path(path)
     if path.is_dir():
@@ -400,10 +412,6 @@ def try_read_result(path: str | Path) -> tuple[dict[str, Any] | None, str]:
         return read_result(path), ""
     except ResultError as err:  # the message starts with the path
         return None, str(err)
-    except UnicodeDecodeError as err:
-        return None, f"{path}: not UTF-8 text ({err}), so not a result file; delete it or re-run the evaluation."
-    except RecursionError:
-        return None, f"{path}: JSON nested too deeply to parse, so not a result file; delete it or re-run the evaluation."
     except OSError as err:
         return None, f"{path}: cannot be read ({err})."
 
@@ -431,12 +439,20 @@ def iter_results(results_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def check_result(d: dict[str, Any]) -> list[str]:
-    """Recompute the headline metrics from ``per_model`` and list what the stored ones get wrong.
+SHOWN_POINTS = 3  # differing entries of one list named by index; the count says how many in all
+_OPTIONAL_METRICS = ("aruc",)  # results written before ARUC existed lack it
 
-    Checked (floats to 1e-9): ``auc``, each ``tpr_at_fpr`` target stored, ``n_positive``,
-    ``n_negative``, per-group ``n``/``mean_score``, ``queries_per_suspect`` (mean of ``queries``), and
-    when present ``aruc`` and each measured entry of ``budgets`` (from ``budget_scores``/``budget_queries``).
+
+def check_result(d: dict[str, Any]) -> list[str]:
+    """Recompute every stored metric from ``per_model`` and list what the stored ones get wrong.
+
+    Everything :func:`bench.metrics.compute_metrics` gives is recomputed with the stored FPR targets,
+    groups and extras and compared with ``metrics`` key by key (floats to 1e-9, the rest exactly):
+    ``auc``, ``aruc`` (when stored), ``tpr_at_fpr``, ``n_positive``, ``n_negative``,
+    ``resolution_note``, every field of every group, and every ROC point; a key the recomputation
+    lacks is reported too. Also ``queries_per_suspect`` (mean of ``queries``), each measured entry of
+    ``budgets``, and any NaN or infinite number anywhere in the file. The CI is redrawn by
+    :func:`bench.report.check.check_ci`.
 
     Args:
         d: A result dict that passed :func:`validate_result`.
@@ -444,12 +460,14 @@ def check_result(d: dict[str, Any]) -> list[str]:
     Returns:
         Discrepancy messages; empty when the stored metrics reproduce.
     """
-    records = d["per_model"]
-    stored = d["metrics"]
+    problems = [f"{name} is {value!r}: a result holds finite numbers only (JSON has no NaN or infinity); the file "
+                "was edited or written by other code; re-run the evaluation." for name, value in _non_finite(d, "")]
+    records, stored = d["per_model"], d["metrics"]
     try:
         targets = [float(k) for k in stored["tpr_at_fpr"]]
     except ValueError:
-        return [f"metrics.tpr_at_fpr keys {sorted(stored['tpr_at_fpr'])} are not numbers like '0.01'."]
+        return [*problems, f"metrics.tpr_at_fpr keys {sorted(stored['tpr_at_fpr'])} are not numbers like '0.01'."]
+    extra_keys = sorted({k for r in records for k in r["extras"]})
     try:
         fresh = compute_metrics(
             [r["score"] for r in records],
@@ -457,29 +475,67 @@ def check_result(d: dict[str, Any]) -> list[str]:
             [r["group"] for r in records],
             fpr_targets=targets,
             bootstrap=BootstrapConfig(n=0),
+            extras={k: [r["extras"].get(k, math.nan) for r in records] for k in extra_keys},
         )
     except ValueError as err:
-        return [f"per_model cannot be scored: {err}"]
-    problems: list[str] = []
-
-    def compare(name: str, got: Any, want: Any) -> None:
-        if got is None or not isclose(got, want):
-            problems.append(f"{name} is {got!r} but per_model gives {want!r}.")
-
-    compare("metrics.auc", stored["auc"], fresh["auc"])
-    if "aruc" in stored:  # results written before ARUC existed lack it
-        compare("metrics.aruc", stored["aruc"], fresh["aruc"])
-    for key, value in fresh["tpr_at_fpr"].items():
-        compare(f"metrics.tpr_at_fpr[{key!r}]", stored["tpr_at_fpr"].get(key), value)
-    for key in ("n_positive", "n_negative"):
-        compare(f"metrics.{key}", stored[key], fresh[key])
-    for group, entry in fresh["groups"].items():
-        old = stored["groups"].get(group)
-        if not isinstance(old, dict):
-            problems.append(f"metrics.groups lacks group {group!r} present in per_model.")
-            continue
-        compare(f"metrics.groups[{group!r}].n", old.get("n"), entry["n"])
-        compare(f"metrics.groups[{group!r}].mean_score", old.get("mean_score"), entry["mean_score"])
+        return [*problems, f"per_model cannot be scored: {err}"]
+    fresh.pop("ci")  # redrawn with its own settings by bench.report.check.check_ci
+    for key in _OPTIONAL_METRICS:
+        if key not in stored:
+            fresh.pop(key)
+    _differences("metrics", {k: v for k, v in stored.items() if k != "ci"}, fresh, problems)
     if records:
-        compare("queries_per_suspect", d["queries_per_suspect"], sum(r["queries"] for r in records) / len(records))
+        _differences("queries_per_suspect", d["queries_per_suspect"], sum(r["queries"] for r in records) / len(records),
+                     problems)
     return problems + check_budget_entries(d)
+
+
+def _non_finite(value: Any, name: str) -> list[tuple[str, float]]:
+    """``(field, value)`` for every NaN or infinite float in ``value``, fields named like ``a.b[2]``."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(name, value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _non_finite(item, f"{name}.{key}" if name else str(key))]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _non_finite(item, f"{name}[{i}]")]
+    return []
+
+
+def _differences(name: str, got: Any, want: Any, problems: list[str]) -> None:
+    """Append to ``problems`` where the stored ``got`` differs from the recomputed ``want``."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            problems.append(f"{name} is {_type_name(got)} {got!r:.60} but per_model gives an object.")
+            return
+        for key in sorted(set(got) - set(want)):
+            problems.append(f"{_child(name, key)} is stored but per_model gives no such entry.")
+        for key, value in want.items():
+            if key not in got:
+                problems.append(f"{name} lacks {key!r}, which per_model gives as {value!r:.60}.")
+            else:
+                _differences(_child(name, key), got[key], value, problems)
+    elif isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            shown = f"{len(got)} entries" if isinstance(got, list) else f"{_type_name(got)} {got!r:.60}"
+            problems.append(f"{name} has {shown} but per_model gives {len(want)}.")
+            return
+        wrong = [i for i, (a, b) in enumerate(zip(got, want)) if not _same(a, b)]
+        for i in wrong[:SHOWN_POINTS]:
+            problems.append(f"{name}[{i}] is {got[i]!r} but per_model gives {want[i]!r}.")
+        if len(wrong) > SHOWN_POINTS:
+            problems.append(f"{name}: {len(wrong) - SHOWN_POINTS} more entries differ from what per_model gives.")
+    elif not _same(got, want):
+        problems.append(f"{name} is {got!r:.60} but per_model gives {want!r}.")
+
+
+def _child(name: str, key: str) -> str:
+    """``metrics.roc.fpr`` for fields, ``metrics.groups['ftll']`` for keys that are data (groups, FPR targets)."""
+    return f"{name}[{key!r}]" if name in ("metrics.groups", "metrics.tpr_at_fpr") else f"{name}.{key}"
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Numbers to 1e-9 (a bool is not a number), anything else exactly."""
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        return (isinstance(got, (int, float)) and not isinstance(got, bool)
+                and math.isfinite(got) and isclose(got, want))
+    return type(got) is type(want) and got == want

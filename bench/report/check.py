@@ -1,36 +1,43 @@
 """Integrity checks of a result file beyond its metrics (``fpbench leaderboard --check``).
 
-What is re-derived from the file itself: ``config_sha256`` from ``config``, the file name from the
-hash and seed, and the bootstrap CI redrawn from ``per_model`` with the stored settings. With a zoo
-folder (``--zoo-dir``), what the zoo can confirm: the manifest hash (or that the zoo only grew since),
-each suspect's role, attack, kind, ``test_acc`` and checkpoint sha256 against its manifest record,
-and each checkpoint's bytes against the manifest. Scores rewritten consistently with the metrics
-cannot be told from measured ones without re-running the methods (docs/decisions.md, Integrity).
+What is re-derived from the file itself: ``config_sha256`` from ``config``, the file's name from the
+hash and seed and its folder from ``zoo.name`` and ``method.name``, and the bootstrap CI redrawn from
+``per_model`` with the stored settings. With a zoo folder (``--zoo-dir``), what the zoo can confirm:
+the zoo is found by its manifest hash (or one of the manifest's earlier states, when the zoo only grew
+since), and must be the one ``zoo.name`` names; each suspect's role, attack, kind, ``test_acc`` and
+checkpoint sha256 against its manifest record, and each checkpoint's bytes against the manifest.
+Scores rewritten consistently with the metrics cannot be told from measured ones without re-running
+the methods (docs/decisions.md, Integrity).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.io import inside, sha256_json
+from bench.io import name_problem, read_bytes_bounded, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
+from bench.results import result_path
 from bench.zoo.store import ZooError, ZooStore
 
 log = logging.getLogger(__name__)
 
 SHOWN = 5  # at most this many model ids are named per kind of mismatch; the count says how many in all
+MANIFEST_MAX_BYTES = 1 << 30  # ~1 KiB a record: a million models; a bigger "manifest" is not one
 
 
-def check_integrity(path: Path, result: dict[str, Any]) -> list[str]:
-    """What a validated result gets wrong about itself: its config hash, its file name and its CI.
+def check_integrity(path: Path, result: dict[str, Any], results_dir: str | Path | None = None) -> list[str]:
+    """What a validated result gets wrong about itself: its config hash, its file name, its folder and its CI.
 
     Args:
         path: The file the result was read from (its name is ``<config_sha256[:8]>-s<seed>.json``).
         result: A result that passed ``validate_result``.
+        results_dir: The results tree ``path`` was listed from; when given, ``path`` must lie in
+            ``runs/<zoo.name>/<method.name>/`` of it.
 
     Returns:
         Discrepancy messages (without the path); empty when the file is consistent.
@@ -44,7 +51,29 @@ def check_integrity(path: Path, result: dict[str, Any]) -> list[str]:
     if path.name != expected_name:
         problems.append(f"the file is named {path.name} but config_sha256 and seed give {expected_name}: the file was "
                         "renamed or its config_sha256/seed edited.")
-    return problems + check_ci(result)
+    return problems + _place_problems(path, result, results_dir) + check_ci(result)
+
+
+def _place_problems(path: Path, result: dict[str, Any], results_dir: str | Path | None) -> list[str]:
+    """``zoo.name`` and ``method.name`` must be safe folder names, and name the folders ``path`` is in."""
+    names = {"zoo.name": result["zoo"]["name"], "method.name": result["method"]["name"]}
+    bad = [f"{key} is {value!r:.60} but {problem}" for key, value in names.items() if (problem := name_problem(value))]
+    if bad:  # never joined to a folder: it could lead out of the results tree or the zoo folder
+        return [f"{'; '.join(bad)}: the file was edited or not written by fpbench; delete it or re-run the evaluation."]
+    if results_dir is None:
+        return []
+    zoo, method = names["zoo.name"], names["method.name"]
+    expected = result_path(results_dir, zoo, method, result["config_sha256"], result["seed"]).parent
+    if os.path.abspath(path.parent) == os.path.abspath(expected):
+        return []
+    return [f"the file is in {_relative(path.parent, results_dir)}/ but zoo.name {zoo!r} and method.name {method!r} put "
+            f"it in {_relative(expected, results_dir)}/: zoo.name or method.name was edited, or the file moved; move "
+            "it back or re-run the evaluation."]
+
+
+def _relative(folder: Path, results_dir: str | Path) -> str:
+    """``folder`` relative to the results tree, POSIX style (``runs/smoke/akh``)."""
+    return Path(os.path.relpath(folder, results_dir)).as_posix()
 
 
 def _bootstrap_recipe(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -93,28 +122,56 @@ def check_ci(result: dict[str, Any]) -> list[str]:
 
 
 class ZooChecker:
-    """Checks results against the zoos under one folder; each zoo is read and each checkpoint hashed once."""
+    """Checks results against the zoos under one folder, each tied to its zoo by the manifest's sha256.
+
+    Every ``<zoo_dir>/<folder>/manifest.jsonl`` is read (bounded) and hashed once, whole and at each
+    earlier state (:func:`_manifest_hashes`); each zoo's records are read and each checkpoint hashed once.
+    """
 
     def __init__(self, zoo_dir: str | Path) -> None:
         self.zoo_dir = Path(zoo_dir)
-        self._zoos: dict[str, tuple[ZooStore, dict[str, dict[str, Any]], str, set[str]] | None] = {}
+        self._hashes: dict[str, tuple[str, set[str]]] | None = None  # folder -> (manifest sha256, earlier states)
+        self._unreadable: dict[str, str] = {}  # folder -> why its manifest cannot be read
+        self._records: dict[str, dict[str, dict[str, Any]]] = {}
         self._checkpoints: dict[tuple[str, str], str] = {}  # (zoo, model id) -> problem ("" when sound)
 
-    def _zoo(self, name: str) -> tuple[ZooStore, dict[str, dict[str, Any]], str, set[str]] | None:
-        """(store, records, manifest sha256, sha256 of every earlier state) of a zoo; None when absent."""
-        if name not in self._zoos:
-            try:
-                store = ZooStore(inside(self.zoo_dir, name))
-            except ValueError:
-                store = None
-            if store is None or not store.manifest_path.is_file():
-                log.warning("Zoo %r is not under %s: results measured on it are not checked against a zoo.",
-                            name, self.zoo_dir)
-                self._zoos[name] = None
-            else:
-                full, prefixes = _manifest_hashes(store.manifest_path.read_bytes())
-                self._zoos[name] = (store, store.records(), full, prefixes)
-        return self._zoos[name]
+    def _scan(self) -> dict[str, tuple[str, set[str]]]:
+        """Manifest hashes of every zoo folder under ``zoo_dir`` (read on first use)."""
+        if self._hashes is None:
+            self._hashes = {}
+            for name in sorted(os.listdir(self.zoo_dir)) if self.zoo_dir.is_dir() else []:
+                manifest = ZooStore(self.zoo_dir / name).manifest_path
+                if not os.path.lexists(manifest):  # not a zoo (or not a folder)
+                    continue
+                try:
+                    self._hashes[name] = _manifest_hashes(read_bytes_bounded(manifest, MANIFEST_MAX_BYTES, "zoo manifest"))
+                except (OSError, ValueError) as err:
+                    self._unreadable[name] = str(err) if isinstance(err, ValueError) else f"{manifest}: cannot be read ({err})."
+        return self._hashes
+
+    def _find(self, zoo: dict[str, Any]) -> tuple[str | None, list[str]]:
+        """The zoo folder ``zoo`` (a result's ``zoo`` field) was measured on, and what is wrong about it."""
+        hashes, sha, name = self._scan(), zoo["manifest_sha256"], zoo["name"]
+        exact = [folder for folder, (full, _) in hashes.items() if full == sha]
+        grown = [folder for folder, (_, earlier) in hashes.items() if sha in earlier]
+        found = exact or grown
+        if name in found:
+            if name not in exact:
+                log.info("Zoo %s grew since a result was measured on it (its manifest then is a prefix of today's).", name)
+            return name, []
+        if found:
+            return found[0], [f"zoo.name is {name!r} but zoo.manifest_sha256 {sha[:12]}… is that of the zoo in "
+                              f"{self.zoo_dir / found[0]}: zoo.name was edited (or the zoo folder renamed); restore "
+                              "the name or re-run the evaluation."]
+        if name in hashes:
+            return name, [f"zoo.manifest_sha256 {sha[:12]}… matches neither {ZooStore(self.zoo_dir / name).manifest_path} "
+                          f"({hashes[name][0][:12]}…) nor any earlier state of it, nor any other zoo under {self.zoo_dir}: "
+                          "the field was edited, or the zoo was rebuilt or changed since; re-run the evaluation on this zoo."]
+        if name in self._unreadable:
+            return None, [self._unreadable[name]]
+        return None, [f"no zoo under {self.zoo_dir} has manifest sha256 {sha[:12]}…, and none is named {name!r}, so "
+                      "nothing confirms what the result says about its zoo; pass the --zoo-dir that holds the zoo it "
+                      "was measured on, or re-run the evaluation."]
 
     def _checkpoint(self, store: ZooStore, record: dict[str, Any]) -> str:
         key = (str(store.root), record["model_id"])
@@ -127,25 +184,19 @@ class ZooChecker:
         return self._checkpoints[key]
 
     def check(self, result: dict[str, Any]) -> list[str]:
-        """What ``result`` gets wrong about the zoo it names (nothing when that zoo is not here).
+        """What ``result`` gets wrong about its zoo; that no zoo under the folder is its zoo is a problem too.
 
         Raises:
             ZooError: when the zoo's manifest cannot be read (the message names file, line and fix).
         """
         zoo = result["zoo"]
-        found = self._zoo(zoo["name"])
-        if found is None:
-            return []
-        store, records, full, prefixes = found
-        problems = []
-        if zoo["manifest_sha256"] != full:
-            if zoo["manifest_sha256"] in prefixes:
-                log.info("Zoo %s grew since a result was measured on it (its manifest then is a prefix of today's).",
-                         zoo["name"])
-            else:
-                problems.append(f"zoo.manifest_sha256 {zoo['manifest_sha256'][:12]}… matches neither {store.manifest_path} "
-                                f"({full[:12]}…) nor any earlier state of it: the field was edited, or the zoo was "
-                                "rebuilt or changed since; re-run the evaluation on this zoo.")
+        folder, problems = self._find(zoo)
+        if folder is None:
+            return problems
+        store = ZooStore(self.zoo_dir / folder)  # a folder listed from zoo_dir, not a name from the result
+        if folder not in self._records:
+            self._records[folder] = store.records()
+        records = self._records[folder]
         mismatches: dict[str, list[str]] = {}
         source = records.get(zoo["source_id"]) if zoo["source_id"] else None
         if zoo["source_id"] and source is None:

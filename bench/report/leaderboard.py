@@ -263,12 +263,13 @@ def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:
 
 
 def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) -> list[str]:
-    """Validate every result file and re-check its metrics, config hash and CI (:mod:`bench.report.check`).
+    """Validate every result file and re-check its metrics, config hash, place and CI (:mod:`bench.report.check`).
 
     Args:
         results_dir: Root of the results tree.
         zoo_dir: Folder holding zoos (``paths.zoo_dir``); when given, each result is also checked
-            against the zoo it names if that zoo is there (manifest, checkpoints, roles, accuracies).
+            against the zoo whose manifest has its ``zoo.manifest_sha256`` (which must be the zoo
+            ``zoo.name`` names; none found is a problem): manifest, checkpoints, roles, accuracies.
 
     Returns:
         ``"path: message"`` lines, one per problem; empty when every file is sound.
@@ -280,7 +281,7 @@ def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) ->
         if result is None:
             problems.append(problem)  # the message already starts with the path
             continue
-        messages = check_result(result) + check_integrity(path, result)
+        messages = check_result(result) + check_integrity(path, result, results_dir)
         try:
             messages += zoos.check(result) if zoos is not None else []
         except ZooError as err:  # a damaged manifest: the message names its file, line and fix
