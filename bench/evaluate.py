@@ -34,9 +34,12 @@ from bench.oracle import Oracle
 from bench.published import overwrite_decision
 from bench.report import write_leaderboard, write_plots
 from bench.results import make_result, result_path, write_result
+from bench.self_check import applies as self_check_applies
+from bench.self_check import source_self_check
 from bench.suspect_checks import model_normalization
 from bench.training import predicted_labels
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
+from bench.zoo.integrity import BehaviourCheck
 from bench.zoo.jobs import agreement
 from bench.zoo.pool_plan import pool_jobs_for, pool_summary
 from datamodules import build_datamodule
@@ -59,6 +62,8 @@ class MethodRun:
     per_model: list[dict[str, Any]] = field(default_factory=list)
     budgets: list[BudgetPlan] = field(default_factory=list)  # eval.budgets, subsampled once (docs/metrics.md)
     budget_seconds: float = 0.0  # querying suspects at the budgets (not in verify_seconds)
+    cache_dir: Path | None = None  # <cache_dir>/fingerprints/<method>/<fingerprint_key>
+    self_check: dict[str, Any] | None = None  # does the fingerprint recognise its source (bench.self_check)
 
     @cached_property
     def stream(self) -> str:
@@ -140,11 +145,16 @@ def _load_cached(run: MethodRun, cache_dir: Path) -> Fingerprint | None:
             log.info("%s: cached fingerprint %s has no recorded sha256 (%s); regenerating it.", run.entry["name"],
                      cache_dir, err)
             return None
-        aside = cache_dir.with_name(f"{cache_dir.name}.rejected-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
-        cache_dir.rename(aside)
-        log.warning("%s: cached fingerprint not used: %s Moved the entry aside to %s; regenerating it.",
-                    run.entry["name"], err, aside)
+        _set_aside(cache_dir, f"{run.entry['name']}: cached fingerprint not used: {err}")
         return None
+
+
+def _set_aside(cache_dir: Path, reason: str) -> Path:
+    """Move a cached fingerprint to `<key>.rejected-<UTC time>` (kept for inspection, never used again)."""
+    aside = cache_dir.with_name(f"{cache_dir.name}.rejected-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
+    cache_dir.rename(aside)
+    log.warning("%s. Moved the entry aside to %s; regenerating it.", reason, aside)
+    return aside
 
 
 def _generation_seconds(fingerprint: Fingerprint) -> float:
@@ -214,21 +224,21 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     device = resolve_device(cfg.eval.device)
     source_record = records[plan.source.model_id]
     source = store.load_model(plan.source.model_id, source_record).to(device)
+    behaviour = BehaviourCheck(zoo.datamodule, source, source_record, str(store.manifest_path))  # before any use
     cache_root = Path(cfg.paths.cache_dir) / "fingerprints"
     outcome = BenchmarkOutcome(zoo=zoo)
     outcome.phases["zoo"] = time.perf_counter() - phase_start
+    generate = partial(_generate_run, source=source, cfg=cfg, zoo=zoo, device=device, records=records,
+                       progress=progress)
     for run in runs:
         phase_start = time.perf_counter()
-        ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
-                                num_classes=zoo.datamodule.num_classes, progress=progress)
-        ctx.pools = _pools(run, cfg, zoo, device, records)
-        key = fingerprint_key(run, source_record["sha256"], plan.split_hashes, cfg.seed)
+        run.cache_dir = cache_root / run.entry["name"] / fingerprint_key(run, source_record["sha256"],
+                                                                        plan.split_hashes, cfg.seed)
         try:
-            _generate(run, source, ctx, cache_root / run.entry["name"] / key)
+            generate(run)
         except Exception as err:  # one method failing must not cost the others their results
             log.error("%s: generation failed: %s: %s", run.entry["name"], type(err).__name__, err)
             outcome.failed[run.entry["name"]] = f"{type(err).__name__}: {err}"
-        ctx.pools = None  # free pool models before verification
         phase = f"generate {run.entry['name']}"  # two entries of one method (e.g. two adv_tra scores) add up
         outcome.phases[phase] = outcome.phases.get(phase, 0.0) + time.perf_counter() - phase_start
     runs = [run for run in runs if run.fingerprint is not None]
@@ -236,28 +246,10 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
         run.budgets = plan_budgets(run.method, run.fingerprint, cfg.eval.budgets, cfg.seed)
     phase_start = time.perf_counter()
 
-    zoo_deploy = to_dict(cfg)["zoo"].get("deploy")  # docs/deployment.md: every suspect, before its own `deploy:`
-    splits = SplitCache(zoo.datamodule)  # deployed suspects share the test and attacker tensors
-    for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
-        record = records[job.model_id]
-        model = store.load_model(job.model_id, record).to(device)
-        # The same checkpoint behind its deployment chain (None: undeployed), utility measured once here.
-        deployed, deploy_row = deploy_suspect(model, suspect_chain(zoo_deploy, job.deploy), job.model_id,
-                                              job.provenance, splits, cfg.eval.query_batch_size)
-        for run in runs:
-            # The oracle shows the role only to a method that declared access "manifest" (loop guards).
-            oracle = oracle_opener(model, deployed, run.stream, access=run.method.access,
-                                   batch_size=cfg.eval.query_batch_size, manifest_role=record["role"])
-            _measure(run, oracle, {
-                "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
-                "group": job.attack if job.role == "positive" else job.kind,
-                # how far the model moved from the source (null in zoos built before it was recorded)
-                "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
-                "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
-                **deploy_row,  # deployed: deploy, provenance, test_acc_deployed[, defender_false_flag_rate]
-            })
-            if deployed is not None and deployed.has_defender:  # share of this method's queries the defender flagged
-                run.per_model[-1]["defender_flag_rate"] = deployed.flag_rate(run.stream)
+    verify = partial(_verify_suspects, cfg=cfg, zoo=zoo, records=records, behaviour=behaviour, device=device,
+                     progress=progress)
+    verify(runs)
+    _self_checks(runs, verify, generate, source, cfg)
     for endpoint in endpoints:  # suspects behind an API, after the zoo's (docs/byo.md, "Endpoints")
         _score_endpoint(endpoint, runs, zoo.datamodule, source)
     outcome.phases["verify"] = time.perf_counter() - phase_start
@@ -276,6 +268,83 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
         tracking.log_result(cfg, result, Path(path))
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, records: dict[str, dict[str, Any]],
+                     behaviour: BehaviourCheck, device: torch.device, progress: bool) -> None:
+    """Load every suspect once (behaviour-checked against its record), deploy it, and score it with every run."""
+    store, suspects = zoo.store, zoo.plan.by_role("positive", "negative")
+    zoo_deploy = to_dict(cfg)["zoo"].get("deploy")  # docs/deployment.md: every suspect, before its own `deploy:`
+    splits = SplitCache(zoo.datamodule)  # deployed suspects share the test and attacker tensors
+    for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
+        record = records[job.model_id]
+        model = store.load_model(job.model_id, record).to(device)
+        behaviour.check(model, record)  # labels, test_acc, source_agreement as recorded (bench.zoo.integrity)
+        # The same checkpoint behind its deployment chain (None: undeployed), utility measured once here.
+        deployed, deploy_row = deploy_suspect(model, suspect_chain(zoo_deploy, job.deploy), job.model_id,
+                                              job.provenance, splits, cfg.eval.query_batch_size)
+        for run in runs:
+            # The oracle shows the role only to a method that declared access "manifest" (loop guards).
+            oracle = oracle_opener(model, deployed, run.stream, access=run.method.access,
+                                   batch_size=cfg.eval.query_batch_size, manifest_role=record["role"])
+            _measure(run, oracle, {
+                "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
+                "group": job.attack if job.role == "positive" else job.kind,
+                # how far the model moved from the source (null in zoos built before it was recorded)
+                "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
+                "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
+                **deploy_row,  # deployed: deploy, provenance, test_acc_deployed[, defender_false_flag_rate]
+            })
+            if deployed is not None and deployed.has_defender:  # share of this method's queries the defender flagged
+                run.per_model[-1]["defender_flag_rate"] = deployed.flag_rate(run.stream)
+
+
+def _generate_run(run: MethodRun, source: torch.nn.Module, cfg: DictConfig, zoo: BuildReport, device: torch.device,
+                  records: dict[str, dict[str, Any]], progress: bool) -> None:
+    """Generate (or load from `run.cache_dir`) one method's fingerprint, with its defender pools if it uses them."""
+    ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
+                            num_classes=zoo.datamodule.num_classes, progress=progress)
+    ctx.pools = _pools(run, cfg, zoo, device, records)
+    try:
+        _generate(run, source, ctx, run.cache_dir)
+    finally:
+        ctx.pools = None  # free pool models before verification
+
+
+def _self_checks(runs: list[MethodRun], verify: Callable[[list[MethodRun]], None],
+                 generate: Callable[[MethodRun], None], source: torch.nn.Module, cfg: DictConfig) -> None:
+    """Every fingerprint must score its source as derived (`bench.self_check`); a cached one that does not
+    is set aside, regenerated, and its suspects scored again."""
+    fpr, batch = min(float(f) for f in cfg.eval.fpr_targets), cfg.eval.query_batch_size
+    again = []
+    for run in runs:
+        if not self_check_applies(run.method):
+            continue
+        run.self_check = {**source_self_check(run.method, run.fingerprint, source, run.per_model, fpr, batch),
+                          "regenerated": False}
+        if run.self_check["passed"]:
+            continue
+        name, check = run.entry["name"], run.self_check
+        if not run.cached or run.entry.get(IMPORT_KEY):  # generated just now from the checked source, or imported
+            log.warning("%s: the fingerprint does not recognise its own source: it scores %.6g, not above the threshold "
+                        "%s on the negatives (FPR %g); its results say so (fingerprint.self_check).", name,
+                        check["source_score"], check["threshold"], fpr)
+            continue
+        cached_sha256 = run.fingerprint.sha256
+        _set_aside(run.cache_dir, f"{name}: the cached fingerprint does not recognise its own source (score "
+                   f"{check['source_score']:.6g}, threshold {check['threshold']})")
+        generate(run)
+        if run.fingerprint.sha256 == cached_sha256:  # the same bytes: the cache was genuine, the scores stand
+            run.self_check["regenerated"] = True
+            continue
+        run.per_model, run.verify_seconds, run.budget_seconds = [], 0.0, 0.0
+        run.budgets = plan_budgets(run.method, run.fingerprint, cfg.eval.budgets, cfg.seed)
+        again.append(run)
+    if again:
+        verify(again)
+        for run in again:
+            run.self_check = {**source_self_check(run.method, run.fingerprint, source, run.per_model, fpr, batch),
+                              "regenerated": True}
 
 
 def _open_endpoints(cfg: DictConfig, runs: list[MethodRun]) -> list[Endpoint]:
@@ -360,6 +429,8 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
         # Did generation reach the method's own target? (None: the method has none; the leaderboard marks misses.)
         result["fingerprint"]["generation_target"] = (None if run.fingerprint.meta.get("imported")  # nothing generated
                                                       else run.method.generation_target(run.fingerprint))
+        if run.self_check is not None:  # did the fingerprint score its own source as derived (bench.self_check)
+            result["fingerprint"]["self_check"] = run.self_check
         if run.fingerprint.sha256 is not None:  # the cached files' hash (set by Fingerprint.save/load)
             result["fingerprint"]["sha256"] = run.fingerprint.sha256
         path = result_path(cfg.paths.results_dir, zoo_info["name"], run.entry["name"], run.config_sha256, cfg.seed)

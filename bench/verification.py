@@ -9,7 +9,6 @@ benchmark (`calibrated_threshold`; docs/byo.md, "Verify one suspect").
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from bench.io import inside
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
 from bench.oracle import Oracle
 from bench.results import ResultError, read_result
+from bench.self_check import threshold_at
 from bench.zoo.external import WEIGHT_SUFFIXES, load_external
 from bench.zoo.jobs import data_info
 from bench.zoo.store import ZooError, ZooStore
@@ -132,8 +132,7 @@ def calibrated_threshold(per_model: list[dict[str, Any]], fpr: float = DEFAULT_F
     negatives = sorted((float(r["score"]) for r in per_model if r["role"] == "negative"), reverse=True)
     if not negatives:
         raise VerifyError("The result has no negatives to calibrate a threshold on.")
-    allowed = math.floor(fpr * len(negatives) + 1e-9)
-    threshold = negatives[allowed] if allowed < len(negatives) else -math.inf
+    threshold = threshold_at(negatives, fpr)
     above = sum(score > threshold for score in negatives)
     return {"threshold": threshold, "fpr_target": fpr, "n_negative": len(negatives), "negatives_above": above,
             "fpr_on_negatives": above / len(negatives)}

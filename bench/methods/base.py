@@ -67,6 +67,10 @@ IMPORT_KEY = "fingerprint"  # the loop-level method-entry key naming an imported
 # The files of a cached fingerprint; `sha256.json` records their hashes and is written last.
 FINGERPRINT_FILES = ("fingerprint.safetensors", "fingerprint.json")
 HASHES_FILE = "sha256.json"
+# Wall time of the generation: kept beside the fingerprint, outside its hash, so a regenerated identical
+# fingerprint has the same sha256 (and a changed one is told apart from a slower one).
+TIMING_FILE = "timing.json"
+TIMING_KEYS = ("generation_seconds", "generate_seconds")
 
 
 class FingerprintIntegrityError(ValueError):
@@ -111,11 +115,13 @@ class Fingerprint:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / HASHES_FILE).unlink(missing_ok=True)
+        meta = {k: v for k, v in self.meta.items() if k not in TIMING_KEYS}  # the same fingerprint, the same hash
         payload = {
             "fingerprint.safetensors": tensors_to_bytes({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}),
-            "fingerprint.json": (json.dumps({"method": self.method, "meta": self.meta}, indent=2, sort_keys=True)
+            "fingerprint.json": (json.dumps({"method": self.method, "meta": meta}, indent=2, sort_keys=True)
                                  + "\n").encode("utf-8"),
         }
+        atomic_write_json(out / TIMING_FILE, {k: v for k, v in self.meta.items() if k in TIMING_KEYS})
         for name, data in payload.items():
             atomic_write_bytes(out / name, data)
         hashes = {name: hashlib.sha256(data).hexdigest() for name, data in payload.items()}
@@ -138,13 +144,24 @@ class Fingerprint:
         src = Path(directory)
         digest = verify_fingerprint_files(src) if verify else None
         info = json.loads((src / "fingerprint.json").read_text(encoding="utf-8"))
-        return cls(method=info["method"], tensors=load_file(str(src / "fingerprint.safetensors")), meta=info["meta"],
-                   sha256=digest)
+        return cls(method=info["method"], tensors=load_file(str(src / "fingerprint.safetensors")),
+                   meta={**info["meta"], **_timing(src)}, sha256=digest)
 
     @staticmethod
     def exists(directory: str | os.PathLike) -> bool:
         src = Path(directory)
         return all((src / name).is_file() for name in FINGERPRINT_FILES)
+
+
+def _timing(directory: Path) -> dict[str, float]:
+    """The generation timing saved beside a fingerprint (not hashed; {} if absent or unreadable)."""
+    try:
+        timing = json.loads((directory / TIMING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(timing, dict):
+        return {}
+    return {k: float(v) for k, v in timing.items() if k in TIMING_KEYS and isinstance(v, (int, float))}
 
 
 def verify_fingerprint_files(directory: Path) -> str:
@@ -214,6 +231,9 @@ class FingerprintMethod(ABC):
     # of items. Empty: the method cannot be subsampled unless it overrides `budget_items`/`_subsample`.
     budget_tensors: ClassVar[tuple[str, ...]] = ()
     min_budget_items: ClassVar[int] = 1  # fewest items a subsampled fingerprint may hold (SAC: 2)
+    # The loop checks that a fingerprint recognises its own source (`bench.self_check`); False only for a
+    # guard whose score ignores the suspect (`random`).
+    recognises_source: ClassVar[bool] = True
 
     _TEMPLATE_METHODS: ClassVar[tuple[str, ...]] = ("generate", "score", "measure", "at_budget")
 

@@ -27,6 +27,7 @@ class RandomGuard(FingerprintMethod):
     name = "random"
     Config = RandomConfig
     access = "label"
+    recognises_source = False  # its score ignores the suspect: the source is no exception
     version = "2"  # 2: seeded by the common formula ctx.seed * 1_000_003 + seed (1: ctx.seed + seed; equal at ctx.seed 0)
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:

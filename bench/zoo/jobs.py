@@ -19,14 +19,17 @@ from bench.io import inside
 from bench.nets import new_model
 from bench.training import (
     ClassifierModule,
+    NonFiniteTrainingError,
     OptimizerConfig,
     ScheduleConfig,
     TrainerConfig,
+    check_finite_model,
     fit,
     predicted_labels,
 )
 from bench.zoo.attacks import AttackContext, build_attack
 from bench.zoo.external import apply_pretrained, import_entry, load_external
+from bench.zoo.integrity import behaviour_record
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
 from datamodules import build_datamodule
@@ -51,7 +54,26 @@ def setup_datamodule(cfg: DictConfig) -> Any:
 
 def run_job(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root_dir: str, progress: bool,
             logger: Any = False) -> tuple[nn.Module, dict[str, Any], float]:
-    """Make one model; returns (model, attack info, train seconds). Reads the source from `store`."""
+    """Make one model; returns (model, attack info, train seconds). Reads the source from `store`.
+
+    Raises:
+        NonFiniteTrainingError: a training loss or the model's weights are inf or nan; the message names
+            the job's role, model id and provenance. Nothing is saved or recorded for it.
+    """
+    try:
+        model, info, seconds = _make_model(job, dm, store, trainer_cfg, root_dir, progress, logger)
+        check_finite_model(model)
+    except NonFiniteTrainingError as err:
+        fix = ("the weights file holds them: export it again" if job.op == "import" else
+               "training diverged: give this model a lower lr (or another optimizer or schedule)")
+        raise NonFiniteTrainingError(f"{job.role} {job.model_id} ({job.provenance}): {err}. It is not saved and the "
+                                     f"manifest does not record it. Fix: {fix}, then build again.") from None
+    return model, info, seconds
+
+
+def _make_model(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, root_dir: str, progress: bool,
+                logger: Any) -> tuple[nn.Module, dict[str, Any], float]:
+    """`run_job`'s work: import, train from scratch, or apply the attack chain to the stored parent."""
     if job.op == "import":  # nothing is trained: the checked weights become the zoo's model
         return load_external(import_entry(job), dm, None, f"{job.role} '{job.external['weights']}'",
                              job.external["sha256"]), {}, 0.0
@@ -91,6 +113,7 @@ def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: flo
             from the store if it is there, else `source_agreement` is null (`fill_source_agreement`
             fills it in once the source is built).
     """
+    check_finite_model(model, f"{job.role} {job.model_id} ({job.provenance})")  # never record a diverged model
     x_test, y_test = dm.tensors("test")
     labels = predicted_labels(model, x_test)
     if job.role == "source":
@@ -104,6 +127,7 @@ def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: flo
         "split_hashes": plan.split_hashes,
         "test_acc": int((labels == y_test).sum()) / max(len(y_test), 1),  # `accuracy`, from the labels at hand
         "source_agreement": agreement(labels, source_labels),
+        "check": behaviour_record(model, x_test),  # re-measured before the model is scored (bench.zoo.integrity)
         "train_seconds": round(seconds, 3),
         "info": info,
     })
