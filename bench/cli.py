@@ -357,11 +357,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                                          args.endpoint_access, options)
         if loaded.result is not None:
             vf.calibrated_threshold(loaded.result["per_model"], args.fpr)
+        self_check = vf.fingerprint_self_check(loaded, args.zoo_dir, args.fpr)
     except vf.VerifyError as err:
         raise UsageError(str(err)) from None
     oracle = Oracle(model, access=loaded.method.access)
-    print("\n".join(vf.verify_lines(vf.score_suspect(loaded.method, loaded.fingerprint, oracle, loaded.result, args.fpr),
-                                 loaded, suspect)))
+    lines = vf.verify_lines(vf.score_suspect(loaded.method, loaded.fingerprint, oracle, loaded.result, args.fpr),
+                            loaded, suspect)
+    print("\n".join([*lines, vf.self_check_line(self_check, loaded)]))
     return 0
 
 

@@ -69,6 +69,8 @@ class ModelSpec:
     pretrained: bool = False  # start training from timm's published weights (downloads once; timm: archs)
     pretrained_weights: str | None = None  # the offline path: a local file of those weights (any arch)
     factory: str | None = None  # "package.module:function" builds the model: shorthand for arch "factory:<it>"
+    # An imported model's test accuracy as its owner recorded it: checked at planning (docs/byo.md, "Normalisation")
+    test_acc: float | None = None
 
 
 @dataclass
@@ -364,7 +366,7 @@ def _check_choices(cfg: DictConfig, per_method: list[tuple[str, str, DictConfig]
 # ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the
 # config hashes (result file names) of recipes that do not use them stay what they were.
 EXTERNAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSpec)
-                     if f.name in ("weights", "mean", "std", "pretrained", "pretrained_weights", "factory")}
+                     if f.name in ("weights", "mean", "std", "pretrained", "pretrained_weights", "factory", "test_acc")}
 
 
 def without_unset_external(spec: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Pool models are never suspects: the loop checks it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -447,7 +448,8 @@ def _write_results(cfg: DictConfig, runs: list[MethodRun], zoo_info: dict[str, A
 
 
 def _is_scalar(value: Any) -> bool:
-    return isinstance(value, (int, float, str, bool)) or value is None
+    """A value a result's `fingerprint` block keeps: JSON scalars, finite numbers only (`--check` refuses NaN)."""
+    return isinstance(value, (int, str, bool)) or value is None or (isinstance(value, float) and math.isfinite(value))
 
 
 def missed_target_line(result: dict[str, Any]) -> str:

@@ -27,8 +27,9 @@ from bench.io import inside
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
 from bench.oracle import Oracle
 from bench.results import ResultError, read_result
-from bench.self_check import threshold_at
-from bench.zoo.external import WEIGHT_SUFFIXES, load_external
+from bench.self_check import applies as self_check_applies
+from bench.self_check import source_self_check, threshold_at
+from bench.zoo.external import WEIGHT_SUFFIXES, load_external, resolve_file
 from bench.zoo.jobs import data_info
 from bench.zoo.store import ZooError, ZooStore
 from datamodules import DataConfig, build_datamodule
@@ -162,6 +163,10 @@ def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
         VerifyError: the file is missing, unreadable, or its tensors do not fit the architecture.
     """
     file = Path(path)
+    try:  # a folder, a device or a missing file is named as such before its suffix is looked at
+        resolve_file(str(file), None, f"--suspect {file}")
+    except ConfigError as err:
+        raise VerifyError(str(err)) from None
     if file.suffix not in WEIGHT_SUFFIXES:
         raise VerifyError(f"--suspect {file}: unsupported weights type '{file.suffix}'; use {', '.join(WEIGHT_SUFFIXES)}.")
     entry = {"weights": str(file), "arch": arch, "arch_params": dict(arch_params or {}), **(normalization or {})}
@@ -216,7 +221,7 @@ def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLik
     """
     if spec.startswith(("http://", "https://", "py:")):
         return _endpoint(spec, loaded, data, endpoint_access)
-    if Path(spec).suffix in WEIGHT_SUFFIXES or Path(spec).is_file():
+    if Path(spec).suffix in WEIGHT_SUFFIXES or Path(spec).is_file() or (arch is not None and os.path.exists(spec)):
         return _weights_suspect(spec, loaded, zoo_dir, arch, data, options or WeightsOptions())
     if loaded.result is None:
         raise VerifyError(f"--suspect {spec} is not a weights file, and a zoo model id needs a result file as "
@@ -234,6 +239,37 @@ def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLik
     except ZooError as err:
         raise VerifyError(str(err)) from None
     return model, {"kind": "zoo", "model_id": spec, "role": record.get("role"), "provenance": record.get("provenance")}
+
+
+def fingerprint_self_check(loaded: LoadedFingerprint, zoo_dir: str | os.PathLike,
+                           fpr: float = DEFAULT_FPR) -> dict[str, Any] | None:
+    """Score the benchmark's source with the fingerprint: it must score as derived (`bench.self_check`).
+
+    Returns:
+        The check's record, or None when it cannot run (a folder fingerprint, no negatives to calibrate on,
+        or the result's zoo is not under `zoo_dir`; `verify` then says so).
+
+    Raises:
+        VerifyError: the fingerprint does not recognise its own source (an edited cache entry).
+    """
+    if loaded.result is None or not self_check_applies(loaded.method):
+        return None
+    zoo = loaded.result["zoo"]
+    try:
+        store = ZooStore(inside(zoo_dir, str(zoo["name"])))
+        record = store.records().get(str(zoo.get("source_id")))
+        if record is None or record.get("sha256") != zoo.get("source_sha256"):
+            return None  # not the benchmark's source (another build of the zoo): nothing to check against
+        source = store.load_model(record["model_id"], record)
+    except (ValueError, ZooError):
+        return None
+    check = source_self_check(loaded.method, loaded.fingerprint, source, loaded.result["per_model"], fpr)
+    if not check["passed"]:
+        raise VerifyError(f"The fingerprint {loaded.source} uses does not recognise its own source: the source scores "
+                          f"{check['source_score']:.6g}, not above the threshold {check['threshold']} of the benchmark's "
+                          "negatives. The cached fingerprint was changed (with its sha256.json); delete it and rerun "
+                          "`fpbench run` to regenerate it.")
+    return check
 
 
 def _weights_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLike, arch: str | None,
@@ -312,3 +348,14 @@ def _suspect_lines(suspect: dict[str, Any]) -> list[str]:
     if suspect.get("kind") == "weights" and suspect.get("test_acc") is not None:
         lines.append(f"suspect test accuracy: {suspect['test_acc']:.4f}")
     return lines + list(suspect.get("warnings") or [])
+
+
+def self_check_line(check: dict[str, Any] | None, loaded: LoadedFingerprint) -> str:
+    """What `verify` prints of the fingerprint's self-check (`fingerprint_self_check`)."""
+    if check is not None:
+        return (f"self-check: the fingerprint scores its own source {check['source_score']:.6g} > threshold "
+                f"{check['threshold']} (it recognises the model it was made from)")
+    if loaded.result is None or not self_check_applies(loaded.method):
+        return "self-check: not applicable (no benchmark result, or a guard method)"
+    return ("self-check: not run (the benchmark's source is not under --zoo-dir; pass the run's paths.zoo_dir to "
+            "check that the fingerprint recognises its source)")

@@ -150,3 +150,25 @@ def test_tolerance_admits_kernel_noise_not_another_model(smoke_zoo, case):
         margins = margins * (1 + 1e-5)
     problems = behaviour_problems(record, (labels, margins), y, None, test_size=smoke_zoo.datamodule.split_size("test"))
     assert (problems == []) == (case in ("same", "few_flips")), problems
+
+
+def test_verify_refuses_a_fingerprint_that_does_not_recognise_its_source(zoo_copy, capsys):
+    """The forger edits the cached fingerprint, its sha256.json *and* the result's fingerprint.sha256."""
+    from bench.cli import main
+
+    (path, result), = run_benchmark(_cfg(zoo_copy), progress=False).results.items()
+    suspect = next(r["model_id"] for r in result["per_model"] if r["role"] == "positive")
+    argv = ["verify", "--fingerprint", path, "--suspect", suspect, "--cache-dir", str(zoo_copy / "cache"),
+            "--zoo-dir", str(zoo_copy / "zoo")]
+    assert main(argv) == 0
+    assert "self-check: the fingerprint scores its own source" in capsys.readouterr().out
+    (folder,) = [p for p in (zoo_copy / "cache" / "fingerprints" / "akh").iterdir() if p.is_dir()]
+    fingerprint = Fingerprint.load(folder)
+    labels = next(k for k, v in fingerprint.tensors.items() if v.dtype == torch.int64)
+    fingerprint.tensors[labels] = (fingerprint.tensors[labels] + 1) % 10
+    fingerprint.save(folder)
+    result["fingerprint"]["sha256"] = fingerprint.sha256
+    Path(path).write_text(json.dumps(result))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not recognise its own source" in err and "regenerate" in err

@@ -135,3 +135,33 @@ def test_an_explicit_normalisation_on_a_suspect_wins(byo_run, tmp_path):
     negative = next(r for r in records if r["role"] == "negative")
     state = load_file(str(tmp_path / "zoo" / "explicit" / "models" / f"{negative['model_id']}.safetensors"))
     assert state["normalize.mean"].flatten().tolist() == [0.5]
+
+
+def _manifest(root: Path, zoo: str) -> list[dict]:
+    return [json.loads(line) for line in (root / "zoo" / zoo / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_an_imported_model_is_checked_against_its_owners_accuracy(byo_run, tmp_path, capsys):
+    """`test_acc:` on an imported entry (or in `zoo import`'s meta.yaml): the measured accuracy must match it,
+    else exit 2 at planning, naming the file and the normalisation, with nothing built."""
+    root, _ = byo_run
+    shutil.copytree(root / "w", tmp_path / "w")
+    recorded = next(r["test_acc"] for r in _manifest(root, "selfnorm") if "neg.safetensors" in r["provenance"])
+    source = {"factory": "tests.zoo.byo_factories:self_normalizing_cnn", "weights": "w/source.safetensors",
+              "mean": [0.0], "std": [1.0]}
+    good = _recipe(tmp_path, {"source": source, "negatives": [
+        {"weights": "w/neg.safetensors", "kind": "external", "test_acc": recorded}]}, "good")
+    assert main(["zoo", str(good), *smoke_overrides(tmp_path), *QUIET]) == 0
+    wrong = _recipe(tmp_path, {"source": source, "negatives": [  # the owner's figure with the dataset's normalisation
+        {"weights": "w/neg.safetensors", "kind": "external", "test_acc": recorded, "mean": [5.0], "std": [1.0]}]},
+        "wrong")
+    assert main(["zoo", str(wrong), *smoke_overrides(tmp_path), *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "w/neg.safetensors" in err and f"test_acc {recorded:.4f}" in err and "normalisation" in err
+    assert not (tmp_path / "zoo" / "wrong" / "manifest.jsonl").exists()
+
+
+def test_test_acc_on_a_trained_entry_is_refused(tmp_path, capsys):
+    recipe = _recipe(tmp_path, {"source": {"arch": "convnet", "epochs": 1, "test_acc": 0.9}}, "trained")
+    assert main(["zoo", str(recipe), "--list", *smoke_overrides(tmp_path), *QUIET]) == 2
+    assert "test_acc" in capsys.readouterr().err

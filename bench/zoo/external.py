@@ -9,6 +9,7 @@ and raises `ConfigError`, so a bad file stops the CLI with exit 2 before any tra
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,15 @@ from torch import nn
 
 from bench.config import ConfigError
 from bench.io import sha256_file
+from bench.modes import eval_mode
 from bench.nets import build_model, new_model
 from bench.nets.factory_net import is_factory_arch
 from bench.nets.timm_net import is_timm_arch, pretrained_features_state
 from bench.zoo.attacks import ATTACKS
 from bench.zoo.weights_file import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
 from bench.zoo.weights_file import read_state_dict, resolve_file
+
+log = logging.getLogger(__name__)
 
 # WEIGHT_SUFFIXES and resolve_file are imported from here by the importer, planner and `fpbench verify`.
 
@@ -190,9 +194,36 @@ def preflight(jobs: list[Any], data: Any) -> None:
         if job.op == "attack":
             _check_head_attacks(job, by_id, data, heads)
         if job.op == "import":
-            load_external(import_entry(job), data, None, f"{job.role} '{job.external['weights']}'", job.external["sha256"])
+            where = f"{job.role} '{job.external['weights']}'"
+            check_imported_accuracy(load_external(import_entry(job), data, None, where, job.external["sha256"]),
+                                    job.spec.get("test_acc"), data, where)
         elif job.op == "train" and job.external and job.external.get("pretrained_weights"):
             apply_pretrained(new_model(job.arch, job.arch_params, data, 0), job, data)
+
+
+IMPORT_ACC_TOLERANCE = 0.02  # the owner's figure and ours differ by float kernels only (a few flipped labels)
+
+
+def check_imported_accuracy(model: nn.Module, recorded: float | None, data: Any, where: str) -> None:
+    """An imported model's accuracy on the test split against what its owner recorded (`test_acc:`), and a
+    warning when it is near chance: both are what a wrong input normalisation (`mean`/`std`) looks like.
+
+    Raises:
+        ConfigError: the measured accuracy is more than `IMPORT_ACC_TOLERANCE` from the recorded one.
+    """
+    x, y = data.tensors("test")
+    with torch.no_grad(), eval_mode(model):
+        labels = torch.cat([model(xb).argmax(1) for xb in x.split(1024)]) if len(x) else y
+    measured = int((labels == y).sum()) / max(len(y), 1)
+    if recorded is not None and abs(measured - float(recorded)) > IMPORT_ACC_TOLERANCE:
+        raise ConfigError(f"{where}: its accuracy on the test split is {measured:.4f}, its owner recorded "
+                          f"test_acc {float(recorded):.4f}: not the model described, or imported with the wrong input "
+                          "normalisation. Check 'arch:' and 'mean:'/'std:' (a model that normalises inside forward "
+                          "needs mean: [0.0], std: [1.0]; a suspect inherits the source's with its architecture).")
+    if measured < 1.5 / data.num_classes:
+        log.warning("%s: its test accuracy %.4f is near chance (%d classes): if it is a working model, its input "
+                    "normalisation ('mean:'/'std:') is probably wrong, and its scores are meaningless.", where,
+                    measured, data.num_classes)
 
 
 def _factory_key(arch: str, params: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 WEIGHT_NAMES = tuple(f"model{suffix}" for suffix in WEIGHT_SUFFIXES)
 META_NAMES = ("meta.yaml", "meta.yml", "meta.json")
 # meta keys copied into the zoo entry as they are; `label`, `attack`, `kind` are read separately.
-ENTRY_KEYS = ("arch", "factory", "arch_params", "mean", "std")
+ENTRY_KEYS = ("arch", "factory", "arch_params", "mean", "std", "test_acc")
 META_KEYS = (*ENTRY_KEYS, "dataset", "data", "num_classes", "input_shape", "role", "kind", "attack", "label")
 
 

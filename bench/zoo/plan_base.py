@@ -145,6 +145,9 @@ def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict
     _check_arch(spec["arch"], spec["arch_params"])
     if spec.get("weights"):
         raise ConfigError(f"A {role} with 'weights:' is imported, not trained; drop 'weights:' from its training spec.")
+    if spec.get("test_acc") is not None:
+        raise ConfigError(f"A trained {role} has no owner-recorded 'test_acc:' (fpbench measures it); the key is for "
+                          "imported models ('weights:'). Drop it.")
     if spec.get("pretrained") and not is_timm_arch(spec["arch"]) and not spec.get("pretrained_weights"):
         raise ConfigError(f"{role}: 'pretrained: true' downloads timm's weights and needs a 'timm:<name>' arch (got "
                           f"'{spec['arch']}'); for other archs give 'pretrained_weights: FILE'.")
