@@ -165,10 +165,12 @@ def _generation_seconds(fingerprint: Fingerprint) -> float:
 
 
 def load_pools(method: FingerprintMethod, cfg: DictConfig, zoo: BuildReport, device: torch.device,
-               records: dict[str, dict[str, Any]] | None = None) -> Pools | None:
+               records: dict[str, dict[str, Any]] | None = None,
+               behaviour: BehaviourCheck | None = None) -> Pools | None:
     """The defender pools `method.pool_spec()` asks for, loaded from the built zoo (None: it asks for none).
 
-    `records`: the zoo's manifest records if the caller has read them already.
+    `records`: the zoo's manifest records if the caller has read them already; `behaviour`: each pool
+    model is checked against its record before use, as suspects are (`bench.zoo.integrity`).
     """
     spec = method.pool_spec()
     if spec is None:
@@ -178,13 +180,15 @@ def load_pools(method: FingerprintMethod, cfg: DictConfig, zoo: BuildReport, dev
     pools = Pools(model_ids=[j.model_id for j in jobs])
     for job in jobs:
         model = zoo.store.load_model(job.model_id, records[job.model_id]).to(device)
+        if behaviour is not None:
+            behaviour.check(model, records[job.model_id])
         (pools.surrogates if job.kind == "surrogate" else pools.references).append(model)
     return pools
 
 
 def _pools(run: MethodRun, cfg: DictConfig, zoo: BuildReport, device: torch.device,
-           records: dict[str, dict[str, Any]]) -> Pools | None:
-    pools = load_pools(run.method, cfg, zoo, device, records)
+           records: dict[str, dict[str, Any]], behaviour: BehaviourCheck | None = None) -> Pools | None:
+    pools = load_pools(run.method, cfg, zoo, device, records, behaviour)
     if pools is not None:  # `models`: what each pool model is and how it differs from the scored suspects
         run.pool = {"model_ids": pools.model_ids, "train_seconds": sum(records[i]["train_seconds"] for i in pools.model_ids),
                     "models": pool_summary(zoo.plan, pools.model_ids)}
@@ -230,7 +234,7 @@ def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
     outcome = BenchmarkOutcome(zoo=zoo)
     outcome.phases["zoo"] = time.perf_counter() - phase_start
     generate = partial(_generate_run, source=source, cfg=cfg, zoo=zoo, device=device, records=records,
-                       progress=progress)
+                       progress=progress, behaviour=behaviour)
     for run in runs:
         phase_start = time.perf_counter()
         run.cache_dir = cache_root / run.entry["name"] / fingerprint_key(run, source_record["sha256"],
@@ -301,11 +305,11 @@ def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, r
 
 
 def _generate_run(run: MethodRun, source: torch.nn.Module, cfg: DictConfig, zoo: BuildReport, device: torch.device,
-                  records: dict[str, dict[str, Any]], progress: bool) -> None:
+                  records: dict[str, dict[str, Any]], progress: bool, behaviour: BehaviourCheck) -> None:
     """Generate (or load from `run.cache_dir`) one method's fingerprint, with its defender pools if it uses them."""
     ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
                             num_classes=zoo.datamodule.num_classes, progress=progress)
-    ctx.pools = _pools(run, cfg, zoo, device, records)
+    ctx.pools = _pools(run, cfg, zoo, device, records, behaviour)
     try:
         _generate(run, source, ctx, run.cache_dir)
     finally:
