@@ -114,8 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results",
                        help="results tree to aggregate (default: results, the published board; yours: local_results)")
     board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
-    board.add_argument("--zoo-dir", metavar="DIR", help="with --check: also check each result against its zoo "
-                       "under DIR when there (manifest, checkpoint sha256, roles, test_acc)")
+    board.add_argument("--zoo-dir", metavar="DIR", help="with --check: also check each result against the zoo "
+                       "under DIR whose manifest has its zoo.manifest_sha256 (none found is a problem): manifest, "
+                       "checkpoint sha256, roles, test_acc")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
     board.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="QUERIES",
@@ -401,7 +402,11 @@ def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `fpbench` console script; returns the exit code."""
+    """The `fpbench` command; returns the exit code.
+
+    The console script and `python -m bench` enter through `bench.entry.main`, which imports this
+    module and answers an interrupt that comes before the handler below is in force (during the imports).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
     _setup_logging(args.quiet)

@@ -25,7 +25,7 @@ from bench.io import sha256_json
 from bench.methods import METHODS, instantiate
 from bench.metrics import BootstrapConfig
 from bench.oracle import ACCESS_LEVELS
-from bench.recipe_checks import check_method_sizes, check_recipe, check_splits_not_empty, check_values
+from bench.recipe_checks import check_method_sizes, check_recipe, check_values
 from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
 from datamodules.base import DataConfig
 
@@ -360,7 +360,6 @@ def _check_choices(cfg: DictConfig, per_method: list[tuple[str, str, DictConfig]
     if cap is not None and not cap > 0:
         raise ConfigError(f"compute.max_sample_memory_gb={cap} must be > 0 (GiB), or null for this machine's RAM.")
     _raise_config_error(check_recipe, cfg)
-    _raise_config_error(check_splits_not_empty, cfg)
 
 
 # ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the

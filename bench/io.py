@@ -167,7 +167,7 @@ def _too_large(path: str | os.PathLike, size: str, max_bytes: int, what: str) ->
 
 
 # -- temporary files of the atomic writes -----------------------------------------------------
-_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what `_temp_path` creates
+_TEMP_NAME = re.compile(r"\.(.+)\.[0-9a-f]{12}\.tmp")  # what `_temp_path` creates; the group: the target's name
 STALE_TEMP_S = 600.0  # a temp file unmodified this long has no live writer (a write renames within seconds)
 
 
@@ -176,15 +176,35 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.fullmatch(name) is not None
 
 
-def stale_temp_files(folder: str | os.PathLike, before: float) -> list[Path]:
-    """Regular files directly in ``folder`` named like atomic-write temps and last modified before
-    ``before - STALE_TEMP_S`` (epoch seconds). Links and other names are never listed."""
+def temp_target(name: str) -> str | None:
+    """The name of the file an atomic-write temp stands for (``.manifest.jsonl.0123456789ab.tmp`` ->
+    ``manifest.jsonl``), or None when ``name`` is not such a temp."""
+    found = _TEMP_NAME.fullmatch(name)
+    return found.group(1) if found else None
+
+
+def temp_files(folder: str | os.PathLike, modified_before: float | None = None) -> list[Path]:
+    """Regular files directly in ``folder`` named like atomic-write temps, sorted.
+
+    Links and other names are never listed. For a folder whose every writer holds a lock the caller
+    holds too, all of them are left over by killed writers; elsewhere use :func:`stale_temp_files`.
+
+    Args:
+        folder: The folder (a missing one lists nothing).
+        modified_before: Epoch seconds: only files last modified before then (None: all).
+    """
     found: list[Path] = []
     if not os.path.isdir(folder):
         return found
     with os.scandir(folder) as entries:
         for entry in entries:
             if (is_temp_name(entry.name) and entry.is_file(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_mtime < before - STALE_TEMP_S):
+                    and (modified_before is None or entry.stat(follow_symlinks=False).st_mtime < modified_before)):
                 found.append(Path(entry.path))
     return sorted(found)
+
+
+def stale_temp_files(folder: str | os.PathLike, before: float) -> list[Path]:
+    """Temp files directly in ``folder`` (:func:`temp_files`) last modified before ``before - STALE_TEMP_S``
+    (epoch seconds): the rule for a folder written without a lock, where a fresher one may be a live write."""
+    return temp_files(folder, before - STALE_TEMP_S)

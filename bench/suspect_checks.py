@@ -26,7 +26,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from bench.io import inside
+from bench.training import predicted_labels
 from bench.zoo.store import ZooError, ZooStore
+from datamodules import DataConfig, build_datamodule
 
 # A recorded accuracy and the one measured on the same test split differ by float kernels only
 # (a few flipped labels); 0.02 leaves room for that on splits of a few hundred images.
@@ -105,8 +107,6 @@ def choose_normalization(arch: str, mean: list[float] | None, std: list[float] |
 def test_split(result: dict[str, Any], data_dir: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The result's test split (same data config, split seed and content hash), or None when its data
     cannot be read here (the check is then skipped, and `verify` says so)."""
-    from datamodules import DataConfig, build_datamodule
-
     config = result.get("config") or {}
     try:
         data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), config.get("data") or {})
@@ -131,8 +131,6 @@ def accuracy_check(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor] | N
             raise ValueError("--test-acc was given, but the benchmark's test split cannot be read here; pass "
                              "--data-dir (the run's paths.data_dir).")
         return None, ["test accuracy: not measured (the benchmark's test split is not readable here; --data-dir)"]
-    from bench.training import predicted_labels
-
     x, y = data
     measured = int((predicted_labels(model, x) == y).sum()) / max(len(y), 1)
     if recorded is not None and abs(measured - recorded) > ACC_TOLERANCE:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ def sync_lines() -> list[str]:
         lines.append(f"W&B failed {len(_STATE.failures)} time(s) (first: {_STATE.failures[0]}); "
                      f"it ran {_STATE.fallback} from then on, no result was lost.")
     for folder in _STATE.offline_dirs:
-        runs = Path(folder) / "wandb" / "offline-run-*"
+        runs = f"{shlex.quote(str(Path(folder) / 'wandb'))}/offline-run-*"  # quoted for a shell, the glob left to it
         lines.append(f"W&B runs were logged offline under {Path(folder) / 'wandb'}; upload them with "
                      f"(an account is needed): wandb sync {runs}")
     return lines

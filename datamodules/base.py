@@ -34,7 +34,9 @@ TRAIN_POOL_SPLITS: tuple[str, ...] = ("owner", "attacker", "independent")
 
 @dataclass
 class SplitSizes:
-    """Split sizes. A value >= 1 is a count; 0 < value < 1 a fraction of the pool; 0 an empty split.
+    """Split sizes. A value >= 1 is a count; 0 < value < 1 a fraction of the pool; 0 an empty split,
+    allowed only for a split the recipe does not read: `owner` and `test` are always read, and a 0 for
+    a split the recipe reads is refused at load (`bench.recipe_checks.check_splits_not_empty`).
 
     `owner`, `attacker`, `independent` are drawn from the train pool. `test` (None: the whole
     official test set) is drawn from the test pool; for single-pool datasets (digits) None means
@@ -260,8 +262,8 @@ def split_counts(sizes: SplitSizes, train_pool: int, test_pool: int | None, data
                 raise ValueError(
                     f"data.splits owner={sizes.owner}, attacker={sizes.attacker}, independent={sizes.independent} "
                     f"use all {train_pool} samples of {dataset}'s single pool and leave none for test. "
-                    "Fix: lower them (e.g. owner=0.4 attacker=0.1 independent=0.3) or set data.splits.test=0 "
-                    "to ask for an empty test split."
+                    "Fix: lower them (e.g. owner=0.4 attacker=0.1 independent=0.3) to leave samples for the test "
+                    "split, which cannot be empty: every zoo model's test accuracy is measured on it."
                 )
         else:
             counts["test"] = _count("test", sizes.test, train_pool, dataset)
@@ -327,9 +329,10 @@ def _count(split: str, value: Any, pool: int, dataset: str) -> int:
         return int(value)
     count = math.floor(value * pool + 1e-9)  # 1e-9: 0.3 * 10 must give 3, not 2
     if value > 0 and count == 0:
+        empty = "" if split in ("owner", "test") else ", or 0 for an empty split if the recipe reads none of it"
         raise ValueError(
             f"data.splits.{split}={value} of {dataset}'s pool of {pool} gives 0 samples. "
-            "Fix: use a larger fraction or a count, or 0 to ask for an empty split explicitly."
+            f"Fix: use a larger fraction or a count{empty}."
         )
     return count
 

@@ -22,6 +22,7 @@ from bench.training import (
     check_finite_model,
     fit,
 )
+from bench.zoo.plan import check_splits_not_empty
 from bench.zoo.store import ZooStore
 from tests.conftest import SMOKE, smoke_overrides
 from tests.test_validation import _refused
@@ -102,8 +103,8 @@ def test_known_timm_param_is_planned(tmp_path, capsys):
     ["methods=[akh]", "methods.akh.n_samples=1000000", "compute.max_sample_memory_gb=1"],  # 0.24 GiB of 8x8 images
 ])
 def test_what_is_not_needed_or_fits_is_accepted(overrides):
-    """An empty split nothing reads, and a size below both bounds, load."""
-    load_recipe(SMOKE, overrides)
+    """An empty split nothing reads (checked at planning), and a size below both bounds, load."""
+    check_splits_not_empty(load_recipe(SMOKE, overrides))
 
 
 def test_implied_samples_counts_the_largest_count_times_the_item_length():

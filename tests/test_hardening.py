@@ -114,14 +114,15 @@ def test_stale_temp_files_are_removed_by_the_next_build(smoke_cfg, smoke_zoo, tm
     model_id = next(iter(store.records()))
     old = time.time() - STALE_TEMP_S - 3600
     stale = [store.models_dir / f".{model_id}.safetensors.0123456789ab.tmp", store.root / ".manifest.jsonl.aaaaaaaaaaaa.tmp"]
-    fresh = store.models_dir / f".{model_id}.json.bbbbbbbbbbbb.tmp"  # another writer's, still being written
+    fresh = store.root / ".recipe.yaml.bbbbbbbbbbbb.tmp"  # zoo import writes it without the lock: kept
+    killed = store.models_dir / f".{model_id}.json.cccccccccccc.tmp"  # fresh, but no writer is live under the lock
     other = [store.models_dir / "notes.tmp", store.root / ".keep.tmp"]  # not atomic-write temps: kept
-    for path in [*stale, fresh, *other]:
+    for path in [*stale, fresh, killed, *other]:
         path.write_bytes(b"partial")
     for path in [*stale, *other]:
         os.utime(path, (old, old))
     with caplog.at_level(logging.INFO, logger="bench.zoo.store"):
         report = build_zoo(cfg, progress=False)
-    assert report.built == [] and not any(p.exists() for p in stale)
+    assert report.built == [] and not any(p.exists() for p in [*stale, killed])
     assert fresh.exists() and all(p.exists() for p in other)
     assert all(str(p) in caplog.text for p in stale)

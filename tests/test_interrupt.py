@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,3 +96,80 @@ def test_sigint_to_a_running_fpbench_exits_130(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "fpbench: interrupted." in err and "kept: 2 finished model(s)" in err and "rerun the same command" in err, err[-3000:]
     assert len(manifest_ids(tmp_path)) == 2
+
+
+# -- an interrupt before `bench.cli.main` runs (issue #24 item 9): `bench.entry` answers it -------------
+def console_script() -> list[str]:
+    """The `fpbench` console script as pip writes it, from pyproject's `[project.scripts]` entry."""
+    scripts = (REPO / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    module, function = re.search(r'^fpbench = "([\w.]+):(\w+)"$', scripts, re.MULTILINE).groups()
+    return ["-c", f"import sys\nfrom {module} import {function}\nsys.exit({function}())"]
+
+
+def test_the_console_script_enters_through_the_light_entry_module():
+    assert console_script()[1].startswith("import sys\nfrom bench.entry import main\n")
+    assert "from bench.entry import main" in (REPO / "bench" / "__main__.py").read_text()
+
+
+def interrupted(args: list[str], delay: float) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0])
+@pytest.mark.parametrize("form", ["python -m bench", "fpbench"])
+def test_ctrl_c_while_fpbench_starts_prints_one_line_and_exits_130(tmp_path, form, delay):
+    """SIGINT 0.5 s and 2 s into `fpbench run` (torch, Lightning and W&B are still being imported):
+    before, a 27-line traceback and exit -2 (or, inside numpy's extension, an ImportError and exit 1)."""
+    entry = ["-m", "bench"] if form == "python -m bench" else console_script()
+    done = interrupted([*entry, "run", str(SMOKE), *smoke_overrides(tmp_path)], delay)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and done.stderr.startswith("fpbench: interrupted.\n"), done.stderr[-2000:]
+    assert len(done.stderr.splitlines()) <= 3, done.stderr  # 3: it reached the command (kept, how to resume)
+
+
+# The import of bench.cli stalls (as torch's does, for seconds) until SIGINT; then, as `how` says, the
+# interrupt goes on, becomes another error (numpy's extension reports an ImportError), or is swallowed.
+STALLED_IMPORT = """
+import sys, time
+from bench.entry import main
+
+class Stall:
+    def find_spec(self, name, path=None, target=None):
+        if name == "bench.cli":
+            print("importing bench.cli", flush=True)
+            try:
+                time.sleep(120)
+            except KeyboardInterrupt:
+                if sys.argv[1] == "error":
+                    raise ImportError("cannot load module more than once per process") from None
+                if sys.argv[1] == "raise":
+                    raise
+        return None
+
+sys.meta_path.insert(0, Stall())
+sys.exit(main(["list", "methods"]))
+"""
+
+
+@pytest.mark.parametrize("how", ["raise", "error", "swallow"])
+def test_ctrl_c_during_the_import_of_the_cli_is_one_line_whatever_the_import_makes_of_it(how):
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_IMPORT, how], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "importing bench.cli\n", proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, err) == (130, "fpbench: interrupted.\n")
+    assert "akh" not in out  # the command never ran, even where a library swallowed the interrupt

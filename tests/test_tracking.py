@@ -6,6 +6,8 @@ library asks of W&B is checked through a recording fake of its public API."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -374,3 +376,21 @@ def test_fpbench_run_with_unreachable_wandb_loses_nothing(fresh_tracking, tmp_pa
     assert "CommError" in error.message and "offline for the rest of this run" in error.message
     assert "W&B failed 1 time(s)" in out
     assert f"wandb sync {tmp_path / 'out' / 'cache' / 'wandb' / 'offline-run-*'}" in out
+
+
+def test_the_wandb_sync_hint_runs_as_printed_from_a_folder_with_a_space_and_a_quote(fresh_tracking, tmp_path: Path):
+    """Before, `wandb sync <folder>/wandb/offline-run-*` was printed unquoted: a shell split it at the space."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash on this system")
+    folder = tmp_path / "my runs" / "it's here"
+    runs = [folder / "wandb" / "offline-run-1", folder / "wandb" / "offline-run-2"]
+    for run in runs:
+        run.mkdir(parents=True)
+    fresh_tracking._STATE.offline_dirs.append(str(folder))
+    (line,) = fresh_tracking.sync_lines()
+    command = line.split("(an account is needed): ", 1)[1]
+    assert command.startswith("wandb sync '")
+    shell = subprocess.run([bash, "-c", 'wandb() { printf "%s\\n" "$@"; }; ' + command], capture_output=True,
+                           text=True, check=True)  # a stand-in `wandb` that prints the arguments it got
+    assert shell.stdout.splitlines() == ["sync", *map(str, runs)]  # the glob is left to the shell

@@ -22,12 +22,11 @@ from typing import Any
 from bench.io import name_problem, read_bytes_bounded, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
 from bench.results import result_path
-from bench.zoo.store import ZooError, ZooStore
+from bench.zoo.store import MANIFEST_MAX_BYTES, ZooError, ZooStore
 
 log = logging.getLogger(__name__)
 
 SHOWN = 5  # at most this many model ids are named per kind of mismatch; the count says how many in all
-MANIFEST_MAX_BYTES = 1 << 30  # ~1 KiB a record: a million models; a bigger "manifest" is not one
 
 
 def check_integrity(path: Path, result: dict[str, Any], results_dir: str | Path | None = None) -> list[str]:

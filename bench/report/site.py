@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from bench.io import atomic_write_text
+from bench.io import atomic_write_text, inside
 from bench.metrics import DEFAULT_FPR_TARGETS, format_fpr, fpr_column, fpr_label, fpr_percent
 from bench.report import leaderboard_text as lbtext
 from bench.report.leaderboard import Board, build_board
@@ -228,14 +228,20 @@ def _figure(rel: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
 
 
+def _plot_exists(results_dir: Path, zoo: str, name: str) -> bool:
+    """Whether ``plots/<zoo>/<name>`` is a file; a zoo name (from a result file) that leads out of
+    ``plots/`` has no plot."""
+    try:
+        return inside(results_dir / "plots", zoo, name).is_file()
+    except ValueError:
+        return False
+
+
 def _plots(results_dir: Path, zoos: list[str]) -> str:
     sections = []
     for zoo in zoos:
-        figures = "".join(
-            _figure(f"plots/{zoo}/{name}", f"{zoo}: {caption}")
-            for name, caption in PLOTS
-            if (results_dir / "plots" / zoo / name).is_file()
-        )
+        figures = "".join(_figure(f"plots/{zoo}/{name}", f"{zoo}: {caption}")
+                          for name, caption in PLOTS if _plot_exists(results_dir, zoo, name))
         if figures:
             sections.append(f'<section class="zoo-plots" data-zoo="{html.escape(zoo)}"><h3>{html.escape(zoo)}</h3>'
                             f'<div class="figures">{figures}</div></section>')  # fmt: skip

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from bench.modes import eval_mode
+
 CHECK_SAMPLES = 1000  # labels recorded per model: ~1 KB of the manifest, one small forward pass at load
 # Share of recorded labels allowed to differ: another CPU's kernels flip a few inputs near a decision
 # boundary (well under 1 %); two distinct models of one recipe disagree on ~5-15 % of inputs.
@@ -29,8 +31,6 @@ BINOMIAL_Z = 4.0  # a recorded full-split accuracy vs its value on a subset: 4 s
 
 def model_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """(top-1 labels, top-1 minus top-2 logit) of `model` on `x`, in eval mode (every submodule's mode restored)."""
-    from bench.modes import eval_mode
-
     device = next(model.parameters()).device
     with eval_mode(model), torch.no_grad():
         logits = torch.cat([model(xb.to(device)).float().cpu() for xb in x.split(batch_size)]) if len(x) else torch.zeros(0, 2)

@@ -7,6 +7,7 @@ the same data therefore gives the same ids, so a rebuild can skip what exists.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -176,12 +177,63 @@ def _positive_jobs(zoo: DictConfig, source: Job, augment: bool = False) -> list[
     return jobs
 
 
+# -- splits a recipe needs ---------------------------------------------------------------------------------
+
+ALWAYS_NEEDED = {"owner": "the source trains on it and fingerprints are drawn from it",
+                 "test": "every zoo model's test accuracy is measured on it"}
+INDEPENDENT_KINDS = ("SADT", "DADT", "PTFT")  # negatives trained on the independent split
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def needed_splits(cfg: DictConfig) -> dict[str, str]:
+    """The splits a recipe reads, each with why: owner and test always; independent for negatives of a
+    kind trained on different data; a positive step's `split` (default attacker) when it trains on data."""
+    needed = dict(ALWAYS_NEEDED)
+    for i, entry in enumerate(OmegaConf.to_container(cfg.zoo.negatives, resolve=True)):
+        if isinstance(entry, dict) and entry.get("weights") is None:
+            if any(kind in INDEPENDENT_KINDS for kind in _as_list(entry.get("kind"))):
+                needed.setdefault("independent", f"zoo.negatives[{i}] (kind {entry['kind']}) trains on it")
+    for i, entry in enumerate(OmegaConf.to_container(cfg.zoo.positives, resolve=True)):
+        if not isinstance(entry, dict) or entry.get("weights") is not None:
+            continue
+        for step in entry.get("chain") or [entry]:
+            if not isinstance(step, dict):
+                continue
+            for name in _as_list(step.get("attack")):
+                fields = {f.name: f for f in dataclasses.fields(ATTACKS.get(name).Config)} if name in ATTACKS else {}
+                epochs = step.get("epochs", fields["epochs"].default if "epochs" in fields else 1)
+                if "split" not in fields or _as_list(epochs) == [0]:
+                    continue  # no data split, or an attack that does not train (prune with epochs 0)
+                for split in _as_list(step.get("split", fields["split"].default)):
+                    needed.setdefault(str(split), f"zoo.positives[{i}] ({name}) trains on it")
+    return needed
+
+
+def check_splits_not_empty(cfg: DictConfig) -> None:
+    """Refuse `data.splits.<split>=0` for a split the recipe needs, naming why it is needed (at planning,
+    before any data is read: the attacks' registry that says which splits they train on lives here).
+
+    Raises:
+        ConfigError: naming the split, why it is needed and the fix.
+    """
+    for split, why in needed_splits(cfg).items():
+        value = cfg.data.splits.get(split)
+        if value is not None and float(value) == 0:
+            whole = ", or null (the whole test pool)" if split == "test" else ""
+            raise ConfigError(f"data.splits.{split}=0 leaves the {split} split empty, but {why}. Fix: give it a "
+                             f"count >= 1 or a fraction in (0, 1){whole}.")
+
+
 def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[PoolSpec] | None = None) -> ZooPlan:
     """Plan every model of the recipe's zoo: source, negatives, positives, then defender pools.
 
     Raises:
         ConfigError: for an unknown attack, kind, architecture or key, or a bad value (before training).
     """
+    check_splits_not_empty(cfg)
     token = RECIPE_DIR.set(cfg.paths.get("recipe_dir"))  # `weights:` files are relative to the recipe's folder
     try:
         jobs = _plan_jobs(cfg, split_hashes, pool_specs)

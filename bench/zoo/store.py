@@ -6,6 +6,7 @@ the file's sha256 against the manifest, so a changed checkpoint is refused by mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,11 +21,15 @@ from torch import nn
 
 from bench.io import (
     STALE_TEMP_S,
+    FileReadError,
     atomic_save_tensors,
     atomic_write_json,
     atomic_write_text,
+    read_bytes_bounded,
     sha256_file,
     stale_temp_files,
+    temp_files,
+    temp_target,
 )
 from bench.nets import build_model
 
@@ -41,6 +46,7 @@ class TamperedCheckpointError(ZooError):
 
 # What every manifest record holds for the zoo, the loop and the checks to use it (bench.zoo.jobs.finish_record).
 REQUIRED_KEYS = ("model_id", "role", "provenance", "arch", "arch_params", "data", "sha256", "test_acc", "train_seconds")
+MANIFEST_MAX_BYTES = 1 << 30  # ~1 KiB a record: a million models; a bigger "manifest" is not one
 
 
 class ZooStore:
@@ -56,13 +62,15 @@ class ZooStore:
         """model_id -> record, in manifest order; {} when there is no manifest yet.
 
         Raises:
-            ZooError: a line that is not UTF-8, not a JSON object, or lacks a key of `REQUIRED_KEYS`;
-                the message names the manifest, the line (and model id when readable) and the fix.
+            ZooError: a manifest that is not a regular file (a link to ``/dev/zero``) or is over
+                `MANIFEST_MAX_BYTES`; a line that is not UTF-8, not a JSON object, or lacks a key of
+                `REQUIRED_KEYS`; the message names the manifest, the line (and model id when readable) and the fix.
         """
-        if not self.manifest_path.is_file():
+        if not os.path.lexists(self.manifest_path):
             return {}
+        data = self._manifest_bytes()
         out: dict[str, dict[str, Any]] = {}
-        for n, raw in enumerate(self.manifest_path.read_bytes().split(b"\n"), 1):
+        for n, raw in enumerate(data.split(b"\n"), 1):
             if not raw.strip():
                 continue
             where = f"{self.manifest_path}:{n}"
@@ -97,9 +105,25 @@ class ZooStore:
         self.write_records(records)
 
     def manifest_sha256(self) -> str:
-        if not self.manifest_path.is_file():
+        """Hex sha256 of the manifest's bytes.
+
+        Raises:
+            ZooError: naming the manifest, when there is none, or it is not a regular file (a link to
+                ``/dev/zero`` would be hashed forever), or it is over `MANIFEST_MAX_BYTES`.
+        """
+        if not os.path.lexists(self.manifest_path):
             raise ZooError(f"No manifest at {self.manifest_path}: build the zoo first (fpbench zoo RECIPE).")
-        return sha256_file(self.manifest_path)
+        return hashlib.sha256(self._manifest_bytes()).hexdigest()
+
+    def _manifest_bytes(self) -> bytes:
+        """The manifest's bytes, read bounded (`bench.io.read_bytes_bounded`); a ZooError names what is wrong."""
+        try:
+            return read_bytes_bounded(self.manifest_path, MANIFEST_MAX_BYTES, "zoo manifest")
+        except FileReadError as err:  # not a regular file, or too large: the message starts with the path
+            raise ZooError(str(err)) from None
+        except OSError as err:  # a dangling link, no permission
+            raise ZooError(f"{self.manifest_path}: cannot be read ({err.strerror or err}); restore the manifest from "
+                           "a copy, or delete it and its zoo folder and rerun `fpbench zoo RECIPE`.") from None
 
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint_path(self, model_id: str) -> Path:
@@ -154,24 +178,29 @@ class ZooStore:
         return model.eval()
 
     def clean_stale_temps(self, started: float) -> list[Path]:
-        """Delete the atomic-write temp files a killed build left in the zoo folder and `models/`.
+        """Delete the atomic-write temp files (``.<file>.<12 hex>.tmp``) killed writers left in the zoo.
 
-        Call it holding :meth:`lock`. Only files named like ``bench.io`` temps (``.<file>.<12 hex>.tmp``)
-        and unmodified since ``STALE_TEMP_S`` before ``started`` (epoch seconds) go: a writer's live
-        temp file is fresher than that.
+        Call it holding :meth:`lock`, before any model is trained. Every writer of `models/` and of the
+        manifest runs under that lock (the build; its Ray tasks, started after this call; a Ray task
+        dies with its driver), so such temps belong to no live writer and go at once. Other temps in
+        the zoo folder (`fpbench zoo import` writes `recipe.yaml` after its build, without the lock) go
+        only when unmodified for ``STALE_TEMP_S`` before ``started`` (epoch seconds).
 
         Returns:
             The paths removed (each one is logged).
         """
+        locked = [*temp_files(self.models_dir),
+                  *(p for p in temp_files(self.root) if temp_target(p.name) == self.manifest_path.name)]
+        aged = [p for p in stale_temp_files(self.root, started) if temp_target(p.name) != self.manifest_path.name]
         removed = []
-        for path in [*stale_temp_files(self.root, started), *stale_temp_files(self.models_dir, started)]:
+        for path, why in [*((p, "no writer of it can be live while the zoo lock is held") for p in locked),
+                          *((p, f"unmodified for over {STALE_TEMP_S:.0f} s") for p in aged)]:
             try:
                 path.unlink()
             except FileNotFoundError:  # gone meanwhile
                 continue
             removed.append(path)
-            log.info("Removed stale temporary file %s (left by an interrupted write, unmodified for over %.0f s).",
-                     path, STALE_TEMP_S)
+            log.info("Removed temporary file %s, left by an interrupted write (%s).", path, why)
         return removed
 
     @contextmanager

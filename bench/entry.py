@@ -1,0 +1,101 @@
+"""The process entry of the `fpbench` console script and of `python -m bench`.
+
+`bench.cli` imports torch, Lightning, W&B and every registry, which takes seconds; its ``main`` answers
+Ctrl-C during a command (what was kept, how to resume), but an interrupt during those imports came
+before any handler and ended in a 27-line traceback (or, inside numpy's C extension, in an unrelated
+``ImportError``). This module imports nothing heavy, so its handler is in force from the first
+instant of the command: an interrupt at any moment prints one line and exits 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+INTERRUPTED = "fpbench: interrupted."  # the first line bench.cli prints for an interrupt during a command too
+INTERRUPT_EXIT = 130  # 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
+
+
+class _ImportInterrupted(Exception):
+    """Ctrl-C arrived while `bench.cli` was being imported (whatever the import then raised, if anything)."""
+
+
+class _SigintRecorder:
+    """A SIGINT handler that raises KeyboardInterrupt, as Python's own does, and remembers that it fired.
+
+    A library may turn the KeyboardInterrupt into another error (numpy's extension reports an
+    ``ImportError``) or swallow it; the record says the user asked to stop all the same.
+    """
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.fired = True
+        raise KeyboardInterrupt
+
+
+def _import_cli() -> Callable[[Sequence[str] | None], int]:
+    """``bench.cli.main``, imported with SIGINT recorded.
+
+    Raises:
+        _ImportInterrupted: when a SIGINT arrived during the import.
+    """
+    recorder = _SigintRecorder()
+    installed = False
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # ignored or replaced by the caller: leave it
+        with contextlib.suppress(ValueError):  # outside the main thread no handler can be set
+            signal.signal(signal.SIGINT, recorder)
+            installed = True
+    try:
+        # optional: imported here on purpose, so that a Ctrl-C during its seconds of imports is caught
+        from bench.cli import main as cli_main
+    except BaseException as err:
+        if recorder.fired or isinstance(err, KeyboardInterrupt):
+            raise _ImportInterrupted from err
+        raise
+    finally:
+        if installed and signal.getsignal(signal.SIGINT) is recorder:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if recorder.fired:  # swallowed by a library: the user still asked to stop
+        raise _ImportInterrupted
+    return cli_main
+
+
+def _say_interrupted() -> int:
+    with contextlib.suppress(ValueError):  # the process is ending: a Ctrl-C in shutdown would print its own traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(INTERRUPTED, file=sys.stderr)
+    return INTERRUPT_EXIT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Import `bench.cli` and run its ``main``; an interrupt anywhere exits 130 with one line on stderr.
+
+    An interrupt during a command is answered by `bench.cli.main` itself (what was kept, how to
+    resume); this catches the rest: one during the imports or argument parsing, or a second Ctrl-C
+    while that answer is being written. After an interrupt during the imports the process ends at
+    once (``os._exit``): nothing has run yet, and half-imported modules can fail in their exit hooks.
+
+    Args:
+        argv: The arguments after the program name (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code (130 after an interrupt).
+    """
+    try:
+        cli_main = _import_cli()
+    except (_ImportInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: one just after the import
+        code = _say_interrupted()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken stream: nothing more to say
+                stream.flush()
+        os._exit(code)
+    try:
+        return cli_main(argv)
+    except KeyboardInterrupt:
+        return _say_interrupted()
