@@ -18,23 +18,9 @@ from torch import nn
 
 from bench.methods.base import Fingerprint, FingerprintMethod
 from bench.oracle import Oracle
+from bench.stats import calibrated_threshold as threshold_at
 
-
-def threshold_at(negatives: list[float], fpr: float) -> float:
-    """The decision threshold on these negative scores at FPR target `fpr` (a suspect is derived when its
-    score is strictly above it): with `k = floor(fpr * n)` false positives allowed, the (k+1)-th highest
-    negative score; -inf when every negative may be a false positive.
-
-    Raises:
-        ValueError: no negatives, or `fpr` outside [0, 1).
-    """
-    if not 0 <= fpr < 1:
-        raise ValueError(f"FPR target {fpr} must be in [0, 1), e.g. 0.01.")
-    if not negatives:
-        raise ValueError("There are no negatives to calibrate a threshold on.")
-    ordered = sorted(negatives, reverse=True)
-    allowed = math.floor(fpr * len(ordered) + 1e-9)
-    return ordered[allowed] if allowed < len(ordered) else -math.inf
+__all__ = ["applies", "source_self_check", "threshold_at"]
 
 
 def applies(method: FingerprintMethod) -> bool:
