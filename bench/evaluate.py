@@ -466,21 +466,65 @@ def missed_target_line(result: dict[str, Any]) -> str:
             f"floor {target['floor']:.3f}: generation missed its target (docs/methods/{name}.md, Generation target)")
 
 
+def _tpr_heads(results: Any, targets: list[float]) -> list[tuple[str, float]]:
+    """(column label, FPR target) of the printed TPR columns: `T1%F` only where the negatives certify it
+    (`metrics.tpr_resolution`), else one `TPR@0FP` column for all the targets they cannot (docs/statistics.md)."""
+    first = next(iter(results), None)
+    resolution = ((first or {}).get("metrics") or {}).get("tpr_resolution") or {}
+    heads: list[tuple[str, float]] = []
+    for target in targets:
+        entry = resolution.get(format_fpr(target))
+        label = entry["label"] if entry else fpr_label(target)
+        if label not in [h for h, _ in heads]:
+            heads.append((label, target))
+    return heads
+
+
+def _tpr_value(metrics: dict[str, Any], target: float, label: str) -> float:
+    entry = (metrics.get("tpr_resolution") or {}).get(format_fpr(target))
+    if entry is not None and entry["label"] == label:
+        return float(entry["tpr"])
+    return float(metrics["tpr_at_fpr"].get(format_fpr(target), math.nan))
+
+
+def _table_notes(results: Any, heads: list[tuple[str, float]]) -> list[str]:
+    """What the printed table does and does not support."""
+    results = list(results)
+    notes = sorted({r["metrics"]["resolution_note"] for r in results if r["metrics"].get("resolution_note")})
+    lines = [f"note: {note}" for note in notes]
+    if any(label == "TPR@0FP" for label, _ in heads) and results:
+        entry = next(iter((results[0]["metrics"].get("tpr_resolution") or {}).values()), None)
+        n_negative = results[0]["metrics"]["n_negative"]
+        bound = f" (0 of {n_negative} false positives bounds the FPR below {entry['fpr_upper']:.1%} at 95 %)" if entry else ""
+        lines.append(f"note: TPR@0FP is the TPR at zero false positives{bound}: these negatives cannot certify "
+                     "1 % or 10 % (that takes 299 / 29 negatives).")
+    if any((r["metrics"].get("ties") or {}).get("tie_fraction", 0) > 0.01 for r in results):
+        lines.append("note: ties = the AUC with tied positive-negative pairs counted as losses / as wins, shown where "
+                     "they move it by more than 0.01.")
+    lines.append("note: one run is one trial: a demo of the loop, not a comparison of methods (ranks need >= 3 "
+                 "trials: trials.count=3, docs/statistics.md).")
+    return lines
+
+
 def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
     """What `fpbench run` prints: one line per result, then where the leaderboard and plots are."""
     shown = {**outcome.results, **outcome.refused}
     targets = result_fpr_targets(shown.values())  # eval.fpr_targets, as the results carry them
-    tpr_head = "".join(f" {fpr_label(t):>6}" for t in targets)
-    lines = [f"{'method':<14} {'AUC':>6}{tpr_head} {'n+':>4} {'n-':>4} {'queries':>8} {'gen s':>7} {'verify s':>8}"]
+    heads = _tpr_heads(shown.values(), targets)
+    tpr_head = "".join(f" {label:>7}" for label, _ in heads)
+    lines = [f"{'method':<14} {'AUC':>6} {'ties':>13}{tpr_head} {'n+':>4} {'n-':>4} {'queries':>8} {'gen s':>7} "
+             f"{'verify s':>8}"]
     for path, result in shown.items():
         m, t = result["metrics"], result["timing_s"]
-        tpr = "".join(f" {m['tpr_at_fpr'].get(format_fpr(x), float('nan')):>6.3f}" for x in targets)
-        lines.append(f"{result['method']['name']:<14} {m['auc']:>6.3f}{tpr} {m['n_positive']:>4} {m['n_negative']:>4} "
-                     f"{result['queries_per_suspect']:>8.0f} {t['generate']:>7.1f} {t['verify']:>8.2f}"
+        tpr = "".join(f" {_tpr_value(m, target, label):>7.3f}" for label, target in heads)
+        ties = m.get("ties") or {}
+        tie_cell = (f"[{ties['auc_ties_as_losses']:.3f},{ties['auc_ties_as_wins']:.3f}]"
+                    if ties and ties["auc_ties_as_wins"] - ties["auc_ties_as_losses"] > 0.01 else "")
+        lines.append(f"{result['method']['name']:<14} {m['auc']:>6.3f} {tie_cell:>13}{tpr} {m['n_positive']:>4} "
+                     f"{m['n_negative']:>4} {result['queries_per_suspect']:>8.0f} {t['generate']:>7.1f} {t['verify']:>8.2f}"
                      f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}"
                      f"{'  (NOT WRITTEN: a published result differs)' if path in outcome.refused else ''}")
-    notes = sorted({r["metrics"]["resolution_note"] for r in outcome.results.values() if r["metrics"].get("resolution_note")})
-    lines += [f"note: {note}" for note in notes]
+    lines += _table_notes(shown.values(), heads)
     lines += [line for r in outcome.results.values() if (line := missed_target_line(r))]
     lines += [f"FAILED {name}: {error}" for name, error in outcome.failed.items()]
     lines.append(f"results: {', '.join(outcome.results)}")

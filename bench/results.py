@@ -21,6 +21,7 @@ from bench.budgets import budget_entries, check_budget_entries, validate_budget_
 from bench.io import FileReadError, atomic_write_json, inside, read_bytes_bounded, sha256_json
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
 from bench.provenance import collect_hardware, collect_versions, git_info
+from bench.stats.blocks import result_blocks
 
 SCHEMA_VERSION = 1
 RESULT_MAX_BYTES = 64 << 20  # ~100x the largest result measured (a few 100 suspects: < 1 MiB); more is not a result
@@ -327,6 +328,8 @@ def make_result(
         "git": git_info(git_path) if git_path is not None else {"commit": None, "dirty": None},
         "hardware": collect_hardware(),
     }
+    result["metrics"].update(result_blocks([r["score"] for r in records],  # ties, decision, what n- certifies
+                                           [1 if r["role"] == "positive" else 0 for r in records], fpr_targets))
     if budgets is not None:
         result["budgets"] = budget_entries(records, budgets, result["metrics"], result["queries_per_suspect"],
                                            fpr_targets)
@@ -440,7 +443,8 @@ def iter_results(results_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 SHOWN_POINTS = 3  # differing entries of one list named by index; the count says how many in all
-_OPTIONAL_METRICS = ("aruc",)  # results written before ARUC existed lack it
+# Results written before these existed lack them: ARUC; ties, the cross-fitted decision, tpr_resolution (#25).
+_OPTIONAL_METRICS = ("aruc", "ties", "decision", "tpr_resolution")
 
 
 def check_result(d: dict[str, Any]) -> list[str]:
@@ -480,6 +484,8 @@ def check_result(d: dict[str, Any]) -> list[str]:
     except ValueError as err:
         return [*problems, f"per_model cannot be scored: {err}"]
     fresh.pop("ci")  # redrawn with its own settings by bench.report.check.check_ci
+    fresh.update(result_blocks([r["score"] for r in records], [1 if r["role"] == "positive" else 0 for r in records],
+                               targets))
     for key in _OPTIONAL_METRICS:
         if key not in stored:
             fresh.pop(key)

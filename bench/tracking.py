@@ -325,6 +325,11 @@ def _log_result(settings: dict[str, Any], name: str, result: dict[str, Any], pat
         summary = {"auc": metrics["auc"], "n_positive": metrics["n_positive"], "n_negative": metrics["n_negative"],
                    "queries_per_suspect": result["queries_per_suspect"], **{f"timing/{k}": v for k, v in result["timing_s"].items()}}
         summary.update({f"tpr_at_fpr/{k}": v for k, v in metrics["tpr_at_fpr"].items()})
+        for k, entry in (metrics.get("tpr_resolution") or {}).items():  # what the negatives certify (docs/statistics.md)
+            summary.update({f"tpr_resolution/{k}/label": entry["label"], f"tpr_resolution/{k}/tpr": entry["tpr"],
+                            f"tpr_resolution/{k}/fpr_upper": entry["fpr_upper"]})
+        summary.update({f"ties/{k}": v for k, v in (metrics.get("ties") or {}).items()})
+        summary.update({f"decision/{k}/{f}": d[f] for k, d in (metrics.get("decision") or {}).items() for f in ("tpr", "fpr")})
         summary.update({f"group/{g}": v["mean_score"] for g, v in metrics["groups"].items()})
         target = (result.get("fingerprint") or {}).get("generation_target")
         if target:  # did generation reach the method's own target (docs/methods/<name>.md)?
