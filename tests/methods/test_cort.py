@@ -168,10 +168,11 @@ def test_source_is_a_positive_at_the_maximum_and_negatives_score_lower(world, sh
     assert scores["derived"] > 0.95
     assert scores["independent"] < scores["derived"] - 0.3 and figures["independent"]["copy"] == 0.0
     # RobD alone reads a near-chance model's low accuracy as "as fragile as the source" (docs, "Observed"):
-    # with labels only the shuffled model is just below the copy (measured 0.970 vs 0.980, source 1.0);
-    # by a clear margin only once JSD votes too (measured 0.64 vs 0.99).
+    # with labels only the shuffled model scores among the copies, with a copy vote (measured 0.970-0.995
+    # beside the fine-tuned copy's 0.980-0.990: their order flips with the CPU's float kernels), far above
+    # the independent model; JSD's vote separates it by a clear margin (measured 0.64 vs 0.99).
     if config.metrics == ["robd"]:
-        assert scores["shuffled"] < scores["derived"] and scores["shuffled"] < 0.98, scores
+        assert scores["shuffled"] > scores["independent"] + 0.3 and figures["shuffled"]["copy"] == 1.0, scores
     else:
         assert scores["shuffled"] < scores["derived"] - 0.3 and figures["shuffled"]["copy"] == 0.0, scores
 

@@ -25,7 +25,7 @@ from tests.conftest import SMOKE, smoke_overrides
 from tests.methods.test_baselines import TensorData, World, train, world  # noqa: F401  (the shared digits world fixture)
 from tests.methods.test_contract import CountingModel
 
-CONFIG = ModeldiffConfig(n_pairs=30, iterations=300)  # ~0.3 s on the digits world
+CONFIG = ModeldiffConfig(n_pairs=100, iterations=1000)  # the defaults, ~1 s on the digits world (see the scores test)
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +143,11 @@ def test_source_scores_the_maximum_and_a_shuffled_label_model_clearly_below(worl
     source, derived, shuffled_score = score(fingerprint, world.source), score(fingerprint, world.derived), \
         score(fingerprint, shuffled)
     independent = score(fingerprint, world.independent)
+    # 100 pairs, not 30: a 30-entry DDV is dominated by a pair or two, and its cosines moved with the CPU's
+    # float kernels (shuffled 0.04-0.53, independent 0.11-0.97 measured); at 100 they hold (measured below).
     assert source == pytest.approx(1.0, abs=1e-9)  # the maximum of a cosine similarity
-    assert derived > 0.5  # seen: 0.80
-    assert shuffled_score < 0.3 and shuffled_score < derived - 0.3, (shuffled_score, derived)  # seen: 0.04
+    assert derived > 0.5  # seen: 0.76-0.96
+    assert shuffled_score < 0.3 and shuffled_score < derived - 0.3, (shuffled_score, derived)  # seen: 0.04-0.10
     assert independent < derived, (independent, derived)
 
 

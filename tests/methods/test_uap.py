@@ -137,24 +137,29 @@ SMALL = {"xi": XI, "uap_samples": 300, "max_passes": 3, "clusters": 9, "views": 
          "encoder_epochs": 300}
 
 
+# strength 1.0: the trigger fools only ~78% of the samples and the search reaches 0.79, so the target is
+# set well above it (the default 0.8 sat one percent away, three samples of 300).
+BELOW = 0.95
+
+
 def test_generation_below_the_target_fails_naming_both_rates():
-    source, ctx = context(strength=1.0)  # the trigger now fools only ~78% of the samples
+    source, ctx = context(strength=1.0)
     with pytest.raises(RuntimeError) as err:
-        Uap(UapConfig(**SMALL)).generate(source, ctx)
+        Uap(UapConfig(**SMALL, fooling_rate=BELOW)).generate(source, ctx)
     message = str(err.value)
     achieved = float(message.split("fooling rate of ")[1].split()[0])
-    assert 0.5 < achieved < 0.8
-    assert "fooling_rate=0.8" in message and "xi=0.05" in message
+    assert 0.5 < achieved < BELOW
+    assert f"fooling_rate={BELOW}" in message and "xi=0.05" in message
     assert "Raise xi" in message and "max_passes" in message and "allow_below_target" in message
 
 
 def test_allow_below_target_keeps_the_weaker_perturbation_and_warns(caplog):
     source, ctx = context(strength=1.0)
     with caplog.at_level(logging.WARNING, logger="bench.methods.uap"):
-        fp = Uap(UapConfig(**SMALL, allow_below_target=True)).generate(source, ctx)
-    assert "below the target fooling_rate=0.8" in caplog.text
+        fp = Uap(UapConfig(**SMALL, fooling_rate=BELOW, allow_below_target=True)).generate(source, ctx)
+    assert f"below the target fooling_rate={BELOW}" in caplog.text
     x, _ = ctx.owner_data(SMALL["uap_samples"])
-    assert fp.meta["fooling_rate"] < 0.8 == fp.meta["target_fooling_rate"]
+    assert fp.meta["fooling_rate"] < BELOW == fp.meta["target_fooling_rate"]
     assert fp.meta["fooling_rate"] == pytest.approx(fooling_rate(source, x, fp.tensors["perturbation"]), abs=1e-6)
 
 
