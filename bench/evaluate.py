@@ -496,8 +496,10 @@ def _table_notes(results: Any, heads: list[tuple[str, float]]) -> list[str]:
         entry = next(iter((results[0]["metrics"].get("tpr_resolution") or {}).values()), None)
         n_negative = results[0]["metrics"]["n_negative"]
         bound = f" (0 of {n_negative} false positives bounds the FPR below {entry['fpr_upper']:.1%} at 95 %)" if entry else ""
-        lines.append(f"note: TPR@0FP is the TPR at zero false positives{bound}: these negatives cannot certify "
-                     "1 % or 10 % (that takes 299 / 29 negatives).")
+        resolution = results[0]["metrics"].get("tpr_resolution") or {}
+        uncertified = ", ".join(f"{float(k):.0%}" for k, v in resolution.items() if v["label"] == "TPR@0FP")
+        lines.append(f"note: TPR@0FP is the TPR at zero false positives{bound}: these negatives cannot certify an "
+                     f"FPR of {uncertified} at 95 % (about 3/FPR negatives are needed: 299 for 1 %, 29 for 10 %).")
     if any((r["metrics"].get("ties") or {}).get("tie_fraction", 0) > 0.01 for r in results):
         lines.append("note: ties = the AUC with tied positive-negative pairs counted as losses / as wins, shown where "
                      "they move it by more than 0.01.")

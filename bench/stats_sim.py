@@ -18,9 +18,11 @@ normal-score scale (``python -m bench.stats_sim components``, :func:`variance_co
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -237,10 +239,9 @@ def components_report(rows: Mapping[str, Sequence[TrialScores]]) -> str:
 
 def _published_rows(results_dir: str, zoo: str) -> dict[str, list[TrialScores]]:
     """Per method name of ``zoo`` (first config by path), its trials with positives clustered by attack."""
-    from bench.results import iter_results  # torch-backed readers: only for this command
-
     rows: dict[str, dict[int, TrialScores]] = {}
-    for _, result in iter_results(results_dir):
+    for path in sorted((Path(results_dir) / "runs").rglob("*.json")):  # plain JSON: this module stays torch-free
+        result = json.loads(path.read_text(encoding="utf-8"))
         if result["zoo"]["name"] != zoo or result["seed"] in rows.get(result["method"]["name"], {}):
             continue
         per_model = result["per_model"]

@@ -92,9 +92,12 @@ def test_view_only_when_both_kinds_exist() -> None:
 def test_views_are_ranked_apart_and_shown(tmp_path: Path) -> None:
     paper = [("positive", ("ftll", "prune(rate=0.2)")[i % 2], 0.9) for i in range(12)]
     negatives = [("negative", "SAST", 0.5) for _ in range(12)]
-    # A misses every extraction positive; B finds them: B is better on `all`, equal on `paper`.
-    write(tmp_path, result("a", paper + [("positive", "extract", 0.0)] * 12 + negatives))
-    write(tmp_path, result("b", paper + [("positive", "extract", 0.9)] * 12 + negatives))
+    # A misses every extraction positive; B finds them: B is better on `all`, equal on `paper`. Three trials:
+    # ranks are tested from 3 on; six extraction configs make the clusters the bootstrap draws.
+    extract = [f"extract(k={i % 6})" for i in range(12)]
+    for seed in range(3):
+        write(tmp_path, result("a", paper + [("positive", e, 0.0) for e in extract] + negatives, seed=seed))
+        write(tmp_path, result("b", paper + [("positive", e, 0.9) for e in extract] + negatives, seed=seed))
     board = build_board(tmp_path)
     rows = {(r["positives"], r["method"]): r for r in board.rows.to_dict("records")}
     assert list(zip(board.rows["positives"], board.rows["method"])) == [("all", "b"), ("all", "a"), ("paper", "a"), ("paper", "b")]
@@ -117,7 +120,7 @@ def test_views_are_ranked_apart_and_shown(tmp_path: Path) -> None:
     assert comparisons[0].startswith("zoo,dataset,benchmark,positives,a,b,")
     page = render_site(tmp_path, board)
     assert 'data-key="positives"' in page and 'id="filter-positives"' in page
-    assert "2 result file(s)" in page  # each file counted once, though it feeds two views
+    assert "6 result file(s)" in page  # each file counted once, though it feeds two views
     # Per-trial details show the view's AUC: 0.5 only for A on `all`; 1.0 for B on `all` and both on `paper`.
     assert page.count("seed=0,source_seed=0: AUC 0.500") == 1 and page.count("seed=0,source_seed=0: AUC 1.000") == 3
 

@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from bench.metrics import BootstrapConfig
@@ -27,7 +28,7 @@ GOLDEN = Path(__file__).parent / "golden"
 ATTACKS = ("ftll", "rtal", "prune")  # Table 2 attacks only: one positives view
 KINDS = ("SAST", "SADT", "DAST", "DADT")
 # (method, seeds, how far positives' scores are lifted above negatives')
-RUNS = (("adv_tra", (0, 1), 0.5), ("ipguard", (0, 1), 0.2), ("akh", (0,), 0.35))
+RUNS = (("adv_tra", (0, 1, 2), 0.5), ("ipguard", (0, 1, 2), 0.2), ("akh", (0,), 0.35))
 
 
 def synthetic_result(method: str, seed: int, lift: float, n: int = 12, fpr_targets: tuple[float, ...] = (0.01, 0.1)) -> dict[str, Any]:
@@ -70,8 +71,8 @@ def results_dir(tmp_path: Path) -> Path:
 
 def test_leaderboard_rows(results_dir: Path) -> None:
     frame = build_leaderboard(results_dir)
-    assert list(frame["auc"]) == sorted(frame["auc"], reverse=True)
-    assert dict(zip(frame["method"], frame["trials"])) == {"adv_tra": 2, "ipguard": 2, "akh": 1}
+    assert list(frame["method"]) == ["adv_tra", "ipguard", "akh"]  # by rank, the unranked row last
+    assert dict(zip(frame["method"], frame["trials"])) == {"adv_tra": 3, "ipguard": 3, "akh": 1}
     rows = frame.set_index("method")
     assert rows.loc["adv_tra", "paper"] == "1.00/1.00/1.00" and rows.loc["akh", "paper"] == ""
     # One trial: the result's own bootstrap CI over suspects; several: a t-interval over trials.
@@ -81,7 +82,8 @@ def test_leaderboard_rows(results_dir: Path) -> None:
     assert rows.loc["adv_tra", "result_files"][0].startswith("runs/tiny/adv_tra/")
     assert (rows.loc["adv_tra", "n_pos"], rows.loc["adv_tra", "n_neg"]) == (12, 12)
     assert len(set(frame["benchmark"])) == 1 and list(frame["variant"]) == list(frame["method"])
-    assert list(frame["rank"]) == [1, 1, 2]  # adv_tra and akh cannot be told apart; ipguard is worse
+    ranks = dict(zip(frame["method"], frame["rank"]))
+    assert (ranks["adv_tra"], ranks["ipguard"]) == (1, 2) and pd.isna(ranks["akh"])  # akh: 1 trial, not tested
 
 
 def test_paper_value_matches_dataset_spelling() -> None:
@@ -149,20 +151,24 @@ def _write(root: Path, runs: list[tuple[str, int, float, tuple[float, ...]]]) ->
 def test_custom_fpr_targets_in_leaderboard_md_csv_html(tmp_path: Path) -> None:
     from bench.report.site import render_site
 
-    root = _write(tmp_path, [("adv_tra", 0, 0.5, (0.05,)), ("adv_tra", 1, 0.5, (0.05,)), ("akh", 0, 0.35, (0.05,))])
-    md, csv = write_leaderboard(root)
+    for method, seed, lift in (("adv_tra", 0, 0.5), ("adv_tra", 1, 0.5), ("akh", 0, 0.35)):
+        result = synthetic_result(method, seed, lift, n=60, fpr_targets=(0.05,))  # 60 negatives certify 5 %
+        write_result(result, result_path(tmp_path, "tiny", method, result["config_sha256"], seed))
+    md, csv = write_leaderboard(tmp_path)
     text, table = md.read_text(), csv.read_text().splitlines()
     head = next(line for line in text.splitlines() if line.startswith("| zoo"))
-    assert "| T5%F |" in head and "T1%F" not in head and "T10%F" not in head
-    assert "**T5%F**" in text and "at most 5%," in text and "n− < 20 for T5%F" in text
-    frame = build_leaderboard(root).set_index("method")
-    want = sum(synthetic_result("adv_tra", s, 0.5, fpr_targets=(0.05,))["metrics"]["tpr_at_fpr"]["0.05"] for s in (0, 1)) / 2
+    assert "| T5%F |" in head and "T1%F" not in head and "T10%F" not in head and "TPR@0FP" not in head
+    assert "- **T5%F**: the largest true-positive rate" in text and "at most 5 %," in text and "n− ≥ 59 for 5 %" in text
+    frame = build_leaderboard(tmp_path).set_index("method")
+    want = sum(synthetic_result("adv_tra", s, 0.5, n=60, fpr_targets=(0.05,))["metrics"]["tpr_at_fpr"]["0.05"]
+               for s in (0, 1)) / 2  # fmt: skip
     assert frame.loc["adv_tra", "t5f"] == pytest.approx(want) and not math.isnan(frame.loc["akh", "t5f"])
+    assert frame.loc["adv_tra", "t5f_label"] == "T5%F"
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| tiny")]
     assert all(row[head.split(" | ").index("T5%F")] not in ("", "n/a") for row in rows)
-    assert "t5f,t5f_std,t5f_ci_low,t5f_ci_high" in table[0] and "t1f" not in table[0]
-    page = render_site(root)
-    assert 'data-key="t5f"' in page and ">T5%F<" in page and "n− &lt; 20 for T5%F" in page
+    assert "t5f,t5f_std,t5f_ci_low,t5f_ci_high,t5f_label" in table[0] and "t1f" not in table[0]
+    page = render_site(tmp_path)
+    assert 'data-key="t5f"' in page and ">T5%F<" in page and "n− ≥ 59 for 5 %" in page
     assert 'data-key="t1f"' not in page and ", T5%F 0." in page  # per-file details carry the value too
 
 
@@ -172,18 +178,25 @@ def test_fpr_targets_union_over_results(tmp_path: Path) -> None:
     tprs = [c for c in frame.columns if c.startswith("t") and c.endswith("f") and c != "trials"]
     assert tprs == ["t1f", "t5f", "t10f"]  # ascending, whatever order the results give
     assert math.isnan(frame.loc["adv_tra", "t1f"]) and not math.isnan(frame.loc["akh", "t1f"])
+    # 12 negatives certify none of the targets: each figure is the TPR at zero false positives.
+    assert frame.loc["akh", "t1f"] == frame.loc["akh", "t10f"] == frame.loc["akh", "tpr0fp"]
+    assert set(frame["t1f_label"]) == {"TPR@0FP"}
     md, _ = write_leaderboard(root)
-    assert "| T1%F | T5%F | T10%F |" in md.read_text()
+    text = md.read_text()
+    assert "| AUC CI | TPR@0FP | ARUC |" in text and "| T1%F |" not in text
+    assert "shown instead of T1%F / T5%F / T10%F" in text and "FPR ≤ 22 % at 95 %, n− = 12" in text
 
 
 def test_run_summary_follows_fpr_targets() -> None:
     from bench.evaluate import BenchmarkOutcome, summary_lines
 
-    result = synthetic_result("akh", 0, 0.35, fpr_targets=(0.05, 0.2))
+    result = synthetic_result("akh", 0, 0.35, n=60, fpr_targets=(0.05, 0.2))  # 60 negatives certify 5 % and 20 %
     lines = summary_lines(BenchmarkOutcome(zoo=None, results={"r.json": result}))
-    assert lines[0].split()[:4] == ["method", "AUC", "T5%F", "T20%F"] and "T1%F" not in lines[0]
-    cells = lines[1].split()
+    head, cells = lines[0].split(), lines[1].split()
+    assert head[:2] == ["method", "AUC"] and "T1%F" not in head
     tpr = result["metrics"]["tpr_at_fpr"]
-    assert cells[:4] == ["akh", f"{result['metrics']['auc']:.3f}", f"{tpr['0.05']:.3f}", f"{tpr['0.2']:.3f}"]
+    assert cells[:2] == ["akh", f"{result['metrics']['auc']:.3f}"]
+    assert head.index("T5%F") < head.index("T20%F") and tpr["0.05"] != tpr["0.2"]
+    assert lines[1].index(f" {tpr['0.05']:.3f} ") < lines[1].index(f" {tpr['0.2']:.3f} ")  # in the headings' order
     default = summary_lines(BenchmarkOutcome(zoo=None, results={"r.json": synthetic_result("akh", 0, 0.35)}))
-    assert default[0].split()[:4] == ["method", "AUC", "T1%F", "T10%F"]
+    assert "TPR@0FP" in default[0].split() and "T1%F" not in default[0]  # 12 negatives certify neither 1 % nor 10 %

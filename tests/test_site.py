@@ -26,11 +26,11 @@ from bench.results import make_result, result_path, write_result
 
 # (zoo, dataset, method, seeds, lift of positives' scores over negatives')
 RUNS = (
-    ("tiny", "cifar10", "adv_tra", (0, 1), 0.5),
+    ("tiny", "cifar10", "adv_tra", (0, 1, 2), 0.5),
     ("tiny", "cifar10", "ipguard", (0, 1, 2), 0.2),
     ("tiny", "cifar10", "akh", (0,), 0.35),
-    ("small", "fashion_mnist", "adv_tra", (0, 1), 0.3),
-    ("small", "fashion_mnist", "akh", (0, 1), 0.1),
+    ("small", "fashion_mnist", "adv_tra", (0, 1, 2), 0.3),
+    ("small", "fashion_mnist", "akh", (0, 1, 2), 0.1),
     ("small", "fashion_mnist", "uap", (0,), 0.45),
 )
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -139,16 +139,19 @@ def test_markup_in_data_is_escaped(tmp_path: Path) -> None:
 def test_page_shows_ranks_and_paired_comparisons(site: Path) -> None:
     page = site.read_text(encoding="utf-8")
     rows = embedded_data(page)["rows"]
-    assert all(isinstance(r["rank"], int) and r["rank"] >= 1 for r in rows)  # no row below a target here
+    assert all(isinstance(r["rank"], int) and r["rank"] >= 1 for r in rows if r["trials"] >= 3)
+    assert all(r["rank"] is None for r in rows if r["trials"] < 3)  # ranks are not tested below 3 trials
     assert {r["zoo"] for r in rows if r["rank"] == 1} == {"tiny", "small"}  # ranks are per benchmark
     assert '<th scope="col" data-key="rank"' in page and '<section id="comparisons">' in page
+    assert '<p id="few-trials">Rank — on 2 row(s) with fewer than 3 trials: ranks are not tested below 3 trials.</p>' in page
     sections = re.findall(r'<section class="comparison" data-zoo="(\w+)"', page)
     assert sorted(sections) == ["small", "tiny"]
-    assert page.count("<tr data-distinguishable=") == 3 + 3  # 3 rows per zoo: 3 pairs each
+    assert page.count("<tr data-distinguishable=") == 1 + 1  # 2 rows of 3 trials per zoo: 1 pair each
+    assert "<th scope=\"col\">p (Holm)</th>" in page
 
 
-def test_row_below_target_is_marked_and_unranked(tmp_path: Path) -> None:
-    for seed in (0, 1):
+def test_row_below_target_is_marked_and_ranked(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
         for method, lift in (("uap", 0.5), ("akh", 0.1)):
             result = synthetic_result("tiny", "cifar10", method, seed, lift)
             if method == "uap":
@@ -156,10 +159,10 @@ def test_row_below_target_is_marked_and_unranked(tmp_path: Path) -> None:
             write_result(result, result_path(tmp_path, "tiny", method, result["config_sha256"], seed))
     page = write_site(tmp_path).read_text(encoding="utf-8")
     rows = {r["method"]: r for r in embedded_data(page)["rows"]}
-    assert rows["uap"]["rank"] is None and rows["uap"]["below_target"] and rows["akh"]["rank"] == 1
-    assert 'class="below-target" title="generation missed its target in 2 of 2 trial(s)' in page
+    assert rows["uap"]["rank"] == 1 and rows["uap"]["below_target"] and rows["akh"]["rank"] >= 1
+    assert 'class="below-target" title="generation missed its target in 3 of 3 trial(s)' in page
     assert '<li id="target-1">⚠1 `uap` (zoo `tiny`' in page and "fooling_rate 0.200 &lt; floor 0.700" in page
-    assert '<td data-key="rank" class="number">—</td>' in page
+    assert '<td data-key="rank" class="number">—</td>' not in page and "Ranked, and marked" in page
 
 
 def test_empty_results_dir(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""bench.report.trials and the leaderboard built on it: trials grouped into rows, paired comparisons,
-rank groups, readable variant labels and the below-target flag, on constructed result files whose
+"""bench.report.trials and the leaderboard built on it: trials grouped into rows, paired comparisons
+(bench.report.comparisons), ranks, readable variant labels and the below-target flag, on constructed result files whose
 answers are known."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from bench.metrics import BootstrapConfig
 from bench.report import build_board, write_leaderboard
+from bench.report import comparisons as cmp
 from bench.report import trials as tr
 from bench.report.leaderboard_text import leaderboard_markdown
 from bench.report.variants import is_default, variant_label
@@ -110,14 +110,7 @@ def test_spread_is_a_t_interval_over_finite_trials() -> None:
     assert math.isnan(tr.spread([math.nan]).mean)
 
 
-# --- paired comparison -------------------------------------------------------------------------
-
-
-def test_pair_wins_counts_ties_half_as_sklearn() -> None:
-    rng = np.random.default_rng(3)
-    pos, neg = rng.integers(0, 4, 9).astype(float), rng.integers(0, 4, 7).astype(float)
-    auc = roc_auc_score([1] * 9 + [0] * 7, np.concatenate([pos, neg]))
-    assert tr.pair_wins(pos, neg).mean() == pytest.approx(auc)
+# --- paired comparison (bench.report.comparisons on bench.stats) ------------------------------
 
 
 def trials_of(kind: str, n_trials: int, shift: float = 0.0) -> dict[tr.TrialKey, dict[str, Any]]:
@@ -129,41 +122,44 @@ def trials_of(kind: str, n_trials: int, shift: float = 0.0) -> dict[tr.TrialKey,
     return out
 
 
-def test_paired_bootstrap_known_answers() -> None:
+def test_trial_pair_keeps_shared_suspects_and_clusters_by_group() -> None:
+    a, b = constructed_result("a", 0, scores_for("weak", 0)), constructed_result("b", 0, scores_for("weak", 0))
+    b["per_model"][0]["model_id"] = "other"  # not shared
+    b["per_model"][1]["role"] = "negative"  # scored with another role: not shared
+    pair = cmp.trial_pair(a, b)
+    assert pair is not None and pair[0].model_ids == pair[1].model_ids and len(pair[0].model_ids) == 22
+    assert set(pair[0].clusters) == {"prune", "SAST"} and sum(pair[0].roles) == 10
+    assert cmp.suspect_cluster({"model_id": "x", "role": "negative", "group": None, "kind": "DADT"}) == "DADT"
+    assert cmp.suspect_cluster({"model_id": "x", "role": "positive"}) == "model:x"  # no label: its own cluster
+    lonely = constructed_result("a", 0, [0.5, 0.6])
+    lonely["per_model"][1]["model_id"] = "other"
+    assert cmp.trial_pair(lonely, a) is None  # the shared suspects hold no negative
+
+
+def test_paired_comparison_known_answers() -> None:
     weak, perfect = trials_of("weak", 4), trials_of("perfect", 4)
-    better = tr.paired_comparison(perfect, weak, n=N_BOOT, seed=0)
+    better = cmp.compare_rows(perfect, weak, N_BOOT, 0.95, 0)
     expected = np.mean([1 - roc_auc_score([1] * 12 + [0] * 12, scores_for("weak", t)) for t in range(4)])
     assert better.shared_trials == 4 and better.delta == pytest.approx(expected)
-    assert better.low > 0 and better.distinguishable and better.p_value < 0.01
-    same = tr.paired_comparison(weak, trials_of("weak", 4), n=N_BOOT, seed=0)
-    assert (same.delta, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0) and not same.distinguishable
-    slightly = tr.paired_comparison(trials_of("weak", 4, shift=0.01), weak, n=N_BOOT, seed=0)
-    assert slightly.low <= 0 <= slightly.high and not slightly.distinguishable  # CI includes 0
+    assert better.low > 0 and better.p_value < 0.01
+    same = cmp.compare_rows(weak, trials_of("weak", 4), N_BOOT, 0.95, 0)
+    assert (same.delta, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    first = cmp.compare_rows(trials_of("weak", 3, shift=0.05), trials_of("weak", 3), N_BOOT, 0.95, 7)
+    assert cmp.compare_rows(trials_of("weak", 3, shift=0.05), trials_of("weak", 3), N_BOOT, 0.95, 7) == first
 
 
-def test_paired_bootstrap_is_deterministic_per_seed() -> None:
-    a, b = trials_of("weak", 3, shift=0.05), trials_of("weak", 3)
-    first = tr.paired_comparison(a, b, n=N_BOOT, seed=7)
-    assert tr.paired_comparison(a, b, n=N_BOOT, seed=7) == first
-    other = tr.paired_comparison(a, b, n=N_BOOT, seed=8)
-    assert other.delta == first.delta and (other.low, other.high) != (first.low, first.high)
+def test_fewer_than_three_shared_trials_are_not_compared() -> None:
+    perfect, weak = trials_of("perfect", 3), trials_of("weak", 3)
+    two = cmp.compare_rows(perfect, {k: weak[k] for k in list(weak)[:2]}, N_BOOT, 0.95, 0)
+    assert not two.compared and "2 shared trial(s)" in two.note and "at least 3" in two.note
+    disjoint = cmp.compare_rows(perfect, {(9, 9): weak[(0, 0)]}, N_BOOT, 0.95, 0)
+    assert not disjoint.compared and "0 shared trial(s)" in disjoint.note
+    ranked = cmp.rank_benchmark([("p", perfect), ("w", weak), ("one", {(0, 0): weak[(0, 0)]})], N_BOOT, 0.95, 0)
+    assert [(a, b) for a, b, _ in ranked.comparisons] == [("p", "w")]  # the 1-trial row is left out
+    assert ranked.ranks == {"p": 1, "w": 2, "one": None}
 
 
-def test_one_trial_is_paired_over_suspects_and_disjoint_trials_are_not_compared() -> None:
-    perfect, weak, chance = trials_of("perfect", 3), trials_of("weak", 3), trials_of("chance", 1)
-    one = tr.paired_comparison({(0, 0): perfect[(0, 0)]}, chance, n=N_BOOT, seed=0)
-    assert one.shared_trials == 1 and one.low > 0  # the suspects alone tell them apart
-    disjoint = tr.paired_comparison({(0, 0): perfect[(0, 0)]}, {(1, 1): weak[(1, 1)]}, n=N_BOOT)
-    assert not disjoint.compared and not disjoint.distinguishable and disjoint.note == "no shared trials"
-    no_negatives = constructed_result("perfect", 0, [0.5, 0.6])  # one positive, one negative ...
-    no_negatives["per_model"][1]["model_id"] = "other"  # ... but the negative is not shared
-    lonely = tr.paired_comparison({(0, 0): no_negatives}, {(0, 0): perfect[(0, 0)]}, n=N_BOOT)
-    assert not lonely.compared and "positives and negatives" in lonely.note
-    with pytest.raises(ValueError, match="n=0"):
-        tr.paired_comparison(perfect, weak, n=0)
-
-
-# --- rank groups -------------------------------------------------------------------------------
+# --- ranks -------------------------------------------------------------------------------------
 
 
 def test_identical_methods_share_a_rank_and_a_dominant_one_ranks_alone(tmp_path: Path) -> None:
@@ -176,24 +172,12 @@ def test_identical_methods_share_a_rank_and_a_dominant_one_ranks_alone(tmp_path:
     assert ranks == {"akh": 1, "ipguard": 2, "sac": 2}
     pairs = {(r["a"], r["b"]): r for r in board.comparisons.to_dict("records")}
     assert len(pairs) == 3 and pairs[("akh", "ipguard")]["distinguishable"] == "yes"
+    assert pairs[("akh", "ipguard")]["p_holm"] == pytest.approx(3 * pairs[("akh", "ipguard")]["p_value"])
     tie = pairs.get(("ipguard", "sac")) or pairs[("sac", "ipguard")]
     assert tie["distinguishable"] == "no" and tie["delta_auc"] == 0.0 and tie["n_boot"] == N_BOOT
+    assert tie["p_value"] == tie["p_holm"] == 1.0
     text = leaderboard_markdown(board)
     assert "## Paired comparisons" in text and "| akh | ipguard | 4 | +" in text
-
-
-def test_rank_rule_compares_with_the_group_leader_only() -> None:
-    def comparison(low: float, high: float, shared: int = 2) -> tr.Comparison:
-        return tr.Comparison(shared, (low + high) / 2, low, high, 0.5, 100)
-
-    means = {"a": 0.9, "b": 0.85, "c": 0.8, "d": 0.7, "e": math.nan}
-    comparisons = {
-        ("a", "b"): comparison(-0.01, 0.1),  # not distinguishable: b joins a
-        ("a", "c"): comparison(0.02, 0.2),  # a better: c starts group 2
-        ("d", "a"): comparison(0, 0, shared=0),  # not compared (stored B-vs-A): d joins a
-        ("b", "c"): comparison(0.01, 0.1),
-    }
-    assert tr.rank_groups(means, comparisons) == {"a": 1, "b": 1, "d": 1, "c": 2}
 
 
 # --- variants and the paper column -------------------------------------------------------------
@@ -221,7 +205,7 @@ def test_paper_column_only_on_default_configs(tmp_path: Path) -> None:
 # --- degenerate fingerprints -------------------------------------------------------------------
 
 
-def test_row_below_its_target_is_flagged_and_not_ranked(tmp_path: Path) -> None:
+def test_row_below_its_target_is_ranked_and_marked(tmp_path: Path) -> None:
     for t in range(3):
         uap = constructed_result("uap", t, scores_for("perfect", t))
         met = t != 1
@@ -233,14 +217,14 @@ def test_row_below_its_target_is_flagged_and_not_ranked(tmp_path: Path) -> None:
         write(tmp_path, akh)
     rows = rows_by_variant(tmp_path)
     assert rows["uap"]["below_target"] and not rows["akh"]["below_target"]
-    assert rows["uap"]["auc"] > rows["akh"]["auc"]  # better, yet
-    assert pd.isna(rows["uap"]["rank"])
-    assert rows["akh"]["rank"] == 1  # the only ranked row
+    assert rows["uap"]["auc"] > rows["akh"]["auc"]
+    assert (rows["uap"]["rank"], rows["akh"]["rank"]) == (1, 2)  # ranked like any row, and marked
     assert "fooling_rate 0.310 < floor 0.700 (seed=1,source_seed=1)" in rows["uap"]["target_note"]
     assert "1 of 3 trial(s)" in rows["uap"]["target_note"]
     md, csv = write_leaderboard(tmp_path)
     text = md.read_text(encoding="utf-8")
-    assert "| uap ⚠1 |" in text and "- ⚠1 `uap` (zoo `tiny`" in text and "Not ranked." in text
+    assert "| uap ⚠1 |" in text and "- ⚠1 `uap` (zoo `tiny`" in text and "Not ranked." not in text
+    assert "Ranked, and marked: the fingerprint is weaker than its config asks." in text
     uap_line = next(line for line in text.splitlines() if line.startswith("| tiny") and "uap" in line)
-    assert uap_line.split(" | ")[4] == "—"  # the rank column (after bench and positives)
+    assert uap_line.split(" | ")[4] == "1"  # the rank column (after bench and positives)
     assert ",uap,uap," in csv.read_text() and "True" in csv.read_text()

@@ -1,14 +1,16 @@
 """The leaderboard: one row per (zoo, method, method version, config without the trial keys, positives view).
 
-Rows, trials, benchmarks, paired comparisons and rank groups are defined in :mod:`bench.report.trials`
-and ``docs/leaderboard.md``. A row's trials are aggregated as mean ± sample sd (ddof=1) with a
-Student-t CI over trials; a single-trial row shows that result's bootstrap CI over suspects instead.
-Rows of one benchmark are compared pairwise (hierarchical paired bootstrap of the AUC difference) and
-grouped into ranks. A row whose fingerprint missed its generation target in any trial is marked and
-not ranked. A result whose positives mix the ADV-TRA paper's Table 2 attack families with others also
-appears in the ``paper`` positives view (:mod:`bench.report.positive_sets`), compared and ranked
-among the ``paper`` rows. Output is byte-identical for the same files: fixed orders and float formats, seeded
-bootstraps, no timestamps.
+Rows, trials and benchmarks are defined in :mod:`bench.report.trials` and ``docs/leaderboard.md``. A
+row's trials are aggregated as mean ± sample sd (ddof=1) with a Student-t CI over trials; a
+single-trial row shows that result's bootstrap CI over suspects instead. The TPR figures follow what
+the negatives certify and the tie figures come from ``per_model`` (:mod:`bench.report.row_figures`).
+Rows of one benchmark with at least 3 trials are compared pairwise (design-aware paired bootstrap,
+Holm-adjusted) and ranked: rank = 1 + the rows significantly better (:mod:`bench.report.comparisons`).
+A row whose fingerprint missed its generation target in any trial is ranked and marked. A result
+whose positives mix the ADV-TRA paper's Table 2 attack families with others also appears in the
+``paper`` positives view (:mod:`bench.report.positive_sets`), compared and ranked among the ``paper``
+rows. Output is byte-identical for the same files: fixed orders and float formats, seeded bootstraps,
+no timestamps.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ import pandas as pd
 
 from bench.budgets import DEFAULT_BUDGET
 from bench.io import atomic_write_text
-from bench.metrics import DEFAULT_FPR_TARGETS, aruc, auc, format_fpr, fpr_column, result_fpr_targets
+from bench.metrics import DEFAULT_FPR_TARGETS, aruc, auc, fpr_column, result_fpr_targets
 from bench.report import positive_sets as ps
+from bench.report import row_figures as rf
 from bench.report import trials as tr
 from bench.report.check import ZooChecker, check_integrity
+from bench.report.comparisons import distinguishable, rank_benchmark
 from bench.report.groups import write_group_tables
 from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
 from bench.report.variants import is_default, method_config, paper_value, variant_label
@@ -46,7 +49,8 @@ def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
     return [
         "zoo", "dataset", "benchmark", "positives", "rank", "method", "variant", "config", "version", "trials",
         *(f"auc{s}" for s in _FIGURE_SUFFIXES), "ci_over",
-        *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in _FIGURE_SUFFIXES), "aruc", "auc_at_budget",
+        *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in (*_FIGURE_SUFFIXES, "_label")),
+        *(f"{rf.ZERO_FP}{s}" for s in _FIGURE_SUFFIXES), f"{rf.ZERO_FP}_fpr_upper", *rf.TIE_FIGURES, "aruc", "auc_at_budget",
         "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
     ]  # fmt: skip
 
@@ -54,14 +58,9 @@ def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
 COLUMNS = columns()  # the columns for the default eval.fpr_targets [0.01, 0.1]
 COMPARISON_COLUMNS = [
     "zoo", "dataset", "benchmark", "positives", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
-    "ci_low", "ci_high", "confidence", "p_value", "n_boot", "distinguishable", "note",
+    "ci_low", "ci_high", "confidence", "p_value", "p_holm", "n_boot", "distinguishable", "note",
 ]  # fmt: skip
 
-
-
-def figures(fpr_targets: Sequence[float]) -> list[tuple[str, str | None]]:
-    """``(column prefix, tpr_at_fpr key)`` per figure; the key is None for the AUC."""
-    return [("auc", None), *((fpr_column(t), format_fpr(t)) for t in fpr_targets)]
 
 
 @dataclass
@@ -88,11 +87,6 @@ class _Row:
         return {k: r for k, (_, r) in sorted(self.trials.items(), key=lambda kv: tr.trial_sort_key(kv[0]))}
 
 
-def _figure(result: dict[str, Any], tpr_key: str | None) -> float:
-    value = result["metrics"]["auc"] if tpr_key is None else result["metrics"]["tpr_at_fpr"].get(tpr_key)
-    return math.nan if value is None else float(value)
-
-
 def _aruc(result: dict[str, Any]) -> float:
     """The stored ARUC, or (results written before it existed) ARUC recomputed from per_model."""
     stored = result["metrics"].get("aruc")
@@ -115,12 +109,6 @@ def auc_at_budget(result: dict[str, Any], budget: int) -> float:
     return auc([r["budget_scores"][key] for r in records], [int(r["role"] == "positive") for r in records])
 
 
-def _suspect_ci(result: dict[str, Any], tpr_key: str | None) -> tuple[float, float]:
-    ci = result["metrics"].get("ci") or {}
-    pair = ci.get("auc") if tpr_key is None else (ci.get("tpr_at_fpr") or {}).get(tpr_key)
-    return (float(pair[0]), float(pair[1])) if pair else (math.nan, math.nan)
-
-
 def _target_note(misses: list[tuple[tr.TrialKey, dict[str, Any]]], trials: int) -> str:
     if not misses:
         return ""
@@ -138,10 +126,7 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float], budget: int) ->
         "zoo": zoo, "dataset": first["zoo"]["dataset"], "benchmark": row.benchmark[:8], "positives": view, "rank": None,
         "method": method, "variant": label, "config": config[:8], "version": version, "trials": len(results),
     }  # fmt: skip
-    for name, tpr_key in figures(fpr_targets):
-        stats = tr.spread([_figure(r, tpr_key) for r in results.values()], confidence)
-        low, high = (stats.low, stats.high) if len(results) > 1 else _suspect_ci(first, tpr_key)
-        record.update({name: stats.mean, f"{name}_std": stats.std, f"{name}_ci_low": low, f"{name}_ci_high": high})
+    record.update(rf.aggregate(results.values(), fpr_targets, confidence))
     record["ci_over"] = "" if math.isnan(record["auc_ci_low"]) else ("trials" if len(results) > 1 else "suspects")
     record["aruc"] = _mean([_aruc(r) for r in results.values()])
     at_budget = [auc_at_budget(r, budget) for r in results.values()]  # every trial or "—"
@@ -197,29 +182,25 @@ def _sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
 def _benchmark(rows: list[_Row], records: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
     """Rank one benchmark's rows of one positives view (in place); return their comparisons, pairs in row order."""
     ids = {row.key: "|".join((records[row.key]["variant"], row.key[3], row.key[2])) for row in rows}
-    first = next(iter(rows[0].results().values()))
-    n_boot, confidence, seed = tr.bootstrap_settings(first)
+    by_id = {ids[row.key]: records[row.key] for row in rows}
+    n_boot, confidence, seed = tr.bootstrap_settings(next(iter(rows[0].results().values())))
     ordered = sorted(rows, key=lambda r: _sort_key(records[r.key]))
-    comparisons: dict[tuple[str, str], tr.Comparison] = {}
+    ranked = rank_benchmark([(ids[r.key], r.results()) for r in ordered], n_boot, confidence, seed)
     out = []
-    for a, b in combinations(ordered, 2):
-        comparison = tr.paired_comparison(a.results(), b.results(), n_boot, confidence, seed)
-        comparisons[(ids[a.key], ids[b.key])] = comparison
-        ra, rb = records[a.key], records[b.key]
+    for a, b, comparison in ranked.comparisons:
+        ra, rb = by_id[a], by_id[b]
         out.append({
             "zoo": ra["zoo"], "dataset": ra["dataset"], "benchmark": ra["benchmark"], "positives": ra["positives"],
-            "a": ra["variant"],
-            "b": rb["variant"], "a_config": ra["config"], "b_config": rb["config"],
+            "a": ra["variant"], "b": rb["variant"], "a_config": ra["config"], "b_config": rb["config"],
             "shared_trials": comparison.shared_trials, "delta_auc": comparison.delta, "ci_low": comparison.low,
             "ci_high": comparison.high, "confidence": confidence, "p_value": comparison.p_value,
-            "n_boot": comparison.n_boot,
-            "distinguishable": ("yes" if comparison.distinguishable else "no") if comparison.compared else "not compared",
+            "p_holm": comparison.p_holm, "n_boot": comparison.n_boot,
+            "distinguishable": (("yes" if distinguishable(comparison, 1 - confidence) else "no")
+                                if comparison.compared else "not compared"),
             "note": comparison.note,
         })  # fmt: skip
-    means = {ids[r.key]: records[r.key]["auc"] for r in rows if not records[r.key]["below_target"]}
-    ranks = tr.rank_groups(means, comparisons)
     for row in rows:
-        records[row.key]["rank"] = ranks.get(ids[row.key])
+        records[row.key]["rank"] = ranked.ranks[ids[row.key]]
     return out
 
 

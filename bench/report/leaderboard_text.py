@@ -14,14 +14,17 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from bench.metrics import fpr_column, fpr_label, fpr_percent
+from bench.report import row_figures as rf
+from bench.report.comparisons import FEW_TRIALS_NOTE, MIN_TRIALS
 from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
+from bench.stats import RANK_LEGEND
 
 if TYPE_CHECKING:
     from bench.report.leaderboard import Board
 
 MISSING = "—"  # an unranked row's rank, a comparison that was not made
 WARNING = "⚠"  # marks a row whose fingerprint missed its generation target
+TARGET_NOTE = "Ranked, and marked: the fingerprint is weaker than its config asks."
 
 _HEADER = """\
 # fpbench leaderboard
@@ -43,9 +46,10 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
 
   Rows of the two views are compared and ranked separately.
 - **AUC**: area under the ROC curve of suspect scores, positives (derived from the source) vs
-  negatives (independent models). **{tpr_names}**: the largest true-positive rate among ROC points
-  with false-positive rate at most {tpr_percents}, without interpolation; with fewer negatives than
-  1/FPR (n− < {first_inverse} for {first_name}) it is the TPR at zero false positives: read it together with n−.
+  negatives (independent models); ties count half. *(ties a–b)* after it: the AUC with every tied
+  positive–negative pair counted as a loss / as a win (means over trials), shown when wider than
+  0.01: a lead inside another row's interval is tie credit, not separation.
+{tpr_lines}
 - **ARUC**: area under the robustness–uniqueness curves (IPGuard): over thresholds τ on the
   scores min–max mapped to [0, 1], the area under min(share of positives ≥ τ, share of negatives < τ).
   **AUC@{budget}**: the AUC when each suspect is verified with at most {budget} queries (a seeded
@@ -54,10 +58,12 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
 - **±** is the standard deviation across trials; **AUC CI** is the Student-t confidence interval of
   the mean over trials (level `eval.bootstrap.confidence`, 95% by default); † marks a single-trial
   row, whose interval is that result's bootstrap over suspects.
-- **rank**: rows of one bench sharing a rank cannot be told apart by the paired comparison of their
-  AUCs (hierarchical bootstrap over trials and suspects); rank 1 is the best group. — = not ranked.
-- ⚠ : the method's fingerprint generation missed its own target in some trial (footnote); such a
-  row is listed but not ranked.
+- **rank**: {rank_legend} Significantly better: the paired comparison of the AUCs (below) with its
+  p-value Holm-adjusted over all comparisons of the bench and positives view, below 1 − confidence
+  (5 %). {few_trials}; such a row has rank — and is not compared. At the published size the
+  comparison separates only large differences (docs/statistics.md): a shared rank is "not told apart".
+- ⚠ : the method's fingerprint generation missed its own target in some trial (footnote); the row
+  is ranked like the others and marked.
 - **queries**: queries per suspect; **gen s / verify s**: fingerprint generation and verification
   time in seconds (mean over trials).
 - **paper**: AUC/T1%F/T10%F *reported* in the ADV-TRA paper (Table 2) for the same method, at its
@@ -65,11 +71,14 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
 """
 
 COMPARISONS_INTRO = """\
-Per bench and positives view, every pair of rows: ΔAUC = mean over the trials both rows have of
-AUC(A) − AUC(B) on the suspects both scored; the interval is the percentile interval of a
-hierarchical bootstrap (trials resampled, then positives and negatives within each trial, the same
-draws for A and B); **distinguishable** = the interval excludes 0. p is the two-sided bootstrap
-p-value. Rows without a shared trial are not compared.
+Per bench and positives view, every pair of rows with at least 3 trials: ΔAUC = mean over the trials
+both rows have of AUC(A) − AUC(B) on the suspects both scored. The interval and p come from a paired
+bootstrap that follows the design: each replicate draws the trials, the positive clusters (attack
+configs) and the negative clusters (negative kinds) with replacement, the same draws for A and B, a
+cluster weighted once across all trials (docs/statistics.md). **p** is the raw two-sided p-value,
+**p (Holm)** the same adjusted over every comparison of the bench and view; **distinguishable** =
+p (Holm) < 1 − confidence. Pairs sharing fewer than 3 trials are not compared; rows with fewer than 3
+trials are left out.
 """
 
 
@@ -108,17 +117,12 @@ def md_link(text: Any, target: str) -> str:
     return f"[{md_text(text)}]({quote(target, safe='/._-~')})"
 
 
-def tpr_definition(fpr_targets: Sequence[float]) -> dict[str, str]:
-    """The words that name the TPR figures of these FPR targets in the legends (md and html)."""
-    return {"tpr_names": " / ".join(fpr_label(t) for t in fpr_targets),
-            "tpr_percents": " / ".join(f"{fpr_percent(t)}%" for t in fpr_targets),
-            "first_inverse": f"{1 / fpr_targets[0]:g}", "first_name": fpr_label(fpr_targets[0])}  # fmt: skip
-
-
-def header(fpr_targets: Sequence[float], budget: int) -> str:
-    """The legend at the top of ``leaderboard.md``, naming the TPR figures of these FPR targets and the budget."""
-    return _HEADER.format(**tpr_definition(fpr_targets), all=ALL, paper=PAPER, all_note=VIEW_NOTES[ALL],
-                          paper_note=VIEW_NOTES[PAPER], budget=budget)
+def header(frame: pd.DataFrame, fpr_targets: Sequence[float], budget: int) -> str:
+    """The legend at the top of ``leaderboard.md``: the TPR columns these rows get (with the FPR bounds of
+    their n−), the rank rule and the budget."""
+    tpr_lines = "\n".join(f"- **{term}**: {text}" for term, text in rf.tpr_legend(frame, fpr_targets))
+    return _HEADER.format(tpr_lines=tpr_lines, rank_legend=RANK_LEGEND, few_trials=FEW_TRIALS_NOTE.capitalize(),
+                          all=ALL, paper=PAPER, all_note=VIEW_NOTES[ALL], paper_note=VIEW_NOTES[PAPER], budget=budget)
 
 
 def fmt(value: float | None, decimals: int = 3) -> str:
@@ -152,15 +156,28 @@ def p_text(p_value: float, n_boot: int) -> str:
     return f"<{1 / n_boot:.2g}" if p_value == 0 else f"{p_value:.3f}"
 
 
+def auc_text(row: dict[str, Any]) -> str:
+    """``0.953 ± 0.012``, then ``(ties 0.930–0.975)`` when the tie interval is wider than 0.01."""
+    text = with_spread(row["auc"], row["auc_std"])
+    ties = rf.tie_interval(row)
+    return text if ties is None else f"{text} (ties {fmt(ties[0])}–{fmt(ties[1])})"
+
+
+def few_trials_note(frame: pd.DataFrame) -> str:
+    """The sentence under a table with rows of fewer than 3 trials (they have no rank); "" when none."""
+    few = int((frame["trials"] < MIN_TRIALS).sum())
+    return f"Rank {MISSING} on {few} row(s) with fewer than {MIN_TRIALS} trials: {FEW_TRIALS_NOTE}." if few else ""
+
+
 def target_footnote(row: dict[str, Any]) -> str:
     """The footnote of a row below its generation target."""
-    return f"`{row['variant']}` (zoo `{row['zoo']}`, bench `{row['benchmark']}`): {row['target_note']}. Not ranked."
+    return f"`{row['variant']}` (zoo `{row['zoo']}`, bench `{row['benchmark']}`): {row['target_note']}. {TARGET_NOTE}"
 
 
 def _target_footnote_md(row: dict[str, Any]) -> str:
     """:func:`target_footnote` with the names as safe Markdown code spans (the HTML page escapes its own)."""
     return (f"{md_code(row['variant'])} (zoo {md_code(row['zoo'])}, bench {md_code(row['benchmark'])}): "
-            f"{md_text(row['target_note'])}. Not ranked.")
+            f"{md_text(row['target_note'])}. {TARGET_NOTE}")
 
 
 def comparison_sections(comparisons: pd.DataFrame) -> list[tuple[str, str, str, str, list[dict[str, Any]]]]:
@@ -172,57 +189,66 @@ def comparison_sections(comparisons: pd.DataFrame) -> list[tuple[str, str, str, 
 
 
 def comparison_cells(record: dict[str, Any]) -> list[str]:
-    """A comparison's cells: A, B, shared trials, ΔAUC, CI, p, distinguishable."""
+    """A comparison's cells: A, B, shared trials, ΔAUC, CI, p, p (Holm), distinguishable."""
     if record["distinguishable"] == "not compared":
-        return [md_text(record["a"]), md_text(record["b"]), "0", MISSING, MISSING, MISSING,
+        return [md_text(record["a"]), md_text(record["b"]), "0", MISSING, MISSING, MISSING, MISSING,
                 f"not compared: {md_text(record['note'])}"]
     return [md_text(record["a"]), md_text(record["b"]), str(record["shared_trials"]), f"{record['delta_auc']:+.3f}",
             f"[{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]", p_text(record["p_value"], record["n_boot"]),
-            record["distinguishable"]]  # fmt: skip
+            p_text(record["p_holm"], record["n_boot"]), record["distinguishable"]]  # fmt: skip
+
+
+def comparison_head(confidence: float) -> list[str]:
+    """The headings of a comparisons table."""
+    return ["A", "B", "shared trials", "ΔAUC (A − B)", f"{confidence * 100:g}% CI", "p", "p (Holm)", "distinguishable"]
 
 
 def _table(head: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _row_cells(row: dict[str, Any], tpr: list[rf.TprColumn], flag: str) -> list[str]:
+    runs = " ".join(md_link(Path(p).stem, p) for p in row["result_files"])
+    return [
+        md_text(row["zoo"]), md_text(row["dataset"]), md_code(row["benchmark"]), md_text(row["positives"]),
+        rank_text(row["rank"]), f"{md_text(row['variant'])}{flag}", md_code(row["config"]), str(row["trials"]),
+        auc_text(row), ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
+        *(with_spread(row[c.key], row[f"{c.key}_std"]) for c in tpr),
+        fmt(row["aruc"]) or MISSING, fmt(row["auc_at_budget"]) or MISSING, str(row["n_pos"]), str(row["n_neg"]),
+        fmt(row["queries"], 0), fmt(row["gen_s"], 1), fmt(row["verify_s"], 1), md_text(row["paper"]), runs,
+    ]  # fmt: skip
+
+
 def leaderboard_markdown(board: Board) -> str:
     """Render a :class:`~bench.report.leaderboard.Board` as the ``leaderboard.md`` text."""
     frame, targets = board.rows, board.fpr_targets
     if frame.empty:
-        return header(targets, board.budget) + "\nNo result files found.\n"
+        return header(frame, targets, board.budget) + "\nNo result files found.\n"
+    tpr = rf.tpr_columns(frame, targets)
     head = ["zoo", "dataset", "bench", "positives", "rank", "method", "config", "trials", "AUC", "AUC CI",
-            *(fpr_label(t) for t in targets), "ARUC", f"AUC@{board.budget}", "n+", "n−", "queries", "gen s", "verify s",
+            *(c.label for c in tpr), "ARUC", f"AUC@{board.budget}", "n+", "n−", "queries", "gen s", "verify s",
             "paper", "runs"]  # fmt: skip
-    align = ["---"] * 4 + ["---:"] + ["---"] * 2 + ["---:"] * (10 + len(targets)) + ["---"] * 2
+    align = ["---"] * 4 + ["---:"] + ["---"] * 2 + ["---:"] * (10 + len(tpr)) + ["---"] * 2
     notes: list[str] = []
     lines = []
     for row in frame.to_dict("records"):
-        runs = " ".join(md_link(Path(p).stem, p) for p in row["result_files"])
         flag = ""
         if row["below_target"]:
             notes.append(_target_footnote_md(row))
             flag = f" {WARNING}{len(notes)}"
-        lines.append([
-            md_text(row["zoo"]), md_text(row["dataset"]), md_code(row["benchmark"]), md_text(row["positives"]),
-            rank_text(row["rank"]),
-            f"{md_text(row['variant'])}{flag}", md_code(row["config"]), str(row["trials"]), with_spread(row["auc"], row["auc_std"]),
-            ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
-            *(with_spread(row[c], row[f"{c}_std"]) for c in map(fpr_column, targets)),
-            fmt(row["aruc"]) or MISSING, fmt(row["auc_at_budget"]) or MISSING, str(row["n_pos"]), str(row["n_neg"]), fmt(row["queries"], 0), fmt(row["gen_s"], 1),
-            fmt(row["verify_s"], 1), md_text(row["paper"]), runs,
-        ])  # fmt: skip
-    text = header(targets, board.budget) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
+        lines.append(_row_cells(row, tpr, flag))
+    text = header(frame, targets, board.budget) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
+    if few := few_trials_note(frame):
+        text += f"\n{few}\n"
     if notes:
         text += "\n" + "\n".join(f"- {WARNING}{number} {note}" for number, note in enumerate(notes, 1)) + "\n"
     text += "\n## Paired comparisons\n\n" + COMPARISONS_INTRO
     sections = comparison_sections(board.comparisons)
     if not sections:
-        text += "\nNo bench has two rows: nothing to compare.\n"
+        text += f"\nNo bench has two rows with at least {MIN_TRIALS} trials: nothing to compare.\n"
     for zoo, dataset, benchmark, positives, records in sections:
-        level = f"{records[0]['confidence'] * 100:g}% CI"
         text += f"\n### {md_code(zoo)} ({md_text(dataset)}), bench {md_code(benchmark)}, positives {md_text(positives)}\n\n"
-        text += "\n".join(_table(["A", "B", "shared trials", "ΔAUC (A − B)", level, "p", "distinguishable"],
-                                 ["---", "---", "---:", "---:", "---:", "---:", "---"],
+        text += "\n".join(_table(comparison_head(records[0]["confidence"]), ["---", "---"] + ["---:"] * 5 + ["---"],
                                  [comparison_cells(r) for r in records])) + "\n"  # fmt: skip
     return text
 

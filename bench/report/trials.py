@@ -1,4 +1,4 @@
-"""Trials as the unit of evidence: rows, benchmarks, statistics over trials, paired comparisons, ranks.
+"""Trials as the unit of evidence: rows, benchmarks, statistics over trials, generation-target misses.
 
 Pure functions over result dicts (numpy and scipy; no torch, no files). The exact rules are in
 ``docs/leaderboard.md``; in short:
@@ -11,10 +11,8 @@ Pure functions over result dicts (numpy and scipy; no torch, no files). The exac
   of one benchmark were evaluated on the same suspects and are compared with each other.
 - A row's figures are the mean ± sample standard deviation (ddof=1) over its trials, with a
   Student-t confidence interval over trials.
-- Two rows of one benchmark are compared by a hierarchical paired bootstrap of the AUC difference
-  (trials, then positives and negatives within a trial, the same draws for both rows).
-- Rank groups: the best remaining row and every row it is not significantly better than share a
-  rank; repeat on the rest.
+- Paired comparisons and ranks of a benchmark's rows: :mod:`bench.report.comparisons` (on
+  :mod:`bench.stats`).
 """
 
 from __future__ import annotations
@@ -164,169 +162,6 @@ def spread(values: Iterable[float], confidence: float = DEFAULT_CONFIDENCE, boun
     std = float(finite.std(ddof=1))
     half = float(student_t.ppf((1 + confidence) / 2, finite.size - 1)) * std / math.sqrt(finite.size)
     return Spread(mean, std, max(bounds[0], mean - half), min(bounds[1], mean + half), int(finite.size))
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Paired comparison of rows A and B: AUC(A) − AUC(B) over their shared trials and suspects.
-
-    Attributes:
-        shared_trials: Trials both rows have (and in which the shared suspects hold positives and
-            negatives); 0 means the rows were not compared.
-        delta: Mean over those trials of the AUC difference on the shared suspects.
-        low, high: Percentile interval of the bootstrap distribution of ``delta``.
-        p_value: Two-sided bootstrap p-value, ``min(1, 2 * min(P(d <= 0), P(d >= 0)))``.
-        n_boot: Resamples drawn.
-        note: Why the rows were not compared ("" when they were).
-    """
-
-    shared_trials: int
-    delta: float
-    low: float
-    high: float
-    p_value: float
-    n_boot: int
-    note: str = ""
-
-    @property
-    def compared(self) -> bool:
-        return self.shared_trials > 0
-
-    @property
-    def distinguishable(self) -> bool:
-        """The interval excludes 0 (False when not compared)."""
-        return self.compared and (self.low > 0 or self.high < 0)
-
-
-def pair_wins(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """``W[i, j] = 1`` if positive i outscores negative j, ``0.5`` on a tie, else 0; ``W.mean()`` is the AUC."""
-    p, n = positive[:, None], negative[None, :]
-    return (p > n).astype(np.float64) + 0.5 * (p == n)
-
-
-def _scores(result: Mapping[str, Any]) -> dict[str, tuple[str, float]]:
-    return {m["model_id"]: (m["role"], float(m["score"])) for m in result["per_model"]}
-
-
-def trial_difference(result_a: Mapping[str, Any], result_b: Mapping[str, Any]) -> np.ndarray | None:
-    """``W_a - W_b`` (:func:`pair_wins`) over the suspects both results scored with the same role.
-
-    Suspects are ordered by model id. None when the shared suspects lack positives or negatives.
-    """
-    a, b = _scores(result_a), _scores(result_b)
-    shared = sorted(k for k in a.keys() & b.keys() if a[k][0] == b[k][0])
-    pos = [k for k in shared if a[k][0] == "positive"]
-    neg = [k for k in shared if a[k][0] == "negative"]
-    if not pos or not neg:
-        return None
-
-    def wins(s: dict[str, tuple[str, float]]) -> np.ndarray:
-        return pair_wins(np.array([s[k][1] for k in pos]), np.array([s[k][1] for k in neg]))
-
-    return wins(a) - wins(b)
-
-
-def _resample_counts(rng: np.random.Generator, draws: int, size: int) -> np.ndarray:
-    """``draws`` resamples of ``size`` items with replacement, as counts per item: shape (draws, size)."""
-    picks = rng.integers(0, size, size=(draws, size)) + size * np.arange(draws)[:, None]
-    return np.bincount(picks.ravel(), minlength=draws * size).reshape(draws, size).astype(np.float64)
-
-
-def paired_comparison(
-    trials_a: Mapping[TrialKey, Mapping[str, Any]],
-    trials_b: Mapping[TrialKey, Mapping[str, Any]],
-    n: int = DEFAULT_BOOTSTRAP_N,
-    confidence: float = DEFAULT_CONFIDENCE,
-    seed: int = 0,
-) -> Comparison:
-    """Hierarchical paired bootstrap of AUC(A) − AUC(B).
-
-    Each resample draws the shared trials with replacement, then within every drawn trial the
-    positives and the negatives separately with replacement, the same suspects for A and B; the
-    resample's figure is the mean over its drawn trials of the AUC difference (ties count 1/2).
-    With one shared trial only the suspects are resampled. The draws come from
-    ``numpy.random.default_rng(seed)``: the same inputs and seed give the same answer.
-
-    Args:
-        trials_a: Row A's results by trial key.
-        trials_b: Row B's results by trial key.
-        n: Resamples (>= 1).
-        confidence: Two-sided level of the percentile interval, in (0, 1).
-        seed: Seed of the generator.
-
-    Returns:
-        The :class:`Comparison` (``shared_trials`` 0 and a ``note`` when nothing is shared).
-
-    Raises:
-        ValueError: If ``n`` or ``confidence`` is out of range.
-    """
-    if n < 1:
-        raise ValueError(f"n={n} resamples: a paired comparison needs n >= 1 (e.g. eval.bootstrap.n=2000).")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence} must be in (0, 1), e.g. 0.95.")
-    shared = sorted(trials_a.keys() & trials_b.keys(), key=trial_sort_key)
-    if not shared:
-        return Comparison(0, math.nan, math.nan, math.nan, math.nan, n, "no shared trials")
-    matrices = [d for key in shared if (d := trial_difference(trials_a[key], trials_b[key])) is not None]
-    if not matrices:
-        return Comparison(0, math.nan, math.nan, math.nan, math.nan, n,
-                          "no shared trial has positives and negatives among the shared suspects")  # fmt: skip
-    delta = float(np.mean([d.mean() for d in matrices]))
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(matrices), size=(n, len(matrices)))
-    diffs = np.zeros((n, len(matrices)))
-    for index, matrix in enumerate(matrices):
-        where = picks == index
-        draws = int(where.sum())
-        if draws == 0:
-            continue
-        n_pos, n_neg = matrix.shape
-        # Multinomial counts = how often each suspect is drawn; the resampled AUC difference is
-        # counts_pos @ D @ counts_neg / (n_pos * n_neg).
-        counts_pos, counts_neg = _resample_counts(rng, draws, n_pos), _resample_counts(rng, draws, n_neg)
-        diffs[where] = ((counts_pos @ matrix) * counts_neg).sum(axis=1) / (n_pos * n_neg)
-    boot = diffs.mean(axis=1)
-    alpha = 1 - confidence
-    low, high = (float(v) for v in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
-    p_value = min(1.0, 2 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
-    return Comparison(len(matrices), delta, low, high, p_value, n)
-
-
-def leader_better(leader: str, other: str, comparisons: Mapping[tuple[str, str], Comparison]) -> bool:
-    """Whether the comparison of ``leader`` with ``other`` (either direction) shows the leader better."""
-    if (forward := comparisons.get((leader, other))) is not None:
-        return forward.compared and forward.low > 0
-    if (backward := comparisons.get((other, leader))) is not None:
-        return backward.compared and backward.high < 0
-    return False
-
-
-def rank_groups(means: Mapping[str, float], comparisons: Mapping[tuple[str, str], Comparison]) -> dict[str, int]:
-    """Rank groups of one benchmark's rows.
-
-    Rule: order the rows by mean AUC (high first; ties by row id). The first row leads group 1;
-    every other row joins it unless its comparison with the leader shows the leader significantly
-    better (the interval of leader − row lies above 0); rows not compared (no shared trials) join.
-    Remove the group and repeat with the rest for groups 2, 3, ...
-
-    Args:
-        means: Mean AUC per row id; rows with a NaN mean get no rank.
-        comparisons: Comparisons keyed ``(row_a, row_b)``, either direction.
-
-    Returns:
-        Rank (1 = best) per ranked row id.
-    """
-    remaining = sorted((k for k, v in means.items() if not math.isnan(v)), key=lambda k: (-means[k], k))
-    ranks: dict[str, int] = {}
-    rank = 1
-    while remaining:
-        leader = remaining[0]
-        group = [leader] + [k for k in remaining[1:] if not leader_better(leader, k, comparisons)]
-        for k in group:
-            ranks[k] = rank
-        remaining = [k for k in remaining if k not in ranks]
-        rank += 1
-    return ranks
 
 
 def target_misses(results: Iterable[tuple[TrialKey, Mapping[str, Any]]]) -> list[tuple[TrialKey, dict[str, Any]]]:
