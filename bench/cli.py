@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench import published as pub
 from bench import tracking
@@ -30,6 +31,7 @@ from bench.oracle import Oracle
 from bench.perf import run_perf
 from bench.registry import RegistryError
 from bench.report import build_board, check_results, write_leaderboard, write_plots, write_site
+from bench.report.blocks import stale_blocks, update_blocks
 from bench.report.readme import update_readme
 from bench.show import show_recipe
 from bench.suspect_checks import parse_stats
@@ -293,6 +295,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         if args.zoo_dir is not None and not os.path.isdir(args.zoo_dir):
             raise UsageError(f"--zoo-dir {args.zoo_dir} is not a folder; name the folder holding the zoos (paths.zoo_dir, e.g. zoo).")
         problems = check_results(args.results_dir, zoo_dir=args.zoo_dir)
+        boards: dict[Path, Any] = {}  # generated blocks of README.md / docs drawn from this folder, rebuilt once
+        problems += stale_blocks(Path.cwd(), Path(args.results_dir),
+                                 lambda d: boards.setdefault(d, build_board(d, budget=args.budget)))
         for line in problems:
             print(line)
         print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problem(s) in {args.results_dir}")
@@ -307,12 +312,26 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         write_plots(args.results_dir)
     if args.readme:
-        try:
-            print(f"README table updated: {update_readme(args.readme, args.results_dir, board)}")
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+        print(f"README tables updated: {', '.join(str(p) for p in _update_readme(args, board)) or 'none changed'}")
     print(f"leaderboard: {md}, {csv}; plots under {os.path.join(args.results_dir, 'plots')}")
     return 0
+
+
+def _update_readme(args: argparse.Namespace, board: Any) -> list[Path]:
+    """The file's full-board block (`leaderboard:start`), if any, and its compact blocks (`board:start`)."""
+    readme = Path(args.readme)
+    if not readme.is_file():
+        raise UsageError(f"--readme {readme} is not a file; name the markdown file that holds the blocks.")
+    before = readme.read_text(encoding="utf-8")
+    try:
+        if "<!-- leaderboard:start" in before:  # the full-board block (bench.report.readme)
+            update_readme(readme, args.results_dir, board)
+        boards = {Path(args.results_dir).resolve(): board}
+        update_blocks([readme], Path.cwd(),
+                      lambda d: boards.setdefault(d.resolve(), build_board(d, budget=args.budget)))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return [readme] if readme.read_text(encoding="utf-8") != before else []
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -165,3 +165,14 @@ def test_read_bytes_bounded(tmp_path):
                                           ("--check", False), (".hidden", False), ("..", False), ("a/b", False)])
 def test_names_cannot_start_like_an_option(name, ok):
     assert (name_problem(name) is None) == ok
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["method"].update(version="0"), "version 0 is not the registered version"),
+    (lambda d: d.update(schema_version=0), "schema_version 0 is not supported"),
+])
+def test_a_row_from_an_older_method_or_schema_fails(copied, capsys, change, message):
+    results, _, path = copied
+    _edit(path, change)
+    code, out = _check(results, capsys)
+    assert code == 1 and any(message in line for line in _problem_lines(out, path)), out

@@ -32,7 +32,7 @@ def _result(trial: int) -> dict:
     config = {"seed": trial, "data": {"name": "digits"}, "zoo": {"name": "tiny", "source": {"seed": trial}},
               "eval": {"bootstrap": {"n": 100, "confidence": 0.95, "seed": 0}}, "method": {"name": "akh"}}  # fmt: skip
     return make_result(
-        seed=trial, method={"name": "akh", "version": "1", "access": "label", "config": {}}, config=config,
+        seed=trial, method={"name": "akh", "version": "2", "access": "label", "config": {}}, config=config,
         zoo={"name": "tiny", "manifest_sha256": "ab" * 32, "dataset": "digits",
              "split_hashes": {"owner": "o", "attacker": "a", "independent": "i", "test": "t"},
              "source_id": f"src{trial}", "source_test_acc": 0.9},

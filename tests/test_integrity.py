@@ -138,7 +138,7 @@ def zoo_result(store: ZooStore, roles: dict[str, str] | None = None) -> dict[str
     source = records["src000000000"]
     boot = {"n": 50, "confidence": 0.95, "seed": 3}
     return make_result(
-        seed=0, method={"name": "akh", "version": "1", "access": "label", "config": {}},
+        seed=0, method={"name": "akh", "version": "2", "access": "label", "config": {}},
         config={"seed": 0, "eval": {"bootstrap": boot}, "zoo": {"name": "toy"}, "method": {"name": "akh"}},
         zoo={"name": "toy", "manifest_sha256": store.manifest_sha256(), "dataset": "toy",
              "split_hashes": {"owner": "o", "attacker": "a", "independent": "i", "test": "t"},

@@ -31,6 +31,13 @@ KINDS = ("SAST", "SADT", "DAST", "DADT")
 RUNS = (("adv_tra", (0, 1, 2), 0.5), ("ipguard", (0, 1, 2), 0.2), ("akh", (0,), 0.35))
 
 
+
+def _version(method: str) -> str:
+    """The registered version of a registered method (`--check` flags a row of an older one), else "1"."""
+    from bench.methods import METHODS
+
+    return str(METHODS.get(method).version) if method in METHODS else "1"
+
 def synthetic_result(method: str, seed: int, lift: float, n: int = 12, fpr_targets: tuple[float, ...] = (0.01, 0.1)) -> dict[str, Any]:
     """A result on zoo `tiny` (cifar10) with scores from `random.Random`, stable across versions."""
     rng = random.Random(f"{method}-{seed}")
@@ -45,7 +52,7 @@ def synthetic_result(method: str, seed: int, lift: float, n: int = 12, fpr_targe
         })  # fmt: skip
     return make_result(
         seed=seed,
-        method={"name": method, "version": "1", "access": "label", "config": {}},
+        method={"name": method, "version": _version(method), "access": "label", "config": {}},
         config={"method": method, "zoo": "tiny"},
         zoo={
             "name": "tiny", "manifest_sha256": "ab" * 32, "dataset": "cifar10",

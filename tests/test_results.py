@@ -29,6 +29,13 @@ ATTACKS = ("FTLL", "RTAL", "prune")
 KINDS = ("SAST", "SADT", "DAST", "DADT")
 
 
+
+def _version(method: str) -> str:
+    """The registered version of a registered method (`--check` flags a row of an older one), else "1"."""
+    from bench.methods import METHODS
+
+    return str(METHODS.get(method).version) if method in METHODS else "1"
+
 def synthetic_result(
     method: str = "adv_tra", seed: int = 0, shift: float = 1.0, zoo: str = "tiny", dataset: str = "cifar10",
     n: int = 12, bootstrap: int = 50, config: dict[str, Any] | None = None,
@@ -47,7 +54,7 @@ def synthetic_result(
         })  # fmt: skip
     return make_result(
         seed=seed,
-        method={"name": method, "version": "1", "access": "label", "config": {"n": 10}},
+        method={"name": method, "version": _version(method), "access": "label", "config": {"n": 10}},
         config=config or {"method": method, "zoo": zoo},
         zoo={
             "name": zoo, "manifest_sha256": "ab" * 32, "dataset": dataset,

@@ -36,6 +36,13 @@ RUNS = (
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
+
+def _version(method: str) -> str:
+    """The registered version of a registered method (`--check` flags a row of an older one), else "1"."""
+    from bench.methods import METHODS
+
+    return str(METHODS.get(method).version) if method in METHODS else "1"
+
 def synthetic_result(
     zoo: str, dataset: str, method: str, seed: int, lift: float, n: int = 10
 ) -> dict[str, Any]:
@@ -52,7 +59,7 @@ def synthetic_result(
         })  # fmt: skip
     return make_result(
         seed=seed,
-        method={"name": method, "version": "1", "access": "label", "config": {}},
+        method={"name": method, "version": _version(method), "access": "label", "config": {}},
         config={"method": method, "zoo": zoo},
         zoo={
             "name": zoo,

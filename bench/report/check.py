@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.io import name_problem, read_bytes_bounded, sha256_json
+from bench.methods import METHODS
 from bench.metrics import BootstrapConfig, compute_metrics, isclose
 from bench.results import result_path
 from bench.zoo.store import MANIFEST_MAX_BYTES, ZooError, ZooStore
@@ -50,7 +51,18 @@ def check_integrity(path: Path, result: dict[str, Any], results_dir: str | Path 
     if path.name != expected_name:
         problems.append(f"the file is named {path.name} but config_sha256 and seed give {expected_name}: the file was "
                         "renamed or its config_sha256/seed edited.")
-    return problems + _place_problems(path, result, results_dir) + check_ci(result)
+    return problems + _place_problems(path, result, results_dir) + check_ci(result) + _staleness(result)
+
+
+def _staleness(result: dict[str, Any]) -> list[str]:
+    """A board row must come from the current version of its method: an older one measured something the
+    code no longer computes (rerun it, or retire the file). Another schema is refused when the file is read."""
+    problems = []
+    name, version = result["method"]["name"], str(result["method"]["version"])
+    if name in METHODS and str(METHODS.get(name).version) != version:
+        problems.append(f"method {name} version {version} is not the registered version {METHODS.get(name).version}: "
+                        "the method changed since; re-run the evaluation, or retire the file.")
+    return problems
 
 
 def _place_problems(path: Path, result: dict[str, Any], results_dir: str | Path | None) -> list[str]:

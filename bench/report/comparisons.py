@@ -62,8 +62,14 @@ class Comparison:
 
 
 def suspect_cluster(record: Mapping[str, Any]) -> str:
-    """The resampling unit of a ``per_model`` record: its group, else its attack (positive) or kind (negative)."""
-    label = record.get("group") or record.get("attack" if record["role"] == "positive" else "kind")
+    """The resampling unit of a ``per_model`` record: a positive's group (its attack config: the seeds of one
+    config are drawn together), else its attack; a negative is its own unit, drawn once per replicate for
+    every trial that scores it. Not the negative kind: 4 kinds are too few clusters for a percentile
+    bootstrap (simulated false separation of identical methods 7.9 % against 6.1 % per negative;
+    docs/statistics.md)."""
+    if record["role"] != "positive":
+        return f"model:{record['model_id']}"
+    label = record.get("group") or record.get("attack")
     return str(label) if label else f"model:{record['model_id']}"
 
 
@@ -110,6 +116,13 @@ class RankedBenchmark:
     ranks: dict[str, int | None]
 
 
+def holm_resolution(n_boot: int, comparisons: int, confidence: float) -> int:
+    """Replicates enough for Holm over ``comparisons`` tests: a bootstrap p-value is at least 1/n_boot, so the
+    smallest Holm-adjusted p is comparisons/n_boot; it must sit 10x under 1 - confidence, else every
+    separable pair reads the same floor (45 comparisons at the results' n = 1000: 0.045)."""
+    return max(int(n_boot), math.ceil(10 * comparisons / (1.0 - confidence)))
+
+
 def rank_benchmark(rows: Sequence[tuple[str, Trials]], n_boot: int, confidence: float, seed: int) -> RankedBenchmark:
     """Compare every pair of rows with at least :data:`MIN_TRIALS` trials, Holm-adjust, and rank.
 
@@ -123,6 +136,7 @@ def rank_benchmark(rows: Sequence[tuple[str, Trials]], n_boot: int, confidence: 
         < 1 − confidence and ΔAUC in their favour).
     """
     eligible = [(name, trials) for name, trials in rows if len(trials) >= MIN_TRIALS]
+    n_boot = holm_resolution(n_boot, len(eligible) * (len(eligible) - 1) // 2, confidence)
     pairs = [(a, b, compare_rows(ta, tb, n_boot, confidence, seed)) for (a, ta), (b, tb) in combinations(eligible, 2)]
     adjusted = holm({f"{a}\n{b}": c.p_value for a, b, c in pairs if c.compared})
     pairs = [(a, b, replace(c, p_holm=adjusted[f"{a}\n{b}"]) if c.compared else c) for a, b, c in pairs]

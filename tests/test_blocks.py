@@ -1,0 +1,74 @@
+"""Generated blocks (issue "Honest statistics", items 8 and 10): the compact headline in README.md and
+docs is written from result files by `fpbench leaderboard --readme FILE`, and `--check` fails on one
+that no longer matches them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from tests.test_board_stats import result, write
+
+DOC = "# notes\n\nbefore\n\n<!-- board:start zoo=z -->\ntyped by hand\n<!-- board:end -->\n\nafter\n"
+
+
+@pytest.fixture()
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository root with results/ (two methods, 3 trials, 50 negatives) and a README holding a block."""
+    for trial in range(3):
+        write(tmp_path / "results", result("good", trial, n_neg=50, lift=0.5))
+        write(tmp_path / "results", result("weak", trial, n_neg=50, lift=0.05))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(DOC)
+    (tmp_path / "docs" / "notes.md").write_text(DOC.replace("zoo=z", "zoo=z view=all"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_blocks_are_generated_compact_and_idempotent(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1  # typed by hand: stale
+    assert "README.md: the generated block" in capsys.readouterr().out
+    for doc in ("README.md", "docs/notes.md"):
+        assert main(["leaderboard", "--results-dir", "results", "--readme", doc]) == 0
+    text = (repo / "README.md").read_text()
+    assert "typed by hand" not in text and text.startswith("# notes\n\nbefore\n") and text.endswith("after\n")
+    head = next(line for line in text.splitlines() if line.startswith("| rank"))
+    assert head == "| rank | method | trials | AUC | AUC 95 % CI | TPR@0FP | T10%F | queries | results |"
+    assert "[3 file(s)](results/runs/z/good)" in text and "**What it supports:** of 1 paired comparisons" in text
+    assert "(docs/statistics.md gives the power)" in text
+    assert "../results/runs/z/good" in (repo / "docs" / "notes.md").read_text()  # links relative to the file
+    capsys.readouterr()
+    main(["leaderboard", "--results-dir", "results", "--check"])  # (these synthetic files carry no CI: other problems)
+    assert "generated block" not in capsys.readouterr().out
+    before = (repo / "README.md").read_text()
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "README.md"]) == 0
+    assert (repo / "README.md").read_text() == before  # idempotent
+
+
+def test_a_new_result_makes_the_block_stale(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for doc in ("README.md", "docs/notes.md"):
+        assert main(["leaderboard", "--results-dir", "results", "--readme", doc]) == 0
+    write(repo / "results", result("third", 0, n_neg=50, lift=0.3))
+    capsys.readouterr()
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "README.md: the generated block '<!-- board:start zoo=z -->' is out of date" in out
+    assert "docs/notes.md: the generated block" in out
+
+
+def test_one_or_two_trials_support_no_order(repo: Path) -> None:
+    for path in (repo / "results" / "runs" / "z").rglob("*-s[12].json"):
+        path.unlink()
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "README.md"]) == 0
+    text = (repo / "README.md").read_text()
+    assert "nothing about order: 1 trial(s) per row" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| — | good", "| — | weak", "| 1 |", "| 2 |"))]
+    assert len(rows) == 2 and all(line.startswith("| — |") for line in rows)
+
+
+def test_bad_block_arguments_exit_2(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "README.md").write_text("<!-- board:start view=all -->\n<!-- board:end -->\n")
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "README.md"]) == 2
+    assert "give zoo=NAME" in capsys.readouterr().err
