@@ -156,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
                         "normalises inside forward together with --mean 0)")
     verify.add_argument("--test-acc", type=float, help="the weights file's test accuracy as its owner recorded it: "
                         "refused when the measured one differs by more than 0.02")
+    verify.add_argument("--endpoint-timeout", type=float, help="an endpoint's deadline per request in seconds "
+                        "(connect, send and every read together; default 30)")
+    verify.add_argument("--endpoint-max-bytes", type=int, help="the longest endpoint answer read (default: scaled to "
+                        "the rows and classes asked)")
     verify.add_argument("--data-dir", default="data", help="the run's paths.data_dir, to measure the suspect's test "
                         "accuracy (default data)")
     for p in (zoo, run, sweep, show, fingerprint):
@@ -372,7 +376,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:  # every input is read and checked before the first query
         loaded = vf.load_fingerprint(args.fingerprint, args.cache_dir)
         options = vf.WeightsOptions(mean=_stats(args.mean, "--mean"), std=_stats(args.std, "--std"),
-                                    test_acc=args.test_acc, data_dir=args.data_dir)
+                                    test_acc=args.test_acc, data_dir=args.data_dir,
+                                    endpoint={k: v for k, v in (("timeout_s", args.endpoint_timeout),
+                                                                ("max_response_bytes", args.endpoint_max_bytes))
+                                              if v is not None})
         model, suspect = vf.load_suspect(args.suspect, loaded, args.zoo_dir, args.arch, args.data,
                                          args.endpoint_access, options)
         if loaded.result is not None:

@@ -177,14 +177,17 @@ def load_weights_model(path: str | os.PathLike, arch: str, data: dict[str, Any],
     return model.eval()
 
 
-def _endpoint(spec: str, loaded: LoadedFingerprint, data: str | None, access: str) -> tuple[Endpoint, dict[str, Any]]:
-    """An HTTP endpoint (`http(s)://...`) or a Python callable (`py:package.module:function`), probed once."""
+def _endpoint(spec: str, loaded: LoadedFingerprint, data: str | None, access: str,
+              transport: dict[str, Any] | None = None) -> tuple[Endpoint, dict[str, Any]]:
+    """An HTTP endpoint (`http(s)://...`) or a Python callable (`py:package.module:function`), probed once;
+    `transport`: endpoint spec keys such as `timeout_s` and `max_response_bytes` (validated like a recipe's)."""
     if data is None and not loaded.data:
         raise VerifyError("--fingerprint is a folder, so the task is unknown: pass --data NAME (e.g. digits).")
     info = _data_info(data or loaded.data)
     target = {"callable": spec.removeprefix("py:")} if spec.startswith("py:") else {"url": spec}
     try:  # the recipe's own checks: URL form, callable importable, probabilities for a method that needs them
-        (endpoint_spec,) = parse_endpoints([{"label": "suspect", "role": "positive", "access": access, **target}],
+        (endpoint_spec,) = parse_endpoints([{"label": "suspect", "role": "positive", "access": access, **target,
+                                             **(transport or {})}],
                                            {loaded.entry["name"]: loaded.method.access})
         endpoint = open_endpoint(endpoint_spec, info["num_classes"])
         probe(endpoint, (info["in_channels"], info["image_size"], info["image_size"]))  # not counted: a health check
@@ -203,6 +206,7 @@ class WeightsOptions:
     std: list[float] | None = None
     test_acc: float | None = None
     data_dir: str = "data"
+    endpoint: dict[str, Any] = field(default_factory=dict)  # an endpoint's `timeout_s` / `max_response_bytes`
 
 
 def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLike = "zoo", arch: str | None = None,
@@ -220,7 +224,7 @@ def load_suspect(spec: str, loaded: LoadedFingerprint, zoo_dir: str | os.PathLik
         VerifyError: a bad file, an unknown model id, missing `arch`/`data`, or a failed accuracy check.
     """
     if spec.startswith(("http://", "https://", "py:")):
-        return _endpoint(spec, loaded, data, endpoint_access)
+        return _endpoint(spec, loaded, data, endpoint_access, (options or WeightsOptions()).endpoint)
     if Path(spec).suffix in WEIGHT_SUFFIXES or Path(spec).is_file() or (arch is not None and os.path.exists(spec)):
         return _weights_suspect(spec, loaded, zoo_dir, arch, data, options or WeightsOptions())
     if loaded.result is None:

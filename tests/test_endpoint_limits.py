@@ -205,3 +205,22 @@ def test_run_with_a_dripping_endpoint_exits_2_at_the_deadline(serve, tmp_path, c
     assert "'drip'" in err and "no answer within timeout_s=2.0" in err and "zoo.endpoints" in err
     assert not (tmp_path / "run").exists()
     assert server.finished.wait(10)
+
+
+def test_verify_takes_the_endpoint_deadline_and_cap(serve, tmp_path, capsys):
+    """`fpbench verify --endpoint-timeout/--endpoint-max-bytes`: the probe of a dripping or oversized endpoint
+    stops at the deadline or the cap (exit 2), before any fingerprint query."""
+    from bench.methods.base import Fingerprint
+
+    folder = Fingerprint(method="random", tensors={"seed": torch.tensor([0])}, meta={}).save(tmp_path / "fp")
+    argv = ["verify", "--fingerprint", str(folder), "--data", "digits"]
+    dripping = serve(drip(JSON_HEAD + b"Content-Length: 100000\r\n\r\n", b" "))
+    start = time.monotonic()
+    assert main([*argv, "--suspect", dripping.url, "--endpoint-timeout", str(DEADLINE_S)]) == 2
+    assert time.monotonic() - start < 3 * DEADLINE_S + 5  # the deadline, plus start-up of the command
+    assert f"timeout_s={DEADLINE_S}" in capsys.readouterr().err
+    oversized = serve(huge("length"))
+    assert main([*argv, "--suspect", oversized.url, "--endpoint-max-bytes", "1000"]) == 2
+    assert "over the cap of 1000 bytes" in capsys.readouterr().err
+    assert main([*argv, "--suspect", oversized.url, "--endpoint-max-bytes", "0"]) == 2  # validated like a recipe's
+    assert "max_response_bytes" in capsys.readouterr().err
