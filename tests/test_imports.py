@@ -1,4 +1,4 @@
-"""The package structure (DESIGN.md): every module imports on its own, the import graph is one-way.
+"""The package structure (docs/architecture.md, "Import direction"): every module imports on its own, the import graph is one-way.
 
 Three checks over every module under `bench/` and `datamodules/`:
 - each imports first thing, with no other first-party module loaded (a cycle hidden by import
@@ -157,7 +157,7 @@ def test_the_zoo_never_imports_the_methods():
     offending = [f"{imp.module} (line {imp.line})" for imp in all_imports()
                  if imp.module.startswith("bench.zoo") and any(t == "bench.methods" or t.startswith("bench.methods.")
                                                                for t in imp.targets)]
-    assert not offending, f"bench.zoo must not import bench.methods (DESIGN.md): {offending}"
+    assert not offending, f"bench.zoo must not import bench.methods (docs/architecture.md, 'Import direction'): {offending}"
 
 
 FRESH_IMPORTS = """

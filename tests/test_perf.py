@@ -2,7 +2,7 @@
 
 `perf` tests (`pytest -m perf`) run the real sizes and write `local_results/perf/<name>.json` (or under
 $FPBENCH_PERF_RESULTS_DIR, e.g. `results` to publish); they assert only that figures exist, never a
-time (STYLE rule 10).
+time (docs/architecture.md, style rule 10).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each benchmark writes `<results_dir>/perf/<name>.json`: its figures (rates and ratios, not only
 times), the machine (CPUs, torch threads and version, device, load average) and the command.
 `perf.<key>=value` overrides set the sizes (`PerfConfig`); every other override goes to the recipe
-the benchmarks load (`perf.recipe`, the quickstart). No benchmark asserts a time (STYLE rule 10).
+the benchmarks load (`perf.recipe`, the quickstart). No benchmark asserts a time (docs/architecture.md, style rule 10).
 
 `base` holds the machinery (`BENCHMARKS`, `PerfConfig`, `PerfRun`, `run_perf`); each other module is
 one benchmark, and this package imports them all so that the registry is complete.

@@ -3,7 +3,7 @@
 Both runs go through `AdvTra.generate`; only `batch_size` differs (None: batched, 1: sequential),
 so the ratio measures batching alone. `fpbench perf adv_tra_batching` runs it on the recipe's
 source (the quickstart's by default); `pytest -m perf` also runs it on a digits model. No timed
-assertion anywhere (STYLE rule 10).
+assertion anywhere (docs/architecture.md, style rule 10).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and the JSON record each benchmark writes (`<results_dir>/perf/<name>.json`).
 
 Each benchmark is a module of `bench.perf` that registers one function here; importing
-`bench.perf` imports them all, so the registry is complete. No benchmark asserts a time (STYLE rule 10).
+`bench.perf` imports them all, so the registry is complete. No benchmark asserts a time (docs/architecture.md, style rule 10).
 """
 
 from __future__ import annotations

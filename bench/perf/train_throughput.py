@@ -2,7 +2,7 @@
 
 Same model, data, loader, optimizer and schedule for both; the fits are interleaved so that a load
 change on a busy machine hits both. Registered in `bench.perf.BENCHMARKS` when `bench.perf` is
-imported; see `bench.perf.base` for the suite. No timed assertion anywhere (STYLE rule 10).
+imported; see `bench.perf.base` for the suite. No timed assertion anywhere (docs/architecture.md, style rule 10).
 """
 
 from __future__ import annotations
