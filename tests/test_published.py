@@ -41,12 +41,13 @@ def test_default_published_dir_is_the_checkouts_results() -> None:
 # --- the comparison, on constructed published results ---------------------------------------------
 
 
-def _publish(folder: Path, aucs: list[float], *, version: str = "1", ci: list[float] | None = None,
+def _publish(folder: Path, aucs: list[float], *, version: str | None = None, ci: list[float] | None = None,
              method: str = "akh", config: dict[str, Any] | None = None) -> None:
     """Published trials (seeds 0..n-1) of one benchmark with the given AUCs."""
     for seed, auc in enumerate(aucs):
         result = synthetic_result(method=method, seed=seed, config=config)
-        result["method"]["version"] = version
+        if version is not None:  # default: the registered version, as `synthetic_result` writes
+            result["method"]["version"] = version
         result["metrics"]["auc"] = auc
         result["metrics"]["ci"] = None if ci is None else {**result["metrics"]["ci"], "auc": ci}
         write_result(result, result_path(folder, result["zoo"]["name"], method, result["config_sha256"], seed))
@@ -98,10 +99,10 @@ def test_only_the_same_benchmark_and_version_is_compared(tmp_path: Path) -> None
     assert comparison.published_files == [] and comparison.metrics == []
     assert "no published result of this benchmark" in comparison_lines([comparison], tmp_path)[1]
     other = tmp_path / "v2"
-    _publish(other, [0.80, 0.82], version="2")
+    _publish(other, [0.80, 0.82], version="1")  # an older version of akh (registered: 2)
     comparison = compare_with_published(_yours(0.81), other)[0]
-    assert comparison.published_files == [] and comparison.other_versions == ["2"]
-    assert "published only for method version(s) 2" in comparison_lines([comparison], other)[1]
+    assert comparison.published_files == [] and comparison.other_versions == ["1"]
+    assert "published only for method version(s) 1" in comparison_lines([comparison], other)[1]
 
 
 def test_no_published_folder() -> None:
