@@ -24,6 +24,7 @@ from bench.io import inside, sha256_json
 from bench.metrics import format_fpr, isclose
 from bench.report.trials import strip_trial_keys
 from bench.results import ResultError, read_result
+from bench.stats import certifies, tpr_column
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,26 @@ def benchmark_key(result: dict[str, Any]) -> str:
     return sha256_json(config)
 
 
+ZERO_FP = "0fp"  # the key of the TPR at zero false positives (what an uncertifiable T1%F/T10%F becomes)
+
+
+def metrics_for(result: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The (label, key) pairs a comparison prints for this result: AUC, then each of `METRICS`' TPR
+    targets its negatives certify, else one `TPR@0FP` line (docs/statistics.md)."""
+    n_negative = int(result["metrics"]["n_negative"])
+    out: list[tuple[str, str | None]] = [METRICS[0]]
+    for label, key in METRICS[1:]:
+        pair = (label, key) if certifies(float(key), n_negative) else ("TPR@0FP", ZERO_FP)
+        if pair not in out:
+            out.append(pair)
+    return out
+
+
 def _metric(result: dict[str, Any], key: str | None) -> float:
+    if key == ZERO_FP:
+        pos = [float(r["score"]) for r in result["per_model"] if r["role"] == "positive"]
+        neg = [float(r["score"]) for r in result["per_model"] if r["role"] == "negative"]
+        return float(tpr_column(pos, neg, 0.0)["tpr"]) if pos and neg else math.nan
     value = result["metrics"]["auc"] if key is None else result["metrics"]["tpr_at_fpr"].get(key)
     return math.nan if value is None else float(value)
 
@@ -137,6 +157,12 @@ def _ci(result: dict[str, Any], key: str | None) -> tuple[float, float] | None:
     ci = result["metrics"].get("ci")
     if not ci:
         return None
+    if key == ZERO_FP:  # the stored CI of a target that allows no false positive on these negatives is this one's
+        n_negative = int(result["metrics"]["n_negative"])
+        zero = [k for k in ci.get("tpr_at_fpr", {}) if math.floor(float(k) * n_negative + 1e-9) == 0]
+        key = min(zero, key=float) if zero else None
+        if key is None:
+            return None
     bounds = ci.get("auc") if key is None else ci.get("tpr_at_fpr", {}).get(key)
     return (float(bounds[0]), float(bounds[1])) if bounds else None
 
@@ -145,7 +171,7 @@ def _ci(result: dict[str, Any], key: str | None) -> tuple[float, float] | None:
 class MetricComparison:
     """One number of a user's result beside the published ones."""
 
-    label: str  # AUC | T1%F | T10%F
+    label: str  # AUC | T1%F | T10%F | TPR@0FP
     yours: float
     published_mean: float
     published_sd: float  # across trials (ddof=1); NaN with one trial
@@ -227,7 +253,7 @@ def compare_with_published(results: dict[str, dict[str, Any]], folder: Path | No
         comparison.published_files = [p.relative_to(folder).as_posix() for p, _ in matched]
         published = [r for _, r in matched]
         if published:
-            comparison.metrics = [_compare_metric(label, k, result, published) for label, k in METRICS]
+            comparison.metrics = [_compare_metric(label, k, result, published) for label, k in metrics_for(result)]
     return comparisons
 
 

@@ -187,3 +187,14 @@ def test_rerun_goes_local_and_never_silently_replaces_published(
     code, out = _run(capsys, smoke_cfg, "paths.results_dir=results", "paths.overwrite_published=true")
     assert code == 0, out
     assert read_result(files[0])["metrics"]["auc"] == fresh["metrics"]["auc"]
+
+
+def test_uncertifiable_targets_are_compared_as_tpr_at_zero_false_positives(tmp_path: Path) -> None:
+    """With few negatives, T1%F and T10%F become one `TPR@0FP` line, computed from per_model on both sides."""
+    _publish(tmp_path, [0.80, 0.82, 0.84])
+    comparison = compare_with_published(_yours(0.83), tmp_path)[0]
+    labels = [m.label for m in comparison.metrics]
+    n_negative = _yours(0.83)["local/akh-s7.json"]["metrics"]["n_negative"]
+    assert n_negative < 29 and labels == ["AUC", "TPR@0FP"]
+    lines = comparison_lines([comparison], tmp_path)
+    assert not any("T1%F" in line or "T10%F" in line for line in lines)
