@@ -15,6 +15,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 INTERRUPTED = "fpbench: interrupted."  # the first line bench.cli prints for an interrupt during a command too
 INTERRUPT_EXIT = 130  # 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
@@ -39,11 +42,11 @@ class _SigintRecorder:
         raise KeyboardInterrupt
 
 
-def _import_cli() -> Callable[[Sequence[str] | None], int]:
-    """``bench.cli.main``, imported with SIGINT recorded.
+def _guarded(load: Callable[[], T]) -> T:
+    """``load()`` with SIGINT recorded: the imports it does may take seconds.
 
     Raises:
-        _ImportInterrupted: when a SIGINT arrived during the import.
+        _ImportInterrupted: when a SIGINT arrived during it (whatever it then raised, if anything).
     """
     recorder = _SigintRecorder()
     installed = False
@@ -52,8 +55,7 @@ def _import_cli() -> Callable[[Sequence[str] | None], int]:
             signal.signal(signal.SIGINT, recorder)
             installed = True
     try:
-        # optional: imported here on purpose, so that a Ctrl-C during its seconds of imports is caught
-        from bench.cli import main as cli_main
+        value = load()
     except BaseException as err:
         if recorder.fired or isinstance(err, KeyboardInterrupt):
             raise _ImportInterrupted from err
@@ -63,7 +65,19 @@ def _import_cli() -> Callable[[Sequence[str] | None], int]:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if recorder.fired:  # swallowed by a library: the user still asked to stop
         raise _ImportInterrupted
+    return value
+
+
+def _load_cli() -> Callable[[Sequence[str] | None], int]:
+    # optional: imported here on purpose, so that a Ctrl-C during its seconds of imports is caught
+    from bench.cli import main as cli_main
+
     return cli_main
+
+
+def _import_cli() -> Callable[[Sequence[str] | None], int]:
+    """``bench.cli.main``, imported with SIGINT recorded (`_guarded`)."""
+    return _guarded(_load_cli)
 
 
 def _say_interrupted() -> int:
@@ -71,6 +85,29 @@ def _say_interrupted() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(INTERRUPTED, file=sys.stderr)
     return INTERRUPT_EXIT
+
+
+QUICK_FLAGS = ("-h", "--help", "--version")
+
+
+def _answer_without_imports(argv: list[str]) -> int | None:
+    """Help, the version, and a missing or unknown command, from the light parser (`bench.cli_parser`):
+    a user is told in a fraction of a second, not after seconds of torch/Lightning/W&B imports.
+
+    Returns:
+        The exit code when answered here (argparse's: 0 for help/version, 2 for a usage error), else None.
+    """
+    # optional: imported here, inside the SIGINT guard (argparse and numpy: a fraction of a second)
+    from bench.cli_parser import EXAMPLES, build_parser
+
+    words = [a for a in argv if not a.startswith("-")]
+    if argv and not any(a in QUICK_FLAGS for a in argv) and words and words[0] in EXAMPLES:
+        return None  # a command: bench.cli parses it (overrides, -q anywhere) and runs it
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as done:  # what argparse does for --help, --version and a usage error
+        return int(done.code or 0)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code (130 after an interrupt).
     """
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
+        quick = _guarded(lambda: _answer_without_imports(args))
+        if quick is not None:
+            return quick
         cli_main = _import_cli()
     except (_ImportInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: one just after the import
         code = _say_interrupted()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, SMOKE, smoke_overrides
 
 
@@ -99,3 +101,14 @@ def test_show_prints_resolved_recipe_with_method_defaults(tmp_path):
 def test_show_bad_recipe_exits_2(tmp_path):
     out = fpbench("show", str(SMOKE), *smoke_overrides(tmp_path), "methods=[ipgaurd]", cwd=tmp_path)
     assert out.returncode == 2 and "Did you mean 'ipguard'" in out.stderr and out.stdout == ""
+
+
+@pytest.mark.parametrize("argv, code", [(["--version"], 0), (["--help"], 0), (["run", "-h"], 0), (["rnu"], 2), ([], 2)])
+def test_help_version_and_a_mistyped_command_answer_without_heavy_imports(argv, code):
+    """The entry answers these from the light parser: no torch, Lightning or W&B is imported (issue 29)."""
+    script = ("import sys, contextlib, io\nfrom bench.entry import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+              f"    code = main({argv!r})\n"
+              "print(code, sorted(m for m in ('torch', 'pytorch_lightning', 'wandb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.split(None, 1) == [str(code), "[]\n"]

@@ -1,0 +1,127 @@
+"""The `fpbench` command line's parser, light to import (argparse and the budget default only).
+
+`bench.entry` answers `--help`, `--version` and a mistyped command from here without importing torch,
+Lightning or W&B (`bench.cli`, which runs the commands, takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.budgets import DEFAULT_BUDGET
+
+EXAMPLES = {
+    "zoo": "fpbench zoo recipes/quickstart.yaml --list zoo.source.epochs=3",
+    "run": "fpbench run recipes/quickstart.yaml methods=[adv_tra,akh] eval.fpr_targets=[0.05]",
+    "sweep": "fpbench sweep recipes/sweeps/smoke.yaml --wandb-config sweep.yaml",
+    "leaderboard": "fpbench leaderboard --results-dir local_results --html",
+    "list": "fpbench list methods",
+    "perf": "fpbench perf adv_tra_batching",
+    "show": "fpbench show recipes/smoke.yaml methods=[adv_tra] methods.adv_tra.n_fingerprints=10",
+    "fingerprint": "fpbench fingerprint import recipes/smoke.yaml --method adv_tra --inputs X.npy --labels Y.npy",
+    "verify": "fpbench verify --fingerprint local_results/runs/smoke/akh/1a2b3c4d-s0.json --suspect 9f8e7d6c5b4a",
+}
+# options that take the next argument
+VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
+                 "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name",
+                 "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget")
+
+
+def version_text() -> str:
+    """``fpbench <version> (torch <version>)``, from the installed distributions (no torch import)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"fpbench {installed('fpbench')} (torch {installed('torch')})"
+
+
+def _subparser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    # SUPPRESS: an absent -q here must not reset a -q given before the subcommand.
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and the final output")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `fpbench` argument parser: every command, option and help text."""
+    examples = "\n".join(f"  {line}" for line in EXAMPLES.values())
+    parser = argparse.ArgumentParser(
+        prog="fpbench", description="Benchmark DNN model fingerprinting methods.",
+        epilog=f"examples:\n{examples}\n\nkey=value recipe overrides may go anywhere after the subcommand; "
+               "`fpbench COMMAND -h` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final output")
+    parser.add_argument("--version", action="version", version=version_text())
+    sub = parser.add_subparsers(dest="command", required=True)
+    zoo = _subparser(sub, "zoo", "build (or list) the zoo a recipe describes")
+    zoo.add_argument("recipe", help="a recipe; or `import` to import a published zoo: fpbench zoo import DIR --name NAME")
+    zoo.add_argument("folder", nargs="?", help="with `import`: the folder in the layout of docs/byo.md")
+    zoo.add_argument("--list", action="store_true", help="print the planned zoo and what is built; build nothing")
+    zoo.add_argument("--name", help="with `import`: the new zoo's name")
+    zoo.add_argument("--zoo-dir", default="zoo", help="with `import`: where zoos live (paths.zoo_dir, default zoo)")
+    run = _subparser(sub, "run", "build the zoo if needed, evaluate methods, write results")
+    run.add_argument("recipe")
+    sweep = _subparser(sub, "sweep", "a grid/random sweep of recipe keys, one result per point and trial")
+    sweep.add_argument("sweep")
+    sweep.add_argument("--wandb-config", metavar="PATH", help="write a W&B sweep definition to PATH and exit")
+    board = _subparser(sub, "leaderboard", "regenerate results/leaderboard.md (+ .csv) from result files")
+    board.add_argument("--results-dir", default="results",
+                       help="results tree to aggregate (default: results, the published board; yours: local_results)")
+    board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
+    board.add_argument("--zoo-dir", metavar="DIR", help="with --check: also check each result against the zoo "
+                       "under DIR whose manifest has its zoo.manifest_sha256 (none found is a problem): manifest, "
+                       "checkpoint sha256, roles, test_acc")
+    board.add_argument("--html", action="store_true", help="also write results/site/index.html")
+    board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
+    board.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="QUERIES",
+                       help=f"queries per suspect of the matched-budget column AUC@QUERIES (default {DEFAULT_BUDGET}; "
+                            "docs/metrics.md)")
+    lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
+    lst.add_argument("family", choices=["methods", "attacks", "deployments", "archs", "datamodules"])
+    perf = _subparser(sub, "perf", "run the performance benchmarks; write <results-dir>/perf/<name>.json")
+    perf.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    perf.add_argument("--results-dir", default="local_results",
+                      help="where perf/<name>.json goes (default local_results; the published figures: results)")
+    show = _subparser(sub, "show", "print the resolved, validated recipe and every method's effective config")
+    show.add_argument("recipe")
+    fingerprint = _subparser(sub, "fingerprint", "import a fingerprint made elsewhere into the cache (docs/byo.md)")
+    fingerprint.add_argument("action", choices=["import"])
+    fingerprint.add_argument("recipe", help="the recipe whose data (C, H, W, classes) and paths.cache_dir it is for")
+    fingerprint.add_argument("--method", required=True, help="the method that scores it (adv_tra, ipguard, akh, cae)")
+    fingerprint.add_argument("--inputs", required=True, help=".npy or .safetensors: adv_tra [N,S,C,H,W], others [N,C,H,W]")
+    fingerprint.add_argument("--labels", required=True, help=".npy or .safetensors: the source's labels, [N,S] or [N]")
+    verify = _subparser(sub, "verify", "score one suspect with a fingerprint; decide at the calibrated threshold")
+    verify.add_argument("--fingerprint", required=True, help="a result JSON (its cached fingerprint and negatives) "
+                        "or a cached fingerprint folder")
+    verify.add_argument("--suspect", required=True, help="a model id of the result's zoo, a weights file "
+                        "(.safetensors, .pt/.pth state dict) with --arch, or an endpoint (http(s)://..., py:module:fn)")
+    verify.add_argument("--arch", help="the weights file's architecture (fpbench list archs)")
+    verify.add_argument("--endpoint-access", choices=["labels", "probabilities"], default="labels",
+                        help="what an endpoint suspect (http(s)://..., py:module:function) returns (default labels)")
+    verify.add_argument("--data", help="the task (datamodule name) when --fingerprint is a folder, e.g. digits")
+    verify.add_argument("--cache-dir", default=".cache/fpbench", help="the run's paths.cache_dir (default .cache/fpbench)")
+    verify.add_argument("--zoo-dir", default="zoo", help="the run's paths.zoo_dir, for a zoo model id (default zoo)")
+    verify.add_argument("--fpr", type=float, default=0.01, help="FPR target of the calibrated threshold (default 0.01)")
+    verify.add_argument("--mean", help="the weights file's input normalisation, per channel (e.g. 0.5 or 0,0,0); "
+                        "default: the file's own, else the source's when --arch is the source's, else the dataset's")
+    verify.add_argument("--std", help="with --mean: the normalisation's per-channel std (e.g. 1 for a model that "
+                        "normalises inside forward together with --mean 0)")
+    verify.add_argument("--test-acc", type=float, help="the weights file's test accuracy as its owner recorded it: "
+                        "refused when the measured one differs by more than 0.02")
+    verify.add_argument("--endpoint-timeout", type=float, help="an endpoint's deadline per request in seconds "
+                        "(connect, send and every read together; default 30)")
+    verify.add_argument("--endpoint-max-bytes", type=int, help="the longest endpoint answer read (default: scaled to "
+                        "the rows and classes asked)")
+    verify.add_argument("--data-dir", default="data", help="the run's paths.data_dir, to measure the suspect's test "
+                        "accuracy (default data)")
+    for p in (zoo, run, sweep, show, fingerprint):
+        p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
+    perf.set_defaults(overrides=[])
+    return parser
