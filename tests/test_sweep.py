@@ -155,3 +155,14 @@ def test_deployment_sweep_heatmap_of_methods_and_utility(smoke_cfg, smoke_zoo, t
     assert names == ["detection_vs_utility.png", "methods_auc_heatmap.png", "methods_tpr_at_0.01_heatmap.png",
                      "methods_tpr_at_0.1_heatmap.png"]  # every FPR target: T1%F and T10%F
     assert "methods: AUC (mean over trials)" in labels and "oracle_label" in labels  # one line per method
+
+
+@pytest.mark.parametrize("n_negative, labels", [(50, ["TPR@0FP", "T10%F"]), (400, ["T1%F", "T10%F"]),
+                                                (150, ["TPR@FPR≤0.01 (uncertified, n−=150)", "T10%F"])])
+def test_sweep_plots_name_only_what_the_negatives_certify(n_negative, labels):
+    import pandas as pd
+
+    from bench.report.sweeps import metrics
+
+    frame = pd.DataFrame([{**row, "n_negative": n_negative} for row in _points(("0.01", "0.1"))])
+    assert [label for _, label in metrics(frame, every_target=True)] == ["AUC", *labels]

@@ -1,7 +1,7 @@
 """Sweep report: a CSV of every (point, trial) and plots on the swept axes.
 
 Two swept keys give heatmaps of AUC and of the TPR at the smallest FPR target the results carry
-(``eval.fpr_targets``; T1%F by default) (mean over trials; the paper's Fig. 11 is AUC over brake
+(``eval.fpr_targets``; T1%F by default, labelled by what the negatives certify: `tpr_label`) (mean over trials; the paper's Fig. 11 is AUC over brake
 factor x length); one swept key gives line plots of the same two figures with a 95% band over trials
 (Fig. 10). One swept key with non-numeric values (a deployment sweep over `zoo.deploy`) gives one
 heatmap of every method against the values per figure (AUC and every FPR target), in the sweep file's order, and, when the rows carry the
@@ -10,6 +10,7 @@ deployed positives' utility, AUC against that utility.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pandas as pd
 from bench.io import atomic_write_text
 from bench.metrics import format_fpr, fpr_label
 from bench.report.plots import _figure, _save
+from bench.stats import certifies
 
 
 def metrics(frame: pd.DataFrame, every_target: bool = False) -> list[tuple[str, str]]:
@@ -27,8 +29,20 @@ def metrics(frame: pd.DataFrame, every_target: bool = False) -> list[tuple[str, 
     (`every_target`: at every target present, e.g. T1%F and T10%F)."""
     present = frame.dropna(axis=1, how="all").columns  # a target only other methods' results carry is skipped
     targets = sorted(float(c.removeprefix("tpr@")) for c in present if str(c).startswith("tpr@"))
-    tpr = [(f"tpr@{format_fpr(t)}", fpr_label(t)) for t in (targets if every_target else targets[:1])]
+    n_negative = int(frame["n_negative"].min()) if "n_negative" in present else None
+    tpr = [(f"tpr@{format_fpr(t)}", tpr_label(t, n_negative)) for t in (targets if every_target else targets[:1])]
     return [("auc", "AUC"), *tpr]
+
+
+def tpr_label(fpr_target: float, n_negative: int | None) -> str:
+    """What a plotted `tpr_at_fpr` figure may be called (docs/statistics.md): `T1%F` when the negatives
+    certify the target (or their count is unknown: rows written before it was recorded), `TPR@0FP` when
+    the target allows no false positive on them, else the bound it is read at, marked uncertified."""
+    if n_negative is None or certifies(fpr_target, n_negative):
+        return fpr_label(fpr_target)
+    if math.floor(fpr_target * n_negative + 1e-9) == 0:
+        return "TPR@0FP"
+    return f"TPR@FPR≤{fpr_target:g} (uncertified, n−={n_negative})"
 
 
 def _axis(frame: pd.DataFrame, key: str) -> str:
