@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.config import ConfigError
 from bench.perf import ORDER, parse_overrides, run_perf
@@ -99,6 +100,9 @@ def test_benchmark(name, perf_dirs, benchmark):
             assert 0 < numbers["ratio_vs_fastest_sequential"] <= numbers["ratio"]  # its own one-at-a-time run is a candidate
     elif name == "quickstart":
         _positive_numbers(figures, "wall_seconds", "peak_rss_mb")
+    elif name == "zoo_profile":
+        _positive_numbers(figures["breakdown"], "job_seconds")
+        _positive_numbers(figures["flops"], "step_gflops")
     else:
         assert figures["same_ids"] and figures["max_test_acc_diff"] <= 0.02
         _positive_numbers(figures, "speedup_ray_vs_local", "ratio_ray_to_local_time")
@@ -131,3 +135,32 @@ def test_perf_writes_local_figures_unless_told_to_publish():
 
     assert _parse(["perf", "generation"]).results_dir == "local_results"
     assert _parse(["perf", "--results-dir", "results", "generation"]).results_dir == "results"
+
+
+def test_zoo_profile_splits_a_quickstart_job_into_parts(tmp_path):
+    """`fpbench perf zoo_profile` in quick mode (a shrunk quickstart source job): every part timed, shares of
+    the job's wall time consistent, FLOP counts from the hooks (no timing asserted)."""
+    from bench.perf.zoo_profile import forward_macs
+
+    overrides = ["data.splits.owner=512", "data.splits.test=256", "zoo.source.epochs=1", "perf.repeats=1",
+                 f"paths.cache_dir={tmp_path / 'cache'}"]
+    record = _read(run_perf(["zoo_profile"], tmp_path / "results", overrides)["zoo_profile"])
+    assert record["status"] == "ok", record.get("error")
+    figures = record["figures"]
+    assert figures["images"] == 512 and figures["epochs"] == 1 and figures["dataset"] == "fashion_mnist"
+    assert figures["torch_threads"] == 1 and figures["finish"]["behaviour_record_inputs"] == 256
+    breakdown = figures["breakdown"]
+    parts = breakdown["parts"]
+    assert set(parts) == {"data_loading", "forward_backward", "optimizer", "plain_loop_rest", "lightning_overhead",
+                          "evaluation", "checkpoint"}
+    assert sum(p["seconds"] for p in parts.values()) == pytest.approx(breakdown["job_seconds"])
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+    for key in ("data_loading", "forward_backward", "optimizer", "evaluation", "checkpoint"):
+        assert parts[key]["seconds"] > 0, key
+    _positive_numbers(figures["data"], "loader_seconds_per_epoch", "tensor_slicing_seconds_per_epoch")
+    _positive_numbers(figures["flops"], "train_flops_per_image", "step_gflops", "job_gflops")
+    _positive_numbers(figures["flops"]["matmul"], "gflops")
+    _positive_numbers(figures["startup"]["import_bench_cli"], "seconds")
+    assert figures["startup"]["ray"]["measured"] == (importlib.util.find_spec("ray") is not None)
+    linear = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
+    assert forward_macs(linear, (1, 8, 8)) == 4 * 8 * 8 * 9 + 4 * 8 * 8 * 10

@@ -17,6 +17,7 @@ from bench.perf import (  # noqa: F401  (imported to register their benchmarks)
     quickstart,
     train_throughput,
     verification,
+    zoo_profile,
 )
 from bench.perf.base import (
     BENCHMARKS,
