@@ -22,17 +22,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from bench.io import inside
-from bench.training import predicted_labels
+from bench.training import accuracy
+from bench.zoo.external import ACC_TOLERANCE
 from bench.zoo.store import ZooError, ZooStore
 from datamodules import DataConfig, build_datamodule
 
-# A recorded accuracy and the one measured on the same test split differ by float kernels only
-# (a few flipped labels); 0.02 leaves room for that on splits of a few hundred images.
-ACC_TOLERANCE = 0.02
 # A suspect this far below the source's accuracy is worth a second look at its normalisation.
 ACC_WARN_GAP = 0.15
 
@@ -72,11 +69,12 @@ def source_normalization(result: dict[str, Any] | None, zoo_dir: str | os.PathLi
         return None
     if record is None or not store.checkpoint_path(record["model_id"]).is_file():
         return None
-    state = load_file(str(store.checkpoint_path(record["model_id"])))
-    if "normalize.mean" not in state:
-        return None
+    with safe_open(str(store.checkpoint_path(record["model_id"])), framework="pt") as handle:  # two buffers only
+        if "normalize.mean" not in handle.keys():
+            return None
+        mean, std = handle.get_tensor("normalize.mean"), handle.get_tensor("normalize.std")
     return {"arch": record["arch"], "arch_params": record.get("arch_params") or {},
-            "mean": state["normalize.mean"].flatten().tolist(), "std": state["normalize.std"].flatten().tolist()}
+            "mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
 
 
 def model_normalization(model: nn.Module) -> dict[str, list[float]] | None:
@@ -131,8 +129,7 @@ def accuracy_check(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor] | N
             raise ValueError("--test-acc was given, but the benchmark's test split cannot be read here; pass "
                              "--data-dir (the run's paths.data_dir).")
         return None, ["test accuracy: not measured (the benchmark's test split is not readable here; --data-dir)"]
-    x, y = data
-    measured = int((predicted_labels(model, x) == y).sum()) / max(len(y), 1)
+    measured = accuracy(model, *data)
     if recorded is not None and abs(measured - recorded) > ACC_TOLERANCE:
         raise ValueError(f"The suspect's accuracy on the benchmark's test split is {measured:.4f}, its owner recorded "
                          f"{recorded:.4f} (--test-acc): not the model described, or built with the wrong input "

@@ -123,10 +123,6 @@ def render_block(args: dict[str, str], board: Any, link: Callable[[str], str]) -
     return "\n" + "\n\n".join(parts).rstrip() + "\n"
 
 
-def _blocks_of(text: str) -> Iterable[re.Match[str]]:
-    return BLOCK.finditer(text)
-
-
 def regenerate(path: Path, repo_root: Path, boards: Callable[[Path], Any]) -> str:
     """The text of ``path`` with every block rewritten from ``boards(results_dir)``."""
     text = path.read_text(encoding="utf-8")
@@ -165,7 +161,7 @@ def stale_blocks(repo_root: Path, results_dir: Path, boards: Callable[[Path], An
     problems = []
     for path in doc_files(repo_root):
         text = path.read_text(encoding="utf-8")
-        for match in _blocks_of(text):
+        for match in BLOCK.finditer(text):
             args = block_args(match.group("args"))
             if (repo_root / args["results"]).resolve() != results_dir.resolve():
                 continue

@@ -18,10 +18,10 @@ from torch import nn
 
 from bench.config import ConfigError
 from bench.io import sha256_file
-from bench.modes import eval_mode
 from bench.nets import build_model, new_model
 from bench.nets.factory_net import is_factory_arch
 from bench.nets.timm_net import is_timm_arch, pretrained_features_state
+from bench.training import accuracy
 from bench.zoo.attacks import ATTACKS
 from bench.zoo.weights_file import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
 from bench.zoo.weights_file import read_state_dict, resolve_file
@@ -201,7 +201,8 @@ def preflight(jobs: list[Any], data: Any) -> None:
             apply_pretrained(new_model(job.arch, job.arch_params, data, 0), job, data)
 
 
-IMPORT_ACC_TOLERANCE = 0.02  # the owner's figure and ours differ by float kernels only (a few flipped labels)
+# An owner's recorded accuracy and ours differ by float kernels only (a few flipped labels); `verify` uses it too.
+ACC_TOLERANCE = 0.02
 
 
 def check_imported_accuracy(model: nn.Module, recorded: float | None, data: Any, where: str) -> None:
@@ -209,13 +210,10 @@ def check_imported_accuracy(model: nn.Module, recorded: float | None, data: Any,
     warning when it is near chance: both are what a wrong input normalisation (`mean`/`std`) looks like.
 
     Raises:
-        ConfigError: the measured accuracy is more than `IMPORT_ACC_TOLERANCE` from the recorded one.
+        ConfigError: the measured accuracy is more than `ACC_TOLERANCE` from the recorded one.
     """
-    x, y = data.tensors("test")
-    with torch.no_grad(), eval_mode(model):
-        labels = torch.cat([model(xb).argmax(1) for xb in x.split(1024)]) if len(x) else y
-    measured = int((labels == y).sum()) / max(len(y), 1)
-    if recorded is not None and abs(measured - float(recorded)) > IMPORT_ACC_TOLERANCE:
+    measured = accuracy(model, *data.tensors("test"))
+    if recorded is not None and abs(measured - float(recorded)) > ACC_TOLERANCE:
         raise ConfigError(f"{where}: its accuracy on the test split is {measured:.4f}, its owner recorded "
                           f"test_acc {float(recorded):.4f}: not the model described, or imported with the wrong input "
                           "normalisation. Check 'arch:' and 'mean:'/'std:' (a model that normalises inside forward "

@@ -29,7 +29,7 @@ from bench.training import (
 )
 from bench.zoo.attacks import AttackContext, build_attack
 from bench.zoo.external import apply_pretrained, import_entry, load_external
-from bench.zoo.integrity import behaviour_record
+from bench.zoo.integrity import behaviour_record, model_outputs
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
 from datamodules import build_datamodule
@@ -115,7 +115,7 @@ def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: flo
     """
     check_finite_model(model, f"{job.role} {job.model_id} ({job.provenance})")  # never record a diverged model
     x_test, y_test = dm.tensors("test")
-    labels = predicted_labels(model, x_test)
+    labels, margins = model_outputs(model, x_test)  # one pass: the test accuracy and the behaviour record
     if job.role == "source":
         source_labels = labels
     elif source_labels is None and job.parent is not None:
@@ -127,7 +127,7 @@ def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: flo
         "split_hashes": plan.split_hashes,
         "test_acc": int((labels == y_test).sum()) / max(len(y_test), 1),  # `accuracy`, from the labels at hand
         "source_agreement": agreement(labels, source_labels),
-        "check": behaviour_record(model, x_test),  # re-measured before the model is scored (bench.zoo.integrity)
+        "check": behaviour_record(labels, margins),  # re-measured before the model is scored (bench.zoo.integrity)
         "train_seconds": round(seconds, 3),
         "info": info,
     })
