@@ -34,6 +34,7 @@ from bench.metrics import format_fpr, fpr_label, result_fpr_targets
 from bench.oracle import Oracle
 from bench.published import overwrite_decision
 from bench.report import write_leaderboard, write_plots
+from bench.report.row_figures import min_negatives
 from bench.results import make_result, result_path, write_result
 from bench.self_check import applies as self_check_applies
 from bench.self_check import source_self_check
@@ -493,13 +494,14 @@ def _table_notes(results: Any, heads: list[tuple[str, float]]) -> list[str]:
     notes = sorted({r["metrics"]["resolution_note"] for r in results if r["metrics"].get("resolution_note")})
     lines = [f"note: {note}" for note in notes]
     if any(label == "TPR@0FP" for label, _ in heads) and results:
-        entry = next(iter((results[0]["metrics"].get("tpr_resolution") or {}).values()), None)
-        n_negative = results[0]["metrics"]["n_negative"]
-        bound = f" (0 of {n_negative} false positives bounds the FPR below {entry['fpr_upper']:.1%} at 95 %)" if entry else ""
         resolution = results[0]["metrics"].get("tpr_resolution") or {}
-        uncertified = ", ".join(f"{float(k):.0%}" for k, v in resolution.items() if v["label"] == "TPR@0FP")
+        uncertified = [k for k, v in resolution.items() if v["label"] == "TPR@0FP"]
+        n_negative = results[0]["metrics"]["n_negative"]
+        bound = (f" (0 of {n_negative} false positives bounds the FPR below "
+                 f"{resolution[uncertified[0]]['fpr_upper']:.1%} at 95 %)" if uncertified else "")
+        needed = ", ".join(f"{min_negatives(float(k))} for {float(k):.0%}" for k in uncertified)
         lines.append(f"note: TPR@0FP is the TPR at zero false positives{bound}: these negatives cannot certify an "
-                     f"FPR of {uncertified} at 95 % (about 3/FPR negatives are needed: 299 for 1 %, 29 for 10 %).")
+                     f"FPR of {', '.join(f'{float(k):.0%}' for k in uncertified)} at 95 % (that takes {needed}).")
     if any((r["metrics"].get("ties") or {}).get("tie_fraction", 0) > 0.01 for r in results):
         lines.append("note: ties = the AUC with tied positive-negative pairs counted as losses / as wins, shown where "
                      "they move it by more than 0.01.")

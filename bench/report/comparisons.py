@@ -65,8 +65,7 @@ def suspect_cluster(record: Mapping[str, Any]) -> str:
     """The resampling unit of a ``per_model`` record: a positive's group (its attack config: the seeds of one
     config are drawn together), else its attack; a negative is its own unit, drawn once per replicate for
     every trial that scores it. Not the negative kind: 4 kinds are too few clusters for a percentile
-    bootstrap (simulated false separation of identical methods 7.9 % against 6.1 % per negative;
-    docs/statistics.md)."""
+    bootstrap (it separates identical methods more often: docs/statistics.md, "Negatives by kind")."""
     if record["role"] != "positive":
         return f"model:{record['model_id']}"
     label = record.get("group") or record.get("attack")
