@@ -1,14 +1,16 @@
-"""Generated blocks (issue "Honest statistics", items 8 and 10): the compact headline in README.md and
-docs is written from result files by `fpbench leaderboard --readme FILE`, and `--check` fails on one
-that no longer matches them."""
+"""Generated blocks (issue "Honest statistics", items 8, 9 and 10): the compact headline and the
+per-attack groups table in README.md and docs are written from result files by `fpbench leaderboard
+--readme FILE`, and `--check` fails on one that no longer matches them or whose marker is wrong."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
+from bench.report import build_board
 from tests.test_board_stats import result, write
 
 DOC = "# notes\n\nbefore\n\n<!-- board:start zoo=z -->\ntyped by hand\n<!-- board:end -->\n\nafter\n"
@@ -72,3 +74,49 @@ def test_bad_block_arguments_exit_2(repo: Path, capsys: pytest.CaptureFixture[st
     (repo / "README.md").write_text("<!-- board:start view=all -->\n<!-- board:end -->\n")
     assert main(["leaderboard", "--results-dir", "results", "--readme", "README.md"]) == 2
     assert "give zoo=NAME" in capsys.readouterr().err
+
+
+GROUPS_DOC = "# per attack\n\n<!-- board:start zoo=z table=groups variant={} -->\n<!-- board:end -->\n\nafter\n"
+
+
+def test_groups_block_is_generated_and_a_stale_one_fails_check(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    board = build_board(repo / "results")
+    good = next(label for label, method in board.rows[["variant", "method"]].itertuples(index=False) if method == "good")
+    (repo / "docs" / "groups.md").write_text(GROUPS_DOC.format(good))
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "docs/groups.md"]) == 0
+    text = (repo / "docs" / "groups.md").read_text()
+    head = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert head == ("| method | trials | adv_train (n=4) | ftll (n=4) | prune (n=4) | rtal (n=4) | DADT (n=12) | "
+                    "DAST (n=12) | SADT (n=13) | SAST (n=13) | sep. trials | groups sep. |")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert len(rows) == 1 and rows[0].startswith(f"| {good} | 3 | ")  # the variant asked for, not `weak`
+    ftll = [statistics.fmean(m["score"] for m in r["per_model"] if m["group"] == "ftll") for r in board.results.values()
+            if r["method"]["name"] == "good"]
+    assert f" {statistics.fmean(ftll):.3f} ± {statistics.stdev(ftll):.3f} " in rows[0].split("|")[4] + " "
+    capsys.readouterr()
+    main(["leaderboard", "--results-dir", "results", "--check"])
+    assert "docs/groups.md" not in capsys.readouterr().out  # fresh: not reported
+    (repo / "docs" / "groups.md").write_text(text.replace(rows[0], rows[0].replace(" | 3 | ", " | 2 | ", 1)))
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1
+    assert (f"docs/groups.md: the generated block '<!-- board:start zoo=z table=groups variant={good} -->' is out of "
+            "date" in capsys.readouterr().out)
+
+
+def test_groups_block_without_rows_says_so(repo: Path) -> None:
+    (repo / "docs" / "groups.md").write_text(GROUPS_DOC.format("absent"))
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "docs/groups.md"]) == 0
+    assert "No row `absent` of zoo `z` in the result files." in (repo / "docs" / "groups.md").read_text()
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ("zoo=z table=plots", "table=plots is not a table; give table=board (the default) or table=groups"),
+    ("zoo=z table=groups view=all", "for table=groups, [variant=...]; unknown: ['view']"),
+    ("zoo=z variant=good", "for table=board, [view=...]; unknown: ['variant']"),
+])
+def test_bad_table_arguments_exit_2_and_fail_check(repo: Path, capsys: pytest.CaptureFixture[str], marker: str,
+                                                   message: str) -> None:
+    (repo / "docs" / "notes.md").write_text(f"<!-- board:start {marker} -->\n<!-- board:end -->\n")
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "docs/notes.md"]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1  # a problem line, not a crash
+    assert f"docs/notes.md: board block '{marker}': " in capsys.readouterr().out

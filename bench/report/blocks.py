@@ -1,32 +1,40 @@
 """Generated blocks: tables in README.md and docs/*.md written from result files, never typed.
 
 A block sits between ``<!-- board:start ARGS -->`` and ``<!-- board:end -->``; ARGS are
-``key=value`` words: ``zoo=NAME`` (required), ``view=all|paper`` (default: both, one table each),
-``results=DIR`` (the results folder, relative to the repository root; default ``results``).
+``key=value`` words: ``zoo=NAME`` (required), ``results=DIR`` (the results folder, relative to the
+repository root; default ``results``), ``table=board|groups`` (default ``board``) and, per table:
+
+- ``table=board``: ``view=all|paper`` (default: both, one table each). The compact headline (issue
+  "Honest statistics", item 10; columns: :data:`bench.report.columns.COMPACT`): rank, method,
+  trials, AUC with its interval, the TPR columns the negatives resolve, queries, one link to the
+  row's result files; then one generated sentence on what the comparisons support. The full board
+  (every column, per-trial links) is ``results/leaderboard.md``.
+- ``table=groups``: ``variant=LABEL`` (a row's method label, e.g. ``adv_tra``; default: every row).
+  The per-attack table of ``groups.md`` (:func:`bench.report.groups.groups_block`).
+
 ``fpbench leaderboard --readme FILE`` rewrites the blocks of that file; ``fpbench leaderboard
 --check`` fails on a block of any file :data:`DOC_FILES` names that differs from what its result
-files give now (:func:`stale_blocks`). The table is the compact headline (issue "Honest
-statistics", item 10): rank, method, trials, AUC with its interval, the TPR columns the negatives
-resolve, queries, one link to the row's result files; then one generated sentence on what the
-comparisons support. The full board (every column, per-trial links) is ``results/leaderboard.md``.
+files give now, or whose arguments are wrong (:func:`stale_blocks`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from bench.budgets import DEFAULT_BUDGET
 from bench.io import atomic_write_text
 from bench.metrics import fpr_label
-from bench.report.leaderboard_text import md_link, md_text
+from bench.report import columns as cols
+from bench.report.cells import md_text
+from bench.report.groups import groups_block
+from bench.report.model import Board
 from bench.report.positive_sets import VIEW_NOTES, view_order
-from bench.report.row_figures import tie_interval, tpr_columns, zero_fp_bounds
+from bench.report.row_figures import zero_fp_bounds
 from bench.stats import RANK_LEGEND
 
 END = "<!-- board:end -->"
@@ -35,57 +43,43 @@ BLOCK = re.compile(r"(?P<start><!-- board:start(?P<args>(?: [a-z_]+=[^\s>]+)*) -
 DOC_FILES = ("README.md", "results/README.md", "docs/*.md")  # where `--readme`/`--check` look for blocks
 
 
+TABLES = {"board": ("view",), "groups": ("variant",)}  # table kind -> the keys it takes beside zoo, results, table
+
+
 def block_args(text: str) -> dict[str, str]:
-    """``{"zoo", "view", "results"}`` of a start marker's ``key=value`` words (unknown keys refused)."""
+    """``{"zoo", "results", "table", "view", "variant"}`` of a start marker's ``key=value`` words.
+
+    Raises:
+        ValueError: no ``zoo``, an unknown table, or a key the table does not take, named with the fix.
+    """
     args = dict(word.split("=", 1) for word in text.split())
-    unknown = sorted(set(args) - {"zoo", "view", "results"})
+    table = args.get("table", "board")
+    if table not in TABLES:
+        raise ValueError(f"board block '{text.strip()}': table={table} is not a table; give table=board (the "
+                         "default) or table=groups.")
+    unknown = sorted(set(args) - {"zoo", "results", "table", *TABLES[table]})
     if unknown or "zoo" not in args:
-        raise ValueError(f"board block '{text.strip()}': give zoo=NAME [view=all|paper] [results=DIR]; "
-                         f"unknown: {unknown}.")
-    return {"view": "", "results": "results", **args}
+        raise ValueError(f"board block '{text.strip()}': give zoo=NAME [results=DIR] and, for table={table}, "
+                         f"{' '.join(f'[{k}=...]' for k in TABLES[table])}; unknown: {unknown}.")
+    return {"view": "", "variant": "", "results": "results", **args, "table": table}
 
 
-def _fmt(value: float, decimals: int = 3) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
-
-
-def _auc_cell(row: dict[str, Any]) -> str:
-    cell = _fmt(row["auc"]) + (f" ± {_fmt(row['auc_std'])}" if row["trials"] > 1 else "")
-    ties = tie_interval(row)
-    return cell + (f" (ties {ties[0]:.3f}–{ties[1]:.3f})" if ties else "")
-
-
-def _ci_cell(row: dict[str, Any]) -> str:
-    low, high = row["auc_ci_low"], row["auc_ci_high"]
-    return "—" if any(v is None or math.isnan(v) for v in (low, high)) else f"{low:.3f}–{high:.3f}"
-
-
-def compact_table(rows: pd.DataFrame, comparisons: pd.DataFrame, fpr_targets: list[float], link: Callable[[str], str]) -> str:
-    """One view of one benchmark as the compact headline table, its footnotes and its one-sentence reading."""
-    columns = tpr_columns(rows, fpr_targets)
-    head = ["rank", "method", "trials", "AUC", "AUC 95 % CI", *(c.label for c in columns), "queries", "results"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:", "---", "---:", "---:", "---:",
-                                                            *["---:"] * len(columns), "---:", "---"]) + "|"]
-    marks = []
-    for row in rows.to_dict("records"):
-        mark = ""
-        if row["below_target"]:
-            marks.append(f"⚠{len(marks) + 1} {md_text(row['variant'])}: {md_text(row['target_note'])}.")
-            mark = f" ⚠{len(marks)}"
-        rank = "—" if row["rank"] is None or pd.isna(row["rank"]) else str(int(row["rank"]))
-        folder = "/".join(row["result_files"][0].split("/")[:-1]) if row["result_files"] else ""
-        tprs = [_fmt(row[c.key]) + (f" ± {_fmt(row[c.key + '_std'])}" if row["trials"] > 1 else "") for c in columns]
-        lines.append("| " + " | ".join([rank, md_text(row["variant"]) + mark, str(row["trials"]), _auc_cell(row),
-                                         _ci_cell(row), *tprs,
-                                         f"{row['queries']:.0f}", md_link(f"{len(row['result_files'])} file(s)",
-                                                                          link(folder))]) + " |")
+def compact_table(rows: pd.DataFrame, comparisons: pd.DataFrame, fpr_targets: list[float], link: Callable[[str], str],
+                  budget: int = DEFAULT_BUDGET) -> str:
+    """One view of one benchmark as the compact headline table (columns: :data:`bench.report.columns.COMPACT`),
+    its footnotes and its one-sentence reading."""
+    ctx = cols.context(rows, fpr_targets, budget, link)
+    records = cols.numbered(rows.to_dict("records"))
+    marks = [f"⚠{row['footnote']} {md_text(row['variant'])}: {md_text(row['target_note'])}."
+             for row in records if row["below_target"]]
     notes = [*marks, RANK_LEGEND]
-    for column in columns:
+    for column in ctx.tpr:
         if column.zero_fp:
             lost = " or ".join(fpr_label(t) for t in column.targets)
             notes.append(f"TPR@0FP: the TPR at zero false positives ({zero_fp_bounds(rows)}), shown instead of {lost}: "
                          "these negatives are too few to certify that FPR at 95 %.")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" + reading(rows, comparisons) + "\n"
+    table = "\n".join(cols.markdown_table(cols.shown(cols.COMPACT, ctx), records))
+    return table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" + reading(rows, comparisons) + "\n"
 
 
 def reading(rows: pd.DataFrame, comparisons: pd.DataFrame) -> str:
@@ -107,8 +101,10 @@ def reading(rows: pd.DataFrame, comparisons: pd.DataFrame) -> str:
             "can resolve (docs/statistics.md gives the power).")
 
 
-def render_block(args: dict[str, str], board: Any, link: Callable[[str], str]) -> str:
+def render_block(args: dict[str, str], board: Board, link: Callable[[str], str]) -> str:
     """The body of one block (without its markers)."""
+    if args["table"] == "groups":
+        return groups_block(board, args["zoo"], args["variant"])
     rows = board.rows[board.rows["zoo"] == args["zoo"]]
     comparisons = board.comparisons[board.comparisons["zoo"] == args["zoo"]]
     views = [args["view"]] if args["view"] else sorted(set(rows["positives"]), key=view_order)
@@ -119,11 +115,12 @@ def render_block(args: dict[str, str], board: Any, link: Callable[[str], str]) -
             parts.append(f"No `{view}` rows of zoo `{args['zoo']}` in the result files.")
             continue
         parts.append(f"Positives `{view}`: {VIEW_NOTES.get(view, view)}.\n\n"
-                     + compact_table(view_rows, comparisons[comparisons["positives"] == view], board.fpr_targets, link))
+                     + compact_table(view_rows, comparisons[comparisons["positives"] == view], board.fpr_targets, link,
+                                   board.budget))
     return "\n" + "\n\n".join(parts).rstrip() + "\n"
 
 
-def regenerate(path: Path, repo_root: Path, boards: Callable[[Path], Any]) -> str:
+def regenerate(path: Path, repo_root: Path, boards: Callable[[Path], Board]) -> str:
     """The text of ``path`` with every block rewritten from ``boards(results_dir)``."""
     text = path.read_text(encoding="utf-8")
 
@@ -142,7 +139,7 @@ def doc_files(repo_root: Path) -> list[Path]:
     return sorted({p for pattern in DOC_FILES for p in repo_root.glob(pattern) if p.is_file()})
 
 
-def update_blocks(paths: Iterable[Path], repo_root: Path, boards: Callable[[Path], Any]) -> list[Path]:
+def update_blocks(paths: Iterable[Path], repo_root: Path, boards: Callable[[Path], Board]) -> list[Path]:
     """Rewrite every block of ``paths``; returns the files that changed."""
     changed = []
     for path in paths:
@@ -156,13 +153,17 @@ def update_blocks(paths: Iterable[Path], repo_root: Path, boards: Callable[[Path
     return changed
 
 
-def stale_blocks(repo_root: Path, results_dir: Path, boards: Callable[[Path], Any]) -> list[str]:
+def stale_blocks(repo_root: Path, results_dir: Path, boards: Callable[[Path], Board]) -> list[str]:
     """Problems: blocks (of :func:`doc_files`) drawn from ``results_dir`` that differ from what it gives now."""
     problems = []
     for path in doc_files(repo_root):
         text = path.read_text(encoding="utf-8")
         for match in BLOCK.finditer(text):
-            args = block_args(match.group("args"))
+            try:
+                args = block_args(match.group("args"))
+            except ValueError as err:  # a typo in a marker is a problem of that file, not a crash of --check
+                problems.append(f"{path.relative_to(repo_root)}: {err}")
+                continue
             if (repo_root / args["results"]).resolve() != results_dir.resolve():
                 continue
             prefix = Path(os.path.relpath(results_dir.resolve(), path.resolve().parent)).as_posix()

@@ -19,16 +19,14 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from bench.io import atomic_write_text
-from bench.report.leaderboard_text import fmt, md_code, md_text, with_spread
+from bench.report.cells import fmt, md_code, md_text, with_spread
+from bench.report.model import Board
 from bench.report.positive_sets import ALL
-
-if TYPE_CHECKING:
-    from bench.report.leaderboard import Board
 
 GROUP_COLUMNS = ["zoo", "benchmark", "method", "variant", "config", "version", "group", "role", "trials", "n",
                  "mean", "std"]  # fmt: skip
@@ -103,24 +101,45 @@ def groups_markdown(groups: pd.DataFrame, separations: pd.DataFrame) -> str:
              "**groups sep.**: the lowest positive group mean is above the highest negative group mean (the",
              "form of the ADV-TRA paper's Table 1 claim).", ""]  # fmt: skip
     for (zoo, bench), frame in groups.groupby(["zoo", "benchmark"], sort=True):
-        names = list(dict.fromkeys(frame.sort_values(["role", "group"], ascending=[False, True])["group"]))
-        counts = {g: int(frame[frame["group"] == g]["n"].min()) for g in names}
-        lines += [f"## {md_text(zoo)} · bench {md_code(bench)}", ""]
-        head = ["method", "trials", *(f"{md_text(g)} (n={counts[g]})" for g in names), "sep. trials", "groups sep."]
-        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-        keys = ["variant", "config", "version"]
-        for (variant, config, version), cells in frame.groupby(keys, sort=False):
-            by_group = {r["group"]: r for r in cells.to_dict("records")}
-            sep = separations[(separations["zoo"] == zoo) & (separations["benchmark"] == bench)
-                              & (separations["config"] == config) & (separations["version"] == version)]  # fmt: skip
-            s = sep.iloc[0] if len(sep) else None
-            row = [md_text(variant), str(int(cells["trials"].max())),
-                   *(with_spread(by_group[g]["mean"], by_group[g]["std"]) if g in by_group else "" for g in names),
-                   f"{int(s['trials_separated'])}/{int(s['trials'])}" if s is not None else "",
-                   ("yes" if s["groups_separated"] else "no") if s is not None else ""]  # fmt: skip
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        lines += [f"## {md_text(zoo)} · bench {md_code(bench)}", "", *bench_table(frame, separations), ""]
     return "\n".join(lines)
+
+
+def bench_table(frame: pd.DataFrame, separations: pd.DataFrame) -> list[str]:
+    """The lines of one benchmark's table: ``frame`` holds its :data:`GROUP_COLUMNS` rows (one zoo and
+    bench), a Markdown row per method config and a column per group present in ``frame``."""
+    names = list(dict.fromkeys(frame.sort_values(["role", "group"], ascending=[False, True])["group"]))
+    counts = {g: int(frame[frame["group"] == g]["n"].min()) for g in names}
+    head = ["method", "trials", *(f"{md_text(g)} (n={counts[g]})" for g in names), "sep. trials", "groups sep."]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for (zoo, bench, variant, config, version), cells in frame.groupby(["zoo", "benchmark", "variant", "config",
+                                                                        "version"], sort=False):
+        by_group = {r["group"]: r for r in cells.to_dict("records")}
+        sep = separations[(separations["zoo"] == zoo) & (separations["benchmark"] == bench)
+                          & (separations["config"] == config) & (separations["version"] == version)]  # fmt: skip
+        s = sep.iloc[0] if len(sep) else None
+        row = [md_text(variant), str(int(cells["trials"].max())),
+               *(with_spread(by_group[g]["mean"], by_group[g]["std"]) if g in by_group else "" for g in names),
+               f"{int(s['trials_separated'])}/{int(s['trials'])}" if s is not None else "",
+               ("yes" if s["groups_separated"] else "no") if s is not None else ""]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def groups_block(board: Board, zoo: str, variant: str = "") -> str:
+    """The body of a ``table=groups`` block (:mod:`bench.report.blocks`): per benchmark of ``zoo``, its
+    per-group table as in ``groups.md``, restricted to the rows labelled ``variant`` when one is given."""
+    groups, separations = group_tables(board)
+    rows = groups[(groups["zoo"] == zoo) & ((groups["variant"] == variant) if variant else True)]
+    if rows.empty:
+        which = f"row {md_code(variant)}" if variant else "rows"
+        return f"\nNo {which} of zoo {md_code(zoo)} in the result files.\n"
+    parts = [f"Bench {md_code(bench)}: each cell the group's mean score in each trial, then mean ± sd over the "
+             "trials (n = suspects per trial); **sep. trials**: trials in which every positive outscored every "
+             "negative; **groups sep.**: the lowest positive group mean is above the highest negative one.\n\n"
+             + "\n".join(bench_table(frame, separations))
+             for bench, frame in rows.groupby("benchmark", sort=True)]  # fmt: skip
+    return "\n" + "\n\n".join(parts) + "\n"
 
 
 def write_group_tables(results_dir: str | Path, board: Board) -> tuple[Path, Path]:

@@ -1,9 +1,12 @@
 """The leaderboard: one row per (zoo, method, method version, config without the trial keys, positives view).
 
-Rows, trials and benchmarks are defined in :mod:`bench.report.trials` and ``docs/leaderboard.md``. A
-row's trials are aggregated as mean ± sample sd (ddof=1) with a Student-t CI over trials; a
-single-trial row shows that result's bootstrap CI over suspects instead. The TPR figures follow what
-the negatives certify and the tie figures come from ``per_model`` (:mod:`bench.report.row_figures`).
+This module builds the board and writes its files; the model (:class:`~bench.report.model.Board`)
+and its columns (:mod:`bench.report.columns`) live apart: the renderers take a Board and read its
+columns there. Rows, trials and benchmarks are defined in :mod:`bench.report.trials` and
+``docs/leaderboard.md``. A row's trials are aggregated as mean ± sample sd (ddof=1) with a Student-t
+CI over trials; a single-trial row shows that result's bootstrap CI over suspects instead. The TPR
+figures follow what the negatives certify and the tie figures come from ``per_model``
+(:mod:`bench.report.row_figures`).
 Rows of one benchmark with at least 3 trials are compared pairwise (design-aware paired bootstrap,
 Holm-adjusted) and ranked: rank = 1 + the rows significantly better (:mod:`bench.report.comparisons`).
 A row whose fingerprint missed its generation target in any trial is ranked and marked. A result
@@ -27,7 +30,7 @@ import pandas as pd
 
 from bench.budgets import DEFAULT_BUDGET
 from bench.io import atomic_write_text
-from bench.metrics import DEFAULT_FPR_TARGETS, aruc, auc, fpr_column, result_fpr_targets
+from bench.metrics import aruc, auc, result_fpr_targets
 from bench.report import positive_sets as ps
 from bench.report import row_figures as rf
 from bench.report import trials as tr
@@ -35,46 +38,12 @@ from bench.report.check import ZooChecker, check_integrity
 from bench.report.comparisons import distinguishable, rank_benchmark
 from bench.report.groups import write_group_tables
 from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
+from bench.report.model import COMPARISON_COLUMNS, Board, columns
 from bench.report.variants import is_default, method_config, paper_value, variant_label
 from bench.results import check_result, iter_results, list_result_files, try_read_result
 from bench.zoo.store import ZooError
 
 log = logging.getLogger(__name__)
-
-_FIGURE_SUFFIXES = ("", "_std", "_ci_low", "_ci_high")  # per figure: mean, sd over trials, CI
-
-
-def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
-    """The leaderboard columns for these FPR targets (one ``t<percent>f`` block per target)."""
-    return [
-        "zoo", "dataset", "benchmark", "positives", "rank", "method", "variant", "config", "version", "trials",
-        *(f"auc{s}" for s in _FIGURE_SUFFIXES), "ci_over",
-        *(f"{fpr_column(t)}{s}" for t in fpr_targets for s in (*_FIGURE_SUFFIXES, "_label")),
-        *(f"{rf.ZERO_FP}{s}" for s in _FIGURE_SUFFIXES), f"{rf.ZERO_FP}_fpr_upper", *rf.TIE_FIGURES, "aruc", "auc_at_budget",
-        "n_pos", "n_neg", "queries", "gen_s", "verify_s", "paper", "below_target", "target_note", "result_files",
-    ]  # fmt: skip
-
-
-COLUMNS = columns()  # the columns for the default eval.fpr_targets [0.01, 0.1]
-COMPARISON_COLUMNS = [
-    "zoo", "dataset", "benchmark", "positives", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
-    "ci_low", "ci_high", "confidence", "p_value", "p_holm", "n_boot", "distinguishable", "note",
-]  # fmt: skip
-
-
-
-@dataclass
-class Board:
-    """The leaderboard (:func:`columns`) and its paired comparisons (:data:`COMPARISON_COLUMNS`)."""
-
-    rows: pd.DataFrame
-    comparisons: pd.DataFrame
-    # The FPR targets of the TPR columns: the union over the results, ascending (eval.fpr_targets).
-    fpr_targets: list[float] = field(default_factory=lambda: list(DEFAULT_FPR_TARGETS))
-    # The results the rows aggregate, by (positives view, result file relative to the results dir):
-    # the file's own result for `all`, the derived one (suspects restricted, metrics recomputed) for `paper`.
-    results: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    budget: int = DEFAULT_BUDGET  # queries per suspect of the `auc_at_budget` column (AUC@<budget>)
 
 
 @dataclass

@@ -5,25 +5,19 @@ Deterministic: fixed column orders and float formats, rows in the :func:`build_b
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 import pandas as pd
 
+from bench.report import columns as cols
 from bench.report import row_figures as rf
+from bench.report.cells import MISSING, WARNING, md_code, md_text, p_text
 from bench.report.comparisons import FEW_TRIALS_NOTE, MIN_TRIALS
+from bench.report.model import Board
 from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 from bench.stats import RANK_LEGEND
 
-if TYPE_CHECKING:
-    from bench.report.leaderboard import Board
-
-MISSING = "—"  # an unranked row's rank, a comparison that was not made
-WARNING = "⚠"  # marks a row whose fingerprint missed its generation target
 TARGET_NOTE = "Ranked, and marked: the fingerprint is weaker than its config asks."
 
 _HEADER = """\
@@ -82,85 +76,12 @@ trials are left out.
 """
 
 
-_ALWAYS = re.compile(r"([\\|`<>*~])")  # escaped wherever they stand
-_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # `_` that may open/close emphasis
-_LINK = re.compile(r"\](?=[(\[:])")  # `]` that may close a link, an image or a reference
-_NEWLINES = re.compile(r"[\r\n]+")
-
-
-def md_text(text: Any) -> str:
-    """``text`` (a name from a recipe or a result file) as literal Markdown in a table cell.
-
-    Backslashes, ``|``, backticks, ``<``, ``>``, ``*`` and ``~`` are always escaped; ``_`` only where
-    it could start or end emphasis (not inside a word, so ``adv_tra`` stays as it is); ``[`` and ``]``
-    only where they could form a link or image (so ``adv_tra[score=agreement]`` stays as it is);
-    newlines become spaces. Plain names come out unchanged.
-    """
-    out = _NEWLINES.sub(" ", str(text))
-    out = _ALWAYS.sub(r"\\\1", out)
-    out = _UNDERSCORE.sub(r"\\_", out)
-    if _LINK.search(out):
-        out = out.replace("[", "\\[").replace("]", "\\]")
-    return out
-
-
-def md_code(text: Any) -> str:
-    """``text`` as a Markdown code span that no backtick inside it can close, one line, table-safe."""
-    body = _NEWLINES.sub(" ", str(text)).replace("|", "\\|")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
-    pad = " " if body.startswith("`") or body.endswith("`") else ""
-    return f"{fence}{pad}{body}{pad}{fence}"
-
-
-def md_link(text: Any, target: str) -> str:
-    """A Markdown link whose text is escaped and whose target is percent-encoded (plain paths unchanged)."""
-    return f"[{md_text(text)}]({quote(target, safe='/._-~')})"
-
-
 def header(frame: pd.DataFrame, fpr_targets: Sequence[float], budget: int) -> str:
     """The legend at the top of ``leaderboard.md``: the TPR columns these rows get (with the FPR bounds of
     their n−), the rank rule and the budget."""
     tpr_lines = "\n".join(f"- **{term}**: {text}" for term, text in rf.tpr_legend(frame, fpr_targets))
     return _HEADER.format(tpr_lines=tpr_lines, rank_legend=RANK_LEGEND, few_trials=FEW_TRIALS_NOTE.capitalize(),
                           all=ALL, paper=PAPER, all_note=VIEW_NOTES[ALL], paper_note=VIEW_NOTES[PAPER], budget=budget)
-
-
-def fmt(value: float | None, decimals: int = 3) -> str:
-    """``value`` with ``decimals`` places; "" for None or NaN."""
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
-
-
-def with_spread(mean: float, std: float) -> str:
-    """``0.953 ± 0.012``, or the mean alone without a std; ``n/a`` without a mean."""
-    if math.isnan(mean):
-        return "n/a"
-    return fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std)}"
-
-
-def ci_text(low: float, high: float, over: str) -> str:
-    """``0.714–1.000`` (over trials) or ``0.930–1.000 †`` (one trial: over suspects); "" when none."""
-    if math.isnan(low) or math.isnan(high):
-        return ""
-    return f"{fmt(low)}–{fmt(high)}" + (" †" if over == "suspects" else "")
-
-
-def rank_text(rank: Any) -> str:
-    """The rank as text; :data:`MISSING` for an unranked row."""
-    return MISSING if rank is None or pd.isna(rank) else str(int(rank))
-
-
-def p_text(p_value: float, n_boot: int) -> str:
-    """``0.412``; a p-value of 0 as ``<1/n`` (the bootstrap cannot resolve smaller)."""
-    if math.isnan(p_value):
-        return MISSING
-    return f"<{1 / n_boot:.2g}" if p_value == 0 else f"{p_value:.3f}"
-
-
-def auc_text(row: dict[str, Any]) -> str:
-    """``0.953 ± 0.012``, then ``(ties 0.930–0.975)`` when the tie interval is wider than 0.01."""
-    text = with_spread(row["auc"], row["auc_std"])
-    ties = rf.tie_interval(row)
-    return text if ties is None else f"{text} (ties {fmt(ties[0])}–{fmt(ties[1])})"
 
 
 def few_trials_note(frame: pd.DataFrame) -> str:
@@ -207,37 +128,15 @@ def _table(head: list[str], align: list[str], rows: list[list[str]]) -> list[str
     return ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def _row_cells(row: dict[str, Any], tpr: list[rf.TprColumn], flag: str) -> list[str]:
-    runs = " ".join(md_link(Path(p).stem, p) for p in row["result_files"])
-    return [
-        md_text(row["zoo"]), md_text(row["dataset"]), md_code(row["benchmark"]), md_text(row["positives"]),
-        rank_text(row["rank"]), f"{md_text(row['variant'])}{flag}", md_code(row["config"]), str(row["trials"]),
-        auc_text(row), ci_text(row["auc_ci_low"], row["auc_ci_high"], row["ci_over"]),
-        *(with_spread(row[c.key], row[f"{c.key}_std"]) for c in tpr),
-        fmt(row["aruc"]) or MISSING, fmt(row["auc_at_budget"]) or MISSING, str(row["n_pos"]), str(row["n_neg"]),
-        fmt(row["queries"], 0), fmt(row["gen_s"], 1), fmt(row["verify_s"], 1), md_text(row["paper"]), runs,
-    ]  # fmt: skip
-
-
 def leaderboard_markdown(board: Board) -> str:
-    """Render a :class:`~bench.report.leaderboard.Board` as the ``leaderboard.md`` text."""
+    """Render a :class:`~bench.report.model.Board` as the ``leaderboard.md`` text (columns: :mod:`bench.report.columns`)."""
     frame, targets = board.rows, board.fpr_targets
     if frame.empty:
         return header(frame, targets, board.budget) + "\nNo result files found.\n"
-    tpr = rf.tpr_columns(frame, targets)
-    head = ["zoo", "dataset", "bench", "positives", "rank", "method", "config", "trials", "AUC", "AUC CI",
-            *(c.label for c in tpr), "ARUC", f"AUC@{board.budget}", "n+", "n−", "queries", "gen s", "verify s",
-            "paper", "runs"]  # fmt: skip
-    align = ["---"] * 4 + ["---:"] + ["---"] * 2 + ["---:"] * (10 + len(tpr)) + ["---"] * 2
-    notes: list[str] = []
-    lines = []
-    for row in frame.to_dict("records"):
-        flag = ""
-        if row["below_target"]:
-            notes.append(_target_footnote_md(row))
-            flag = f" {WARNING}{len(notes)}"
-        lines.append(_row_cells(row, tpr, flag))
-    text = header(frame, targets, board.budget) + "\n" + "\n".join(_table(head, align, lines)) + "\n"
+    rows = cols.numbered(frame.to_dict("records"))
+    table = cols.markdown_table(cols.shown(cols.MARKDOWN, cols.context(frame, targets, board.budget)), rows)
+    notes = [_target_footnote_md(row) for row in rows if row["below_target"]]
+    text = header(frame, targets, board.budget) + "\n" + "\n".join(table) + "\n"
     if few := few_trials_note(frame):
         text += f"\n{few}\n"
     if notes:
@@ -254,7 +153,8 @@ def leaderboard_markdown(board: Board) -> str:
 
 
 def leaderboard_csv(frame: pd.DataFrame) -> str:
-    """Render the rows of a board as CSV (``result_files`` joined with ``;``)."""
+    """Render the rows of a board as CSV: one column per row field (:func:`bench.report.columns.frame_fields`,
+    the order :func:`~bench.report.leaderboard.build_board` gives them), ``result_files`` joined with ``;``."""
     flat = frame.copy()
     flat["result_files"] = [";".join(files) for files in flat["result_files"]]
     return flat.to_csv(index=False, float_format="%.6f", lineterminator="\n")

@@ -13,8 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.io import atomic_write_text
-from bench.report.leaderboard import Board, build_board, leaderboard_markdown
-from bench.report.leaderboard_text import md_link
+from bench.report.cells import md_link
+from bench.report.leaderboard import build_board
+from bench.report.leaderboard_text import leaderboard_markdown
+from bench.report.model import Board
 from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"

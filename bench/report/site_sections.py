@@ -7,12 +7,12 @@ import html
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import quote
 
 from bench.report import leaderboard_text as lbtext
 from bench.report import row_figures as rf
+from bench.report.cells import WARNING, breakable, href
 from bench.report.comparisons import FEW_TRIALS_NOTE, MIN_TRIALS
-from bench.report.leaderboard import Board
+from bench.report.model import Board
 from bench.report.positive_sets import ALL, PAPER, VIEW_NOTES
 from bench.stats import RANK_LEGEND
 
@@ -24,20 +24,10 @@ def figure(rel: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
 
 
-def breakable(label: str) -> str:
-    """Escaped text that may wrap after its commas (long variant labels)."""
-    return html.escape(label).replace(",", ",<wbr>")
-
-
-def href(rel: str) -> str:
-    """Link from ``site/index.html`` to ``rel`` (a POSIX path relative to the results dir)."""
-    return "../" + quote(rel)
-
-
 def footnotes(board: Board, rows: list[dict[str, Any]]) -> str:
     """The few-trials note and the notes of rows below their generation target, under the table."""
     few = lbtext.few_trials_note(board.rows) if rows else ""
-    items = "".join(f'<li id="target-{row["footnote"]}">{lbtext.WARNING}{row["footnote"]} '
+    items = "".join(f'<li id="target-{row["footnote"]}">{WARNING}{row["footnote"]} '
                     f"{html.escape(lbtext.target_footnote(row))}</li>" for row in rows if row["below_target"])  # fmt: skip
     return ((f'<p id="few-trials">{html.escape(few)}</p>' if few else "")
             + (f'<ul id="target-notes">{items}</ul>' if items else ""))  # fmt: skip
