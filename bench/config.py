@@ -132,7 +132,7 @@ class RayConfig:
 @dataclass
 class ComputeConfig:
     executor: str = "local"  # local | ray
-    workers: int = 1  # zoo jobs at once (ray)
+    workers: int | None = None  # zoo jobs at once; null: one per cpu_threads cores (bench/zoo/workers.py)
     cpu_threads: int | None = None  # torch intra-op threads; None: torch's default. 1 is fastest for tiny CPU models
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -221,7 +221,11 @@ def _split_overrides(overrides: list[str]) -> tuple[list[tuple[str, DictConfig]]
         key, value = _parse_override(item)
         if key == "methods":
             parsed = _parse_value(item, "v", value).v if value.strip() else []
-            names = list(parsed) if isinstance(parsed, ListConfig) else [str(parsed)]
+            names = list(parsed) if isinstance(parsed, ListConfig) else [parsed]
+            if any(isinstance(n, (DictConfig, ListConfig)) for n in names):
+                raise ConfigError(f"Override '{item}': methods=[...] on the command line selects methods by name "
+                                  "(methods=[adv_tra,ipguard]); set a parameter with methods.<name>.<key>=value "
+                                  "(methods.cae.eps=0.1), or list full entries in a recipe's methods:.")
             selection = [str(n) for n in names]
         elif key.startswith("methods.") and len(key.split(".")) >= 3 and not key.split(".")[1].isdigit():
             _, name, sub = key.split(".", 2)

@@ -19,7 +19,7 @@ from bench.budgets import check_budgets
 from bench.deploy import parse_chain
 from bench.io import name_problem
 from bench.metrics import validate_bootstrap
-from bench.training import check_seed, validate_trainer, validate_training
+from bench.training import check_seed, several_devices, validate_trainer, validate_training
 from datamodules import DATAMODULES
 from datamodules.base import validate_data_config
 
@@ -40,8 +40,7 @@ def check_recipe(cfg: DictConfig) -> None:
         raise ValueError(f"tracking.wandb.mode='{cfg.tracking.wandb.mode}' is not one of {', '.join(WANDB_MODES)}.")
     if cfg.compute.cpu_threads is not None and cfg.compute.cpu_threads < 1:
         raise ValueError(f"compute.cpu_threads={cfg.compute.cpu_threads} must be >= 1 (or null for torch's default).")
-    if cfg.compute.workers < 1:
-        raise ValueError(f"compute.workers={cfg.compute.workers} must be >= 1.")
+    check_workers(cfg)
     for key in ("cpus", "gpus"):
         if cfg.compute.resources[key] < 0:
             raise ValueError(f"compute.resources.{key}={cfg.compute.resources[key]} must be >= 0.")
@@ -231,3 +230,17 @@ def check_method_sizes(entry: dict[str, Any], cfg: DictConfig) -> None:
         raise ValueError(f"method '{name}': {name}.{how} asks for {images:,} images of {channels}x{height}x{width} "
                          f"float32 at once = {needed / GIB:,.1f} GiB, above the cap of {cap / GIB:,.1f} GiB from "
                          f"{where}. Fix: lower {name}.{how.split('=')[0]}.")
+
+
+def check_workers(cfg: Any) -> None:
+    """Cheap checks of `compute.workers`; raise ValueError naming the key and the fix."""
+    workers = cfg.compute.workers
+    if workers is None:
+        return
+    if workers < 1:
+        raise ValueError(f"compute.workers={workers} must be >= 1 (or null: one job per compute.cpu_threads cores).")
+    if workers > 1 and cfg.compute.executor == "local" and several_devices(cfg.compute.trainer):
+        raise ValueError(f"compute.workers={workers} with compute.trainer.strategy={cfg.compute.trainer.strategy} "
+                         f"devices={cfg.compute.trainer.devices}: each job's fit already spans several devices or "
+                         "processes, and the local executor cannot run several such fits at once. Fix: "
+                         "compute.workers=1, or compute.executor=ray (docs/scaling.md).")

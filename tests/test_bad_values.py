@@ -42,6 +42,7 @@ REFUSED = [
     (["zoo.negatives=[{kind: SAST, seed: 1, optimizer: {lr: .nan}}]"], "zoo.negatives[0].optimizer.lr=nan"),
     (["methods=[adv_tra]", "methods.adv_tra.brake_factor=.inf"], "methods.adv_tra.brake_factor=inf is not a finite"),
     (["methods=[akh]", "methods.akh.n_samples=.nan"], "methods.akh.n_samples=nan is not a finite number"),
+    (["methods=[{name: cae, eps: 0.1}]"], "selects methods by name (methods=[adv_tra,ipguard]); set a parameter with"),
     # sizes: an absolute bound, and the memory the samples take
     (["methods=[akh]", "methods.akh.n_samples=1000000000000"],
      f"akh.n_samples=1000000000000 is above fpbench's bound on any method size, {MAX_SIZE:,}"),

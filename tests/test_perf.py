@@ -103,6 +103,9 @@ def test_benchmark(name, perf_dirs, benchmark):
     elif name == "zoo_profile":
         _positive_numbers(figures["breakdown"], "job_seconds")
         _positive_numbers(figures["flops"], "step_gflops")
+    elif name == "zoo_throughput":
+        assert not figures["errors"] and figures["accuracy"]["abs_diff_from_before"]["workers"]["max"] == 0.0
+        _positive_numbers(figures["speedup"], "workers", "after")
     else:
         assert figures["same_ids"] and figures["max_test_acc_diff"] <= 0.02
         _positive_numbers(figures, "speedup_ray_vs_local", "ratio_ray_to_local_time")
@@ -164,3 +167,25 @@ def test_zoo_profile_splits_a_quickstart_job_into_parts(tmp_path):
     assert figures["startup"]["ray"]["measured"] == (importlib.util.find_spec("ray") is not None)
     linear = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
     assert forward_macs(linear, (1, 8, 8)) == 4 * 8 * 8 * 9 + 4 * 8 * 8 * 10
+
+
+def test_zoo_throughput_builds_one_zoo_three_ways(tmp_path):
+    """`fpbench perf zoo_throughput` on a tiny digits zoo: every path builds every model; the worker
+    processes alone train the same weights (accuracy difference 0), and the figures add up."""
+    from tests.zoo.test_executors import SMALL
+
+    overrides = [f"perf.recipe={SMOKE}", *SMALL, "methods=[ipguard]", "tracking.wandb.mode=disabled",
+                 f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    record = _read(run_perf(["zoo_throughput"], tmp_path / "results", overrides)["zoo_throughput"])
+    assert record["status"] == "ok", record.get("error")
+    figures = record["figures"]
+    assert figures["models"] == 5 and not figures["errors"]
+    for name in ("before", "workers", "after"):
+        path = figures["paths"][name]
+        assert path["models_built"] == 5 and path["returncode"] == 0, (name, path.get("log_tail"))
+        _positive_numbers(path, "models_per_hour", "images_per_second", "gflops", "wall_seconds")
+    assert figures["speedup"]["before"] == 1.0
+    accuracy = figures["accuracy"]
+    assert accuracy["abs_diff_from_before"]["workers"]["max"] == 0.0  # the same bytes, so the same accuracies
+    assert len(accuracy["per_model"]) == 5 and accuracy["abs_diff_from_before"]["after"]["n"] == 5
+    _positive_numbers(figures["matmul_job_threads"], "gflops")

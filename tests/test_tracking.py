@@ -237,17 +237,17 @@ def test_ray_task_logs_its_model_as_an_artifact(fake_wandb, tmp_path: Path, monk
     """The body of a Ray task (run in process here: Ray is optional) logs the model it built into its own run."""
     import dataclasses
 
-    from bench.zoo import executors
+    from bench.zoo import tasks
     from bench.zoo.build import prepare
 
     cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "zoo.source.epochs=1", "zoo.negatives=[]", "zoo.positives=[]"])
     loggers: list[FakeWandbLogger] = []
-    monkeypatch.setattr(executors, "training_logger_factory", lambda cfg: lambda job: loggers.append(FakeWandbLogger(job)) or loggers[-1])
+    monkeypatch.setattr(tasks, "training_logger_factory", lambda cfg: lambda job: loggers.append(FakeWandbLogger(job)) or loggers[-1])
     threads = torch.get_num_threads()
     _, plan, _ = prepare(cfg)
     plan_data = {"name": plan.name, "dataset": plan.dataset, "split_hashes": dict(plan.split_hashes)}
     try:
-        record = executors.run_job_task(executors.portable_config(cfg), dataclasses.asdict(plan.source), plan_data, 1)
+        record = tasks.run_job_task(tasks.portable_config(cfg), dataclasses.asdict(plan.source), plan_data, 1)
     finally:
         torch.set_num_threads(threads)
     (logger,) = loggers

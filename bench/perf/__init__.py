@@ -18,6 +18,7 @@ from bench.perf import (  # noqa: F401  (imported to register their benchmarks)
     train_throughput,
     verification,
     zoo_profile,
+    zoo_throughput,
 )
 from bench.perf.base import (
     BENCHMARKS,

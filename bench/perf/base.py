@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]  # the repository: bench/perf/base.py -> ../../..
 GUARDS = ("random", "oracle_label")  # methods that test the loop; not benchmarked
 ORDER = ("train_throughput", "generation", "verification", "adv_tra_batching", "quickstart", "executor_ray",
-         "zoo_profile")
+         "zoo_profile", "zoo_throughput")
 SCHEMA_VERSION = 1
 
 

@@ -1,6 +1,7 @@
 """Building a zoo: run the planned jobs, skipping verified models, writing each record atomically.
 
-The `local` executor lives here (jobs in process, in plan order); `ray` is `bench.zoo.executors`;
+The `local` executor lives here (jobs in process, in plan order) and in `bench.zoo.processes` (jobs in
+worker processes, when `compute.workers` resolves to more than one); `ray` is `bench.zoo.executors`;
 the other ranks of a multi-process launch follow rank 0 through `bench.zoo.ddp`. The work of one
 job is `bench.zoo.jobs`, which all three call.
 """
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,10 @@ from bench.zoo.jobs import (
     zoo_root,
 )
 from bench.zoo.plan import ZooPlan, plan_zoo
+from bench.zoo.processes import run_processes
 from bench.zoo.store import ZooStore
+from bench.zoo.tasks import nominal_images
+from bench.zoo.workers import resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +115,15 @@ def _build_zoo(cfg: DictConfig, pool_specs: list[PoolSpec] | None, progress: boo
         store.clean_stale_temps(started_at)
         pending = store.unbuilt(plan.jobs)
         report.skipped = [job.model_id for job in plan.jobs if job not in pending]
+        workers = resolve_workers(cfg)
+        cost = partial(nominal_images, split_size=dm.split_size)  # the executors start the longest ready job first
         if pending and cfg.compute.executor == "ray":
-            run_ray(cfg, plan, pending, store, report)
+            run_ray(cfg, plan, pending, store, report, cost)
             fill_source_agreement(dm, store, plan, report.built)  # tasks may finish before the source
+        elif len(pending) > 1 and workers > 1:  # every core: jobs in worker processes (bench.zoo.processes)
+            run_processes(cfg, plan, pending, store, report, workers, logger_factory is not None, progress,
+                          cost=cost)
+            fill_source_agreement(dm, store, plan, report.built)
         else:
             reference: torch.Tensor | None = None  # the source's test labels, read once
             for n, job in enumerate(pending, 1):

@@ -19,16 +19,9 @@ import pytest
 from bench.config import ConfigError, load_recipe
 from bench.zoo import ZooStore
 from bench.zoo.ddp import is_rank_zero
-from bench.zoo.executors import (
-    FAIL_JOB_ENV,
-    JobQueue,
-    check_ray_config,
-    describe_error,
-    ray_temp_dir,
-    relaunches_script,
-    task_trainer,
-)
+from bench.zoo.executors import check_ray_config, ray_temp_dir, relaunches_script, task_trainer
 from bench.zoo.plan import Job
+from bench.zoo.tasks import FAIL_JOB_ENV, JobQueue, describe_error
 from tests.conftest import REPO, SMOKE, smoke_overrides
 
 # A small digits zoo: source, two negatives, two positives (one with a fit, one without).
@@ -64,6 +57,23 @@ def test_job_queue_runs_parents_first_and_drops_orphans():
     assert [j.model_id for j in queue.ready(1)] == ["child1"]
     assert [j.model_id for j in queue.orphans({"src"})] == ["child2"]
     assert not queue
+
+
+def test_job_queue_starts_the_longest_ready_job_first():
+    from bench.zoo.tasks import nominal_images
+
+    jobs = [_job("short"), _job("child", "src"), _job("long"), _job("src"), _job("mid")]
+    cost = {"short": 1, "child": 99, "long": 50, "src": 2, "mid": 10}
+    queue = JobQueue(jobs, lambda job: cost[job.model_id])
+    assert [j.model_id for j in queue.ready(3)] == ["src", "long", "mid"]  # a parent still jumps ahead
+    queue.finished(jobs[3])
+    assert [j.model_id for j in queue.ready(10)] == ["child", "short"]
+    sizes = {"owner": 100, "attacker": 10}.__getitem__
+    trained = Job(model_id="t", role="negative", provenance="t", op="train", spec={"epochs": 3, "split": "owner"},
+                  arch="convnet", arch_params={}, seed=0)
+    attacked = Job(model_id="a", role="positive", provenance="a", op="attack", arch="convnet", arch_params={}, seed=0,
+                   spec={"chain": [{"attack": "prune", "params": {"epochs": 2}}, {"attack": "quantize", "params": {}}]})
+    assert nominal_images(trained, sizes) == 300 and nominal_images(attacked, sizes) == 20
 
 
 def test_ray_temp_dir_falls_back_for_long_paths(tmp_path):

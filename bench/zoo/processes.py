@@ -1,0 +1,159 @@
+"""The `local` executor on every core: zoo jobs in `compute.workers` worker processes of this machine.
+
+Used when `bench.zoo.workers.resolve_workers` gives more than one worker (e.g. `compute.cpu_threads: 1`
+on a multi-core machine, the quickstart's setting). Each worker is a fresh Python process (spawned,
+never forked: a forked copy of a process that has run torch's thread pools can hang) that loads the
+data once and then trains one job after another at `compute.cpu_threads` threads, writing that
+model's checkpoint and returning its record; the driver alone writes the manifest
+(`bench.zoo.tasks`). A job waits for its parent; a failed job is reported and the others go on.
+
+A worker trains exactly what the in-process path trains: the same code (`bench.zoo.jobs`), seeds,
+data order and thread count, so the weights are bit for bit those of `compute.workers=1` on the same
+machine (tests/zoo/test_processes.py). On GPUs, worker *i* sees GPU *i* mod the visible count
+(`CUDA_VISIBLE_DEVICES`), so `compute.workers=N` packs N / GPUs models on each device.
+
+Ctrl-C: the workers ignore SIGINT; the driver stops them and raises KeyboardInterrupt. Models
+finished before are recorded; the rest are built by the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from bench.zoo.plan_base import ZooPlan
+from bench.zoo.store import ZooStore
+from bench.zoo.tasks import (
+    JobQueue,
+    collect,
+    failing_jobs,
+    plan_summary,
+    portable_config,
+    run_job_task,
+    sort_manifest,
+)
+from bench.zoo.workers import trains_on_gpu
+
+log = logging.getLogger(__name__)
+
+WORKER_DIED = ("a worker process died before returning its model ({error}). Either it ran out of memory (fewer "
+               "compute.workers, or compute.workers=1), or the script that called build_zoo has no "
+               "`if __name__ == \"__main__\":` guard (worker processes are spawned: they import the main module "
+               "again). Models finished before are kept; run the build again to finish the rest.")
+
+
+def _start_worker(slots: Any, gpus: int, log_level: int) -> None:
+    """Worker initializer: leave Ctrl-C to the driver, take a worker slot, and see one GPU of `gpus`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    slot = slots.get()
+    if gpus > 1:  # before CUDA is initialised in this process
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
+
+
+def visible_gpus(cfg: DictConfig) -> int:
+    """GPUs the workers are spread over (0 when jobs train on the CPU)."""
+    if not trains_on_gpu(cfg.compute.trainer):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore, report: Any, workers: int,
+                  log_training: bool = True, progress: bool = True, cost: Callable[[Any], float] | None = None) -> None:
+    """Run `pending` in `workers` worker processes; the driver writes every record, then sorts the manifest.
+
+    Fills `report.built` and `report.failed[model_id] = "Type: message"`. Must be called with the zoo lock
+    held (`build_zoo` does).
+
+    Args:
+        workers: worker processes (`resolve_workers`), at most one per pending job is started.
+        log_training: log each model's training curve to W&B when the recipe's tracking asks for it.
+        progress: show a bar counting finished models (workers train without Lightning's bars).
+        cost: job -> estimated work; ready jobs start longest first (`JobQueue`).
+    """
+    cfg_data, plan_data, fail_ids = portable_config(cfg), plan_summary(plan), failing_jobs()
+    threads = int(cfg.compute.cpu_threads or 1)
+    trainer_cfg = OmegaConf.to_object(cfg.compute.trainer)
+    workers = max(1, min(workers, len(pending)))
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+    log.info("training %d models in %d worker processes (%d thread%s each)", len(pending), workers, threads,
+             "" if threads == 1 else "s")
+    bar = _bar(len(pending), progress)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(slots, visible_gpus(cfg), logging.getLogger("bench").getEffectiveLevel()))
+    queue, in_flight = JobQueue(pending, cost), {}
+    try:
+        while queue or in_flight:
+            for job in queue.ready(workers - len(in_flight)):
+                future = pool.submit(run_job_task, cfg_data, dataclasses.asdict(job), plan_data, threads,
+                                     job.model_id in fail_ids, trainer_cfg, log_training)
+                in_flight[future] = job
+            if not in_flight:  # nothing can start: whatever waits has a failed ancestor
+                break
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                record, error = _outcome(future)
+                collect(in_flight.pop(future), record, error, store, report, queue, len(pending))
+                bar.update(1)
+            queue.fail_orphans(report)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):  # the pool is gone: stop here
+                _fail_rest(queue, in_flight, report)
+    finally:
+        bar.close()
+        _stop(pool, in_flight)
+    sort_manifest(store, plan)
+
+
+def _fail_rest(queue: JobQueue, in_flight: dict[Future, Any], report: Any) -> None:
+    """After a worker died, every job not finished fails with the reason and the fix."""
+    for job in [*in_flight.values(), *queue.ready(len(queue.waiting)), *queue.orphans(set(queue.unfinished))]:
+        report.failed.setdefault(job.model_id, "WorkerDied: " + WORKER_DIED.format(error="the pool broke"))
+        queue.finished(job)
+    in_flight.clear()
+
+
+def _outcome(future: Future) -> tuple[dict[str, Any] | None, BaseException | None]:
+    error = future.exception()
+    if isinstance(error, BrokenProcessPool):
+        error = RuntimeError(WORKER_DIED.format(error=error))
+    return (None, error) if error is not None else (future.result(), None)
+
+
+def _stop(pool: ProcessPoolExecutor, in_flight: dict[Future, Any]) -> None:
+    """Shut the pool down; when jobs are still running (an interruption), terminate their processes."""
+    if in_flight:
+        for process in list(getattr(pool, "_processes", {}).values()):  # the stdlib's own handle on its workers
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="zoo models", unit="model", dynamic_ncols=True)
