@@ -174,7 +174,7 @@ def test_zoo_throughput_builds_one_zoo_three_ways(tmp_path):
     processes alone train the same weights (accuracy difference 0), and the figures add up."""
     from tests.zoo.test_executors import SMALL
 
-    overrides = [f"perf.recipe={SMOKE}", *SMALL, "methods=[ipguard]", "tracking.wandb.mode=disabled",
+    overrides = [f"perf.recipe={SMOKE}", *SMALL, "methods=[ipguard]", "perf.repeats=2", "tracking.wandb.mode=disabled",
                  f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
     record = _read(run_perf(["zoo_throughput"], tmp_path / "results", overrides)["zoo_throughput"])
     assert record["status"] == "ok", record.get("error")
@@ -182,9 +182,9 @@ def test_zoo_throughput_builds_one_zoo_three_ways(tmp_path):
     assert figures["models"] == 5 and not figures["errors"]
     for name in ("before", "workers", "after"):
         path = figures["paths"][name]
-        assert path["models_built"] == 5 and path["returncode"] == 0, (name, path.get("log_tail"))
+        assert path["models_built"] == 5 and path["returncode"] == 0 and path["rounds"] == 2, (name, path["runs"])
         _positive_numbers(path, "models_per_hour", "images_per_second", "gflops", "wall_seconds")
-    assert figures["speedup"]["before"] == 1.0
+    assert figures["speedup"]["before"] == 1.0 and figures["speedup_per_round"]["before"] == [1.0, 1.0]
     accuracy = figures["accuracy"]
     assert accuracy["abs_diff_from_before"]["workers"]["max"] == 0.0  # the same bytes, so the same accuracies
     assert len(accuracy["per_model"]) == 5 and accuracy["abs_diff_from_before"]["after"]["n"] == 5

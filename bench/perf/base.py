@@ -48,7 +48,7 @@ class PerfConfig:
     smoke_overrides: list[str] = field(default_factory=list)  # extra overrides of executor_ray's builds
     train_images: int = 4096  # owner images trained on by train_throughput
     train_epochs: int = 3  # epochs of each timed fit
-    repeats: int = 3  # train_throughput: timed fits of each kind (best and median reported); verification: rounds
+    repeats: int = 3  # train_throughput: timed fits of each kind (best and median reported); verification, zoo_throughput: rounds
     source_epochs: int = 2  # epochs of the perf zoo's source and pool models
     suspects: int = 8  # verification suspects: fine-tuned positives and SAST negatives, 1 epoch each
     methods: list[str] = field(default_factory=list)  # empty: every registered method except the guards

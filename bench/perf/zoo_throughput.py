@@ -1,7 +1,9 @@
 """Benchmark: the same zoo built by yesterday's default path and today's, in one run (issue "Zoo throughput", item 4).
 
-Builds the recipe's zoo (the quickstart's by default) from scratch three times, each in its own
-`python -m bench zoo` subprocess and folder:
+Builds the recipe's zoo (the quickstart's by default) from scratch by three paths, each in its own
+`python -m bench zoo` subprocess and folder, in `perf.repeats` rounds (before, workers, after, then again),
+so that a drift of the machine's speed hits every path alike; rates are medians over the rounds,
+with each round's own figures and speedup kept:
 
 - `before`: one job at a time in the driver's process, contiguous weights (`compute.workers=1
   compute.trainer.memory_format=contiguous`): what `make quickstart` did before this change;
@@ -59,25 +61,49 @@ def zoo_throughput(run: PerfRun) -> dict[str, Any]:
                            "train_flops": sum(flops.values()), "usable_cpus": usable_cpus(),
                            "cpu_threads": cfg.compute.cpu_threads, "paths": {}, "errors": {}}
     accuracies: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PATHS}
     try:
-        for name, overrides in PATHS.items():
-            command = [sys.executable, "-m", "bench", "-q", "zoo", s.recipe, *run.overrides, *scratch_paths(work / name),
-                       *overrides]
-            measured = run_measured(command, work / name / "build.log", s.timeout_s)
-            if measured["returncode"] != 0:
-                out["errors"][name] = f"exit code {measured['returncode']}"
-            accuracies[name] = _accuracies(work / name / "zoo")
-            out["paths"][name] = _path_figures(measured, accuracies[name], out)
+        for repeat in range(max(1, s.repeats)):  # rounds of before, workers, after: a drift hits every path alike
+            for name, overrides in PATHS.items():
+                folder = work / name / str(repeat)
+                command = [sys.executable, "-m", "bench", "-q", "zoo", s.recipe, *run.overrides, *scratch_paths(folder),
+                           *overrides]
+                measured = run_measured(command, folder / "build.log", s.timeout_s)
+                if measured["returncode"] != 0:
+                    out["errors"][f"{name}[{repeat}]"] = f"exit code {measured['returncode']}"
+                built = _accuracies(folder / "zoo")
+                if repeat == 0:
+                    accuracies[name] = built
+                elif built != accuracies[name]:  # the same path on the same machine trains the same bytes
+                    out["errors"][f"{name}[{repeat}]"] = "test accuracies differ from the first round's"
+                runs[name].append(_path_figures(measured, built, out))
+                shutil.rmtree(folder / "zoo", ignore_errors=True)  # the next round builds from scratch
     finally:
         if not s.keep_workdir:
             shutil.rmtree(work, ignore_errors=True)
     threads = int(cfg.compute.cpu_threads or torch.get_num_threads())
     out["matmul_job_threads"] = _matmul_gflops(3, threads)
     out["matmul_all_cores"] = _matmul_gflops(3, usable_cpus())
+    out["paths"] = {name: _median_figures(path_runs) for name, path_runs in runs.items()}
     out["speedup"] = {name: out["paths"]["before"]["wall_seconds"] / out["paths"][name]["wall_seconds"]
                       for name in PATHS}
+    out["speedup_per_round"] = {name: [b["wall_seconds"] / r["wall_seconds"] for b, r in zip(runs["before"], runs[name])]
+                                for name in PATHS}
     out["accuracy"] = accuracy_figures(plan.jobs, accuracies)
     return out
+
+
+def _median_figures(path_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One path over its rounds: the median of each rate, and every round's own figures under `runs`."""
+    def median(key: str) -> Any:
+        values = [r[key] for r in path_runs if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    keys = ("wall_seconds", "build_seconds", "models_per_hour", "images_per_second", "gflops", "build_gflops",
+            "peak_rss_mb")
+    return {**{key: median(key) for key in keys}, "models_built": min(r["models_built"] for r in path_runs),
+            "returncode": max((r["returncode"] for r in path_runs), key=abs), "rounds": len(path_runs),
+            "command": path_runs[0]["command"], "runs": path_runs}
 
 
 def train_flops_per_image(job: Job, dm: Any) -> int:
