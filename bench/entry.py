@@ -20,6 +20,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 INTERRUPTED = "fpbench: interrupted."  # the first line bench.cli prints for an interrupt during a command too
+BAR_SECONDS_OFF_TERMINAL = 30  # progress-bar redraws in a log file: at most one per this many seconds
 INTERRUPT_EXIT = 130  # 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
 
 
@@ -110,6 +111,24 @@ def _answer_without_imports(argv: list[str]) -> int | None:
     return None
 
 
+def calm_bars_off_terminal(stream: object = None) -> bool:
+    """When stderr (where tqdm draws) is not a terminal, let bars redraw at most every `BAR_SECONDS_OFF_TERMINAL`.
+
+    In a log file every redraw is kept; a bar of a few seconds then leaves two lines (start, end). A
+    `TQDM_MININTERVAL` the user set is kept. Lightning's own bar is swapped for epoch lines
+    (`bench.epoch_lines`). Returns True when it changed the setting.
+    """
+    stream = sys.stderr if stream is None else stream
+    try:
+        terminal = bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        terminal = False
+    if terminal or "TQDM_MININTERVAL" in os.environ:
+        return False
+    os.environ["TQDM_MININTERVAL"] = str(BAR_SECONDS_OFF_TERMINAL)  # read by every tqdm bar (tqdm's TQDM_* settings)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Import `bench.cli` and run its ``main``; an interrupt anywhere exits 130 with one line on stderr.
 
@@ -125,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code (130 after an interrupt).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    calm_bars_off_terminal()
     try:
         quick = _guarded(lambda: _answer_without_imports(args))
         if quick is not None:

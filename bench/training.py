@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from torchmetrics.classification import MulticlassAccuracy
 
+from bench.epoch_lines import progress_callbacks
 from bench.modes import eval_mode
 
 log = logging.getLogger(__name__)
@@ -307,9 +308,13 @@ class InterruptRecorder(pl.Callback):
 
 
 def make_trainer(cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: Any = False, progress: bool | None = None) -> pl.Trainer:
-    """A Trainer from `compute.trainer`: no checkpoints (the zoo saves safetensors itself)."""
+    """A Trainer from `compute.trainer`: no checkpoints (the zoo saves safetensors itself).
+
+    Progress: Lightning's bar on a terminal; one line per epoch when output goes to a file (`bench.epoch_lines`).
+    """
+    bar, lines = progress_callbacks(cfg.enable_progress_bar if progress is None else progress)
     return pl.Trainer(
-        callbacks=[ReleaseSpawnedProcessGroup(), InterruptRecorder()],
+        callbacks=[ReleaseSpawnedProcessGroup(), InterruptRecorder(), *lines],
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
@@ -320,7 +325,7 @@ def make_trainer(cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: 
         logger=logger,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.enable_progress_bar if progress is None else progress,
+        enable_progress_bar=bar,
         log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0,
         limit_val_batches=0,

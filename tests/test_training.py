@@ -92,3 +92,42 @@ def test_logged_train_accuracy_equals_correct_over_samples_per_epoch(digits, tmp
     expected = (per_epoch[:, 0] / per_epoch[:, 1]).tolist()
     assert logged == pytest.approx(expected, abs=1e-6)
     assert expected[-1] > expected[0]  # it trained: the numbers move, so equality is not vacuous
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch(digits, tmp_path, caplog, capsys):
+    """Written to a file, a fit's progress is `epoch k/n: loss .., acc ..` lines, not a redrawn bar; on a
+    terminal Lightning's bar stays; and `fpbench` makes tqdm bars redraw rarely when stderr is a file."""
+    import logging
+    import os
+
+    from bench.entry import BAR_SECONDS_OFF_TERMINAL, calm_bars_off_terminal
+    from bench.epoch_lines import EpochLines, progress_callbacks
+
+    x, y, dm = digits
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = build_model("mlp", in_channels=dm.in_channels, num_classes=dm.num_classes, image_size=dm.image_size,
+                        mean=dm.mean, std=dm.std, seed=0)
+    module = ClassifierModule(model, OptimizerConfig(lr=0.05), ScheduleConfig(name="none"), epochs=3)
+    with caplog.at_level(logging.INFO, logger="bench.training"):
+        fit(module, loader, TrainerConfig(enable_progress_bar=True), root_dir=str(tmp_path), seed=0)  # pytest: no tty
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("  epoch ")]
+    assert [line.split(":")[0].strip() for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("loss " in line and "acc " in line for line in lines)
+    assert "it/s" not in capsys.readouterr().out  # no bar drawn
+    assert progress_callbacks(True, terminal=True) == (True, [])
+    bar, callbacks = progress_callbacks(True, terminal=False)
+    assert not bar and isinstance(callbacks[0], EpochLines) and progress_callbacks(False) == (False, [])
+
+    class File:
+        def isatty(self) -> bool:
+            return False
+
+    saved = os.environ.pop("TQDM_MININTERVAL", None)
+    try:
+        assert calm_bars_off_terminal(File()) and os.environ["TQDM_MININTERVAL"] == str(BAR_SECONDS_OFF_TERMINAL)
+        os.environ["TQDM_MININTERVAL"] = "1"
+        assert not calm_bars_off_terminal(File()) and os.environ["TQDM_MININTERVAL"] == "1"  # the user's setting kept
+    finally:
+        os.environ.pop("TQDM_MININTERVAL", None)
+        if saved is not None:
+            os.environ["TQDM_MININTERVAL"] = saved
