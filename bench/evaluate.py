@@ -40,6 +40,7 @@ from bench.self_check import applies as self_check_applies
 from bench.self_check import source_self_check
 from bench.suspect_checks import model_normalization
 from bench.training import predicted_labels
+from bench.zoo.attacks import attack_facts
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
 from bench.zoo.integrity import BehaviourCheck
 from bench.zoo.jobs import agreement
@@ -296,6 +297,7 @@ def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, r
             _measure(run, oracle, {
                 "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
                 "group": job.attack if job.role == "positive" else job.kind,
+                **threat_model(job),  # family and strength as data (positives the zoo made; null otherwise)
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
                 "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
@@ -303,6 +305,13 @@ def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, r
             })
             if deployed is not None and deployed.has_defender:  # share of this method's queries the defender flagged
                 run.per_model[-1]["defender_flag_rate"] = deployed.flag_rate(run.stream)
+
+
+def threat_model(job: Any) -> dict[str, Any]:
+    """`family` and `strength` of a positive the zoo made by an attack chain (`attack_facts`); null otherwise."""
+    if job.role != "positive" or job.op != "attack":
+        return {"family": None, "strength": None}
+    return attack_facts(job.spec["chain"])
 
 
 def _generate_run(run: MethodRun, source: torch.nn.Module, cfg: DictConfig, zoo: BuildReport, device: torch.device,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import typing
 from collections.abc import Mapping
-from dataclasses import fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,6 +33,7 @@ __all__ = [
     "AttackTrainingConfig",
     "RemovalAttack",
     "attack_loader",
+    "attack_facts",
     "build_attack",
     "parse_attack_config",
     "source_outputs",
@@ -54,6 +55,25 @@ def build_attack(name: str, params: Mapping[str, Any] | DictConfig | None = None
     """
     cls = ATTACKS.get(name)
     return cls(parse_attack_config(cls, params))
+
+
+def attack_facts(chain: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """A positive's threat model as data: `{"family": ..., "strength": {key: value}}` from its attack chain.
+
+    `family` is the attacks' `family` (several steps of different families: joined with " + ");
+    `strength` holds each step's `strength_keys` with the value the step ran with (defaults filled in),
+    named `key` for a one-step chain and `attack.key` for longer ones. The zoo's attack chain (a
+    manifest record's `params.chain`) is the input, so a result can be read without the recipe.
+    """
+    families: list[str] = []
+    strength: dict[str, Any] = {}
+    for step in chain:
+        cls = ATTACKS.get(step["attack"])
+        config = asdict(parse_attack_config(cls, step.get("params") or {}))
+        families.append(cls.family)
+        for key in cls.strength_keys:
+            strength[key if len(chain) == 1 else f"{step['attack']}.{key}"] = _lookup(config, key)
+    return {"family": " + ".join(dict.fromkeys(families)), "strength": strength}
 
 
 def parse_attack_config(cls: type[RemovalAttack], params: Mapping[str, Any] | DictConfig | None) -> Any:

@@ -59,6 +59,9 @@ class AdvTrainConfig(AttackTrainingConfig):
 class AdvTrain(RemovalAttack):
     """Adversarial training (Madry et al., ICLR 2018; ADV-TRA, NeurIPS 2024): L-inf PGD + clean mix, all layers."""
 
+    family = "adversarial training"
+    strength_keys = ("eps", "epochs")
+
     name = "adv_train"
     Config = AdvTrainConfig
     provenance_keys = ("eps", "epochs", "optimizer.lr")

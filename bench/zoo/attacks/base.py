@@ -90,6 +90,10 @@ class RemovalAttack(ABC):
     provenance_keys: ClassVar[tuple[str, ...]] = ()  # always shown in `provenance()` (flattened names)
     revision: ClassVar[int] = 0  # bump when the output for an unchanged config changes (enters the model id when > 0)
     paper_table2: ClassVar[bool] = False  # one of the ADV-TRA paper's Table 2 families (the leaderboard's `paper` positives)
+    # The threat model, as data (issue "Threat models, not a mixture"): the family the attack belongs to and the
+    # config keys (dotted) that set its strength; results carry both per positive (`attack_facts`).
+    family: ClassVar[str] = "other"
+    strength_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

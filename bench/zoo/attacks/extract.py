@@ -87,6 +87,9 @@ class Extract(RemovalAttack):
     (`bench.zoo.attacks.query_data`), made once from `seed` and queried once each.
     """
 
+    family = "extraction"
+    strength_keys = ("labels_kind", "query_budget", "query_data", "arch", "epochs")
+
     name = "extract"
     Config = ExtractConfig
     provenance_keys = ("arch", "labels_kind", "query_budget", "epochs")  # non-default query_data is shown too

@@ -67,6 +67,9 @@ class _FineTune(RemovalAttack):
     eval mode, so running statistics do not move either (see `ClassifierModule`).
     """
 
+    family = "fine-tuning"
+    strength_keys = ("epochs", "optimizer.lr")
+
     trainable: ClassVar[str]
     paper_table2 = True  # FTLL/FTAL/RTLL/RTAL are Table 2 positives of the ADV-TRA paper
     reinit_head: ClassVar[bool]

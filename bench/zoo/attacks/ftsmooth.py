@@ -118,6 +118,9 @@ class FTSmooth(RemovalAttack):
     USENIX Sec 2018) with targets that soften and move the source's decision boundaries. Every layer is fine-tuned on the attacker's split with smoothed targets, mixed-up inputs, or both.
     """
 
+    family = "adaptive"
+    strength_keys = ("smoothing", "mixup_alpha", "epochs")
+
     name = "ftsmooth"
     Config = FTSmoothConfig
     provenance_keys = ("epochs", "optimizer.lr", "smoothing", "mixup_alpha")

@@ -85,6 +85,9 @@ class Prune(RemovalAttack):
     `info` records the sparsity measured over the pruned tensors after fine-tuning.
     """
 
+    family = "pruning"
+    strength_keys = ("rate", "epochs")
+
     name = "prune"
     Config = PruneConfig
     provenance_keys = ("rate", "scope")

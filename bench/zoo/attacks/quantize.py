@@ -80,6 +80,9 @@ class Quantize(RemovalAttack):
     `info` records `max_abs_error`, the largest change of any weight.
     """
 
+    family = "quantisation"
+    strength_keys = ("dtype",)
+
     name = "quantize"
     Config = QuantizeConfig
     provenance_keys = ("dtype", "scope")

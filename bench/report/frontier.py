@@ -1,0 +1,215 @@
+"""The evasion frontier (issue "Threat models, not a mixture", item 3): detection against utility, per family.
+
+For one method's result files (one per trial), every positive configuration (the suspects of one
+attack config, i.e. one ``group``, seeds pooled) becomes a point: its **accuracy drop** (the source's
+test accuracy minus the positives', in points, mean over the configuration's seeds) and its
+**detection**, the share of its positives scoring strictly above the threshold calibrated on that
+trial's negatives at ``fpr`` (:func:`bench.stats.columns.calibrated_threshold`, the rule
+`fpbench verify` decides by). Per family:
+
+- the **frontier**: the points sorted by accuracy drop, detection as mean (min, max) over trials;
+- the **evasion cost**: per trial, the smallest accuracy drop among the family's configurations whose
+  positives evade (detection < 0.5); over trials its median and range. When no configuration evades
+  in a trial, the cost is "none found up to X points", X the family's largest drop there: a lower
+  bound, never a number the grid did not reach.
+
+The overall evasion cost of a trial is the minimum over its families. Families come from each
+positive's ``family`` (written by the evaluation loop since the threat models were recorded as data);
+an older result's positives get theirs from their attack label through :data:`FAMILY_OF_ATTACK`,
+which a test keeps equal to the attack classes' ``family``. Light on purpose (numpy only), like the
+rest of the report layer. Reading and limits: docs/frontier.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.report.positive_sets import split_label
+from bench.report.trials import row_key, unique_trials
+from bench.report.variants import method_config, variant_label
+from bench.results import iter_results
+from bench.stats.columns import calibrated_threshold, certifies
+
+EVADES_BELOW = 0.5  # a configuration evades when fewer than half of its positives are detected
+# The attack classes' `family` (bench/zoo/attacks), for results written before positives carried it.
+FAMILY_OF_ATTACK = {"ftll": "fine-tuning", "ftal": "fine-tuning", "rtll": "fine-tuning", "rtal": "fine-tuning",
+                    "prune": "pruning", "adv_train": "adversarial training", "extract": "extraction",
+                    "quantize": "quantisation", "ftsmooth": "adaptive"}
+
+
+@dataclass
+class Point:
+    """One positive configuration in one trial."""
+
+    group: str
+    family: str
+    strength: dict[str, Any] | None
+    n: int
+    accuracy_drop: float | None  # points; None when the result lacks test accuracies
+    detection: float
+
+
+@dataclass
+class FamilyFrontier:
+    """One family of one method over its trials."""
+
+    family: str
+    points: list[dict[str, Any]] = field(default_factory=list)  # per group: drop, detection mean/min/max, trials
+    costs: list[float | None] = field(default_factory=list)  # per trial: evasion cost in points, None = none found
+    reached: list[float] = field(default_factory=list)  # per trial: the family's largest accuracy drop
+
+
+def family_of(record: Mapping[str, Any]) -> str:
+    """A positive's family: its own ``family``, else from its attack label's steps (" + " between families)."""
+    if record.get("family"):
+        return str(record["family"])
+    names = split_label(str(record.get("attack") or record.get("group") or ""))
+    families = [FAMILY_OF_ATTACK.get(name, "other") for name in names] or ["other"]
+    return " + ".join(dict.fromkeys(families))
+
+
+def trial_points(result: Mapping[str, Any], fpr: float) -> list[Point]:
+    """Every positive configuration of one result file as a point of its family's frontier."""
+    per_model = result["per_model"]
+    negatives = [float(r["score"]) for r in per_model if r["role"] == "negative"]
+    threshold = calibrated_threshold(negatives, fpr)
+    source_acc = (result.get("zoo") or {}).get("source_test_acc")
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in per_model:
+        if record["role"] == "positive":
+            groups.setdefault(str(record["group"]), []).append(record)
+    points = []
+    for group, records in groups.items():
+        accs = [r.get("test_acc") for r in records]
+        drop = None if source_acc is None or None in accs else 100 * (source_acc - statistics.fmean(accs))
+        points.append(Point(group=group, family=family_of(records[0]), strength=records[0].get("strength"),
+                            n=len(records), accuracy_drop=drop,
+                            detection=sum(float(r["score"]) > threshold for r in records) / len(records)))
+    return points
+
+
+def results_frontiers(results_dir: str | Path, fpr: float = 0.01, zoo: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every row of the results tree (method and config, trials pooled, `all` positives) as a frontier, per zoo.
+
+    Returns:
+        ``{zoo name: {row label: method_frontier(...)}}``, rows in the order of their labels.
+    """
+    root = Path(results_dir)
+    files = [(str(path.relative_to(root)), result) for path, result in iter_results(root)]
+    rows: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for _, result in unique_trials(files):
+        if zoo is None or result["zoo"]["name"] == zoo:
+            rows.setdefault(row_key(result), []).append(result)
+    out: dict[str, dict[str, Any]] = {}
+    for key, results in rows.items():
+        method = results[0]["method"]["name"]
+        label = variant_label(method, method_config(results[0]), key[3][:8])
+        out.setdefault(key[0], {})[label] = method_frontier(results, fpr)
+    return {name: dict(sorted(found.items())) for name, found in sorted(out.items())}
+
+
+def evasion_cost(points: Sequence[Point]) -> tuple[float | None, float]:
+    """(the smallest accuracy drop among evading points or None, the largest drop reached) of one family, one trial."""
+    drops = [p.accuracy_drop for p in points if p.accuracy_drop is not None]
+    evading = [p.accuracy_drop for p in points if p.accuracy_drop is not None and p.detection < EVADES_BELOW]
+    return (min(evading) if evading else None), (max(drops) if drops else float("nan"))
+
+
+def method_frontier(results: Sequence[Mapping[str, Any]], fpr: float = 0.01) -> dict[str, Any]:
+    """One method's frontier over its trials: families, their points and evasion costs, and the overall cost."""
+    families: dict[str, FamilyFrontier] = {}
+    collected: dict[tuple[str, str], list[Point]] = {}
+    per_trial: list[dict[str, tuple[float | None, float]]] = []
+    n_negative = []
+    for result in results:
+        points = trial_points(result, fpr)
+        n_negative.append(sum(r["role"] == "negative" for r in result["per_model"]))
+        by_family: dict[str, list[Point]] = {}
+        for point in points:
+            by_family.setdefault(point.family, []).append(point)
+            collected.setdefault((point.family, point.group), []).append(point)
+        per_trial.append({name: evasion_cost(found) for name, found in by_family.items()})
+        for name, (cost, reached) in per_trial[-1].items():
+            family = families.setdefault(name, FamilyFrontier(name))
+            family.costs.append(cost)
+            family.reached.append(reached)
+    for (name, group), points in collected.items():
+        detections = [p.detection for p in points]
+        drops = [p.accuracy_drop for p in points if p.accuracy_drop is not None]
+        families[name].points.append({
+            "group": group, "strength": points[0].strength, "trials": len(points), "n": sum(p.n for p in points),
+            "accuracy_drop": statistics.fmean(drops) if drops else None,
+            "detection": statistics.fmean(detections), "detection_min": min(detections),
+            "detection_max": max(detections)})
+    for family in families.values():
+        family.points.sort(key=lambda p: (p["accuracy_drop"] is None, p["accuracy_drop"] or 0.0))
+    overall = [_overall(trial) for trial in per_trial]
+    return {"fpr": fpr, "trials": len(results), "n_negative": n_negative,
+            "certified": all(certifies(fpr, n) for n in n_negative),
+            "families": {name: _family_summary(f) for name, f in sorted(families.items())},
+            "overall": _cost_summary([c for c, _ in overall], [r for _, r in overall])}
+
+
+def _overall(trial: Mapping[str, tuple[float | None, float]]) -> tuple[float | None, float]:
+    costs = [cost for cost, _ in trial.values() if cost is not None]
+    return (min(costs) if costs else None), max((reached for _, reached in trial.values()), default=float("nan"))
+
+
+def _family_summary(family: FamilyFrontier) -> dict[str, Any]:
+    return {"points": family.points, **_cost_summary(family.costs, family.reached)}
+
+
+def _cost_summary(costs: Sequence[float | None], reached: Sequence[float]) -> dict[str, Any]:
+    """Evasion cost over trials: median and range of the trials where something evaded, and how many did."""
+    found = [c for c in costs if c is not None]
+    return {"evasion_cost": statistics.median(found) if found else None,
+            "evasion_cost_range": [min(found), max(found)] if found else None,
+            "trials_evaded": len(found), "trials": len(costs),
+            "max_drop_reached": max(reached) if reached else None, "per_trial": list(costs)}
+
+
+def cost_text(summary: Mapping[str, Any]) -> str:
+    """A cell: `3.1 pt [2.0, 4.2]`, `3.1 pt (3 of 5 trials)` when some trials found none, or `none up to 9.3 pt`."""
+    if summary["evasion_cost"] is None:
+        reached = summary["max_drop_reached"]
+        return "none up to ?" if reached is None else f"none up to {reached:.1f} pt"
+    low, high = summary["evasion_cost_range"]
+    text = f"{summary['evasion_cost']:.1f} pt"
+    if summary["trials"] > 1 and high > low:
+        text += f" [{low:.1f}, {high:.1f}]"
+    if summary["trials_evaded"] < summary["trials"]:
+        text += f" ({summary['trials_evaded']} of {summary['trials']} trials)"
+    return text
+
+
+def frontier_markdown(frontiers: Mapping[str, Mapping[str, Any]]) -> str:
+    """Methods x families table of evasion costs, then each method's frontier points."""
+    families = sorted({name for f in frontiers.values() for name in f["families"]})
+    if not frontiers:
+        return "No results to draw a frontier from.\n"
+    any_f = next(iter(frontiers.values()))
+    lines = [f"Evasion cost: the smallest accuracy drop (points) at which a family's positives evade (detection "
+             f"< {EVADES_BELOW} at the threshold calibrated for FPR {any_f['fpr']:g} on each trial's negatives); "
+             "median [range] over trials.", "",
+             "| method | overall | " + " | ".join(families) + " |", "|---" * (len(families) + 2) + "|"]
+    for method, f in frontiers.items():
+        cells = [cost_text(f["families"][name]) if name in f["families"] else "" for name in families]
+        lines.append(f"| {method} | {cost_text(f['overall'])} | " + " | ".join(cells) + " |")
+    uncertified = [m for m, f in frontiers.items() if not f["certified"]]
+    if uncertified:
+        lines += ["", f"Too few negatives to certify FPR {any_f['fpr']:g} at 95 % for: {', '.join(uncertified)} "
+                      f"(negatives per trial: {sorted({n for m in uncertified for n in frontiers[m]['n_negative']})}); "
+                      "the threshold is then the highest negative score."]
+    for method, f in frontiers.items():
+        lines += ["", f"### {method}", "", "| family | configuration | accuracy drop (pt) | detection mean [min, max] | "
+                  "positives (all trials) |", "|---|---|---:|---|---:|"]
+        for name, family in f["families"].items():
+            for p in family["points"]:
+                drop = "" if p["accuracy_drop"] is None else f"{p['accuracy_drop']:.1f}"
+                lines.append(f"| {name} | {p['group']} | {drop} | {p['detection']:.2f} [{p['detection_min']:.2f}, "
+                             f"{p['detection_max']:.2f}] | {p['n']} |")
+    return "\n".join(lines) + "\n"
