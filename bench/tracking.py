@@ -26,6 +26,8 @@ from pytorch_lightning.loggers.logger import DummyExperiment
 
 from bench.config import to_dict
 from bench.report import plot_roc, plot_scores_box
+from bench.report.frontier import FRONTIER_FPR, method_frontier
+from bench.report.frontier_plots import plot_frontier
 from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
 
 log = logging.getLogger(__name__)
@@ -341,12 +343,27 @@ def _log_result(settings: dict[str, Any], name: str, result: dict[str, Any], pat
         images = {"roc": plot_roc([result], plots_dir / "roc.png"), "scores": plot_scores_box([result], plots_dir / "scores.png")}
         if has_accuracy([result]):
             images["score_vs_accuracy_drop"] = plot_score_vs_accuracy_drop([result], plots_dir / "score_vs_accuracy_drop.png")
+            frontier = method_frontier([result], FRONTIER_FPR)  # this trial's (docs/frontier.md)
+            images["frontier"] = plot_frontier(name, frontier, plots_dir / "frontier.png")
+            run.summary.update(frontier_summary(frontier))
         roc_columns, roc_rows = roc_table(result)
         roc_chart = wandb.plot.line(wandb.Table(columns=roc_columns, data=roc_rows), "fpr", "tpr",
                                     title=f"ROC {result['method']['name']} (AUC {metrics['auc']:.3f})")
         run.log({"per_model": table, "roc_curve": roc_chart, **{k: wandb.Image(str(v)) for k, v in images.items()}})
         run_dir = run.dir
     return run_dir  # after the block: the artifact is attached when it closes
+
+
+def frontier_summary(frontier: dict[str, Any]) -> dict[str, float]:
+    """W&B summary keys of one trial's frontier: `evasion_cost/<family>` (points) where a configuration
+    evaded, else `evasion_none_up_to/<family>` (the largest drop the grid reached); `.../overall` likewise."""
+    out: dict[str, float] = {}
+    for name, summary in [*frontier["families"].items(), ("overall", frontier["overall"])]:
+        if summary["evasion_cost"] is not None:
+            out[f"evasion_cost/{name}"] = float(summary["evasion_cost"])
+        elif summary["max_drop_reached"] is not None:
+            out[f"evasion_none_up_to/{name}"] = float(summary["max_drop_reached"])
+    return out
 
 
 def log_sweep(cfg: DictConfig, name: str, csv: Path, plots: list[Path]) -> str | None:

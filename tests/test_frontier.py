@@ -83,3 +83,21 @@ def test_the_loop_records_threat_models_and_the_guards_frontiers(smoke_cfg, smok
     oracle = method_frontier([results["oracle_label"]])
     assert oracle["overall"]["evasion_cost"] is None  # the oracle detects every positive: nothing evades
     assert all(p["detection"] == 1.0 for f in oracle["families"].values() for p in f["points"])
+
+
+def test_frontier_plots_for_a_results_tree(tmp_path):
+    from bench.report.frontier_plots import file_name, write_frontier_plots
+    from bench.results import result_path, write_result
+    from tests.test_results import synthetic_result
+    from tests.test_tracking import with_accuracies
+
+    for seed in (0, 1):
+        result = with_accuracies(synthetic_result(seed=seed))
+        write_result(result, result_path(tmp_path, "tiny", "adv_tra", result["config_sha256"], seed))
+    old = synthetic_result(method="akh")  # no test accuracies: no accuracy drop, no frontier
+    write_result(old, result_path(tmp_path, "tiny", "akh", old["config_sha256"], 0))
+    written = write_frontier_plots(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["plots/tiny/evasion_cost.png",
+                                                                    "plots/tiny/frontier/adv_tra_n=10.png"]  # row label adv_tra[n=10]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    assert file_name("cae[pool_seeds=1,xi=0.25]") == "cae_pool_seeds=1_xi=0.25"

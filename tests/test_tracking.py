@@ -169,6 +169,25 @@ def test_log_result_logs_an_interactive_roc_from_the_stored_points(fake_wandb, t
     assert run.finished
 
 
+def test_log_result_logs_the_trials_evasion_frontier(fake_wandb, tmp_path: Path):
+    from bench.report.frontier import method_frontier
+
+    result = with_accuracies(synthetic_result())
+    path = result_path(tmp_path, "tiny", "adv_tra", result["config_sha256"], 0)
+    write_result(result, path)
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "tracking.wandb.mode=offline"])
+    log_result(cfg, result, path)
+    (run,) = fake_wandb.runs
+    assert Path(run.logged["frontier"]["image"]).is_file()
+    frontier = method_frontier([result], 0.01)
+    for name, summary in [*frontier["families"].items(), ("overall", frontier["overall"])]:
+        if summary["evasion_cost"] is None:
+            assert run.summary[f"evasion_none_up_to/{name}"] == summary["max_drop_reached"]
+        else:
+            assert run.summary[f"evasion_cost/{name}"] == summary["evasion_cost"]
+    assert any(k.startswith("evasion_") and k.endswith("/overall") for k in run.summary)
+
+
 def test_log_zoo_model_records_lineage(fake_wandb, tmp_path: Path):
     checkpoint = tmp_path / "models" / "b2.safetensors"
     checkpoint.parent.mkdir()

@@ -34,6 +34,7 @@ from bench.report.variants import method_config, variant_label
 from bench.results import iter_results
 from bench.stats.columns import calibrated_threshold, certifies
 
+FRONTIER_FPR = 0.01  # the issue's "calibrated 1 % FPR threshold"
 EVADES_BELOW = 0.5  # a configuration evades when fewer than half of its positives are detected
 # The attack classes' `family` (bench/zoo/attacks), for results written before positives carried it.
 FAMILY_OF_ATTACK = {"ftll": "fine-tuning", "ftal": "fine-tuning", "rtll": "fine-tuning", "rtal": "fine-tuning",
