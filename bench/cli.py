@@ -32,12 +32,15 @@ from bench.perf import run_perf
 from bench.registry import RegistryError
 from bench.report import build_board, check_results, write_leaderboard, write_plots, write_site
 from bench.report.blocks import stale_blocks, update_blocks
+from bench.report.frontier import frontier_document
+from bench.report.frontier_plots import write_frontier_plots
 from bench.report.readme import update_readme
 from bench.show import show_recipe
 from bench.suspect_checks import parse_stats
 from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
 from bench.tracking import training_logger_factory
 from bench.trial_runs import TrialRun, run_trials, timing_lines, timing_record, trial_configs, write_timing
+from bench.zoo.archive import export_zoo, pull_zoo
 from bench.zoo.attacks import ATTACKS
 from bench.zoo.build import build_zoo, prepare
 from bench.zoo.importer import import_zoo
@@ -95,9 +98,13 @@ def _setup_logging(quiet: bool) -> None:
 def _cmd_zoo(args: argparse.Namespace) -> int:
     if args.recipe == "import":
         return _cmd_zoo_import(args)
+    if args.recipe in ("export", "pull"):
+        return _cmd_zoo_share(args)
     if args.folder is not None:
         raise UsageError(f"`fpbench zoo {args.recipe} {args.folder}`: zoo takes one recipe (a second positional "
-                         "argument only with `fpbench zoo import DIR --name NAME`).")
+                         "argument only with `fpbench zoo import DIR --name NAME`, `zoo export NAME`, `zoo pull URI`).")
+    if args.out is not None:
+        raise UsageError("--out is for `fpbench zoo export NAME --out PATH` only.")
     cfg = load_recipe(args.recipe, args.overrides)
     pools = method_pool_specs(cfg)  # defender pools of the recipe's methods belong to its zoo
     if args.list:
@@ -122,6 +129,36 @@ def _cmd_zoo_import(args: argparse.Namespace) -> int:
     print(f"\nzoo {report.plan.name}: {len(report.built)} imported, {len(report.skipped)} already there -> "
           f"{report.store.root}\nrecipe: {recipe}  (fpbench run {recipe} methods=[akh,random])")
     return 1 if report.failed else 0
+
+
+def _cmd_zoo_share(args: argparse.Namespace) -> int:
+    """`fpbench zoo export NAME [--out PATH]` and `fpbench zoo pull URI [--name NAME]` (docs/sharing.md)."""
+    target = args.folder
+    urls = [o for o in args.overrides if "://" in o]  # a URL with a query string ('?a=b') reads as an override
+    if target is None and len(urls) == 1 and len(args.overrides) == 1:
+        target = urls[0]
+    elif args.overrides:
+        raise UsageError(f"`fpbench zoo {args.recipe}` takes no key=value overrides, got {' '.join(args.overrides)}.")
+    if args.recipe == "export":
+        if not target or args.name:
+            raise UsageError("usage: fpbench zoo export NAME [--zoo-dir zoo] [--out NAME.tar] (docs/sharing.md).")
+        report = export_zoo(target, args.zoo_dir, args.out)
+        print(f"exported zoo {target}: {report.models} models ({_roles(report.roles)}), {report.size:,} bytes "
+              f"-> {report.path}\nsha256 {report.sha256}  (manifest sha256 {report.manifest_sha256})")
+        return 0
+    if not target or args.out:
+        raise UsageError("usage: fpbench zoo pull URI [--zoo-dir zoo] [--name NAME] (docs/sharing.md).")
+    report = pull_zoo(target, args.zoo_dir, args.name, progress=not args.quiet)
+    state = "already there, identical:" if report.identical else "verified and installed:"
+    print(f"zoo {report.path.name} {state} {report.models} models ({_roles(report.roles)}) -> {report.path}\n"
+          f"archive sha256 {report.sha256} ({report.size:,} bytes); manifest sha256 {report.manifest_sha256}\n"
+          f"use it: fpbench run RECIPE paths.zoo_dir={args.zoo_dir} zoo.name={report.path.name}  "
+          "(RECIPE: the recipe the zoo was built from)")
+    return 0
+
+
+def _roles(roles: dict[str, int]) -> str:
+    return ", ".join(f"{count} {role}" for role, count in roles.items())
 
 
 def _progress(cfg, args: argparse.Namespace) -> bool:  # noqa: ANN001
@@ -202,9 +239,24 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"web page: {write_site(args.results_dir, board)}")
     else:
         write_plots(args.results_dir)
+        write_frontier_plots(args.results_dir)  # plots/<zoo>/evasion_cost.png, plots/<zoo>/frontier/<row>.png
     if args.readme:
         print(f"README tables updated: {', '.join(str(p) for p in _update_readme(args, board)) or 'none changed'}")
-    print(f"leaderboard: {md}, {csv}; plots under {os.path.join(args.results_dir, 'plots')}")
+    print(f"leaderboard: {md}, {csv}; evasion frontier: {os.path.join(args.results_dir, 'frontier.md')}; "
+          f"plots under {os.path.join(args.results_dir, 'plots')}")
+    return 0
+
+
+def _cmd_frontier(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.results_dir):
+        raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
+    if not 0 <= args.fpr < 1:
+        raise UsageError(f"--fpr {args.fpr} must be in [0, 1), e.g. 0.01.")
+    text = frontier_document(args.results_dir, args.fpr, args.zoo)
+    if args.zoo is not None and f"## {args.zoo}\n" not in text:
+        raise UsageError(f"no result files of zoo '{args.zoo}' under {args.results_dir}; `fpbench frontier` without "
+                         "--zoo shows every zoo there.")
+    print(text)
     return 0
 
 
@@ -288,7 +340,7 @@ def _stats(text: str | None, flag: str) -> list[float] | None:
         raise vf.VerifyError(str(err)) from None
 
 
-COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard,
+COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard, "frontier": _cmd_frontier,
             "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show, "fingerprint": _cmd_fingerprint,
             "verify": _cmd_verify}
 

@@ -15,6 +15,7 @@ EXAMPLES = {
     "run": "fpbench run recipes/quickstart.yaml methods=[adv_tra,akh] eval.fpr_targets=[0.05]",
     "sweep": "fpbench sweep recipes/sweeps/smoke.yaml --wandb-config sweep.yaml",
     "leaderboard": "fpbench leaderboard --results-dir local_results --html",
+    "frontier": "fpbench frontier --zoo fmnist_paper",
     "list": "fpbench list methods",
     "perf": "fpbench perf adv_tra_batching",
     "show": "fpbench show recipes/smoke.yaml methods=[adv_tra] methods.adv_tra.n_fingerprints=10",
@@ -24,7 +25,8 @@ EXAMPLES = {
 # options that take the next argument
 VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
                  "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name",
-                 "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget")
+                 "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget", "--out",
+                 "--zoo")
 
 
 def version_text() -> str:
@@ -61,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     zoo = _subparser(sub, "zoo", "build (or list) the zoo a recipe describes")
-    zoo.add_argument("recipe", help="a recipe; or `import` to import a published zoo: fpbench zoo import DIR --name NAME")
-    zoo.add_argument("folder", nargs="?", help="with `import`: the folder in the layout of docs/byo.md")
+    zoo.add_argument("recipe", help="a recipe; or `import` to import a published zoo: fpbench zoo import DIR --name NAME; "
+                     "or `export NAME` / `pull URI` to share a built zoo as one archive (docs/sharing.md)")
+    zoo.add_argument("folder", nargs="?", help="with `import`: the folder in the layout of docs/byo.md; with `export`: "
+                     "the zoo's name; with `pull`: a path, file://, http(s)://, wandb://entity/project/artifact:version "
+                     "or hf://owner/repo[/file]")
     zoo.add_argument("--list", action="store_true", help="print the planned zoo and what is built; build nothing")
-    zoo.add_argument("--name", help="with `import`: the new zoo's name")
-    zoo.add_argument("--zoo-dir", default="zoo", help="with `import`: where zoos live (paths.zoo_dir, default zoo)")
+    zoo.add_argument("--name", help="with `import`: the new zoo's name; with `pull`: its folder name (default: the "
+                     "archive's)")
+    zoo.add_argument("--zoo-dir", default="zoo", help="with `import`, `export`, `pull`: where zoos live (paths.zoo_dir, "
+                     "default zoo)")
+    zoo.add_argument("--out", metavar="PATH", help="with `export`: the archive to write (default NAME.tar)")
     run = _subparser(sub, "run", "build the zoo if needed, evaluate methods, write results")
     run.add_argument("recipe")
     sweep = _subparser(sub, "sweep", "a grid/random sweep of recipe keys, one result per point and trial")
@@ -83,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="QUERIES",
                        help=f"queries per suspect of the matched-budget column AUC@QUERIES (default {DEFAULT_BUDGET}; "
                             "docs/metrics.md)")
+    frontier = _subparser(sub, "frontier", "evasion cost per attack family: detection against accuracy drop")
+    frontier.add_argument("--results-dir", default="results",
+                          help="results tree (default: results, the published board; yours: local_results)")
+    frontier.add_argument("--zoo", metavar="NAME", help="only this zoo's rows (default: every zoo)")
+    frontier.add_argument("--fpr", type=float, default=0.01,
+                          help="FPR target of the calibrated threshold (default 0.01; docs/frontier.md)")
     lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
     lst.add_argument("family", choices=["methods", "attacks", "deployments", "archs", "datamodules"])
     perf = _subparser(sub, "perf", "run the performance benchmarks; write <results-dir>/perf/<name>.json")

@@ -116,6 +116,7 @@ def test_records_hold_no_path_of_this_machine(tmp_path):
     """Perf JSON is committed under results/: the command line, settings and subprocess commands are
     recorded relative to the repository, the interpreter as `python`, a scratch folder as `<workdir>`."""
     import sys
+    import tempfile
 
     from bench.perf import REPO, portable_argv, portable_settings
     from bench.perf.processes import portable_command
@@ -130,6 +131,7 @@ def test_records_hold_no_path_of_this_machine(tmp_path):
     for path in (REPO / "results" / "perf").glob("*.json"):  # the committed records
         text = path.read_text()
         assert str(REPO) not in text and sys.executable not in text, path.name
+        assert tempfile.gettempdir() + "/" not in text, f"{path.name} names a scratch folder of this machine"
 
 
 def test_perf_writes_local_figures_unless_told_to_publish():
@@ -189,3 +191,5 @@ def test_zoo_throughput_builds_one_zoo_three_ways(tmp_path):
     assert accuracy["abs_diff_from_before"]["workers"]["max"] == 0.0  # the same bytes, so the same accuracies
     assert len(accuracy["per_model"]) == 5 and accuracy["abs_diff_from_before"]["after"]["n"] == 5
     _positive_numbers(figures["matmul_job_threads"], "gflops")
+    logs = json.dumps([run["log_tail"] for path in figures["paths"].values() for run in path["runs"]])
+    assert "<workdir>/zoo/smoke" in logs and "fpbench-perf-throughput-" not in logs  # the scratch folder, portable

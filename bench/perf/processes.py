@@ -33,7 +33,8 @@ def run_measured(command: list[str], log_path: Path, timeout_s: float) -> dict[s
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    tail = log_path.read_text(errors="replace").splitlines()[-25:]
+    tail = [line.replace(str(log_path.parent), "<workdir>")  # the command's output names its scratch folder
+            for line in log_path.read_text(errors="replace").splitlines()[-25:]]
     return {"wall_seconds": seconds, "peak_rss_mb": usage.ru_maxrss / scale, "returncode": proc.returncode,
             "timed_out": timed_out, "command": portable_command(command, log_path.parent), "log_tail": tail}
 

@@ -182,6 +182,14 @@ def _runs_html(row: Mapping[str, Any], key: str, ctx: Context) -> str:
     return f"<details><summary>{count} file{'s' if count != 1 else ''}</summary><ul>{items}</ul></details>"
 
 
+def _evasion_md(row: Mapping[str, Any], key: str, ctx: Context) -> str:
+    return c.md_text(row["evasion"]) if row["evasion"] else c.MISSING
+
+
+def _evasion_html(row: Mapping[str, Any], key: str, ctx: Context) -> str:
+    return html.escape(row["evasion"] or c.MISSING)
+
+
 def _tpr_fields(targets: Sequence[float]) -> tuple[str, ...]:
     per_target = [f"{fpr_column(t)}{s}" for t in targets for s in (*SUFFIXES, "_label")]
     return (*per_target, *(f"{rf.ZERO_FP}{s}" for s in SUFFIXES), f"{rf.ZERO_FP}_fpr_upper")
@@ -219,6 +227,10 @@ SPEC: tuple[Column, ...] = (
     Column(TPR, "TPR", _tpr_fields, {MARKDOWN: _tpr_md, COMPACT: _tpr_compact, HTML: _tpr_html}, numeric=True),
     Column("ties", "ties", rf.TIE_FIGURES),  # read by the AUC cell
     Column("aruc", "ARUC", ("aruc",), {MARKDOWN: _places(3, c.MISSING)}, numeric=True),
+    Column("evasion_cost", "evasion cost", ("evasion_cost", "evasion"), {MARKDOWN: _evasion_md, HTML: _evasion_html},
+           numeric=True, tip="the smallest accuracy drop (points) at which a family's positives evade the threshold "
+           "calibrated for FPR 1% (detection < 0.5), the minimum over families; median [range] over trials; "
+           "'none up to X': no configuration evaded up to the largest drop X tested (docs/frontier.md)"),
     Column("auc_at_budget", lambda ctx: f"AUC@{ctx.budget}", ("auc_at_budget",), {MARKDOWN: _places(3, c.MISSING)},
            numeric=True),
     Column("n_pos", "n+", ("n_pos",), {MARKDOWN: _plain, HTML: _html}, numeric=True,

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +61,7 @@ def plot_evasion_heatmap(frontiers: Mapping[str, Mapping[str, Any]], path: str |
             if summary["evasion_cost"] is not None:
                 values[i, j] = summary["evasion_cost"]
                 texts[i][j] = f"{summary['evasion_cost']:.1f}"
-            elif summary["max_drop_reached"] is not None and not math.isnan(summary["max_drop_reached"]):
+            elif summary["max_drop_reached"] is not None:
                 texts[i][j] = f"none\n≤ {summary['max_drop_reached']:.1f}"
     fig = _figure(1.6 + 1.5 * max(len(families), 1), 1.2 + 0.45 * max(len(methods), 1))
     ax = fig.add_subplot()

@@ -36,6 +36,7 @@ from bench.report import row_figures as rf
 from bench.report import trials as tr
 from bench.report.check import ZooChecker, check_integrity
 from bench.report.comparisons import distinguishable, rank_benchmark
+from bench.report.frontier import FRONTIER_FPR, cost_text, method_frontier, write_frontier
 from bench.report.groups import write_group_tables
 from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, leaderboard_markdown
 from bench.report.model import COMPARISON_COLUMNS, Board, columns
@@ -98,6 +99,7 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float], budget: int) ->
     record.update(rf.aggregate(results.values(), fpr_targets, confidence))
     record["ci_over"] = "" if math.isnan(record["auc_ci_low"]) else ("trials" if len(results) > 1 else "suspects")
     record["aruc"] = _mean([_aruc(r) for r in results.values()])
+    record.update(_evasion(list(results.values())))
     at_budget = [auc_at_budget(r, budget) for r in results.values()]  # every trial or "—"
     record["auc_at_budget"] = math.nan if any(math.isnan(v) for v in at_budget) else _mean(at_budget)
     misses = tr.target_misses(results.items())
@@ -113,6 +115,15 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float], budget: int) ->
         "result_files": [rel for _, (rel, _) in sorted(row.trials.items(), key=lambda kv: tr.trial_sort_key(kv[0]))],
     })  # fmt: skip
     return record
+
+
+def _evasion(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row's overall evasion cost (`bench.report.frontier`): NaN and no text when no result records accuracies."""
+    overall = method_frontier(results, FRONTIER_FPR)["overall"]
+    if overall["evasion_cost"] is None and overall["max_drop_reached"] is None:
+        return {"evasion_cost": math.nan, "evasion": ""}
+    cost = overall["evasion_cost"]
+    return {"evasion_cost": math.nan if cost is None else float(cost), "evasion": cost_text(overall)}
 
 
 def _mean(values: list[float]) -> float:
@@ -241,8 +252,9 @@ def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) ->
 
 
 def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tuple[Path, Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard_comparisons.csv`` and the per-attack
-    tables ``groups.md`` / ``groups.csv`` (:mod:`bench.report.groups`), each atomically.
+    """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard_comparisons.csv``, the per-attack
+    tables ``groups.md`` / ``groups.csv`` (:mod:`bench.report.groups`) and the evasion frontier
+    ``frontier.md`` (:mod:`bench.report.frontier`), each atomically.
 
     Args:
         results_dir: Root of the results tree.
@@ -258,4 +270,5 @@ def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tu
     atomic_write_text(csv_path, leaderboard_csv(board.rows))
     atomic_write_text(root / "leaderboard_comparisons.csv", comparisons_csv(board.comparisons))
     write_group_tables(root, board)
+    write_frontier(root)
     return md_path, csv_path

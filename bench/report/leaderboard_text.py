@@ -49,6 +49,11 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
   **AUC@{budget}**: the AUC when each suspect is verified with at most {budget} queries (a seeded
   subset of the fingerprint; the full AUC when the whole fingerprint costs no more); — = not measured,
   or the fingerprint cannot be cut to that budget. Definitions: `docs/metrics.md`.
+- **evasion cost**: the smallest accuracy drop (points, source minus stolen model) at which an attack
+  family's positives evade, i.e. fewer than half score above the threshold calibrated for FPR 1% on the
+  trial's negatives; the minimum over families, median [range] over trials. *none up to X*: no
+  configuration evaded up to the largest drop X the zoo tested (a lower bound). Per family and
+  figures: `docs/frontier.md`; — = the results do not record the suspects' accuracies.
 - **±** is the standard deviation across trials; **AUC CI** is the Student-t confidence interval of
   the mean over trials (level `eval.bootstrap.confidence`, 95% by default); † marks a single-trial
   row, whose interval is that result's bootstrap over suspects.
