@@ -11,7 +11,6 @@ import os
 import shlex
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from bench.config import ConfigError, load_recipe
 from bench.deploy import DEPLOYMENTS
 from bench.evaluate import method_pool_specs, summary_lines
 from bench.fingerprint_import import FingerprintImportError
+from bench.log_setup import setup_logging
 from bench.methods import METHODS
 from bench.nets import arch_descriptions
 from bench.oracle import Oracle
@@ -86,13 +86,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs newer torch, harmless
+    setup_logging(quiet)
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:

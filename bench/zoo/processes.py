@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench.log_setup import setup_logging
 from bench.zoo.plan_base import ZooPlan
 from bench.zoo.store import ZooStore
 from bench.zoo.tasks import (
@@ -54,7 +55,7 @@ WORKER_DIED = ("a worker process died before returning its model ({error}). Eith
 def _start_worker(slots: Any, gpus: int, log_level: int) -> None:
     """Worker initializer: leave Ctrl-C to the driver, take a worker slot, and see one GPU of `gpus`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(quiet=log_level > logging.INFO, worker=True)  # as the CLI: fpbench's lines, not the libraries' banners
     slot = slots.get()
     if gpus > 1:  # before CUDA is initialised in this process
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -175,3 +175,20 @@ def _live_group_members(group: int, grace_s: float = 10.0) -> list[str]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.5)
+
+
+def test_worker_logs_are_fpbenchs_lines_only(tmp_path):
+    """`fpbench zoo` with two workers, output to a file: one line per built model, none of Lightning's
+    banners or the data line once per worker (the workers log like the CLI, bench.log_setup)."""
+    overrides = smoke_overrides(tmp_path, *SMALL, "compute.workers=2")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "bench", "zoo", str(SMOKE), *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    built = [line for line in out.splitlines() if "] built " in line]
+    total = int(built[0].split("/")[1].split("]")[0])  # `[k/N] built role id (...)`
+    assert sorted(int(line[1:].split("/")[0]) for line in built) == list(range(1, total + 1)) and total >= 5
+    for banner in ("GPU available", "Trainer.fit", "litlogger", "LeafSpec"):
+        assert banner not in out, banner
+    assert out.count("digits splits") == 1  # the driver's line; the workers keep theirs to themselves

@@ -1,0 +1,34 @@
+"""Console logging for fpbench's processes: the CLI's and its zoo worker processes' (one setup for both).
+
+fpbench's own progress lines at INFO (WARNING with `-q`), as bare messages; the training libraries'
+banners (Lightning's "GPU available", its tips, the fit-stopped line) and known harmless warnings
+silenced, so a log shows fpbench's lines only.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+NOISY_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+HARMLESS_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*GPU available but not used.*",
+    ".*number of training batches.*",
+    ".*treespec, LeafSpec.*",  # Lightning vs newer torch, harmless
+)
+
+
+def setup_logging(quiet: bool, worker: bool = False) -> None:
+    """Configure the root logger and silence the libraries' banners.
+
+    Args:
+        quiet: only warnings and errors (`fpbench -q`).
+        worker: a zoo worker process (`bench.zoo.processes`): the driver has already said what the
+            data is, so the datamodules' INFO lines are left out too.
+    """
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    for noisy in NOISY_LOGGERS + (("datamodules",) if worker else ()):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
