@@ -29,10 +29,13 @@ class _ImportInterrupted(Exception):
 
 
 class _SigintRecorder:
-    """A SIGINT handler that raises KeyboardInterrupt, as Python's own does, and remembers that it fired.
+    """The SIGINT handler while nothing has run yet: say so in one line and end the process at once.
 
-    A library may turn the KeyboardInterrupt into another error (numpy's extension reports an
-    ``ImportError``) or swallow it; the record says the user asked to stop all the same.
+    It does not raise KeyboardInterrupt into the imports: a library may turn it into another error
+    (numpy's extension reports an ``ImportError``), swallow it, or, when it lands inside torch's native
+    initialisation, abort the process (exit -6 with a stack dump, seen on a loaded machine). Ending the
+    process from the handler (``os._exit``) is safe there: no command has started, nothing is written.
+    ``fired`` stays for a caller that replaced the exit (tests).
     """
 
     def __init__(self) -> None:
@@ -40,7 +43,11 @@ class _SigintRecorder:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.fired = True
-        raise KeyboardInterrupt
+        code = _say_interrupted()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken stream: nothing more to say
+                stream.flush()
+        os._exit(code)
 
 
 def _guarded(load: Callable[[], T]) -> T:
