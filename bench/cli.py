@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in [*_interrupted_lines(args, argv, started), *tracking.sync_lines()]:
             print(line, file=sys.stderr)
         return 130
-    except Exception as err:  # a failure during work: say what, keep the traceback for -v debugging
+    except Exception as err:  # a failure during work: say what, FPBENCH_DEBUG=1 re-raises it with its traceback
         log.debug("failure", exc_info=True)
         print(f"fpbench: failed: {type(err).__name__}: {err}", file=sys.stderr)
         if os.environ.get("FPBENCH_DEBUG"):

@@ -1,4 +1,4 @@
-"""A small typed registry: one instance per family (METHODS, ATTACKS, ARCHS, DATAMODULES)."""
+"""A small typed registry: one instance per family (METHODS, ATTACKS, DEPLOYMENTS, ARCHS, DATAMODULES, BENCHMARKS)."""
 
 from __future__ import annotations
 
