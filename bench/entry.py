@@ -118,6 +118,14 @@ def _answer_without_imports(argv: list[str]) -> int | None:
     return None
 
 
+def on_terminal(stream: object) -> bool:
+    """True when `stream` is a terminal (False without `isatty`, or when it is closed)."""
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
+
+
 def calm_bars_off_terminal(stream: object = None) -> bool:
     """When stderr (where tqdm draws) is not a terminal, let bars redraw at most every `BAR_SECONDS_OFF_TERMINAL`.
 
@@ -125,12 +133,7 @@ def calm_bars_off_terminal(stream: object = None) -> bool:
     `TQDM_MININTERVAL` the user set is kept. Lightning's own bar is swapped for epoch lines
     (`bench.epoch_lines`). Returns True when it changed the setting.
     """
-    stream = sys.stderr if stream is None else stream
-    try:
-        terminal = bool(stream.isatty())  # type: ignore[attr-defined]
-    except (AttributeError, ValueError):
-        terminal = False
-    if terminal or "TQDM_MININTERVAL" in os.environ:
+    if on_terminal(sys.stderr if stream is None else stream) or "TQDM_MININTERVAL" in os.environ:
         return False
     os.environ["TQDM_MININTERVAL"] = str(BAR_SECONDS_OFF_TERMINAL)  # read by every tqdm bar (tqdm's TQDM_* settings)
     return True

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
 
 import pytorch_lightning as pl
+
+from bench.entry import on_terminal
 
 log = logging.getLogger("bench.training")
 
@@ -38,19 +39,10 @@ class EpochLines(pl.Callback):
                  time.perf_counter() - self._started)
 
 
-def on_terminal(stream: Any = None) -> bool:
-    """True when `stream` (standard output by default, where Lightning's bar draws) is a terminal."""
-    stream = sys.stdout if stream is None else stream
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
 def progress_callbacks(progress: bool, terminal: bool | None = None) -> tuple[bool, list[pl.Callback]]:
     """(enable Lightning's bar, extra callbacks) for a fit that should show `progress`."""
     if not progress:
         return False, []
-    if on_terminal() if terminal is None else terminal:
+    if on_terminal(sys.stdout) if terminal is None else terminal:  # stdout: where Lightning's bar draws
         return True, []
     return False, [EpochLines()]

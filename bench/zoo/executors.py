@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +29,7 @@ from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
 from bench.zoo.tasks import (
     JobQueue,
-    collect,
+    dispatch,
     failing_jobs,
     plan_summary,
     portable_config,
@@ -141,23 +142,15 @@ def run_ray(cfg: DictConfig, plan: ZooPlan, pending: list[Job], store: ZooStore,
     with ray_session(cfg) as ray:
         _check_cluster(ray, cfg)
         task = ray.remote(run_job_task).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=1)
-        queue, in_flight = JobQueue(pending, cost), {}  # cost: longest ready job first
-        try:
-            while queue or in_flight:
-                for job in queue.ready(workers - len(in_flight)):
-                    log.info("submitting %s %s", job.role, job.provenance)
-                    ref = task.remote(cfg_data, dataclasses.asdict(job), plan_data, threads, job.model_id in fail_ids,
-                                      trainer_cfg)
-                    in_flight[ref] = job
-                if not in_flight:  # nothing can start: whatever waits has a failed ancestor
-                    for job in queue.orphans(set(queue.unfinished)):
-                        report.failed[job.model_id] = f"DependencyError: parent {job.parent} was not built"
-                    break
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    record, error = _result(ray, ref)
-                    collect(in_flight.pop(ref), record, error, store, report, queue, len(pending))
-                queue.fail_orphans(report)
+        def submit(job: Job) -> Any:
+            log.info("submitting %s %s", job.role, job.provenance)
+            return task.remote(cfg_data, dataclasses.asdict(job), plan_data, threads, job.model_id in fail_ids,
+                               trainer_cfg)
+
+        in_flight: dict[Any, Job] = {}
+        try:  # cost: the longest ready job first
+            dispatch(JobQueue(pending, cost), in_flight, workers, submit,
+                     lambda refs: ray.wait(refs, num_returns=1)[0], partial(_result, ray), store, report)
         finally:
             for ref in in_flight:  # interrupted: stop the rest; finished models are already recorded
                 ray.cancel(ref, force=True)

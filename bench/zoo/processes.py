@@ -35,7 +35,7 @@ from bench.zoo.plan_base import ZooPlan
 from bench.zoo.store import ZooStore
 from bench.zoo.tasks import (
     JobQueue,
-    collect,
+    dispatch,
     failing_jobs,
     plan_summary,
     portable_config,
@@ -99,22 +99,19 @@ def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                initargs=(slots, visible_gpus(cfg), logging.getLogger("bench").getEffectiveLevel()))
     queue, in_flight = JobQueue(pending, cost), {}
+
+    def submit(job: Any) -> Future:
+        return pool.submit(run_job_task, cfg_data, dataclasses.asdict(job), plan_data, threads,
+                           job.model_id in fail_ids, trainer_cfg, log_training)
+
+    def after(done: list[Future]) -> None:
+        bar.update(len(done))
+        if any(isinstance(f.exception(), BrokenProcessPool) for f in done):  # the pool is gone: stop here
+            _fail_rest(queue, in_flight, report)
+
     try:
-        while queue or in_flight:
-            for job in queue.ready(workers - len(in_flight)):
-                future = pool.submit(run_job_task, cfg_data, dataclasses.asdict(job), plan_data, threads,
-                                     job.model_id in fail_ids, trainer_cfg, log_training)
-                in_flight[future] = job
-            if not in_flight:  # nothing can start: whatever waits has a failed ancestor
-                break
-            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                record, error = _outcome(future)
-                collect(in_flight.pop(future), record, error, store, report, queue, len(pending))
-                bar.update(1)
-            queue.fail_orphans(report)
-            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):  # the pool is gone: stop here
-                _fail_rest(queue, in_flight, report)
+        dispatch(queue, in_flight, workers, submit, lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0],
+                 _outcome, store, report, after)
     finally:
         bar.close()
         _stop(pool, in_flight)

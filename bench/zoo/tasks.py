@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,39 @@ def collect(job: Job, record: dict[str, Any] | None, error: BaseException | None
         log.info("[%d/%d] built %s %s (test acc %.3f, %.1f s)", len(report.built), total, job.role, job.model_id,
                  record["test_acc"], record["train_seconds"])
     queue.finished(job)
+
+
+def dispatch(queue: JobQueue, in_flight: dict[Any, Job], limit: int, submit: Callable[[Job], Any],
+             wait_first: Callable[[list[Any]], Iterable[Any]],
+             outcome: Callable[[Any], tuple[dict[str, Any] | None, BaseException | None]], store: ZooStore,
+             report: Any, after: Callable[[list[Any]], None] | None = None) -> None:
+    """The executors' one loop: keep up to `limit` jobs in flight, record each as it finishes, fail orphans.
+
+    `in_flight` (handle -> job) is the caller's, so that its `finally` can stop what still runs after an
+    interruption. Executors differ only in their handles (Ray object refs, futures):
+
+    Args:
+        submit: starts a job, returns its handle.
+        wait_first: blocks until at least one of the handles is done; returns the done ones.
+        outcome: a done handle's (record, None) or (None, error).
+        after: called with each round's done handles after they are recorded (a progress bar; a broken
+            pool that fails the rest by emptying `queue` and `in_flight`).
+    """
+    total = len(queue.waiting) + len(in_flight)
+    while queue or in_flight:
+        for job in queue.ready(limit - len(in_flight)):
+            in_flight[submit(job)] = job
+        if not in_flight:  # nothing can start: whatever waits has an ancestor that was not built
+            for job in queue.orphans(set(queue.unfinished)):
+                report.failed.setdefault(job.model_id, f"DependencyError: parent {job.parent} was not built")
+            break
+        done = list(wait_first(list(in_flight)))
+        for handle in done:
+            record, error = outcome(handle)
+            collect(in_flight.pop(handle), record, error, store, report, queue, total)
+        queue.fail_orphans(report)
+        if after is not None:
+            after(done)
 
 
 def sort_manifest(store: ZooStore, plan: ZooPlan) -> None:

@@ -59,6 +59,40 @@ def test_job_queue_runs_parents_first_and_drops_orphans():
     assert not queue
 
 
+def test_dispatch_keeps_the_limit_records_in_order_and_fails_descendants():
+    """The executors' shared loop with in-memory handles: never more than `limit` in flight, each finished
+    job recorded once, a failed parent's children failed as DependencyError without being submitted."""
+    from types import SimpleNamespace
+
+    from bench.zoo.tasks import dispatch
+
+    jobs = [_job("src"), _job("bad"), _job("child", "src"), _job("orphan", "bad"), _job("grandchild", "orphan"),
+            _job("neg")]
+    added, submitted, peak = [], [], []
+    store = SimpleNamespace(add_record=added.append)
+    report = SimpleNamespace(built=[], failed={})
+    in_flight: dict = {}
+
+    def submit(job: Job) -> str:
+        submitted.append(job.model_id)
+        peak.append(len(in_flight) + 1)
+        return f"handle-{job.model_id}"
+
+    def outcome(handle: str) -> tuple:
+        model_id = handle.removeprefix("handle-")
+        if model_id == "bad":
+            return None, RuntimeError("boom")
+        return {"model_id": model_id, "test_acc": 0.9, "train_seconds": 1.0}, None
+
+    dispatch(JobQueue(jobs), in_flight, 2, submit, lambda handles: handles[:1], outcome, store, report)
+    assert max(peak) == 2 and not in_flight
+    assert sorted(submitted) == ["bad", "child", "neg", "src"]  # orphans are never submitted
+    assert report.built == [r["model_id"] for r in added] and sorted(report.built) == ["child", "neg", "src"]
+    assert report.failed["bad"] == "RuntimeError: boom"
+    assert report.failed["orphan"].startswith("DependencyError: parent bad failed")
+    assert report.failed["grandchild"].startswith("DependencyError: parent orphan failed")
+
+
 def test_job_queue_starts_the_longest_ready_job_first():
     from bench.zoo.tasks import nominal_images
 
@@ -170,13 +204,12 @@ def test_ray_rerun_builds_only_what_is_missing(local_and_ray, tmp_path):
     assert source_id in again.skipped and len(again.skipped) == len(ray.plan.jobs) - 2
 
 
-@pytest.mark.slow
-def test_ray_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
-    """The source fails: it is reported with its error, its positives as DependencyError, negatives are built."""
-    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+def assert_failed_source_spares_the_negatives(tmp_path, monkeypatch, *overrides: str) -> None:
+    """Build the small zoo with the source's task failing (the test hook): it is reported with its error, its
+    positives as DependencyError, and the negatives are built. Shared by every executor's test."""
     from bench.zoo.build import build_zoo, prepare
 
-    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *RAY))
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *overrides))
     _, plan, store = prepare(cfg)
     source_id = plan.source.model_id
     monkeypatch.setenv(FAIL_JOB_ENV, source_id)  # the test hook: this job's task raises
@@ -187,6 +220,12 @@ def test_ray_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
     assert all(report.failed[i].startswith("DependencyError: ") for i in positives)
     negatives = sorted(j.model_id for j in plan.by_role("negative"))
     assert sorted(report.built) == negatives and sorted(store.records()) == negatives
+
+
+@pytest.mark.slow
+def test_ray_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    assert_failed_source_spares_the_negatives(tmp_path, monkeypatch, *RAY)
 
 
 @pytest.mark.slow

@@ -22,10 +22,9 @@ from bench.config import ConfigError, load_recipe
 from bench.nets import new_model
 from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, accuracy, fit
 from bench.zoo import workers as workers_mod
-from bench.zoo.tasks import FAIL_JOB_ENV
 from bench.zoo.workers import resolve_workers
 from tests.conftest import REPO, SMOKE, smoke_overrides
-from tests.zoo.test_executors import SMALL
+from tests.zoo.test_executors import SMALL, assert_failed_source_spares_the_negatives
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +52,7 @@ def test_worker_processes_build_the_same_bytes(in_process_and_workers):
 
 def test_a_failed_job_is_reported_and_the_others_built(tmp_path, monkeypatch):
     """The source fails in its worker: reported with its error, its positives as DependencyError, negatives built."""
-    from bench.zoo.build import build_zoo, prepare
-
-    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, "compute.workers=2"))
-    _, plan, store = prepare(cfg)
-    source_id = plan.source.model_id
-    monkeypatch.setenv(FAIL_JOB_ENV, source_id)
-    report = build_zoo(cfg, progress=False)
-    assert report.failed[source_id].startswith("RuntimeError: ") and FAIL_JOB_ENV in report.failed[source_id]
-    positives = [j.model_id for j in plan.by_role("positive")]
-    assert sorted(report.failed) == sorted([source_id, *positives])
-    assert all(report.failed[i].startswith("DependencyError: ") for i in positives)
-    negatives = sorted(j.model_id for j in plan.by_role("negative"))
-    assert sorted(report.built) == negatives and sorted(store.records()) == negatives
+    assert_failed_source_spares_the_negatives(tmp_path, monkeypatch, "compute.workers=2")
 
 
 def test_automatic_workers_fill_the_cores(tmp_path, monkeypatch):
