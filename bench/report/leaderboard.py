@@ -270,5 +270,5 @@ def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tu
     atomic_write_text(csv_path, leaderboard_csv(board.rows))
     atomic_write_text(root / "leaderboard_comparisons.csv", comparisons_csv(board.comparisons))
     write_group_tables(root, board)
-    write_frontier(root)
+    write_frontier(root, files=[(rel, result) for (view, rel), result in board.results.items() if view == ps.ALL])
     return md_path, csv_path
