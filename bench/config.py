@@ -26,7 +26,7 @@ from bench.methods import METHODS, instantiate
 from bench.metrics import BootstrapConfig
 from bench.oracle import ACCESS_LEVELS
 from bench.recipe_checks import check_method_sizes, check_recipe, check_values
-from bench.training import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
+from bench.training_config import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
 from datamodules.base import DataConfig
 
 log = logging.getLogger(__name__)

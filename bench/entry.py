@@ -1,10 +1,11 @@
 """The process entry of the `fpbench` console script and of `python -m bench`.
 
-`bench.cli` imports torch, Lightning, W&B and every registry, which takes seconds; its ``main`` answers
-Ctrl-C during a command (what was kept, how to resume), but an interrupt during those imports came
-before any handler and ended in a 27-line traceback (or, inside numpy's C extension, in an unrelated
-``ImportError``). This module imports nothing heavy, so its handler is in force from the first
-instant of the command: an interrupt at any moment prints one line and exits 130.
+`bench.cli` imports torch and every registry (a command that does work then imports Lightning, W&B and
+the report layer), which takes seconds; its ``main`` answers Ctrl-C during a command (what was kept,
+how to resume), but an interrupt during those imports came before any handler and ended in a 27-line
+traceback (or, inside numpy's C extension, in an unrelated ``ImportError``). This module imports
+nothing heavy, so its handler is in force from the first instant of the command: an interrupt at any
+moment prints one line and exits 130.
 """
 
 from __future__ import annotations

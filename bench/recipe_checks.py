@@ -19,7 +19,7 @@ from bench.budgets import check_budgets
 from bench.deploy import parse_chain
 from bench.io import name_problem
 from bench.metrics import validate_bootstrap
-from bench.training import check_seed, several_devices, validate_trainer, validate_training
+from bench.training_config import check_seed, several_devices, validate_trainer, validate_training
 from datamodules import DATAMODULES
 from datamodules.base import validate_data_config
 
@@ -48,7 +48,7 @@ def check_recipe(cfg: DictConfig) -> None:
         raise ValueError(DATAMODULES.unknown_message(cfg.data.name))
     check_eval(cfg.eval)
     validate_trainer(cfg.compute.trainer, local=cfg.compute.executor == "local")
-    validate_data_config(cfg.data, DATAMODULES.get(cfg.data.name))
+    validate_data_config(cfg.data, DATAMODULES.spec(cfg.data.name))  # the spec: no Lightning import
     check_seeds(cfg)
     check_model_spec(cfg.zoo.source, "zoo.source")  # every zoo entry again in the planner, once resolved
     check_deploy(cfg)
@@ -157,7 +157,6 @@ def check_values(data: Any, path: str = "") -> None:
 MAX_SIZE = 10_000_000  # no method needs ten million of anything; n_samples=10**12 asked for terabytes
 COUNT_SUFFIXES = ("samples", "fingerprints", "seeds", "pairs", "candidates", "queries", "pool", "batch_size")
 PER_ITEM_SUFFIX = "length"  # samples per fingerprint item (ADV-TRA's trajectory); `half_` counts twice
-DEFAULT_IMAGE_SIZE = 224  # a datamodule that sizes its images from `data.image_size` (ImageNet) defaults to it
 GIB = 2**30
 
 
@@ -170,10 +169,8 @@ def machine_memory_bytes() -> int | None:
 
 
 def sample_shape(cfg: DictConfig) -> tuple[int, int, int]:
-    """(C, H, W) of one image of the recipe's dataset, known without reading data."""
-    datamodule = DATAMODULES.get(cfg.data.name)
-    size = int(datamodule.image_size or cfg.data.image_size or DEFAULT_IMAGE_SIZE)
-    return int(datamodule.in_channels), size, size
+    """(C, H, W) of one image of the recipe's dataset, from its `DataSpec` (no data read, no Lightning)."""
+    return DATAMODULES.spec(cfg.data.name).shape(cfg.data.image_size)
 
 
 def _size_fields(entry: dict[str, Any]) -> dict[str, int]:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,64 +27,19 @@ from bench.report import plot_roc, plot_scores_box
 from bench.report.frontier import FRONTIER_FPR, method_frontier
 from bench.report.frontier_plots import plot_frontier
 from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
+from bench.tracking_state import (  # noqa: F401  (the process's W&B state, light to import; re-exported here)
+    _STATE,
+    MODES,
+    effective_mode,
+    fall_back,
+    reset,
+    sync_lines,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MODES = ("online", "offline", "disabled")  # from most to least W&B; a fallback only moves right
 ONLINE_INIT_TIMEOUT_S = 20.0  # wandb.init's own default waits 90 s for an unreachable server; WANDB_INIT_TIMEOUT overrides
-
-
-@dataclass
-class _TrackingState:
-    """What this process learnt about W&B: the fallback in force and where offline runs went."""
-
-    fallback: str | None = None  # None: the recipe's mode; else "offline" or "disabled" after a failure
-    failures: list[str] = field(default_factory=list)  # "what: Type: message", in order
-    offline_dirs: list[str] = field(default_factory=list)  # tracking.wandb.dir of every offline run opened
-
-
-_STATE = _TrackingState()
-
-
-def reset() -> None:
-    """Forget fallbacks and offline runs (the CLI calls it at the start of each command)."""
-    global _STATE
-    _STATE = _TrackingState()
-
-
-def effective_mode(mode: str) -> str:
-    """The recipe's `tracking.wandb.mode`, or the fallback a W&B failure put in force if that is stricter."""
-    fallback = _STATE.fallback or mode
-    return MODES[max(MODES.index(mode), MODES.index(fallback))]
-
-
-def fall_back(what: str, err: Exception, mode: str) -> str:
-    """Record a W&B failure in ``mode``, switch this process to the next mode, log one error; returns it."""
-    new = "offline" if mode == "online" else "disabled"
-    if MODES.index(new) > MODES.index(_STATE.fallback or "online"):
-        _STATE.fallback = new
-    lines = str(err).strip().splitlines()
-    message = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    _STATE.failures.append(f"{what}: {message}")
-    after = ("offline for the rest of this run (`wandb sync` uploads it later)" if new == "offline"
-             else "disabled for the rest of this run")
-    log.error("W&B failed while %s (%s, mode %s); W&B is %s. Results, zoo and leaderboard files do not depend on "
-              "W&B.", what, message, mode, after)
-    return new
-
-
-def sync_lines() -> list[str]:
-    """What to tell the user at the end of a command: W&B failures and how to upload the offline runs."""
-    lines = []
-    if _STATE.failures:
-        lines.append(f"W&B failed {len(_STATE.failures)} time(s) (first: {_STATE.failures[0]}); "
-                     f"it ran {_STATE.fallback} from then on, no result was lost.")
-    for folder in _STATE.offline_dirs:
-        runs = f"{shlex.quote(str(Path(folder) / 'wandb'))}/offline-run-*"  # quoted for a shell, the glob left to it
-        lines.append(f"W&B runs were logged offline under {Path(folder) / 'wandb'}; upload them with "
-                     f"(an account is needed): wandb sync {runs}")
-    return lines
 
 
 def wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:

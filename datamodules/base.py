@@ -1,33 +1,25 @@
-"""The datamodule contract: config dataclasses, named splits with content hashes, the registry.
+"""The datamodule contract without Lightning: the `data:` config, split sizes and their counts, the registry.
 
-A `FingerprintDataModule` turns a dataset into four disjoint, seed-determined splits: `owner`
-(source training, fingerprint seeds), `attacker` (removal attacks), `independent` (negatives trained
-on different data) and `test` (accuracy). Images are [0,1] float pixels; normalisation (`mean`,
-`std`) belongs to the model's first layer.
-
-Split drawing (shared by every dataset): one `torch.Generator` seeded with `seed` permutes the train
-pool once; `owner`, `attacker`, `independent` (and, for single-pool datasets, `test`) are consecutive
-slices of that permutation, in that order. So changing a later split's size never changes an earlier
-split. A two-pool dataset's `test` is the official test set in file order (`splits.test: null`) or a
-random subset of it drawn from the same generator.
+What a recipe check needs lives here and imports no Lightning: `DataConfig` and `SplitSizes` (the
+recipe's `data:` section), `split_counts` (the sample count of every split for given pool sizes) and
+`validate_data_config`. `DATAMODULES` and `DataSpec` come from `datamodules.specs`. The LightningDataModule
+base class, `FingerprintDataModule`, is in `datamodules.lightning_base`; `datamodules.base.FingerprintDataModule`
+still names it, imported on first use.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader, Dataset
+from datamodules.specs import DATAMODULES, DataSpec, load_target
 
-from bench.registry import Registry
+if TYPE_CHECKING:
+    from datamodules.lightning_base import FingerprintDataModule
 
-log = logging.getLogger(__name__)
+__all__ = ["DATAMODULES", "DataConfig", "DataNotFoundError", "DataSpec", "FingerprintDataModule", "SplitSizes",
+           "split_counts", "validate_data_config"]
 
 TRAIN_POOL_SPLITS: tuple[str, ...] = ("owner", "attacker", "independent")
 
@@ -66,182 +58,6 @@ class DataConfig:
 
 class DataNotFoundError(FileNotFoundError):
     """The dataset files are missing; the message lists every place looked at and how to get them."""
-
-
-class FingerprintDataModule(pl.LightningDataModule, ABC):
-    """Abstract base: four named, disjoint, seed-determined splits of one dataset.
-
-    Subclasses set the class attributes and implement `_load_pools`, `_make_dataset`, `_tensors`
-    and `_content_hash`; the base class draws the splits and serves datasets, loaders and hashes.
-
-    Args:
-        cfg: the `data:` config (a `DataConfig` or an omegaconf structured config of one).
-        data_dir: root folder of the datasets (the recipe's `paths.data_dir`).
-        seed: seed of the split draw; the same seed gives the same indices on any machine.
-    """
-
-    name: ClassVar[str] = ""
-    num_classes: int = 0
-    in_channels: ClassVar[int] = 0
-    image_size: int = 0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    SPLITS: ClassVar[tuple[str, ...]] = ("owner", "attacker", "independent", "test")
-    # (train pool, test pool or None) when the dataset's size is fixed: splits are then checked at recipe load
-    known_pool_sizes: ClassVar[tuple[int, int | None] | None] = None
-
-    def __init__(self, cfg: DataConfig, data_dir: str | os.PathLike, seed: int) -> None:
-        super().__init__()
-        if not isinstance(cfg, DataConfig):  # an omegaconf DictConfig: work on plain values
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-        self.cfg = cfg
-        self.data_dir = os.fspath(data_dir)
-        self.seed = int(seed)
-        self._indices: dict[str, torch.Tensor] | None = None
-        self._pools: dict[str, str] = {}  # split -> "train" | "test"
-        self._hashes: dict[str, str] = {}
-
-    # -- subclass hooks ---------------------------------------------------------------------
-    @abstractmethod
-    def _load_pools(self) -> tuple[int, int | None]:
-        """Load the data; return (train pool size, test pool size or None for a single pool)."""
-
-    @abstractmethod
-    def _make_dataset(self, indices: torch.Tensor, pool: str, train: bool) -> Dataset:
-        """A dataset over `indices` of `pool` ("train" | "test"), augmented if `train`."""
-
-    @abstractmethod
-    def _tensors(self, indices: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-augmented (x [N,C,H,W] float in [0,1], y int64 [N]) for `indices` of `pool`."""
-
-    @abstractmethod
-    def _content_hash(self, indices: torch.Tensor, pool: str) -> str:
-        """Hex sha256 of the content at `indices` of `pool`, in that order."""
-
-    # -- Lightning ----------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        """Load the data and draw the splits; a second call does nothing."""
-        if self._indices is not None:
-            return
-        train_pool, test_pool = self._load_pools()
-        self._indices = self._draw_splits(train_pool, test_pool)
-        log.info("%s splits: %s", self.name, {s: len(i) for s, i in self._indices.items()})
-
-    def train_dataloader(self) -> DataLoader:
-        """The owner split, augmented, shuffled by the global RNG (so the training seed governs order)."""
-        return self.loader("owner", shuffle=True, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """The test split."""
-        return self.loader("test")
-
-    def test_dataloader(self) -> DataLoader:
-        """The test split."""
-        return self.loader("test")
-
-    # -- public API ---------------------------------------------------------------------------
-    def indices(self, split: str) -> torch.Tensor:
-        """Indices of `split` into its pool (train pool; test pool for a two-pool `test`)."""
-        self._check_split(split)
-        self.setup()
-        assert self._indices is not None
-        return self._indices[split]
-
-    def pool(self, split: str) -> str:
-        """The pool `split` is drawn from: "train" or "test"."""
-        self.indices(split)
-        return self._pools[split]
-
-    def dataset(self, split: str, train: bool = False) -> Dataset:
-        """Items `(x, y)`: x float32 [C,H,W] in [0,1], y int64 scalar; augmented if `train` and `cfg.augment`."""
-        return self._make_dataset(self.indices(split), self.pool(split), train and self.cfg.augment)
-
-    def loader(
-        self,
-        split: str,
-        *,
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        train: bool = False,
-        drop_last: bool = False,
-        generator_seed: int | None = None,
-    ) -> DataLoader:
-        """A DataLoader over `split`.
-
-        Args:
-            split: one of `SPLITS`.
-            batch_size: None: `cfg.batch_size` if `train` else `cfg.eval_batch_size`.
-            shuffle: reshuffle every epoch.
-            train: augment (if `cfg.augment`) and use the training batch size.
-            drop_last: drop the last incomplete batch.
-            generator_seed: seed of the shuffle order; None: the global torch RNG.
-        """
-        dataset = self.dataset(split, train=train)
-        if batch_size is None:
-            batch_size = self.cfg.batch_size if train else self.cfg.eval_batch_size
-        generator = torch.Generator().manual_seed(generator_seed) if generator_seed is not None else None
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and len(dataset) > 0,  # type: ignore[arg-type]
-            drop_last=drop_last,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self.cfg.pin_memory,
-            persistent_workers=train and self.cfg.num_workers > 0,
-            generator=generator,
-        )
-
-    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first `limit` samples of `split` in split order, un-augmented: x [N,C,H,W] in [0,1], y int64 [N]."""
-        indices = self.indices(split)
-        if limit is not None:
-            if limit < 0:
-                raise ValueError(f"limit={limit} is negative; pass None for the whole split or a count >= 0.")
-            indices = indices[:limit]
-        return self._tensors(indices, self.pool(split))
-
-    def split_size(self, split: str) -> int:
-        """Number of samples in `split`."""
-        return len(self.indices(split))
-
-    def split_hash(self, split: str) -> str:
-        """Hex sha256 of the split's content in split order (see the subclass for what is hashed)."""
-        if split not in self._hashes:
-            self._hashes[split] = self._content_hash(self.indices(split), self.pool(split))
-        return self._hashes[split]
-
-    def split_hashes(self) -> dict[str, str]:
-        """`split_hash` of every split in `SPLITS`."""
-        return {split: self.split_hash(split) for split in self.SPLITS}
-
-    # -- internals ----------------------------------------------------------------------------
-    def _check_split(self, split: str) -> None:
-        if split not in self.SPLITS:
-            raise ValueError(
-                f"Unknown split '{split}' for {self.name}. Valid splits: {', '.join(self.SPLITS)}."
-            )
-
-    def _draw_splits(self, train_pool: int, test_pool: int | None) -> dict[str, torch.Tensor]:
-        sizes = self.cfg.splits
-        counts = split_counts(sizes, train_pool, test_pool, self.name)
-        single_pool = test_pool is None
-        generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(train_pool, generator=generator)
-        splits, start = {}, 0
-        for split, n in counts.items():
-            if split == "test" and not single_pool:
-                continue  # drawn from the test pool below
-            splits[split], start = order[start : start + n], start + n
-            self._pools[split] = "train"
-        if not single_pool:
-            self._pools["test"] = "test"
-            if sizes.test is None:
-                splits["test"] = torch.arange(test_pool)
-            else:
-                splits["test"] = torch.randperm(test_pool, generator=generator)[: counts["test"]]
-        return splits
 
 
 def split_counts(sizes: SplitSizes, train_pool: int, test_pool: int | None, dataset: str) -> dict[str, int]:
@@ -286,11 +102,16 @@ def split_counts(sizes: SplitSizes, train_pool: int, test_pool: int | None, data
     return counts
 
 
-def validate_data_config(cfg: Any, datamodule: type[FingerprintDataModule]) -> None:
+def validate_data_config(cfg: Any, spec: DataSpec | type[FingerprintDataModule]) -> None:
     """Check the recipe's `data:` section before any data is read; raise ValueError naming the key.
 
-    Split sizes are checked against the pool sizes when `datamodule.known_pool_sizes` gives them (else
-    when the data is loaded); batch sizes must be >= 1, workers >= 0, `image_size` >= 1 or null.
+    Split sizes are checked against the pool sizes when `spec.known_pool_sizes` gives them (else when
+    the data is loaded); batch sizes must be >= 1, workers >= 0, `image_size` >= 1 or null.
+
+    Args:
+        cfg: the `data:` section.
+        spec: the dataset's `DataSpec` (`DATAMODULES.spec(name)`: no import); a datamodule class, which
+            carries the same attributes, works too.
     """
     for key in ("batch_size", "eval_batch_size"):
         if getattr(cfg, key) < 1:
@@ -303,8 +124,8 @@ def validate_data_config(cfg: Any, datamodule: type[FingerprintDataModule]) -> N
         value = getattr(cfg.splits, split)
         if value is not None:
             _check_size(split, value)  # sign, NaN and whole counts; what a fraction gives needs the pool
-    if datamodule.known_pool_sizes is not None:
-        split_counts(cfg.splits, *datamodule.known_pool_sizes, datamodule.name)
+    if spec.known_pool_sizes is not None:
+        split_counts(cfg.splits, *spec.known_pool_sizes, spec.name)
 
 
 def _check_size(split: str, value: Any) -> float:
@@ -337,4 +158,8 @@ def _count(split: str, value: Any, pool: int, dataset: str) -> int:
     return count
 
 
-DATAMODULES = Registry[type[FingerprintDataModule]]("datamodule")
+def __getattr__(name: str) -> Any:
+    """`FingerprintDataModule`, imported on first use: it lives in `datamodules.lightning_base` (Lightning)."""
+    if name == "FingerprintDataModule":
+        return load_target("datamodules.lightning_base:FingerprintDataModule")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from datamodules.base import DATAMODULES, DataNotFoundError
+from datamodules.base import DataNotFoundError
 from datamodules.in_memory import InMemoryDataModule
+from datamodules.specs import CIFAR10, CIFAR100
 
 
 class _CifarDataModule(InMemoryDataModule):
@@ -16,8 +17,6 @@ class _CifarDataModule(InMemoryDataModule):
 
     torchvision_class: ClassVar[str] = ""
     folder: ClassVar[str] = ""  # torchvision's extracted folder under data_dir
-    in_channels = 3
-    image_size = 32
     augment_padding = 4
     augment_flip = True
 
@@ -61,27 +60,21 @@ class _CifarDataModule(InMemoryDataModule):
         )
 
 
-@DATAMODULES.register("cifar10")
 class CIFAR10DataModule(_CifarDataModule):
-    """CIFAR-10 (32x32 colour, 50,000 train + 10,000 test, 10 classes); augment = crop (pad 4) + flip."""
+    """`cifar10` (spec `CIFAR10`: 3x32x32, 10 classes, 50,000 train + 10,000 test)."""
 
-    name = "cifar10"
+    spec = CIFAR10
     torchvision_class = "CIFAR10"
     folder = "cifar-10-batches-py"
-    known_pool_sizes = (50000, 10000)  # splits are checked at recipe load
-    num_classes = 10
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
 
-@DATAMODULES.register("cifar100")
 class CIFAR100DataModule(_CifarDataModule):
-    """CIFAR-100 (32x32 colour, 50,000 train + 10,000 test, 100 fine classes); augment = crop (pad 4) + flip."""
+    """`cifar100` (spec `CIFAR100`: 3x32x32, 100 fine classes, 50,000 train + 10,000 test)."""
 
-    name = "cifar100"
+    spec = CIFAR100
     torchvision_class = "CIFAR100"
     folder = "cifar-100-python"
-    known_pool_sizes = (50000, 10000)  # splits are checked at recipe load
-    num_classes = 100
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)

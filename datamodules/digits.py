@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import DATAMODULES
 from datamodules.in_memory import InMemoryDataModule
+from datamodules.specs import DIGITS
 
 
-@DATAMODULES.register("digits")
 class DigitsDataModule(InMemoryDataModule):
-    """8x8 handwritten digits from scikit-learn (1,797 images, 10 classes, 1 channel; offline).
+    """`digits` (spec `DIGITS`): scikit-learn's 8x8 handwritten digits, loaded offline.
 
     A single pool: there is no official test set, so `test` is drawn from the same permutation as
     the other three splits, disjoint from them. Fractions are of the whole pool (1,797), and
@@ -22,11 +21,7 @@ class DigitsDataModule(InMemoryDataModule):
     `augment` is a random crop with 1 pixel of padding (no flip: digits are not mirror-symmetric).
     """
 
-    name = "digits"
-    num_classes = 10
-    in_channels = 1
-    image_size = 8
-    known_pool_sizes = (1797, None)  # one pool: splits are checked at recipe load
+    spec = DIGITS  # name, 1x8x8, 10 classes, one pool of 1,797
     mean = (0.3053,)
     std = (0.3760,)
     pixel_max = 16.0

@@ -8,8 +8,9 @@ import os
 import numpy as np
 import torch
 
-from datamodules.base import DATAMODULES, DataNotFoundError
+from datamodules.base import DataNotFoundError
 from datamodules.in_memory import InMemoryDataModule
+from datamodules.specs import FASHION_MNIST
 
 # Where Debian's `dataset-fashion-mnist` package installs the IDX files (the one path in library code).
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -46,9 +47,8 @@ def _find_file(folder: str, stem: str) -> str | None:
     return None
 
 
-@DATAMODULES.register("fashion_mnist")
 class FashionMNISTDataModule(InMemoryDataModule):
-    """Fashion-MNIST (28x28 grayscale clothing, 60,000 train + 10,000 test, 10 classes).
+    """`fashion_mnist` (spec `FASHION_MNIST`): 28x28 grayscale clothing in 10 classes, from the IDX files.
 
     The IDX files (plain or .gz) are looked for, in order, in `<data_dir>/fashion_mnist/`,
     `<data_dir>/FashionMNIST/raw/` (torchvision's layout), `<data_dir>/` and
@@ -57,11 +57,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
     `augment` is a random crop with 2 pixels of padding (no flip).
     """
 
-    name = "fashion_mnist"
-    known_pool_sizes = (60000, 10000)  # splits are checked at recipe load
-    num_classes = 10
-    in_channels = 1
-    image_size = 28
+    spec = FASHION_MNIST  # 1x28x28, 10 classes, 60,000 train + 10,000 test
     mean = (0.2860,)
     std = (0.3530,)
     augment_padding = 2

@@ -9,7 +9,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import DATAMODULES, DataConfig, DataNotFoundError, FingerprintDataModule
+from datamodules.base import DataConfig, DataNotFoundError
+from datamodules.lightning_base import FingerprintDataModule
+from datamodules.specs import DEFAULT_IMAGE_SIZE, IMAGENET
 
 IMAGENET_FOLDER = "imagenet"  # <data_dir>/imagenet/{train,val}/<class>/*.JPEG
 
@@ -36,25 +38,24 @@ class FileSplitDataset(Dataset):
         return self.transform(default_loader(path)), torch.tensor(label, dtype=torch.long)
 
 
-@DATAMODULES.register("imagenet")
 class ImageNetDataModule(FingerprintDataModule):
-    """ImageNet as an ImageFolder tree <data_dir>/imagenet/{train,val}/<class>/*.JPEG, read from disk.
+    """`imagenet` (spec `IMAGENET`): an ImageFolder tree <data_dir>/imagenet/{train,val}/<class>/*.JPEG.
 
     The train folder is the train pool, val the test pool; `num_classes` is the number of class
     folders in train/ (val/ must have the same ones). Items: eval: Resize(size*256/224) +
     CenterCrop(size); training with `augment`: RandomResizedCrop(size) + flip; size is
-    `data.image_size` (default 224). `split_hash` hashes the split's file paths (relative to
-    <data_dir>/imagenet, '/'-separated) and labels in split order, not the pixels (too slow to read).
+    `data.image_size` (default `DEFAULT_IMAGE_SIZE`, 224). `split_hash` hashes the split's file paths
+    (relative to <data_dir>/imagenet, '/'-separated) and labels in split order, not the pixels (too
+    slow to read).
     """
 
-    name = "imagenet"
-    in_channels = 3
+    spec = IMAGENET  # 3 channels; num_classes and image_size are not fixed, so the class sets them
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
 
     def __init__(self, cfg: DataConfig, data_dir: str | os.PathLike, seed: int) -> None:
         super().__init__(cfg, data_dir, seed)
-        self.image_size = int(self.cfg.image_size or 224)
+        self.image_size = int(self.cfg.image_size or DEFAULT_IMAGE_SIZE)
         self.root = os.path.join(self.data_dir, IMAGENET_FOLDER)
         self._classes: list[str] | None = None
         self._samples: dict[str, list[tuple[str, int]]] = {}

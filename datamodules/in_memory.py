@@ -1,6 +1,6 @@
 """Datasets held in memory as uint8 tensors: the base of Fashion-MNIST, digits and CIFAR.
 
-`InMemoryDataModule` implements the contract of `datamodules.base.FingerprintDataModule` for a
+`InMemoryDataModule` implements the contract of `datamodules.lightning_base.FingerprintDataModule` for a
 dataset that fits in memory; a subclass only reads its arrays (`_load_arrays`). Batches are
 converted to float [0,1] and augmented (random crop + flip, vectorised) a whole batch at a time.
 """
@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import FingerprintDataModule
+from datamodules.lightning_base import FingerprintDataModule
 
 
 class InMemoryDataModule(FingerprintDataModule):

@@ -26,7 +26,7 @@ from bench.pools import (
     LABEL_KINDS,
     SOURCE_ARCH,
 )
-from bench.training import MAX_EPOCHS
+from bench.training_config import MAX_EPOCHS
 
 if TYPE_CHECKING:
     from bench.oracle import Oracle

@@ -11,6 +11,7 @@ one benchmark, and this package imports them all so that the registry is complet
 
 from bench.perf import (  # noqa: F401  (imported to register their benchmarks)
     adv_tra_batching,
+    cli_start,
     deployment,
     executor_ray,
     generation,
