@@ -1,6 +1,12 @@
 """The `fpbench` command line: parse, load the recipe, call one library function, print its result.
 
 Exit codes: 0 success; 2 bad recipe or argument (raised before any work); 1 failure during work.
+
+Imports: at module level only what `fpbench list`, `show` and a recipe error need (the recipe loader and
+the registries: torch, omegaconf), so they answer without Lightning, W&B, timm, matplotlib or Ray
+(`tests/test_cli_imports.py`; timed by `fpbench perf cli_start`). A command that does work imports its
+library code (seconds of imports) in its own body, after its recipe is validated, marked
+`# optional: heavy` for `tests/test_imports.py`.
 """
 
 from __future__ import annotations
@@ -15,38 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import published as pub
-from bench import tracking
-from bench import verification as vf
-from bench.api import import_fingerprint
+from bench import cli_share, tracking_state
 from bench.cli_parser import EXAMPLES, VALUE_OPTIONS, build_parser, version_text  # noqa: F401 (re-exported)
 from bench.config import ConfigError, load_recipe
 from bench.deploy import DEPLOYMENTS
-from bench.evaluate import method_pool_specs, summary_lines
-from bench.fingerprint_import import FingerprintImportError
 from bench.log_setup import setup_logging
 from bench.methods import METHODS
 from bench.nets import arch_descriptions
-from bench.oracle import Oracle
-from bench.perf import run_perf
 from bench.registry import RegistryError
-from bench.report import build_board, check_results, write_leaderboard, write_plots, write_site
-from bench.report.blocks import stale_blocks, update_blocks
-from bench.report.frontier import frontier_document
-from bench.report.frontier_plots import write_frontier_plots
-from bench.report.readme import update_readme
 from bench.show import show_recipe
-from bench.suspect_checks import parse_stats
-from bench.sweep import load_sweep, run_sweep, write_wandb_sweep
-from bench.tracking import training_logger_factory
-from bench.trial_runs import TrialRun, run_trials, timing_lines, timing_record, trial_configs, write_timing
-from bench.zoo.archive import export_zoo, pull_zoo
-from bench.zoo.attacks import ATTACKS
-from bench.zoo.build import build_zoo, prepare
-from bench.zoo.importer import import_zoo
-from bench.zoo.jobs import zoo_root
-from bench.zoo.listing import zoo_table
-from bench.zoo.store import ZooStore
 from datamodules import DATAMODULES
 
 log = logging.getLogger("bench")
@@ -100,6 +83,11 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     if args.out is not None:
         raise UsageError("--out is for `fpbench zoo export NAME --out PATH` only.")
     cfg = load_recipe(args.recipe, args.overrides)
+    from bench.evaluate import method_pool_specs  # optional: heavy (module docstring)
+    from bench.tracking import training_logger_factory  # optional: heavy (module docstring)
+    from bench.zoo.build import build_zoo, prepare  # optional: heavy (module docstring)
+    from bench.zoo.listing import zoo_table  # optional: heavy (module docstring)
+
     pools = method_pool_specs(cfg)  # defender pools of the recipe's methods belong to its zoo
     if args.list:
         _, plan, store = prepare(cfg, pools)
@@ -118,6 +106,9 @@ def _cmd_zoo_import(args: argparse.Namespace) -> int:
         raise UsageError("usage: fpbench zoo import DIR --name NAME [--zoo-dir zoo] [key=value ...] (docs/byo.md).")
     if not os.path.isdir(args.folder):
         raise UsageError(f"{args.folder} is not a folder; give the published zoo's folder (layout in docs/byo.md).")
+    from bench.zoo.importer import import_zoo  # optional: heavy (module docstring)
+    from bench.zoo.listing import zoo_table  # optional: heavy (module docstring)
+
     recipe, report = import_zoo(args.folder, args.name, args.zoo_dir, args.overrides)
     print(zoo_table(report.plan, report.store))
     print(f"\nzoo {report.plan.name}: {len(report.built)} imported, {len(report.skipped)} already there -> "
@@ -133,6 +124,8 @@ def _cmd_zoo_share(args: argparse.Namespace) -> int:
         target = urls[0]
     elif args.overrides:
         raise UsageError(f"`fpbench zoo {args.recipe}` takes no key=value overrides, got {' '.join(args.overrides)}.")
+    from bench.zoo.archive import export_zoo, pull_zoo  # optional: heavy (module docstring)
+
     if args.recipe == "export":
         if not target or args.name:
             raise UsageError("usage: fpbench zoo export NAME [--zoo-dir zoo] [--out NAME.tar] (docs/sharing.md).")
@@ -169,6 +162,17 @@ def _check_paths(cfg) -> None:  # noqa: ANN001
 def _cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     cfg = load_recipe(args.recipe, overrides)
+    from bench import published as pub  # optional: heavy (module docstring)
+    from bench.evaluate import summary_lines  # optional: heavy (module docstring)
+    from bench.trial_runs import (  # optional: heavy (module docstring)
+        TrialRun,
+        run_trials,
+        timing_lines,
+        timing_record,
+        trial_configs,
+        write_timing,
+    )
+
     if cfg.paths.published_dir is None and pub.default_published_dir() is None:  # an installed package
         found = pub.default_published_dir(args.recipe)  # then the checkout holding the recipe
         if found is not None:
@@ -201,6 +205,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import load_sweep, run_sweep, write_wandb_sweep  # optional: heavy (module docstring)
+
     sweep = load_sweep(args.sweep, args.overrides)
     if args.wandb_config:
         print(f"W&B sweep definition written to {write_wandb_sweep(sweep, args.wandb_config)}")
@@ -213,6 +219,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.results_dir):
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
+    from bench.report import (  # optional: heavy (module docstring)
+        build_board,
+        check_results,
+        write_leaderboard,
+        write_plots,
+        write_site,
+    )
+    from bench.report.blocks import stale_blocks  # optional: heavy (module docstring)
+    from bench.report.frontier_plots import write_frontier_plots  # optional: heavy (module docstring)
+
     if args.check:
         if args.zoo_dir is not None and not os.path.isdir(args.zoo_dir):
             raise UsageError(f"--zoo-dir {args.zoo_dir} is not a folder; name the folder holding the zoos (paths.zoo_dir, e.g. zoo).")
@@ -246,6 +262,8 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
     if not 0 <= args.fpr < 1:
         raise UsageError(f"--fpr {args.fpr} must be in [0, 1), e.g. 0.01.")
+    from bench.report.frontier import frontier_document  # optional: heavy (module docstring)
+
     text = frontier_document(args.results_dir, args.fpr, args.zoo)
     if args.zoo is not None and f"## {args.zoo}\n" not in text:
         raise UsageError(f"no result files of zoo '{args.zoo}' under {args.results_dir}; `fpbench frontier` without "
@@ -259,6 +277,10 @@ def _update_readme(args: argparse.Namespace, board: Any) -> list[Path]:
     readme = Path(args.readme)
     if not readme.is_file():
         raise UsageError(f"--readme {readme} is not a file; name the markdown file that holds the blocks.")
+    from bench.report import build_board  # optional: heavy (module docstring)
+    from bench.report.blocks import update_blocks  # optional: heavy (module docstring)
+    from bench.report.readme import update_readme  # optional: heavy (module docstring)
+
     before = readme.read_text(encoding="utf-8")
     try:
         if "<!-- leaderboard:start" in before:  # the full-board block (bench.report.readme)
@@ -274,8 +296,13 @@ def _update_readme(args: argparse.Namespace, board: Any) -> list[Path]:
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.family == "archs":
         descriptions = arch_descriptions()  # includes the timm:<name> entry
+    elif args.family == "attacks":
+        # optional: heavy (the attacks import the Lightning training loop)
+        from bench.zoo.attacks import ATTACKS
+
+        descriptions = ATTACKS.describe()
     else:
-        registries = {"methods": METHODS, "attacks": ATTACKS, "deployments": DEPLOYMENTS, "datamodules": DATAMODULES}
+        registries = {"methods": METHODS, "deployments": DEPLOYMENTS, "datamodules": DATAMODULES}
         descriptions = registries[args.family].describe()
     width = max(len(n) for n in descriptions)
     for name, description in descriptions.items():
@@ -289,23 +316,37 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import run_perf  # optional: heavy (module docstring)
+
     for name, path in run_perf(args.names, args.results_dir, args.overrides).items():
         print(f"{name}: {path}")
     return 0
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    cfg = load_recipe(args.recipe, args.overrides)
+    if args.action in ("export", "pull"):
+        return cli_share.fingerprint_share(args)
+    missing = [flag for flag, value in (("--method", args.method), ("--inputs", args.inputs), ("--labels", args.labels))
+               if value is None]
+    if missing:
+        raise UsageError(f"`fpbench fingerprint import RECIPE` needs {', '.join(missing)} (docs/byo.md).")
+    cfg = load_recipe(args.target, args.overrides)
+    from bench.api import import_fingerprint  # optional: heavy (module docstring)
+    from bench.fingerprint_import import FingerprintImportError  # optional: heavy (module docstring)
+
     try:
         import_id, folder = import_fingerprint(cfg, args.method, args.inputs, args.labels)
     except FingerprintImportError as err:
         raise UsageError(str(err)) from None
     print(f"imported {args.method} fingerprint {import_id} -> {folder}")
-    print(f"score it: fpbench run {args.recipe} methods=[{args.method}] methods.{args.method}.fingerprint={import_id}")
+    print(f"score it: fpbench run {args.target} methods=[{args.method}] methods.{args.method}.fingerprint={import_id}")
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from bench import verification as vf  # optional: heavy (module docstring)
+    from bench.oracle import Oracle  # optional: heavy (module docstring)
+
     try:  # every input is read and checked before the first query
         loaded = vf.load_fingerprint(args.fingerprint, args.cache_dir)
         options = vf.WeightsOptions(mean=_stats(args.mean, "--mean"), std=_stats(args.std, "--std"),
@@ -328,6 +369,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _stats(text: str | None, flag: str) -> list[float] | None:
+    from bench import verification as vf  # optional: heavy (module docstring)
+    from bench.suspect_checks import parse_stats  # optional: heavy (module docstring)
+
     try:
         return parse_stats(text, flag)
     except ValueError as err:
@@ -336,7 +380,7 @@ def _stats(text: str | None, flag: str) -> list[float] | None:
 
 COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard, "frontier": _cmd_frontier,
             "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show, "fingerprint": _cmd_fingerprint,
-            "verify": _cmd_verify}
+            "verify": _cmd_verify, "reproduce": cli_share.reproduce}
 
 
 def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: float) -> list[str]:
@@ -345,6 +389,9 @@ def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: f
     try:
         if getattr(args, "recipe", None) is not None and args.command in ("zoo", "run"):
             cfg = load_recipe(args.recipe, args.overrides)
+            from bench.zoo.jobs import zoo_root  # optional: heavy (module docstring)
+            from bench.zoo.store import ZooStore  # optional: heavy (module docstring)
+
             store = ZooStore(zoo_root(cfg))
             records = store.records()
             new = [i for i in records if store.checkpoint_path(i).is_file() and store.checkpoint_path(i).stat().st_mtime >= started]
@@ -369,18 +416,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
     _setup_logging(args.quiet)
-    tracking.reset()  # a W&B fallback of an earlier call in this process does not carry over
+    tracking_state.reset()  # a W&B fallback of an earlier call in this process does not carry over
     started = time.time()
     try:
         code = COMMANDS[args.command](args)
-        for line in tracking.sync_lines():  # W&B failures and how to upload offline runs
+        for line in tracking_state.sync_lines():  # W&B failures and how to upload offline runs
             print(line)
         return code
     except (ConfigError, RegistryError, UsageError) as err:
         print(f"fpbench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        for line in [*_interrupted_lines(args, argv, started), *tracking.sync_lines()]:
+        for line in [*_interrupted_lines(args, argv, started), *tracking_state.sync_lines()]:
             print(line, file=sys.stderr)
         return 130
     except Exception as err:  # a failure during work: say what, FPBENCH_DEBUG=1 re-raises it with its traceback

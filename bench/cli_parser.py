@@ -21,12 +21,13 @@ EXAMPLES = {
     "show": "fpbench show recipes/smoke.yaml methods=[adv_tra] methods.adv_tra.n_fingerprints=10",
     "fingerprint": "fpbench fingerprint import recipes/smoke.yaml --method adv_tra --inputs X.npy --labels Y.npy",
     "verify": "fpbench verify --fingerprint local_results/runs/smoke/akh/1a2b3c4d-s0.json --suspect 9f8e7d6c5b4a",
+    "reproduce": "fpbench reproduce --zoo quickstart --pull-zoo quickstart.tar --pull-fingerprints fingerprints-quickstart.tar",
 }
 # options that take the next argument
 VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
                  "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name",
                  "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget", "--out",
-                 "--zoo")
+                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out")
 
 
 def version_text() -> str:
@@ -105,12 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where perf/<name>.json goes (default local_results; the published figures: results)")
     show = _subparser(sub, "show", "print the resolved, validated recipe and every method's effective config")
     show.add_argument("recipe")
-    fingerprint = _subparser(sub, "fingerprint", "import a fingerprint made elsewhere into the cache (docs/byo.md)")
-    fingerprint.add_argument("action", choices=["import"])
-    fingerprint.add_argument("recipe", help="the recipe whose data (C, H, W, classes) and paths.cache_dir it is for")
-    fingerprint.add_argument("--method", required=True, help="the method that scores it (adv_tra, ipguard, akh, cae)")
-    fingerprint.add_argument("--inputs", required=True, help=".npy or .safetensors: adv_tra [N,S,C,H,W], others [N,C,H,W]")
-    fingerprint.add_argument("--labels", required=True, help=".npy or .safetensors: the source's labels, [N,S] or [N]")
+    fingerprint = _subparser(sub, "fingerprint", "import a fingerprint made elsewhere into the cache (docs/byo.md); "
+                             "export or pull a board's fingerprints as one archive (docs/sharing.md)")
+    fingerprint.add_argument("action", choices=["import", "export", "pull"])
+    fingerprint.add_argument("target", help="with `import`: the recipe whose data (C, H, W, classes) and paths.cache_dir "
+                             "it is for; with `export`: the results tree whose fingerprints to export (e.g. results); "
+                             "with `pull`: a path, file://, http(s)://, wandb:// or hf:// URI of an archive")
+    fingerprint.add_argument("--method", help="with `import`: the method that scores it (adv_tra, ipguard, akh, cae)")
+    fingerprint.add_argument("--inputs", help="with `import`: .npy or .safetensors: adv_tra [N,S,C,H,W], others [N,C,H,W]")
+    fingerprint.add_argument("--labels", help="with `import`: .npy or .safetensors: the source's labels, [N,S] or [N]")
+    fingerprint.add_argument("--cache-dir", default=".cache/fpbench", help="with `export`, `pull`: the fingerprint "
+                             "cache (paths.cache_dir, default .cache/fpbench)")
+    fingerprint.add_argument("--zoo", metavar="NAME", help="with `export`: only the results of this zoo")
+    fingerprint.add_argument("--out", metavar="PATH", help="with `export`: the archive to write (default "
+                             "fingerprints-<zoo>.tar)")
+    fingerprint.add_argument("--results-out", metavar="DIR", help="with `pull`: also write the archive's result "
+                             "files under DIR/runs/")
     verify = _subparser(sub, "verify", "score one suspect with a fingerprint; decide at the calibrated threshold")
     verify.add_argument("--fingerprint", required=True, help="a result JSON (its cached fingerprint and negatives) "
                         "or a cached fingerprint folder")
@@ -135,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "the rows and classes asked)")
     verify.add_argument("--data-dir", default="data", help="the run's paths.data_dir, to measure the suspect's test "
                         "accuracy (default data)")
-    for p in (zoo, run, sweep, show, fingerprint):
+    reproduce = _subparser(sub, "reproduce", "re-score a board's suspects with its own zoo and fingerprints; say per "
+                           "result file whether every score is identical (docs/sharing.md)")
+    reproduce.add_argument("--results-dir", default="results", help="the board's results tree (default results)")
+    reproduce.add_argument("--zoo", metavar="NAME", help="only this zoo's results (e.g. quickstart)")
+    reproduce.add_argument("--pull-zoo", metavar="URI", help="first pull this zoo archive into --zoo-dir")
+    reproduce.add_argument("--pull-fingerprints", metavar="URI", help="first pull this fingerprint archive into "
+                           "--cache-dir")
+    reproduce.add_argument("--zoo-dir", default="zoo", help="where the zoo is (paths.zoo_dir, default zoo)")
+    reproduce.add_argument("--cache-dir", default=".cache/fpbench", help="where the fingerprints are (paths.cache_dir, "
+                           "default .cache/fpbench)")
+    reproduce.add_argument("--out", metavar="PATH", help="the JSON report (default "
+                           "local_results/reproduce/<zoo or all>.json)")
+    for p in (zoo, run, sweep, show, fingerprint, reproduce):
         p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
     perf.set_defaults(overrides=[])
     return parser

@@ -93,6 +93,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_capability() -> str:
+    """The vector kernels torch's CPU code runs with here ("AVX512", "AVX2", "DEFAULT"; `ATEN_CPU_CAPABILITY` lowers it)."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def collect_hardware() -> dict[str, Any]:
     """What the result was computed on: CPU model and cores, GPUs, torch's thread count.
 

@@ -22,7 +22,7 @@ from bench import suspect_checks as checks
 from bench.config import ConfigError
 from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoints, probe
 from bench.evaluate import MethodRun, fingerprint_key, instantiate
-from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, load_imported
+from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, imported_dir, load_imported
 from bench.io import inside
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
 from bench.oracle import Oracle
@@ -68,7 +68,7 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
         except (FingerprintIntegrityError, ValueError, OSError, KeyError) as err:
             raise VerifyError(f"--fingerprint {target}: not a usable cached fingerprint ({err}).") from None
         entry = {"name": fingerprint.method}
-        return LoadedFingerprint(fingerprint, _method(entry), entry, source=str(target))
+        return LoadedFingerprint(fingerprint, method_of(entry), entry, source=str(target))
     if not target.is_file():
         raise VerifyError(f"--fingerprint {target} does not exist; give a result JSON (results/runs/...) or a cached "
                           "fingerprint folder (<cache_dir>/fingerprints/<method>/<key>).")
@@ -76,22 +76,15 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
         result = read_result(target)
     except (ResultError, ValueError, OSError) as err:
         raise VerifyError(f"--fingerprint {target}: not a valid result file ({err}).") from None
-    entry = {"name": result["method"]["name"], **(result["method"].get("config") or {})}
-    method = _method(entry)
+    entry = result_entry(result)
+    method = method_of(entry)
+    folder = cached_fingerprint_dir(result, method, cache_dir, target)
     if entry.get(IMPORT_KEY):
         try:
             fingerprint = load_imported(cache_dir, entry["name"], entry[IMPORT_KEY])
         except FingerprintImportError as err:
             raise VerifyError(str(err)) from None
-        folder = str(cache_dir)
     else:
-        zoo = result["zoo"]
-        if not zoo.get("source_sha256") or not zoo.get("split_hashes"):
-            raise VerifyError(f"{target} records no source checkpoint sha256 or split hashes, so its cached "
-                              "fingerprint cannot be found; rerun `fpbench run` to write a current result.")
-        key = fingerprint_key(MethodRun(entry=entry, method=method, config_sha256=""), zoo["source_sha256"],
-                              zoo["split_hashes"], int(result["seed"]))
-        folder = Path(cache_dir) / "fingerprints" / entry["name"] / key
         if not Fingerprint.exists(folder):
             raise VerifyError(f"The fingerprint of {target} is not cached at {folder}. Pass --cache-dir (the run's "
                               "paths.cache_dir), or rerun `fpbench run` with that recipe to regenerate it (a method "
@@ -108,7 +101,32 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
     return LoadedFingerprint(fingerprint, method, entry, result, str(target), data)
 
 
-def _method(entry: dict[str, Any]) -> FingerprintMethod:
+def result_entry(result: dict[str, Any]) -> dict[str, Any]:
+    """The method entry (`{"name": ..., **config}`) a result was run with."""
+    return {"name": result["method"]["name"], **(result["method"].get("config") or {})}
+
+
+def cached_fingerprint_dir(result: dict[str, Any], method: FingerprintMethod, cache_dir: str | os.PathLike,
+                           where: str | os.PathLike = "the result") -> Path:
+    """Where the loop cached the fingerprint `result` measured: `<cache_dir>/fingerprints/<method>/<key>`
+    (`bench.evaluate.fingerprint_key`), or the imported fingerprint's folder its entry names.
+
+    Raises:
+        VerifyError: the result records no source sha256 or split hashes (an old result), so no key can be made.
+    """
+    entry = result_entry(result)
+    if entry.get(IMPORT_KEY):
+        return imported_dir(cache_dir, entry["name"], entry[IMPORT_KEY])
+    zoo = result["zoo"]
+    if not zoo.get("source_sha256") or not zoo.get("split_hashes"):
+        raise VerifyError(f"{where} records no source checkpoint sha256 or split hashes, so its cached "
+                          "fingerprint cannot be found; rerun `fpbench run` to write a current result.")
+    key = fingerprint_key(MethodRun(entry=entry, method=method, config_sha256=""), zoo["source_sha256"],
+                          zoo["split_hashes"], int(result["seed"]))
+    return Path(cache_dir) / "fingerprints" / entry["name"] / key
+
+
+def method_of(entry: dict[str, Any]) -> FingerprintMethod:
     try:
         method = instantiate(entry)
     except Exception as err:  # unknown name (RegistryError), a config the current method no longer accepts

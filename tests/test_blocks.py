@@ -109,7 +109,7 @@ def test_groups_block_without_rows_says_so(repo: Path) -> None:
 
 
 @pytest.mark.parametrize(("marker", "message"), [
-    ("zoo=z table=plots", "table=plots is not a table; give table=board (the default) or table=groups"),
+    ("zoo=z table=plots", "table=plots is not a table; give table=board (the default), table=groups or table=reproduce"),
     ("zoo=z table=groups view=all", "for table=groups, [variant=...]; unknown: ['view']"),
     ("zoo=z variant=good", "for table=board, [view=...]; unknown: ['variant']"),
 ])

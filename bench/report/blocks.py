@@ -11,6 +11,8 @@ repository root; default ``results``), ``table=board|groups`` (default ``board``
   (every column, per-trial links) is ``results/leaderboard.md``.
 - ``table=groups``: ``variant=LABEL`` (a row's method label, e.g. ``adv_tra``; default: every row).
   The per-attack table of ``groups.md`` (:func:`bench.report.groups.groups_block`).
+- ``table=reproduce``: the ``fpbench reproduce`` reports ``<results>/reproduce/<zoo>*.json``
+  (:func:`bench.report.reproduce_block.reproduce_block`).
 
 ``fpbench leaderboard --readme FILE`` rewrites the blocks of that file; ``fpbench leaderboard
 --check`` fails on a block of any file :data:`DOC_FILES` names that differs from what its result
@@ -34,6 +36,7 @@ from bench.report.cells import md_text
 from bench.report.groups import groups_block
 from bench.report.model import Board
 from bench.report.positive_sets import VIEW_NOTES, view_order
+from bench.report.reproduce_block import reproduce_block
 from bench.report.row_figures import zero_fp_bounds
 from bench.stats import RANK_LEGEND
 
@@ -43,7 +46,7 @@ BLOCK = re.compile(r"(?P<start><!-- board:start(?P<args>(?: [a-z_]+=[^\s>]+)*) -
 DOC_FILES = ("README.md", "results/README.md", "docs/*.md")  # where `--readme`/`--check` look for blocks
 
 
-TABLES = {"board": ("view",), "groups": ("variant",)}  # table kind -> the keys it takes beside zoo, results, table
+TABLES = {"board": ("view",), "groups": ("variant",), "reproduce": ()}  # kind -> keys it takes beside zoo, results, table
 
 
 def block_args(text: str) -> dict[str, str]:
@@ -56,7 +59,7 @@ def block_args(text: str) -> dict[str, str]:
     table = args.get("table", "board")
     if table not in TABLES:
         raise ValueError(f"board block '{text.strip()}': table={table} is not a table; give table=board (the "
-                         "default) or table=groups.")
+                         "default), table=groups or table=reproduce.")
     unknown = sorted(set(args) - {"zoo", "results", "table", *TABLES[table]})
     if unknown or "zoo" not in args:
         raise ValueError(f"board block '{text.strip()}': give zoo=NAME [results=DIR] and, for table={table}, "
@@ -101,8 +104,10 @@ def reading(rows: pd.DataFrame, comparisons: pd.DataFrame) -> str:
             "can resolve (docs/statistics.md gives the power).")
 
 
-def render_block(args: dict[str, str], board: Board, link: Callable[[str], str]) -> str:
+def render_block(args: dict[str, str], board: Board, link: Callable[[str], str], results_dir: Path) -> str:
     """The body of one block (without its markers)."""
+    if args["table"] == "reproduce":
+        return reproduce_block(results_dir, args["zoo"], link)
     if args["table"] == "groups":
         return groups_block(board, args["zoo"], args["variant"])
     rows = board.rows[board.rows["zoo"] == args["zoo"]]
@@ -128,7 +133,7 @@ def regenerate(path: Path, repo_root: Path, boards: Callable[[Path], Board]) -> 
         args = block_args(match.group("args"))
         results_dir = repo_root / args["results"]
         prefix = Path(os.path.relpath(results_dir.resolve(), path.resolve().parent)).as_posix()
-        body = render_block(args, boards(results_dir), lambda rel: f"{prefix}/{rel}")
+        body = render_block(args, boards(results_dir), lambda rel: f"{prefix}/{rel}", results_dir)
         return match.group("start") + body + END
 
     return BLOCK.sub(replace, text)
@@ -167,7 +172,7 @@ def stale_blocks(repo_root: Path, results_dir: Path, boards: Callable[[Path], Bo
             if (repo_root / args["results"]).resolve() != results_dir.resolve():
                 continue
             prefix = Path(os.path.relpath(results_dir.resolve(), path.resolve().parent)).as_posix()
-            body = render_block(args, boards(results_dir), lambda rel, p=prefix: f"{p}/{rel}")
+            body = render_block(args, boards(results_dir), lambda rel, p=prefix: f"{p}/{rel}", results_dir)
             if body != match.group("body"):
                 problems.append(f"{path.relative_to(repo_root)}: the generated block '{match.group('start')}' is out of "
                                 "date with its result files; run `fpbench leaderboard --readme "

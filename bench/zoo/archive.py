@@ -10,14 +10,7 @@ place: a refused archive leaves the zoo folder as it was. Nothing is unpickled o
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import re
-import secrets
-import shutil
-import tarfile
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -25,16 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from bench.io import inside, is_temp_name, name_problem, sha256_file
-from bench.zoo.archive_fetch import ArchiveError, fetch
+from bench.tar_archive import (
+    INDEX,
+    NOT_CONTENT,
+    ArchiveError,
+    ArchiveFormat,
+    fpbench_version,
+    hashed_files,
+    same_tree,
+    verify_extract,
+    write_tar,
+)
+from bench.zoo.archive_fetch import fetch
 from bench.zoo.store import ZooError, ZooStore
 
-FORMAT, FORMAT_VERSION, INDEX = "fpbench-zoo-archive", 1, "archive.json"
-INDEX_MAX_BYTES = 64 << 20  # a million files' hashes fit
-MAX_MEMBERS = 1_000_000
+ZOO_ARCHIVE = ArchiveFormat("fpbench-zoo-archive", 1, max_depth=2, writer="`fpbench zoo export`")  # models/<file>
 RECIPE = "recipe.yaml"  # written into the zoo folder by `fpbench zoo import`
-NOT_CONTENT = (".lock",)  # the store's lock file: never exported, ignored when comparing zoos
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_BLOCK = 1 << 20
 
 
 @dataclass
@@ -48,15 +47,6 @@ class ArchiveReport:
     manifest_sha256: str
     roles: dict[str, int]
     identical: bool = False  # pull: the zoo was already there with exactly this content
-
-
-def _fpbench_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("fpbench")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # -- export --------------------------------------------------------------------------------------
@@ -81,7 +71,7 @@ def export_zoo(name: str, zoo_dir: str | os.PathLike = "zoo", out: str | os.Path
         records = _checked_records(store)
         files = _zoo_files(store, records)
         index = _index(store, name, records, files)
-        _write_tar(target, index, store.root, list(files))
+        write_tar(target, index, {rel: store.root / rel for rel in files})
     return ArchiveReport(target, target.stat().st_size, len(records), sha256_file(target), index["manifest_sha256"],
                          index["roles"])
 
@@ -107,8 +97,8 @@ def _checked_records(store: ZooStore) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _zoo_files(store: ZooStore, records: dict[str, dict[str, Any]]) -> dict[str, tuple[str, int]]:
-    """Archive name -> (sha256, size) of every file to export; refuses files the manifest does not know."""
+def _zoo_files(store: ZooStore, records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Archive name -> {sha256, size} of every file to export; refuses files the manifest does not know."""
     names = ["manifest.jsonl", *([RECIPE] if (store.root / RECIPE).is_file() else [])]
     names += [f"models/{i}{suffix}" for i in records for suffix in (".safetensors", ".json")]
     expected = set(names)
@@ -119,12 +109,8 @@ def _zoo_files(store: ZooStore, records: dict[str, dict[str, Any]]) -> dict[str,
                 continue
             raise ArchiveError(f"{entry.path} is not part of the zoo's manifest (a model of a failed or interrupted "
                                "build?). Rerun `fpbench zoo RECIPE` to finish the build, or move the file away, then export.")
-    out = {}
-    for rel in names:
-        path = store.root / rel
-        out[rel] = (sha256_file(path), path.stat().st_size)
     _refuse_local_paths(store, [n for n in names if not n.endswith(".safetensors")])
-    return out
+    return hashed_files({rel: store.root / rel for rel in names})
 
 
 def _refuse_local_paths(store: ZooStore, text_files: list[str]) -> None:
@@ -142,42 +128,16 @@ def _refuse_local_paths(store: ZooStore, text_files: list[str]) -> None:
                                    f"zoo must not. {fix}")
 
 
-def _index(store: ZooStore, name: str, records: dict[str, dict[str, Any]], files: dict[str, tuple[str, int]]) -> dict[str, Any]:
+def _index(store: ZooStore, name: str, records: dict[str, dict[str, Any]], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     source = next(r for r in records.values() if r["role"] == "source")
     recipe = store.root / RECIPE
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "zoo": name, "dataset": source.get("dataset"),
+    return {"format": ZOO_ARCHIVE.name, "format_version": ZOO_ARCHIVE.version, "zoo": name, "dataset": source.get("dataset"),
             "split_hashes": source.get("split_hashes"), "models": len(records),
             "roles": dict(sorted(Counter(r["role"] for r in records.values()).items())),
-            "manifest_sha256": files["manifest.jsonl"][0],
+            "manifest_sha256": files["manifest.jsonl"]["sha256"],
             "recipe": recipe.read_text(encoding="utf-8") if recipe.is_file() else None,
-            "fpbench_version": _fpbench_version(),
-            "files": {rel: {"sha256": digest, "size": size} for rel, (digest, size) in sorted(files.items())}}
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)  # fixed owner, mode and time: the same zoo gives the same archive bytes
-    info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = size, 0o644, 0, 0, 0, "", ""
-    return info
-
-
-def _write_tar(target: Path, index: dict[str, Any], root: Path, names: list[str]) -> None:
-    """`archive.json` first, then the files in order; written to a temp file beside `target`, then renamed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
-    try:
-        with open(tmp, "xb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                tar.addfile(_tarinfo(INDEX, len(data)), io.BytesIO(data))
-                for rel in names:
-                    with open(root / rel, "rb") as src:
-                        tar.addfile(_tarinfo(rel, index["files"][rel]["size"]), src)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            "fpbench_version": fpbench_version(),
+            "files": dict(sorted(files.items()))}
 
 
 # -- pull ----------------------------------------------------------------------------------------
@@ -211,13 +171,14 @@ def _pull(uri: str, zoo_dir: Path, name: str | None, progress: bool) -> ArchiveR
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=zoo_dir) as tmp:  # beside the zoo: the rename is atomic
         archive = fetch(uri, Path(tmp), progress)
         staged = Path(tmp) / "zoo"
-        index = _verify_extract(archive, staged, uri)
+        index = verify_extract(archive, staged, uri, ZOO_ARCHIVE, lambda index: _check_index(index, uri))
+        _check_manifest(staged, index, uri)
         name = name or index["zoo"]
         final = inside(zoo_dir, name)
         report = ArchiveReport(final, archive.stat().st_size, index["models"], sha256_file(archive),
                                index["manifest_sha256"], index["roles"])
         if os.path.lexists(final) and not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
-            if _same_tree(final, index):
+            if same_tree(final, index["files"]):
                 report.identical = True
                 return report
             raise ArchiveError(f"{final} already exists with other content than {uri}; it was left as it is. Pull under "
@@ -226,95 +187,10 @@ def _pull(uri: str, zoo_dir: Path, name: str | None, progress: bool) -> ArchiveR
     return report
 
 
-def _open_tar(path: Path, uri: str) -> tarfile.TarFile:
-    with open(path, "rb") as handle:
-        gz = handle.read(2) == b"\x1f\x8b"
-    try:
-        return tarfile.open(path, mode="r:gz" if gz else "r:")
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise ArchiveError(f"{uri}: not a tar archive ({err}); `fpbench zoo export` writes one.") from None
-
-
-def _member_problem(member: tarfile.TarInfo) -> str | None:
-    """Why `member` cannot be extracted from a zoo archive, or None: plain files with safe relative names only."""
-    if member.issym() or member.islnk():
-        return f"is a link (-> {member.linkname!r})"
-    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.sparse is not None:
-        return "is not a plain file (a folder, device, FIFO or sparse file)"
-    parts = member.name.split("/")
-    if member.name.startswith("/") or "\\" in member.name or len(parts) > 2 or any(name_problem(p) for p in parts):
-        return "is not a safe relative name (no absolute path, '..', hidden or nested names)"
-    return None
-
-
-def _verify_extract(archive: Path, staged: Path, uri: str) -> dict[str, Any]:
-    """Check every header, read archive.json, then extract while hashing; the manifest is checked last."""
-    with _open_tar(archive, uri) as tar:
-        members: list[tarfile.TarInfo] = []
-        for member in tar:
-            if len(members) == MAX_MEMBERS:
-                raise ArchiveError(f"{uri}: over {MAX_MEMBERS:,} members; not a zoo archive.")
-            if (problem := _member_problem(member)) is not None:
-                raise ArchiveError(f"{uri}: member {member.name!r} {problem}. Refused before extracting anything: a "
-                                   "zoo archive holds plain files only. Ask its publisher for the archive "
-                                   "`fpbench zoo export` wrote.")
-            members.append(member)
-        index = _read_index(tar, members, uri)
-        need, free = sum(m.size for m in members), shutil.disk_usage(staged.parent).free
-        if need > free:
-            raise ArchiveError(f"{uri}: {need:,} bytes to extract, {free:,} free under {staged.parent.parent}. Free "
-                               "disk space or pull into a --zoo-dir on a larger disk.")
-        staged.mkdir()
-        for member in members[1:]:
-            _extract(tar, member, staged / member.name, index["files"][member.name], uri)
-    _check_manifest(staged, index, uri)
-    return index
-
-
-def _read_index(tar: tarfile.TarFile, members: list[tarfile.TarInfo], uri: str) -> dict[str, Any]:
-    if not members or members[0].name != INDEX or members[0].size > INDEX_MAX_BYTES:
-        raise ArchiveError(f"{uri}: the first member must be {INDEX} (at most {INDEX_MAX_BYTES:,} bytes); "
-                           "not an archive `fpbench zoo export` wrote.")
-    try:
-        index = json.loads(tar.extractfile(members[0]).read().decode("utf-8"))  # type: ignore[union-attr]
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArchiveError(f"{uri}: {INDEX} is not JSON ({err}).") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("format_version") != FORMAT_VERSION:
-        found = (index.get("format"), index.get("format_version")) if isinstance(index, dict) else type(index).__name__
-        raise ArchiveError(f"{uri}: {INDEX} is not format {FORMAT} version {FORMAT_VERSION} (found {found}); an "
-                           "archive of a newer fpbench needs that version (pip install -U fpbench).")
-    files = index.get("files")
-    if not isinstance(files, dict) or name_problem(index.get("zoo")) or not isinstance(index.get("models"), int):
-        raise ArchiveError(f"{uri}: {INDEX} lacks a valid 'files', 'zoo' or 'models' entry.")
-    for rel, entry in files.items():
-        if not (isinstance(entry, dict) and _HEX64.fullmatch(str(entry.get("sha256"))) and type(entry.get("size")) is int):
-            raise ArchiveError(f"{uri}: {INDEX}: the entry of {rel!r} needs a 64-hex 'sha256' and an integer 'size'.")
-    names = [m.name for m in members[1:]]
-    extra, missing = sorted(set(names) - set(files)), sorted(set(files) - set(names))
-    dupes = sorted(n for n, c in Counter(names).items() if c > 1)
-    if extra or missing or dupes or INDEX in names:
-        raise ArchiveError(f"{uri}: members and {INDEX} disagree: not listed {extra[:5]}, listed but absent "
-                           f"{missing[:5]}, repeated {dupes[:5]}. Refused before extracting anything.")
-    for member in members[1:]:
-        if member.size != files[member.name]["size"]:
-            raise ArchiveError(f"{uri}: {member.name} is {member.size:,} bytes, {INDEX} says {files[member.name]['size']:,}.")
-    return index
-
-
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, expected: dict[str, Any], uri: str) -> None:
-    path.parent.mkdir(exist_ok=True)
-    digest, got = hashlib.sha256(), 0
-    source = tar.extractfile(member)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    with os.fdopen(fd, "wb") as out, source:  # type: ignore[union-attr]
-        for block in iter(lambda: source.read(_BLOCK), b""):
-            digest.update(block)
-            got += len(block)
-            out.write(block)
-    if digest.hexdigest() != expected["sha256"] or got != expected["size"]:
-        raise ArchiveError(f"{uri}: {member.name} has sha256 {digest.hexdigest()} ({got:,} bytes), {INDEX} expects "
-                           f"{expected['sha256']} ({expected['size']:,} bytes): the archive is corrupted or was "
-                           "tampered with. Nothing was installed; download it again or ask its publisher.")
+def _check_index(index: dict[str, Any], uri: str) -> None:
+    """The zoo archive's own index fields (the format, members and hashes are `verify_extract`'s)."""
+    if name_problem(index.get("zoo")) or not isinstance(index.get("models"), int):
+        raise ArchiveError(f"{uri}: {INDEX} lacks a valid 'zoo' or 'models' entry.")
 
 
 def _check_manifest(staged: Path, index: dict[str, Any], uri: str) -> None:
@@ -352,18 +228,3 @@ class _Job:
     """What `ZooStore.unbuilt` reads of a job."""
 
     model_id: str
-
-
-def _same_tree(final: Path, index: dict[str, Any]) -> bool:
-    """True when `final` holds exactly the archive's files with their sha256 (the lock and temp files aside)."""
-    found: dict[str, Path] = {}
-    for folder, dirs, names in os.walk(final):
-        for entry in (*dirs, *names):
-            path = Path(folder) / entry
-            if path.is_symlink():
-                return False
-        for entry in names:
-            if entry not in NOT_CONTENT and not is_temp_name(entry):
-                found[os.path.relpath(Path(folder) / entry, final).replace(os.sep, "/")] = Path(folder) / entry
-    files = index["files"]
-    return set(found) == set(files) and all(sha256_file(p) == files[rel]["sha256"] for rel, p in found.items())

@@ -1,7 +1,7 @@
-"""Where `fpbench zoo pull` gets an archive from: a path, ``file://``, ``http(s)://``, ``wandb://``, ``hf://``.
+"""Where `fpbench zoo pull` and `fpbench fingerprint pull` get an archive from: a path, ``file://``, ``http(s)://``, ``wandb://``, ``hf://``.
 
 Each fetcher only brings the archive's bytes into a temporary folder (or names the local file);
-nothing here trusts them: `bench.zoo.archive` verifies every member before anything is installed.
+nothing here trusts them: `bench.tar_archive` and its callers verify every member before anything is installed.
 W&B and Hugging Face are imported only when their scheme is used.
 """
 
@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from bench.config import ConfigError
+from bench.tar_archive import ArchiveError
 
 SCHEMES = ("a local path", "file://PATH", "https://URL", "http://URL", "wandb://entity/project/artifact:version",
            "hf://owner/repo[/file]", "hf://datasets/owner/repo[/file]")
@@ -22,10 +22,6 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 HTTP_TIMEOUT_S = 60.0  # per connect and per read: a stalled server fails instead of hanging
 PROGRESS_FROM_BYTES = 32 << 20  # downloads this large (or of unknown size) show a tqdm bar
 _BLOCK = 1 << 20
-
-
-class ArchiveError(ConfigError):
-    """A zoo archive, its URI or the zoo it would replace is not acceptable (bad input: exit 2)."""
 
 
 def fetch(uri: str, workdir: Path, progress: bool = True) -> Path:
@@ -54,19 +50,19 @@ def fetch(uri: str, workdir: Path, progress: bool = True) -> Path:
         return _wandb(uri, workdir / "wandb")
     if scheme == "hf":
         return _huggingface(uri, workdir / "hf")
-    raise ArchiveError(f"{uri}: unknown scheme '{scheme}://'. A zoo archive is pulled from {', '.join(SCHEMES)}.")
+    raise ArchiveError(f"{uri}: unknown scheme '{scheme}://'. An archive is pulled from {', '.join(SCHEMES)}.")
 
 
 def _local(path: Path, uri: str) -> Path:
     if not path.is_file():
         what = "a folder, not an archive file" if path.is_dir() else "not found"
-        raise ArchiveError(f"{uri}: {what}. Give the .tar file `fpbench zoo export` wrote (or a URL of one).")
+        raise ArchiveError(f"{uri}: {what}. Give the .tar file `fpbench zoo export` or `fpbench fingerprint export` wrote (or a URL of one).")
     return path
 
 
 def _http(uri: str, target: Path, progress: bool) -> Path:
     """Stream `uri` to `target`, refusing before the download when its announced size exceeds the free disk."""
-    request = urllib.request.Request(uri, headers={"User-Agent": "fpbench-zoo-pull"})
+    request = urllib.request.Request(uri, headers={"User-Agent": "fpbench-pull"})
     try:
         response = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310 (http/https only, checked above)
     except urllib.error.HTTPError as err:
@@ -80,7 +76,7 @@ def _http(uri: str, target: Path, progress: bool) -> Path:
         free = shutil.disk_usage(target.parent).free
         if size is not None and size > free:
             raise ArchiveError(f"{uri}: {size:,} bytes to download, {free:,} free there ({target.parent}). Free "
-                               "disk space, or pull into a --zoo-dir on a larger disk.")
+                               "disk space, or pull onto a larger disk (--zoo-dir / --cache-dir).")
         bar = _bar(size, uri) if progress and (size is None or size >= PROGRESS_FROM_BYTES) else None
         got = 0
         try:
@@ -108,7 +104,7 @@ def _bar(total: int | None, uri: str):  # noqa: ANN202 (a tqdm bar)
 
 
 def _wandb(uri: str, folder: Path) -> Path:
-    """A W&B artifact (`wandb://entity/project/artifact:version`) holding one zoo archive."""
+    """A W&B artifact (`wandb://entity/project/artifact:version`) holding one archive."""
     spec = uri[len("wandb://"):]
     parts = spec.split("/")
     if len(parts) != 3 or not all(parts) or ":" not in parts[2]:
@@ -170,5 +166,5 @@ def _single_archive(folder: Path, uri: str) -> Path:
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES))
     if len(found) != 1:
         raise ArchiveError(f"{uri}: the artifact holds {len(found)} archive files "
-                           f"({[p.name for p in found][:5]}); it should hold the one .tar `fpbench zoo export` wrote.")
+                           f"({[p.name for p in found][:5]}); it should hold the one .tar `fpbench zoo export` or `fpbench fingerprint export` wrote.")
     return found[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import io
 import json
 import os
 import secrets
@@ -26,8 +25,7 @@ from bench.cli import main
 from bench.zoo.archive import ArchiveError, export_zoo, pull_zoo
 from bench.zoo.store import ZooStore
 from tests.conftest import SMOKE, smoke_overrides
-
-Member = tuple[tarfile.TarInfo, bytes]
+from tests.tar_helpers import Member, flip, members, rehash, rewrite, write
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -42,37 +40,8 @@ def archive(smoke_zoo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_zoo(root.name, root.parent, tmp_path_factory.mktemp("archive") / "smoke.tar").path
 
 
-def members(path: Path) -> list[Member]:
-    with tarfile.open(path) as tar:
-        return [(m, tar.extractfile(m).read() if m.isfile() else b"") for m in tar.getmembers()]
-
-
-def write(path: Path, items: list[Member]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in items:
-            info.size = len(data) if info.isfile() else 0
-            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
-    return path
-
-
-def rewrite(archive: Path, out: Path, edit: Callable[[list[Member]], list[Member]]) -> Path:
-    return write(out, edit(members(archive)))
-
-
-def flip(data: bytes) -> bytes:
-    return data[:-1] + bytes([data[-1] ^ 1])
-
-
 def first_checkpoint(items: list[Member]) -> int:
     return next(i for i, (m, _) in enumerate(items) if m.name.endswith(".safetensors"))
-
-
-def rehash(items: list[Member]) -> list[Member]:
-    """archive.json rewritten to the members' actual sha256 and size (a tamperer who fixes the index)."""
-    index = json.loads(items[0][1])
-    for info, data in items[1:]:
-        index["files"][info.name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    return [(items[0][0], json.dumps(index).encode()), *items[1:]]
 
 
 def test_export_pull_round_trip_is_byte_identical(archive, smoke_zoo, smoke_root, tmp_path):

@@ -1,0 +1,75 @@
+"""The sharing commands of `fpbench`: `fingerprint export|pull` and `reproduce` (docs/sharing.md).
+
+Kept beside `bench.cli` (which dispatches to them) so that the light commands do not import them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.config import ConfigError
+
+
+def fingerprint_share(args: argparse.Namespace) -> int:
+    """`fpbench fingerprint export RESULTS_DIR [--zoo NAME] [--out PATH]` and `fpbench fingerprint pull URI`."""
+    from bench.fingerprint_archive import (  # optional: heavy (torch, methods)
+        export_fingerprints,
+        pull_fingerprints,
+    )
+
+    _no_import_flags(args)
+    if args.action == "export":
+        if args.results_out:
+            raise ConfigError("--results-out is for `fpbench fingerprint pull` only.")
+        report = export_fingerprints(args.target, args.cache_dir, args.out, args.zoo)
+        print(f"exported {report.fingerprints} fingerprint(s) measured by {report.results} result file(s) of zoo(s) "
+              f"{', '.join(report.zoos)}: {report.size:,} bytes -> {report.path}\nsha256 {report.sha256}")
+        return 0
+    if args.out or args.zoo:
+        raise ConfigError("--out and --zoo are for `fpbench fingerprint export` only.")
+    report = pull_fingerprints(args.target, args.cache_dir, args.results_out, progress=not args.quiet)
+    written = f"; {len(report.results_written or [])} result file(s) -> {args.results_out}/runs" if args.results_out else ""
+    print(f"verified {report.fingerprints} fingerprint(s) of zoo(s) {', '.join(report.zoos)}: {report.installed} "
+          f"installed, {report.identical} already there -> {report.path}{written}\n"
+          f"archive sha256 {report.sha256} ({report.size:,} bytes)")
+    return 0
+
+
+def _no_import_flags(args: argparse.Namespace) -> None:
+    given = [flag for flag, value in (("--method", args.method), ("--inputs", args.inputs), ("--labels", args.labels))
+             if value is not None]
+    if given or args.overrides:
+        raise ConfigError(f"`fpbench fingerprint {args.action}` takes no {', '.join(given) or 'key=value overrides'}; "
+                          "those are for `fpbench fingerprint import RECIPE` (docs/byo.md).")
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """`fpbench reproduce`: pull what is asked, re-score, print one line per result file, write the JSON report.
+
+    Returns:
+        0 when every result file re-scored identically, 1 when any differs or could not be re-scored.
+    """
+    from bench.fingerprint_archive import pull_fingerprints  # optional: heavy (torch, methods)
+    from bench.reproduce import (  # optional: heavy (the loop)
+        DIFFERS,
+        NOT_RESCORED,
+        report_lines,
+        write_report,
+    )
+    from bench.reproduce import reproduce as rescore  # optional: heavy (the loop)
+    from bench.zoo.archive import pull_zoo  # optional: heavy (the zoo store)
+
+    if args.pull_zoo:
+        zoo = pull_zoo(args.pull_zoo, args.zoo_dir, progress=not args.quiet)
+        print(f"zoo {zoo.path.name}: {'already there, identical' if zoo.identical else 'verified and installed'} "
+              f"({zoo.models} models, manifest sha256 {zoo.manifest_sha256[:12]}…)")
+    if args.pull_fingerprints:
+        fps = pull_fingerprints(args.pull_fingerprints, args.cache_dir, progress=not args.quiet)
+        print(f"fingerprints: {fps.installed} installed, {fps.identical} already there (archive sha256 {fps.sha256[:12]}…)")
+    report = rescore(args.results_dir, args.zoo, args.zoo_dir, args.cache_dir, args.overrides, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path("local_results") / "reproduce" / f"{args.zoo or 'all'}.json"
+    write_report(report, out)
+    print("\n".join([*report_lines(report), f"report: {out}"]))
+    counts = report.counts()
+    return 1 if counts[DIFFERS] or counts[NOT_RESCORED] else 0
