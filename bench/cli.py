@@ -217,6 +217,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    if args.check_submission:
+        return cli_share.check_submission(args)
     if not os.path.isdir(args.results_dir):
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
     from bench.report import (  # optional: heavy (module docstring)
@@ -380,7 +382,7 @@ def _stats(text: str | None, flag: str) -> list[float] | None:
 
 COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard, "frontier": _cmd_frontier,
             "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show, "fingerprint": _cmd_fingerprint,
-            "verify": _cmd_verify, "reproduce": cli_share.reproduce}
+            "verify": _cmd_verify, "reproduce": cli_share.reproduce, "submit": cli_share.submit}
 
 
 def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: float) -> list[str]:

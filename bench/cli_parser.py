@@ -22,12 +22,13 @@ EXAMPLES = {
     "fingerprint": "fpbench fingerprint import recipes/smoke.yaml --method adv_tra --inputs X.npy --labels Y.npy",
     "verify": "fpbench verify --fingerprint local_results/runs/smoke/akh/1a2b3c4d-s0.json --suspect 9f8e7d6c5b4a",
     "reproduce": "fpbench reproduce --zoo quickstart --pull-zoo quickstart.tar --pull-fingerprints fingerprints-quickstart.tar",
+    "submit": "fpbench submit local_results --zoo fmnist_paper --out submission-fmnist_paper.tar",
 }
 # options that take the next argument
 VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
                  "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name",
                  "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget", "--out",
-                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out")
+                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out", "--check-submission")
 
 
 def version_text() -> str:
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--zoo-dir", metavar="DIR", help="with --check: also check each result against the zoo "
                        "under DIR whose manifest has its zoo.manifest_sha256 (none found is a problem): manifest, "
                        "checkpoint sha256, roles, test_acc")
+    board.add_argument("--check-submission", metavar="BUNDLE", help="re-score every suspect of a submission "
+                       "(fpbench submit) on the zoo under --zoo-dir; refuse it on any difference (docs/submitting.md)")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
     board.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="QUERIES",
@@ -158,7 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "default .cache/fpbench)")
     reproduce.add_argument("--out", metavar="PATH", help="the JSON report (default "
                            "local_results/reproduce/<zoo or all>.json)")
+    submit = _subparser(sub, "submit", "bundle a board's result files, fingerprints and provenance for a published "
+                        "benchmark (docs/submitting.md)")
+    submit.add_argument("results_dir", help="the results tree of your runs (e.g. local_results)")
+    submit.add_argument("--zoo", metavar="NAME", required=True, help="the published benchmark's zoo (e.g. fmnist_paper)")
+    submit.add_argument("--cache-dir", default=".cache/fpbench", help="the runs' paths.cache_dir (default .cache/fpbench)")
+    submit.add_argument("--out", metavar="PATH", help="the bundle to write (default submission-NAME.tar)")
     for p in (zoo, run, sweep, show, fingerprint, reproduce):
         p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
     perf.set_defaults(overrides=[])
+    submit.set_defaults(overrides=[])
     return parser

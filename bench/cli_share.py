@@ -73,3 +73,29 @@ def reproduce(args: argparse.Namespace) -> int:
     print("\n".join([*report_lines(report), f"report: {out}"]))
     counts = report.counts()
     return 1 if counts[DIFFERS] or counts[NOT_RESCORED] else 0
+
+
+def submit(args: argparse.Namespace) -> int:
+    """`fpbench submit RESULTS_DIR --zoo NAME [--out PATH]` (docs/submitting.md)."""
+    from bench.submission import submit as bundle  # optional: heavy (torch, methods)
+
+    report = bundle(args.results_dir, args.zoo, args.cache_dir, args.out)
+    print(f"submission of zoo {args.zoo}: {report.results} result file(s), {report.fingerprints} fingerprint(s), "
+          f"{report.size:,} bytes -> {report.path}\nsha256 {report.sha256}\ncheck it: fpbench leaderboard "
+          f"--check-submission {report.path} --zoo-dir DIR")
+    return 0
+
+
+def check_submission(args: argparse.Namespace) -> int:
+    """`fpbench leaderboard --check-submission BUNDLE --zoo-dir DIR`: 0 accepted, 1 refused."""
+    from bench.submission import check_lines  # optional: heavy (the evaluation loop)
+    from bench.submission import check_submission as check  # optional: heavy (the evaluation loop)
+
+    if args.check or args.html or args.readme:
+        raise ConfigError("--check-submission runs alone; drop --check, --html and --readme.")
+    if args.zoo_dir is None:
+        raise ConfigError("--check-submission needs --zoo-dir DIR, the folder holding the benchmark's zoo.")
+    outcome = check(args.check_submission, args.zoo_dir, progress=not args.quiet)
+    print("\n".join(check_lines(outcome)))
+    return 0 if outcome.accepted else 1
+

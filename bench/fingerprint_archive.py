@@ -57,11 +57,13 @@ class FingerprintArchiveReport:
     installed: int = 0  # pull: folders written into the cache
     identical: int = 0  # pull: folders already in the cache with exactly these files
     results_written: list[Path] | None = None  # pull with results_out
+    index: dict[str, Any] | None = None  # pull: the verified archive.json (a submission's provenance is in it)
 
 
 # -- export --------------------------------------------------------------------------------------
 def export_fingerprints(results_dir: str | os.PathLike, cache_dir: str | os.PathLike = ".cache/fpbench",
-                        out: str | os.PathLike | None = None, zoo: str | None = None) -> FingerprintArchiveReport:
+                        out: str | os.PathLike | None = None, zoo: str | None = None,
+                        extra: dict[str, Any] | None = None) -> FingerprintArchiveReport:
     """Write every fingerprint the results under `results_dir` measured, with those results, as one archive.
 
     Args:
@@ -69,6 +71,7 @@ def export_fingerprints(results_dir: str | os.PathLike, cache_dir: str | os.Path
         cache_dir: the runs' `paths.cache_dir`.
         out: the archive to write (default `fingerprints-<zoo or results folder name>.tar`).
         zoo: only the results of this zoo (e.g. `quickstart`).
+        extra: more index fields (a submission's provenance, `bench.submission`); they may not replace the format's own.
 
     Raises:
         ArchiveError: no result files, a fingerprint that is not cached, damaged, or not the one its result recorded.
@@ -97,6 +100,7 @@ def export_fingerprints(results_dir: str | os.PathLike, cache_dir: str | os.Path
     index = {"format": FINGERPRINT_ARCHIVE.name, "format_version": FINGERPRINT_ARCHIVE.version,
              "zoos": sorted({r["zoo"]["name"] for _, r in results}), "fingerprints": folders,
              "results": len(results), "fpbench_version": fpbench_version(), "files": dict(sorted(files.items()))}
+    index |= {k: v for k, v in (extra or {}).items() if k not in index}
     write_tar(target, index, paths)
     return FingerprintArchiveReport(target, target.stat().st_size, sha256_file(target), len(folders), len(results),
                                     index["zoos"])
@@ -151,7 +155,7 @@ def pull_fingerprints(uri: str, cache_dir: str | os.PathLike = ".cache/fpbench",
         report = FingerprintArchiveReport(Path(cache_dir), archive.stat().st_size, sha256_file(archive),
                                           len(index["fingerprints"]), int(index["results"]), list(index["zoos"]),
                                           installed=len(folders), identical=len(index["fingerprints"]) - len(folders),
-                                          results_written=[final for _, final in results])
+                                          results_written=[final for _, final in results], index=index)
     return report
 
 

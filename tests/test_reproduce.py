@@ -1,4 +1,5 @@
-"""`fpbench fingerprint export|pull` and `fpbench reproduce` (bench/fingerprint_archive.py, bench/reproduce.py).
+"""`fpbench fingerprint export|pull`, `fpbench reproduce` and submissions (bench/fingerprint_archive.py,
+bench/reproduce.py, bench/submission.py).
 
 One smoke board (the session's smoke zoo, three methods, one of them pooled) is run once per module;
 its fingerprints are exported once, and hostile variants of that archive are rewritten in memory.
@@ -20,6 +21,7 @@ from bench.evaluate import run_benchmark
 from bench.fingerprint_archive import ArchiveError, export_fingerprints, pull_fingerprints
 from bench.report.reproduce_block import reproduce_block
 from bench.reproduce import DIFFERS, IDENTICAL, NOT_RESCORED, ReproduceError, reproduce, write_report
+from bench.submission import submit
 from tests.conftest import SMOKE, smoke_overrides
 from tests.tar_helpers import flip, members, rehash, rewrite
 
@@ -185,3 +187,42 @@ def test_the_generated_block_shows_each_report(board, tmp_path):
     assert lines[3].endswith("| 3 | 3 | 0 | 0 | 0 of 54 | 0 | 0 |")
     assert "No `fpbench reproduce` report of zoo `other`" in reproduce_block(tree, "other", str)
 
+
+
+# -- submissions (bench/submission.py) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundle(board, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return submit(board["results"], "smoke", board["cache"], tmp_path_factory.mktemp("sub") / "sub.tar").path
+
+
+def test_a_faithful_submission_is_accepted(board, bundle, capsys):
+    index = json.loads(members(bundle)[0][1])
+    assert set(index["submission"]["methods"]) == {"akh", "ipguard", "cae"}
+    assert all(len(m["source_sha256"]) == 64 for m in index["submission"]["methods"].values())
+    code = main(["leaderboard", "--check-submission", str(bundle), "--zoo-dir", str(board["zoo_dir"]), "-q"])
+    assert code == 0 and "ACCEPTED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit", ["score", "version"])
+def test_a_submission_with_one_altered_score_or_another_version_is_refused(board, bundle, tmp_path, capsys, edit):
+    def alter(items):
+        i = next(i for i, (m, _) in enumerate(items) if m.name.startswith("results/") and "/akh/" in m.name)
+        if edit == "score":
+            result = json.loads(items[i][1])
+            result["per_model"][0]["score"] += 1e-6
+            items[i] = (items[i][0], json.dumps(result).encode())
+            return rehash(items)
+        index = json.loads(items[0][1])
+        index["submission"]["methods"]["akh"]["version"] = "0"
+        return [(items[0][0], json.dumps(index).encode()), *items[1:]]
+
+    bad = rewrite(bundle, tmp_path / "bad.tar", alter)
+    code = main(["leaderboard", "--check-submission", str(bad), "--zoo-dir", str(board["zoo_dir"]), "-q"])
+    out = capsys.readouterr().out
+    assert code == 1 and "REFUSED" in out
+    assert ("1 of 18 suspects" if edit == "score" else "method akh: submitted with version 0") in out
+
+
+def test_a_plain_fingerprint_archive_is_not_a_submission(board, archive, capsys):
+    code = main(["leaderboard", "--check-submission", str(archive), "--zoo-dir", str(board["zoo_dir"]), "-q"])
+    assert code == 2 and "not a submission" in capsys.readouterr().err
