@@ -196,7 +196,7 @@ def _preflight(cfg: Any, members: list[tuple[Path, dict[str, Any]]], zoo_dir: Pa
     if missing:
         raise ReproduceError(f"Zoo {plan.name} under {zoo_dir} lacks {len(missing)} of its {len(plan.jobs)} models "
                              f"({', '.join(j.model_id for j in missing[:5])}{', ...' if len(missing) > 5 else ''}). "
-                             "reproduce re-scores and never trains: pull the board's zoo first (--zoo URI, or "
+                             "reproduce re-scores and never trains: pull the board's zoo first (--pull-zoo URI, or "
                              "fpbench zoo pull URI --zoo-dir DIR).")
     source = store.records()[plan.source.model_id]
     for path, result in members:
@@ -212,7 +212,7 @@ def _preflight(cfg: Any, members: list[tuple[Path, dict[str, Any]]], zoo_dir: Pa
         if found != result["fingerprint"].get("sha256"):
             state = "is not cached" if found is None else f"is cached as {found[:12]}…, not as recorded"
             raise ReproduceError(f"The fingerprint of {path} {state} at {folder}. reproduce never generates: pull "
-                                 "the board's fingerprints first (--fingerprints URI, or fpbench fingerprint pull URI "
+                                 "the board's fingerprints first (--pull-fingerprints URI, or fpbench fingerprint pull URI "
                                  "--cache-dir DIR).")
 
 
