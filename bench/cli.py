@@ -28,7 +28,7 @@ from bench.deploy import DEPLOYMENTS
 from bench.log_setup import setup_logging
 from bench.methods import METHODS
 from bench.nets import arch_descriptions
-from bench.registry import RegistryError
+from bench.registry import Registry, RegistryError
 from bench.show import show_recipe
 from datamodules import DATAMODULES
 
@@ -296,19 +296,25 @@ def _update_readme(args: argparse.Namespace, board: Any) -> list[Path]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    """One line per entry: name, description; methods, attacks and deployments also say where each comes from
+    (built-in, an entry point's distribution) and list the entry points that could not be loaded."""
     if args.family == "archs":
-        descriptions = arch_descriptions()  # includes the timm:<name> entry
-    elif args.family == "attacks":
-        # optional: heavy (the attacks import the Lightning training loop)
-        from bench.zoo.attacks import ATTACKS
-
-        descriptions = ATTACKS.describe()
+        rows = [(name, description) for name, description in arch_descriptions().items()]  # includes timm:<name>
+    elif args.family == "datamodules":
+        rows = list(DATAMODULES.describe().items())
     else:
-        registries = {"methods": METHODS, "deployments": DEPLOYMENTS, "datamodules": DATAMODULES}
-        descriptions = registries[args.family].describe()
-    width = max(len(n) for n in descriptions)
-    for name, description in descriptions.items():
-        print(f"{name:<{width}}  {description}")
+        if args.family == "attacks":
+            # optional: heavy (the attacks import the Lightning training loop)
+            from bench.zoo.attacks import ATTACKS
+
+            registry: Registry[Any] = ATTACKS
+        else:
+            registry = {"methods": METHODS, "deployments": DEPLOYMENTS}[args.family]
+        rows = [(name, registry.origin(name), description) for name, description in registry.describe().items()]
+        rows += [(name, "broken", why) for name, why in sorted(registry.broken.items())]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(f"{cell:<{width}}" for cell, width in zip(row, widths)), row[-1]]))
     return 0
 
 

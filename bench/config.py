@@ -26,6 +26,7 @@ from bench.methods import METHODS, instantiate
 from bench.metrics import BootstrapConfig
 from bench.oracle import ACCESS_LEVELS
 from bench.recipe_checks import check_method_sizes, check_recipe, check_values
+from bench.registry import RegistryError
 from bench.training_config import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
 from datamodules.base import DataConfig
 
@@ -283,6 +284,15 @@ def _resolve_method(entry: dict, overrides: list[DictConfig]) -> dict:
     return {"name": name, **OmegaConf.to_container(OmegaConf.structured(config), resolve=True), **imported}
 
 
+def _method_key(name: Any) -> str:
+    """The registry key of a recipe's method name: a registered name, or a `package.module:Class` reference
+    imported and registered as `package.module-Class` (a safe folder name for results and caches)."""
+    try:
+        return METHODS.resolve(str(name))
+    except RegistryError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _method_entries(cfg: DictConfig, selection: list[str] | None,
                     per_method: list[tuple[str, str, DictConfig]]) -> list[dict]:
     """Validate every method entry against its Config; apply selection and per-method overrides.
@@ -295,11 +305,10 @@ def _method_entries(cfg: DictConfig, selection: list[str] | None,
         entry = {"name": raw} if isinstance(raw, str) else OmegaConf.to_container(raw, resolve=True)
         if not isinstance(entry, dict) or "name" not in entry:
             raise ConfigError(f"methods[{i}] must be a method name or a mapping with 'name:'; got {raw!r}.")
-        entries.append(entry)
-    names = [e["name"] for e in entries]
-    for name in [*names, *(selection or []), *(n for _, n, _ in per_method)]:
-        if name not in METHODS:
-            raise ConfigError(METHODS.unknown_message(name))
+        entries.append({**entry, "name": _method_key(entry["name"])})
+    selection = None if selection is None else [_method_key(name) for name in selection]
+    for _, name, _ in per_method:
+        _method_key(name)
     chosen = entries
     if selection is not None:
         chosen = [e for name in selection for e in ([e for e in entries if e["name"] == name] or [{"name": name}])]

@@ -28,5 +28,8 @@ from bench.deploy.base import (
 from bench.deploy.loop import SplitCache, deploy_suspect, oracle_opener, suspect_chain
 from bench.deploy.suspect import DeployedSuspect
 
+# Wrappers of installed packages (entry points; docs/extending.md, "From your own package"), on the first read.
+DEPLOYMENTS.use_entry_points("fpbench.deployments", Deployment)
+
 __all__ = ["DEPLOYMENTS", "Answer", "DeployedSuspect", "Deployment", "InputTransform", "OutputRestriction",
            "SplitCache", "build_deployment", "chain_label", "deploy_suspect", "oracle_opener", "parse_chain", "suspect_chain"]

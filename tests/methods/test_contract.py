@@ -6,19 +6,19 @@ generate, save, load, score; the same seed gives the same fingerprint; the sourc
 high as an independent model; the oracle counts exactly what the suspect saw; models come back in
 the modes they arrived in (a frozen BatchNorm inside a train-mode model included); the caller's
 global RNG is untouched. A newly registered method fails `test_every_method_has_a_small_config`
-until it adds its entry to `SMALL` (docs/extending.md).
+until it adds its entry to `SMALL` (docs/extending.md). The checks themselves live in `bench/testing.py`,
+where the author of a method in another package runs them too (`bench.testing.check_method`).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
-from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
+from bench import testing as contract
+from bench.methods import METHODS, Fingerprint, FingerprintMethod
 from bench.methods.adv_tra import AdvTraConfig
 from bench.methods.akh import AkhConfig
 from bench.methods.cae import CaeConfig
@@ -30,6 +30,7 @@ from bench.methods.sac import SacConfig
 from bench.methods.uap import UapConfig
 from bench.modes import eval_mode
 from bench.oracle import Oracle
+from bench.testing import mixed_modes, modes
 from tests.methods.test_baselines import World, world  # noqa: F401  (the shared digits world fixture)
 
 # Small configs: every method generates in about a second on the digits world (None: the defaults).
@@ -48,9 +49,6 @@ SMALL: dict[str, Any] = {
     "uap": UapConfig(xi=0.3, uap_samples=100, max_passes=1, uap_batch_size=50, clusters=5, views=3,
                      cluster_samples=100, encoder_epochs=10, allow_below_target=True),
 }
-# Guards whose score does not depend on what the suspect answers (they test the loop, not models).
-SUSPECT_BLIND = {"random"}
-TIMING = {"generation_seconds"}  # meta that may differ between two identical generations
 NAMES = METHODS.names()
 
 
@@ -59,67 +57,10 @@ def make(name: str) -> FingerprintMethod:
     return METHODS.get(name)(SMALL.get(name))
 
 
-def oracle_for(method: FingerprintMethod, model: nn.Module, role: str = "negative") -> Oracle:
-    """The oracle the loop would hand `method` for a suspect of manifest `role` (the guard reads it)."""
-    return Oracle(model, access=method.access, manifest_role=role if method.name == "oracle_label" else None)
-
-
-def mixed_modes(model: nn.Module) -> nn.Module:
-    """A copy in train mode except its first BatchNorm (frozen, in eval): the case a top-level restore breaks."""
-    model = copy.deepcopy(model).train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-            break
-    return model
-
-
-def modes(model: nn.Module) -> dict[str, bool]:
-    return {name: module.training for name, module in model.named_modules()}
-
-
-def state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def same_state(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-class CountingModel(nn.Module):
-    """Counts the rows a suspect is asked about, whichever way they reach it."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.seen = inner, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen += int(x.shape[0])
-        return self.inner(x)
-
-
-def mixed_world(world: World) -> tuple[nn.Module, GenerationContext]:  # noqa: F811
-    """Fresh copies of the world's source and pools in mixed modes (train, one BatchNorm frozen in eval)."""
-    pools = Pools(surrogates=[mixed_modes(m) for m in world.surrogates],
-                  references=[mixed_modes(m) for m in world.references], model_ids=["s0", "s1", "r0", "r1"])
-    return mixed_modes(world.source), GenerationContext(**{**world.ctx.__dict__, "pools": pools})
-
-
 @pytest.fixture(scope="module")
 def generated(world: World) -> dict[str, dict[str, Any]]:  # noqa: F811
     """Every method's fingerprint, each from its own mixed-mode copies, with the modes, states and RNG around it."""
-    out = {}
-    for name in NAMES:
-        source, ctx = mixed_world(world)
-        models = [source, *ctx.pools.surrogates, *ctx.pools.references]
-        before = {"modes": [modes(m) for m in models], "states": [state(m) for m in models],
-                  "rng": torch.get_rng_state()}
-        method = make(name)
-        fp = method.generate(source, ctx)
-        out[name] = {"method": method, "fp": fp, "before": before,
-                     "modes_after": [modes(m) for m in models], "rng_after": torch.get_rng_state(),
-                     "same_states": all(same_state(m, s) for m, s in zip(models, before["states"]))}
-    return out
+    return {name: contract.generate_run(make(name), world) for name in NAMES}
 
 
 def test_every_method_has_a_small_config():
@@ -129,69 +70,48 @@ def test_every_method_has_a_small_config():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_generate_restores_every_submodule_mode_and_the_callers_rng(generated, name):
-    run = generated[name]
-    assert run["modes_after"] == run["before"]["modes"], f"{name} changed a model's train/eval modes"
-    assert run["same_states"], f"{name} changed the source or a pool model (weights or BatchNorm statistics)"
-    assert torch.equal(run["rng_after"], run["before"]["rng"]), f"{name} moved the caller's global RNG"
-    assert run["fp"].method == name
-    assert run["fp"].meta["generation_seconds"] >= 0.0  # timed the same way for every method
+    assert generated[name]["method"].name == name
+    contract.check_generate_restores(generated[name])
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_score_restores_every_submodule_mode(world, generated, name):  # noqa: F811
-    method, fp = generated[name]["method"], generated[name]["fp"]
-    suspect = mixed_modes(world.independent)
-    before_modes, before_state = modes(suspect), state(suspect)
-    method.score(fp, oracle_for(method, suspect))
-    assert modes(suspect) == before_modes and same_state(suspect, before_state)
+    contract.check_score_restores(generated[name], world)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_round_trip_scores_the_same(world, generated, tmp_path, name):  # noqa: F811
-    method, fp = generated[name]["method"], generated[name]["fp"]
-    reloaded = Fingerprint.load(fp.save(tmp_path / name))
-    assert reloaded.method == name and set(reloaded.tensors) == set(fp.tensors)
-    assert all(torch.equal(reloaded.tensors[k], v) for k, v in fp.tensors.items())
-    for model, role in ((world.source, "positive"), (world.independent, "negative")):
-        # fresh instances, as the loop builds them from the recipe (the random guard restarts its sequence)
-        first = make(name).score(fp, oracle_for(method, model, role))
-        again = make(name).score(reloaded, oracle_for(method, model, role))
-        assert again == pytest.approx(first, abs=1e-6)
+    contract.check_round_trip(generated[name], lambda: make(name), world, tmp_path / name)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_fingerprint(world, generated, name):  # noqa: F811
-    source, ctx = mixed_world(world)
-    first, second = generated[name]["fp"], make(name).generate(source, ctx)
-    assert set(first.tensors) == set(second.tensors)
-    assert all(torch.equal(first.tensors[k], second.tensors[k]) for k in first.tensors)
-    assert {k: v for k, v in first.meta.items() if k not in TIMING} == \
-        {k: v for k, v in second.meta.items() if k not in TIMING}
+    contract.check_same_seed(generated[name], lambda: make(name), world)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_source_scores_as_a_positive(world, generated, name):  # noqa: F811
-    method, fp = generated[name]["method"], generated[name]["fp"]
-    source = method.score(fp, oracle_for(method, world.source, "positive"))
-    independent = method.score(fp, oracle_for(method, world.independent, "negative"))
-    if name in SUSPECT_BLIND:
-        assert 0.0 <= source <= 1.0 and 0.0 <= independent <= 1.0
-    else:
-        assert source >= independent, (source, independent)
+    contract.check_source_scores_as_positive(generated[name], world)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_queries_are_counted_by_the_oracle(world, generated, name):  # noqa: F811
-    method, fp = generated[name]["method"], generated[name]["fp"]
-    suspect = CountingModel(world.independent)
-    oracle = oracle_for(method, suspect)
-    figures = method.measure(fp, oracle)
-    assert "score" in figures
-    assert oracle.queries == suspect.seen  # every row the suspect saw went through the oracle, and was counted
-    if "queries_per_suspect" in fp.meta:
-        assert oracle.queries == fp.meta["queries_per_suspect"] > 0
-    elif name not in SUSPECT_BLIND | {"oracle_label"}:
-        pytest.fail(f"{name} should record meta['queries_per_suspect']")
+    contract.check_queries_counted(generated[name], world)
+
+
+def test_the_checks_catch_a_method_that_breaks_the_contract(world):  # noqa: F811
+    """The shared checks can fail: a method that queries the suspect around the oracle is caught."""
+    from bench.methods.random import RandomGuard
+
+    class Leaky(RandomGuard):
+        def _score(self, fp, suspect):
+            suspect._model(torch.zeros(2, 1, 8, 8))  # behind the oracle's back
+            return 0.5
+
+    run = contract.generate_run(Leaky(), world)
+    contract.check_generate_restores(run)
+    with pytest.raises(AssertionError, match="queried the suspect outside the oracle"):
+        contract.check_queries_counted(run, world)
 
 
 def test_a_method_cannot_override_the_template_methods():

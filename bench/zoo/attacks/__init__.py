@@ -26,6 +26,9 @@ from bench.zoo.attacks.base import (
     source_outputs,
 )
 
+# Attacks of installed packages (entry points; docs/extending.md, "From your own package"), on the first read.
+ATTACKS.use_entry_points("fpbench.attacks", RemovalAttack)
+
 __all__ = [
     "ATTACKS",
     "AttackContext",
