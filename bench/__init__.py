@@ -11,9 +11,12 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+# The distribution pip installs (pyproject.toml's [project] name; "fpbench" on PyPI is an unrelated project):
+# what package-metadata reads (`fpbench --version`, provenance) ask for.
+DISTRIBUTION = "fpbench-dnn"
 
 API = ("benchmark", "build_zoo", "fingerprint", "import_fingerprint", "load_fingerprint", "load_recipe", "verify")
-__all__ = ["__version__", *API]
+__all__ = ["DISTRIBUTION", "__version__", *API]
 
 
 def __getattr__(name: str) -> Any:

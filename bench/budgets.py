@@ -71,8 +71,10 @@ def plan_budgets(method: FingerprintMethod, fp: Fingerprint, budgets: Sequence[i
             continue
         plans.append(BudgetPlan(budget, subset, None if subset is not None else _reason(method, fp, budget),
                                 whole=subset is fp))
-        if subset is None:
-            log.info("%s: no score at %d queries per suspect: %s", method.name, budget, plans[-1].reason)
+    unscored = [plan for plan in plans if plan.fingerprint is None and not plan.reason.startswith("subsampling failed")]
+    if unscored:  # one line per method (its largest such budget's reason); each budget's is in the result file
+        log.info("%s: no score at %s queries per suspect: %s (each budget's reason: `budgets` in the result file)",
+                 method.name, ", ".join(str(plan.budget) for plan in unscored), unscored[-1].reason)
     return plans
 
 

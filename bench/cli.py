@@ -192,7 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if run.outcome is not None:
             print("\n".join(summary_lines(run.outcome)))
             shown = {**run.outcome.results, **run.outcome.refused}
-            print("\n".join(pub.comparison_lines(pub.compare_with_published(shown, folder), folder)))
+            print("\n".join(pub.published_lines(shown, folder)))
 
     outcome = run_trials(configs, progress=_progress(cfg, args), on_trial=report)
     if len(configs) > 1 and not all(run.skipped for run in outcome.runs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from bench import DISTRIBUTION
 from bench.budgets import DEFAULT_BUDGET
 
 EXAMPLES = {
@@ -41,7 +42,7 @@ def version_text() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return f"fpbench {installed('fpbench')} (torch {installed('torch')})"
+    return f"fpbench {installed(DISTRIBUTION)} (torch {installed('torch')})"
 
 
 def _subparser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:

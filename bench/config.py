@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from bench.budgets import DEFAULT_BUDGETS
+from bench.builtin_recipes import builtin_names, builtin_recipe, is_builtin_name
 from bench.endpoints import parse_endpoints
 from bench.fingerprint_import import IMPORT_KEY, check_import_id
 from bench.io import sha256_json
@@ -321,15 +322,32 @@ def _method_entries(cfg: DictConfig, selection: list[str] | None,
     return [_resolve_method(e, [o for _, n, o in per_method if n == e["name"]]) for e in chosen]
 
 
+def _recipe_file(path: str | Path) -> Path:
+    """The file a recipe argument names: a path as given, or a built-in recipe's file for a bare name."""
+    if not is_builtin_name(path):
+        return Path(path)
+    found = builtin_recipe(str(path))
+    if found is None:
+        names = builtin_names()
+        raise ConfigError(f"Recipe '{path}' is neither a file nor a built-in recipe. Built-in recipes: "
+                          f"{', '.join(names) or '(none installed)'}. Give one of those names (fpbench run smoke) "
+                          "or a recipe file's path (fpbench run recipes/smoke.yaml).")
+    return found
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictConfig:
     """Load, merge and validate a recipe. Returns a read-only DictConfig with resolved `methods`.
+
+    `path` is a recipe file, or the bare name of a built-in recipe (`quickstart`, `smoke`: no `/`, no
+    `.yaml`, and no such file here), which works from an installed wheel too (bench.builtin_recipes).
 
     Raises:
         ConfigError: naming the bad key and the valid ones, or the field and the expected type.
     """
     plain, selection, per_method = _split_overrides(list(overrides or []))
     schema = OmegaConf.structured(RecipeConfig)
-    recipe = _read_yaml(Path(path), ())
+    source = _recipe_file(path)
+    recipe = _read_yaml(source, ())
     cfg = _merge_checked(schema, recipe, str(path))
     for item, parsed in plain:
         cfg = _merge_checked(cfg, parsed, f"override '{item}'")
@@ -338,7 +356,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     except OmegaConfBaseException as err:
         raise ConfigError(f"Cannot resolve interpolations in {path}: {err}") from None
     if cfg.paths.recipe_dir is None:  # `weights:` files are relative to the recipe (docs/byo.md)
-        cfg.paths.recipe_dir = str(Path(path).resolve().parent)
+        cfg.paths.recipe_dir = str(source.resolve().parent)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"Required keys missing in {path}: {', '.join(missing)}. Set them in the recipe or as key=value.")

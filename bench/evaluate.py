@@ -39,6 +39,7 @@ from bench.results import make_result, result_path, write_result
 from bench.self_check import applies as self_check_applies
 from bench.self_check import source_self_check
 from bench.suspect_checks import model_normalization
+from bench.suspect_table import separation_lines, suspect_table_lines
 from bench.training import predicted_labels
 from bench.zoo.attacks import attack_facts
 from bench.zoo.build import BuildReport, build_zoo, recipe_threads
@@ -201,10 +202,12 @@ def run_benchmark(cfg: DictConfig, progress: bool = True) -> BenchmarkOutcome:
     """Build the zoo if needed, evaluate every configured method, write one result per method.
 
     Zoo, generation and verification run at torch's thread count `compute.cpu_threads` when the
-    recipe gives one; the caller's own count is back in force on return.
+    recipe gives one; the caller's own count is back in force on return. `eval.progress=false` turns
+    off every progress bar of the run (zoo build, generation, verification) whatever `progress` says
+    (docs/recipes.md, "Progress bars").
     """
     with recipe_threads(cfg):
-        return _run_benchmark(cfg, progress)
+        return _run_benchmark(cfg, progress and bool(cfg.eval.progress))
 
 
 def _run_benchmark(cfg: DictConfig, progress: bool) -> BenchmarkOutcome:
@@ -301,6 +304,8 @@ def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, r
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),
                 "sha256": record["sha256"],  # the checkpoint measured (load_model verified it against the manifest)
+                # a negative's recipe `label:` (bench.zoo.plan), the name the run's per-suspect table shows
+                **({"label": job.label} if job.label else {}),
                 **deploy_row,  # deployed: deploy, provenance, test_acc_deployed[, defender_false_flag_rate]
             })
             if deployed is not None and deployed.has_defender:  # share of this method's queries the defender flagged
@@ -417,7 +422,7 @@ def _score_endpoint(endpoint: Endpoint, runs: list[MethodRun], datamodule: Any, 
         source_agreement = agreement(labels, predicted_labels(source, x))
     for run in runs:
         _measure(run, partial(Oracle, endpoint, access=run.method.access, manifest_role=spec.role), {
-            "model_id": spec.model_id, "role": spec.role, "group": spec.group, "endpoint": True,
+            "model_id": spec.model_id, "role": spec.role, "group": spec.group, "endpoint": True, "label": spec.label,
             "attack": spec.group if spec.role == "positive" else None,
             "kind": spec.group if spec.role == "negative" else None,
             "test_acc": test_acc, "source_agreement": source_agreement,
@@ -520,7 +525,8 @@ def _table_notes(results: Any, heads: list[tuple[str, float]]) -> list[str]:
 
 
 def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
-    """What `fpbench run` prints: one line per result, then where the leaderboard and plots are."""
+    """What `fpbench run` prints: one line per result, what they do not support, every suspect's scores
+    (`bench.suspect_table`), then where the results, leaderboard and plots are."""
     shown = {**outcome.results, **outcome.refused}
     targets = result_fpr_targets(shown.values())  # eval.fpr_targets, as the results carry them
     heads = _tpr_heads(shown.values(), targets)
@@ -538,8 +544,10 @@ def summary_lines(outcome: BenchmarkOutcome) -> list[str]:
                      f"{'  (cached fingerprint)' if t['fingerprint_cached'] else ''}"
                      f"{'  (NOT WRITTEN: a published result differs)' if path in outcome.refused else ''}")
     lines += _table_notes(shown.values(), heads)
+    lines += separation_lines(list(shown.values()))  # a method whose scores tell nothing apart says so
     lines += [line for r in outcome.results.values() if (line := missed_target_line(r))]
     lines += [f"FAILED {name}: {error}" for name, error in outcome.failed.items()]
+    lines += suspect_table_lines(list(shown.values()))
     lines.append(f"results: {', '.join(outcome.results)}")
     lines.append(f"leaderboard: {outcome.leaderboard}; plots: {', '.join(str(p) for p in outcome.plots)}")
     lines.append(f"done in {outcome.seconds:.1f} s")

@@ -13,8 +13,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench import DISTRIBUTION
+
 _DISTRIBUTIONS = {
-    "fpbench": "fpbench",
+    "fpbench": DISTRIBUTION,
     "torch": "torch",
     "torchvision": "torchvision",
     "pytorch_lightning": "pytorch-lightning",

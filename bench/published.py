@@ -276,8 +276,8 @@ def _metric_line(m: MetricComparison, trials: int) -> str:
 def comparison_lines(comparisons: list[Comparison], folder: Path | None) -> list[str]:
     """What ``fpbench run`` prints after its summary: each result beside the published numbers."""
     if folder is None or not folder.is_dir():
-        return ["published results: none found (no results/ folder beside this fpbench checkout); "
-                "set paths.published_dir to compare with a published benchmark."]
+        return ["published results: none found (no fpbench checkout with a results/ folder holds "
+                "this package or the recipe); set paths.published_dir to compare with a published benchmark."]
     lines = [f"compared with the published benchmark in {folder} (same config less trial seeds, same method version):"]
     for c in comparisons:
         head = f"  {c.method} {c.config}-s{c.seed}"
@@ -288,3 +288,21 @@ def comparison_lines(comparisons: list[Comparison], folder: Path | None) -> list
         lines.append(f"{head} vs {len(c.published_files)} published trial(s): {', '.join(c.published_files)}")
         lines += [_metric_line(m, len(c.published_files)) for m in c.metrics]
     return lines
+
+
+def published_lines(results: dict[str, dict[str, Any]], folder: Path | None) -> list[str]:
+    """What ``fpbench run`` prints after its summary: :func:`comparison_lines`, or one line when no result of
+    the run has anything published to be compared with (a user's own zoo, a changed config).
+
+    Args:
+        results: ``{result path: result}`` of a run (written or refused).
+        folder: The published benchmark folder; ``None`` compares with nothing.
+    """
+    if not results:
+        return []
+    comparisons = compare_with_published(results, folder)
+    if folder is None or not folder.is_dir() or any(c.published_files or c.other_versions for c in comparisons):
+        return comparison_lines(comparisons, folder)
+    zoos = sorted({str(r["zoo"]["name"]) for r in results.values()})
+    return [f"published benchmark {folder}: nothing published for zoo {', '.join(zoos)} with this config, so this "
+            "run is not compared with it (runs of a published recipe are)."]

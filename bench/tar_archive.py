@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import DISTRIBUTION
 from bench.config import ConfigError
 from bench.io import is_temp_name, name_problem, sha256_file
 
@@ -57,7 +58,7 @@ def fpbench_version() -> str:
     from importlib import metadata  # optional: only an archive's index needs it
 
     try:
-        return metadata.version("fpbench")
+        return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "unknown"
 

@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.base import DataConfig, split_counts
 from datamodules.specs import DataSpec
 
+_SHOWN_SPLITS: set[str] = set()  # split lines already logged at INFO by this process
+
 log = logging.getLogger(__name__)
 
 SPEC_ATTRIBUTES = ("name", "in_channels", "num_classes", "image_size", "known_pool_sizes")  # set from `spec`
@@ -112,7 +114,10 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
             return
         train_pool, test_pool = self._load_pools()
         self._indices = self._draw_splits(train_pool, test_pool)
-        log.info("%s splits: %s", self.name, {s: len(i) for s, i in self._indices.items()})
+        line = f"{self.name} splits: { {s: len(i) for s, i in self._indices.items()} }"
+        # Once per process at INFO: a command sets the data up once per trial and phase, with the same sizes.
+        log.log(logging.DEBUG if line in _SHOWN_SPLITS else logging.INFO, "%s", line)
+        _SHOWN_SPLITS.add(line)
 
     def train_dataloader(self) -> DataLoader:
         """The owner split, augmented, shuffled by the global RNG (so the training seed governs order)."""

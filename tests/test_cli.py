@@ -56,9 +56,11 @@ def test_overrides_after_a_flag_reach_the_recipe(tmp_path):
 def test_version_names_fpbench_and_torch():
     from importlib.metadata import version
 
+    from bench import DISTRIBUTION
+
     out = fpbench("--version")
     assert out.returncode == 0
-    assert out.stdout.strip() == f"fpbench {version('fpbench')} (torch {version('torch')})"
+    assert out.stdout.strip() == f"fpbench {version(DISTRIBUTION)} (torch {version('torch')})"
 
 
 def test_help_has_an_example_per_subcommand():

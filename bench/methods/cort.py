@@ -152,8 +152,12 @@ class Cort(FingerprintMethod):
         fooled = adv_probs.argmax(1) != truth
         keep = fooled if cfg.keep == "successful" else torch.ones_like(fooled)
         if not bool(keep.any()):
+            data = getattr(ctx.datamodule, "name", "this data")
             raise RuntimeError(f"cort: {cfg.attack} with eps={cfg.eps} fooled the source on none of the {len(seeds)} "
-                               "seeds; raise eps (8x8 digits need about 0.25) or set keep=all.")
+                               f"'{cfg.split}' seeds of {data}: this source is robust at that radius. Raise it, e.g. "
+                               f"methods.cort.eps={min(1.0, round(cfg.eps * 3, 3))}, up to 0.3 (the authors' script "
+                               "default, MNIST scale; 0.03 is their CIFAR-10 value), or keep the unsuccessful "
+                               "examples with methods.cort.keep=all (docs/methods/cort.md).")
         tensors = {"inputs": adversarial[keep], "labels": truth[keep], "source_labels": adv_probs.argmax(1)[keep],
                    "source_probs": adv_probs[keep], "seed_index": chosen[keep]}
         kept = int(keep.sum())

@@ -83,7 +83,8 @@ def import_recipe(folder: str | os.PathLike, name: str, recipe_dir: Path, zoo_di
 
     positives = [{**entry(p, m), "label": m.get("label", label), "attack": str(m.get("attack", "unknown"))}
                  for label, p, m in _members(root, "positives")]
-    negatives = [{**entry(p, m), "kind": m.get("kind", "external")} for _, p, m in _members(root, "negatives")]
+    negatives = [{**entry(p, m), "kind": m.get("kind", "external"), "label": str(m.get("label", label))}
+                 for label, p, m in _members(root, "negatives")]
     return {"paths": {"zoo_dir": zoo_dir}, "data": {"name": meta["dataset"], **(meta.get("data") or {})},
             "zoo": {"name": name, "source": entry(weights, meta), "positives": positives, "negatives": negatives},
             "imported": {"from": root.name, "checks": _shape_checks(root)}}

@@ -62,12 +62,15 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
         where = f"zoo.negatives[{i}]"
         entry = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw
         entry, deploy = _split_deploy(entry, where)
-        first = len(jobs)
+        entry, label = _split_label(entry, where)
+        first, names = len(jobs), []
         imported = isinstance(entry, dict) and entry.get("weights") is not None
         kinds = IMPORTED_KINDS if imported else NEGATIVE_KINDS
         if not isinstance(entry, dict) or entry.get("kind") not in kinds:
             raise ConfigError(f"{where} needs 'kind:' one of {', '.join(kinds)}; got {entry!r}.")
-        for params, _ in expand(entry, scalar):
+        for params, varied in expand(entry, scalar):
+            shown = ",".join(f"{k}={v}" for k, v in varied.items())  # an entry that expands names each model apart
+            names.append(label and (f"{label}({shown})" if shown else label))
             kind = params.pop("kind")
             if imported:  # the kind describes how it was made elsewhere; nothing is trained
                 jobs.append(import_job("negative", _train_spec(_imported_base(source, params), params, where), where, kind=kind))
@@ -90,9 +93,22 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
                 raise ConfigError(f"{where}: a SAST negative with the source's own seed ({spec['seed']}) is the source itself; "
                                   "give it another seed.")
             jobs.append(_train_job("negative", spec, dataset, split_hashes, kind=kind, augment=augment))
-        for job in jobs[first:]:
+        for job, name in zip(jobs[first:], names):
             job.deploy = deploy
+            job.label = name  # the suspect's name in results (`per_model[i].label`); never in its id or the manifest
     return jobs
+
+
+def _split_label(entry: Any, where: str) -> tuple[Any, str | None]:
+    """A negative entry without its `label:` (the name results show for it; it never changes the model), and the label."""
+    if not isinstance(entry, dict) or "label" not in entry:
+        return entry, None
+    entry = dict(entry)
+    label = entry.pop("label")
+    if not isinstance(label, str) or not label.strip():
+        raise ConfigError(f"{where}.label must be a non-empty name for the suspect (e.g. label: my_resnet_seed3); "
+                          f"got {label!r}.")
+    return entry, label
 
 
 def _split_deploy(entry: Any, where: str) -> tuple[Any, list[Any] | None]:

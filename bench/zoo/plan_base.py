@@ -52,6 +52,7 @@ class Job:
     # Suspects: the entry's own `deploy:` chain (docs/deployment.md), run after `zoo.deploy`; never in the id
     # or the manifest: a deployed suspect is the same checkpoint served behind wrappers.
     deploy: list[Any] | None = None
+    label: str | None = None  # a suspect's name from the recipe's `label:` (never in the id or the manifest)
 
     def record_base(self) -> dict[str, Any]:
         record = {"model_id": self.model_id, "role": self.role, "kind": self.kind, "attack": self.attack,
