@@ -21,9 +21,9 @@ from bench.methods.modeldiff import (
     search_objective,
 )
 from bench.oracle import Oracle
+from bench.testing import CountingModel
 from tests.conftest import SMOKE, smoke_overrides
 from tests.methods.test_baselines import TensorData, World, train, world  # noqa: F401  (the shared digits world fixture)
-from tests.methods.test_contract import CountingModel
 
 CONFIG = ModeldiffConfig(n_pairs=100, iterations=1000)  # the defaults, ~1 s on the digits world (see the scores test)
 
