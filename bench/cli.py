@@ -304,7 +304,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         rows = list(DATAMODULES.describe().items())
     else:
         if args.family == "attacks":
-            # optional: heavy (the attacks import the Lightning training loop)
+            # optional: the attack registry (its modules import Lightning only when they train)
             from bench.zoo.attacks import ATTACKS
 
             registry: Registry[Any] = ATTACKS

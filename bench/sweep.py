@@ -19,13 +19,9 @@ from typing import Any
 import yaml
 
 from bench.config import ConfigError, load_recipe
-from bench.evaluate import run_benchmark
 from bench.io import atomic_write_text, inside, name_problem
-from bench.report.sweeps import write_sweep_report
 from bench.report.variants import method_config, variant_label
 from bench.results import read_result
-from bench.tracking import log_sweep
-from bench.trial_runs import finished, result_paths
 
 log = logging.getLogger(__name__)
 SEARCHES = ("grid", "random")
@@ -150,6 +146,11 @@ class SweepOutcome:
 
 def run_sweep(spec: SweepSpec, progress: bool = True) -> SweepOutcome:
     """Run every (point, trial) not yet finished; write the sweep CSV and plots."""
+    from bench.evaluate import run_benchmark  # optional: heavy (Lightning, the zoo, the methods)
+    from bench.report.sweeps import write_sweep_report  # optional: heavy (matplotlib)
+    from bench.tracking import log_sweep  # optional: heavy (W&B, Lightning loggers)
+    from bench.trial_runs import finished, result_paths  # optional: heavy (imports bench.evaluate)
+
     outcome = SweepOutcome(spec=spec)
     results_dir = None
     for index, point in enumerate(spec.points()):

@@ -46,7 +46,7 @@ def test_failing_point_is_reported_and_sweep_goes_on(smoke_cfg, smoke_zoo, tmp_p
             raise RuntimeError("boom")
         return real(cfg, progress=progress)
 
-    monkeypatch.setattr(bench.sweep, "run_benchmark", flaky)  # bench.sweep imports it at module level
+    monkeypatch.setattr(bench.evaluate, "run_benchmark", flaky)  # bench.sweep imports it when the sweep runs
     outcome = run_sweep(load_sweep(SWEEP, _overrides(smoke_cfg, tmp_path)), progress=False)
     assert len(outcome.failed) == 4 and all("boom" in f for f in outcome.failed)
     assert len(outcome.rows) == 4

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from bench.training import OptimizerConfig, PGDConfig
+from bench.training_config import OptimizerConfig, PGDConfig
 from bench.zoo.attacks.base import (
     ATTACKS,
     AttackContext,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,15 +20,10 @@ from bench.checks import check_choice, check_range  # the attack modules import 
 from bench.modes import eval_mode
 from bench.registry import Registry
 from bench.seeding import seeded_generator
-from bench.training import (
-    ClassifierModule,
-    OptimizerConfig,
-    PGDConfig,
-    ScheduleConfig,
-    TrainerConfig,
-    fit,
-    validate_training,
-)
+from bench.training_config import OptimizerConfig, PGDConfig, ScheduleConfig, TrainerConfig, validate_training
+
+if TYPE_CHECKING:
+    from bench.training import ClassifierModule
 
 LABEL_SOURCES = ("ground_truth", "source")
 ATTACK_SPLITS = ("attacker", "owner", "independent")
@@ -70,6 +65,8 @@ class AttackContext:
 
     def fit(self, module: ClassifierModule, loader: DataLoader, seed: int) -> float:
         """Train with the zoo's Trainer settings; returns wall seconds."""
+        from bench.training import fit  # optional: heavy (Lightning training loop)
+
         return fit(module, loader, self.trainer, root_dir=self.root_dir, seed=seed, logger=self.logger, progress=self.progress)
 
 
@@ -177,6 +174,8 @@ def train_attacked(model: nn.Module, source: nn.Module, ctx: AttackContext, cfg:
     `labels` overrides `cfg.labels`; `soft_temperature` trains on the source's softened probabilities.
     Every parameter is trainable again afterwards, so a chained attack starts from a plain model.
     """
+    from bench.training import ClassifierModule  # optional: heavy (Lightning training loop)
+
     for param in model.parameters():
         param.requires_grad_(True)
     model.train()  # the copied source is in eval mode and Lightning 2.x does not switch modes on fit

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.nets import check_arch, new_model
 from bench.seeding import seeded_generator
-from bench.training import ClassifierModule, OptimizerConfig
+from bench.training_config import OptimizerConfig
 from bench.zoo.attacks.base import (
     ATTACKS,
     AttackContext,
@@ -146,6 +146,8 @@ class Extract(RemovalAttack):
     def _train_on_queries(self, substitute: nn.Module, source: nn.Module, ctx: AttackContext, x: torch.Tensor,
                           soft_temperature: float | None) -> tuple[float, int]:
         """Query the source once per input, then train `substitute` on its answers (as `train_attacked`)."""
+        from bench.training import ClassifierModule  # optional: heavy (Lightning training loop)
+
         cfg = self.config
         logits = source_outputs(source, x)
         y = (logits / soft_temperature).softmax(dim=1) if soft_temperature is not None else logits.argmax(dim=1)

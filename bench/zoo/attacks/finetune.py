@@ -15,7 +15,7 @@ from typing import ClassVar
 from torch import nn
 
 from bench.seeding import seeded_generator
-from bench.training import OptimizerConfig
+from bench.training_config import OptimizerConfig
 from bench.zoo.attacks.base import (
     ATTACKS,
     AttackContext,

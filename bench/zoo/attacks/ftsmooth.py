@@ -6,6 +6,9 @@ and soften those boundaries. Label smoothing (Szegedy et al., CVPR 2016) caps th
 model is trained towards, so the logit margins near a boundary shrink; mixup (Zhang et al., ICLR
 2018) trains on convex combinations of images and labels, which makes the model behave linearly
 between classes and shifts where the boundaries lie. Both keep the attacker's accuracy.
+
+The training module (`SmoothingModule`, a Lightning `ClassifierModule`) lives in `ftsmooth_module.py`,
+imported only when the attack trains, so listing and validating attacks does not load Lightning.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.checks import check
-from bench.seeding import seeded_generator
-from bench.training import ClassifierModule
 from bench.zoo.attacks.base import (
     ATTACKS,
     AttackContext,
@@ -84,32 +85,6 @@ def smooth_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> 
     return onehot * (1.0 - smoothing) + smoothing / num_classes
 
 
-class SmoothingModule(ClassifierModule):
-    """`ClassifierModule` that trains on smoothed and/or mixed-up targets (soft cross-entropy).
-
-    Mixup follows Zhang et al.'s reference recipe: one lambda ~ Beta(alpha, alpha) per batch, the batch
-    mixed with a random permutation of itself; lambdas and permutations come from a CPU generator
-    seeded with the attack's seed, so a run is the same on every device.
-    """
-
-    def __init__(self, model: nn.Module, cfg: FTSmoothConfig, num_classes: int) -> None:
-        super().__init__(model, cfg.optimizer, cfg.schedule, cfg.epochs, trainable="all", temperature=1.0)
-        self.smoothing, self.mixup_alpha, self.num_classes = cfg.smoothing, cfg.mixup_alpha, num_classes
-        self.mix_generator = seeded_generator(cfg.seed, MIXUP_STREAM)
-        self.lambdas: list[float] = []  # every lambda drawn, in order (in this process; tests read it)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, labels = batch
-        target = labels if labels.dtype.is_floating_point else smooth_targets(labels, self.num_classes, self.smoothing)
-        if self.mixup_alpha > 0:
-            lam = sample_beta(self.mixup_alpha, self.mix_generator)
-            order = torch.randperm(x.shape[0], generator=self.mix_generator).to(x.device)
-            x = lam * x + (1.0 - lam) * x[order]  # a convex combination of [0,1] images stays in [0,1]
-            target = lam * target + (1.0 - lam) * target[order]
-            self.lambdas.append(lam)
-        return super().training_step((x, target), batch_idx)
-
-
 @ATTACKS.register("ftsmooth")
 class FTSmooth(RemovalAttack):
     """Adaptive FTAL: all layers fine-tuned with label smoothing (Szegedy, CVPR 2016) and/or mixup (Zhang, ICLR 2018).
@@ -126,6 +101,9 @@ class FTSmooth(RemovalAttack):
     provenance_keys = ("epochs", "optimizer.lr", "smoothing", "mixup_alpha")
 
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
+        # optional: heavy (Lightning training loop)
+        from bench.zoo.attacks.ftsmooth_module import SmoothingModule
+
         cfg = self.config
         for param in model.parameters():
             param.requires_grad_(True)
@@ -137,3 +115,13 @@ class FTSmooth(RemovalAttack):
         info = {"train_samples": len(loader.dataset), "smoothing": cfg.smoothing,  # type: ignore[arg-type]
                 "mixup_alpha": cfg.mixup_alpha}
         return AttackOutput(model=model, info=info, train_seconds=seconds)
+
+
+def __getattr__(name: str) -> Any:
+    """`SmoothingModule`, imported on first use: it lives in `ftsmooth_module` (Lightning)."""
+    if name == "SmoothingModule":
+        # optional: heavy (Lightning training loop)
+        from bench.zoo.attacks.ftsmooth_module import SmoothingModule
+
+        return SmoothingModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
