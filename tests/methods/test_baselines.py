@@ -23,22 +23,12 @@ from bench.methods.sac import Sac, SacConfig, correlation_matrix
 from bench.methods.uap import UapConfig, fooling_rate
 from bench.nets import build_model
 from bench.oracle import AccessError, Oracle
+from bench.testing import TensorData  # noqa: F401  (re-exported: other method tests import it from here)
 from tests.methods.conftest import fit
 
 OWNER = 1000  # digits: 1,797 images; the rest is the owner's test split
 EPOCHS = 8
 BATCH = 128  # few large steps: tiny models on CPU are bound by per-step overhead
-
-
-class TensorData:
-    """The part of a FingerprintDataModule a method may use: `tensors(split, limit)`."""
-
-    def __init__(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.splits = splits
-
-    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.splits[split]
-        return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
 def train(arch: str, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = EPOCHS) -> nn.Module:
