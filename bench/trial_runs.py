@@ -31,6 +31,7 @@ from bench.published import writes_published
 from bench.results import ResultError, read_result, result_path
 from bench.zoo.jobs import setup_datamodule
 from bench.zoo.plan import plan_zoo
+from bench.zoo.workers import resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def timing_record(configs: list[DictConfig], outcome: TrialsOutcome) -> dict[str
     cfg = configs[0]
     return {"zoo": str(cfg.zoo.name), "recipe_sha256": recipe_sha256(cfg), "trials": len(configs),
             "new_source": bool(cfg.trials.new_source), "executor": str(cfg.compute.executor),
-            "workers": int(cfg.compute.workers), "cpu_threads": cfg.compute.cpu_threads,
+            "workers": resolve_workers(cfg), "cpu_threads": cfg.compute.cpu_threads,  # the count used (null: automatic)
             "hardware": collect_hardware(), "usable_cpus": usable_cpus(), "python": platform.python_version(),
             "wall_seconds": round(outcome.seconds, 3), "phase_totals": totals, "per_trial": per_trial}  # fmt: skip
 

@@ -162,3 +162,17 @@ def test_two_entries_of_one_method_add_up_in_the_generate_phase(smoke_root, smok
     assert [m["name"] for m in cfg.methods] == ["akh", "akh"]
     outcome = evaluate.run_benchmark(cfg, progress=False)
     assert outcome.phases["generate akh"] >= 1.0  # 0.5 s each; the last entry alone would be 0.5 s
+
+
+@pytest.mark.parametrize(("workers", "threads", "expected"), [(None, 1, "cores"), (3, 1, 3), (None, None, 1)])
+def test_timing_record_names_the_worker_count_used(tmp_path, monkeypatch, workers, threads, expected):
+    """`compute.workers: null` (the default: one job per core) is recorded as the count it resolved to."""
+    from bench.config import load_recipe
+    from bench.trial_runs import TrialsOutcome, timing_record
+    from bench.zoo import workers as zoo_workers
+
+    monkeypatch.setattr(zoo_workers, "usable_cores", lambda: 4)
+    cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), f"compute.workers={'null' if workers is None else workers}",
+                              f"compute.cpu_threads={'null' if threads is None else threads}"])
+    record = timing_record([cfg], TrialsOutcome())
+    assert record["workers"] == (4 if expected == "cores" else expected) and record["cpu_threads"] == threads
