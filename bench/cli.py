@@ -334,8 +334,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     if args.action in ("export", "pull"):
         return cli_share.fingerprint_share(args)
-    missing = [flag for flag, value in (("--method", args.method), ("--inputs", args.inputs), ("--labels", args.labels))
-               if value is None]
+    missing = [flag for flag, value in cli_share.import_flags(args).items() if value is None]
     if missing:
         raise UsageError(f"`fpbench fingerprint import RECIPE` needs {', '.join(missing)} (docs/byo.md).")
     cfg = load_recipe(args.target, args.overrides)

@@ -36,9 +36,13 @@ def fingerprint_share(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_flags(args: argparse.Namespace) -> dict[str, str | None]:
+    """The flags only `fpbench fingerprint import` takes, with their values (None: not given)."""
+    return {"--method": args.method, "--inputs": args.inputs, "--labels": args.labels}
+
+
 def _no_import_flags(args: argparse.Namespace) -> None:
-    given = [flag for flag, value in (("--method", args.method), ("--inputs", args.inputs), ("--labels", args.labels))
-             if value is not None]
+    given = [flag for flag, value in import_flags(args).items() if value is not None]
     if given or args.overrides:
         raise ConfigError(f"`fpbench fingerprint {args.action}` takes no {', '.join(given) or 'key=value overrides'}; "
                           "those are for `fpbench fingerprint import RECIPE` (docs/byo.md).")

@@ -25,6 +25,7 @@ from bench.methods.base import (
     TIMING_FILE,
     Fingerprint,
     FingerprintIntegrityError,
+    verify_fingerprint_files,
 )
 from bench.results import ResultError, iter_results, read_result
 from bench.tar_archive import (
@@ -115,13 +116,13 @@ def _checked_folder(path: Path, result: dict[str, Any], cache_dir: str | os.Path
     fix = ("Regenerate it with the run's recipe (fpbench run RECIPE, with its paths.cache_dir) or pass --cache-dir, "
            "then export.")
     try:
-        fingerprint = Fingerprint.load(folder)
+        found = verify_fingerprint_files(folder)  # the files against their sha256.json; no tensors are read
     except (FingerprintIntegrityError, OSError, ValueError, KeyError) as err:
         raise ArchiveError(f"{path}: its fingerprint is not usable at {folder} ({type(err).__name__}: {err}). {fix}") from None
     recorded = (result.get("fingerprint") or {}).get("sha256")
-    if recorded is None or fingerprint.sha256 != recorded:
+    if recorded is None or found != recorded:
         raise ArchiveError(f"{path} measured fingerprint {str(recorded)[:12]}…, but {folder} holds "
-                           f"{str(fingerprint.sha256)[:12]}… (regenerated since, or an old result without one). "
+                           f"{str(found)[:12]}… (regenerated since, or an old result without one). "
                            "Export the results that match the cache: rerun `fpbench run` first.")
     return folder.relative_to(Path(cache_dir)).as_posix(), folder
 
@@ -217,7 +218,7 @@ def _install_plan(staged: Path, index: dict[str, Any], cache_dir: Path, results_
         final = inside(cache_dir, *rel.split("/"))
         if os.path.lexists(final):
             try:
-                same = not final.is_symlink() and Fingerprint.load(final).sha256 == entry["sha256"]
+                same = not final.is_symlink() and verify_fingerprint_files(final) == entry["sha256"]
             except (FingerprintIntegrityError, OSError, ValueError, KeyError):
                 same = False
             if same:

@@ -27,7 +27,7 @@ import yaml
 from bench.config import ConfigError, load_recipe, run_config_sha256
 from bench.evaluate import method_pool_specs, run_benchmark
 from bench.io import atomic_write_json, sha256_json
-from bench.methods.base import Fingerprint, FingerprintIntegrityError
+from bench.methods.base import Fingerprint, FingerprintIntegrityError, verify_fingerprint_files
 from bench.provenance import collect_hardware, cpu_capability
 from bench.results import iter_results
 from bench.verification import VerifyError, cached_fingerprint_dir, method_of, result_entry
@@ -206,7 +206,7 @@ def _preflight(cfg: Any, members: list[tuple[Path, dict[str, Any]]], zoo_dir: Pa
                                  "name. Pull the board's own zoo into another --zoo-dir.")
         try:
             folder = cached_fingerprint_dir(result, method_of(result_entry(result)), cache_dir, path)
-            found = Fingerprint.load(folder).sha256 if Fingerprint.exists(folder) else None
+            found = verify_fingerprint_files(folder) if Fingerprint.exists(folder) else None  # hashes only, no tensors
         except (VerifyError, FingerprintIntegrityError, OSError, ValueError) as err:
             raise ReproduceError(f"{path}: its fingerprint cannot be read ({err}).") from None
         if found != result["fingerprint"].get("sha256"):
