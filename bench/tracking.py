@@ -26,7 +26,9 @@ from bench.config import to_dict
 from bench.report import plot_roc, plot_scores_box
 from bench.report.frontier import FRONTIER_FPR, method_frontier
 from bench.report.frontier_plots import plot_frontier
+from bench.report.model import Board
 from bench.report.plots import has_accuracy, plot_score_vs_accuracy_drop
+from bench.report.wandb_board import board_figures, board_frames, board_summary
 from bench.tracking_state import (  # noqa: F401  (the process's W&B state, light to import; re-exported here)
     _STATE,
     MODES,
@@ -332,5 +334,38 @@ def _log_sweep(settings: dict[str, Any], name: str, csv: Path, plots: list[Path]
     with _wandb_run(settings, f"sweep/{name}", "sweep", artifact=(f"sweep-{name}", "sweep", csv)) as run:
         run.log({"points": wandb.Table(dataframe=pd.read_csv(csv)),
                  **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
+        run_dir = run.dir
+    return run_dir
+
+
+def leaderboard_tracking(mode: str, cache_dir: str | Path, project: str = "fpbench") -> DictConfig:
+    """The tracking config of `fpbench leaderboard --wandb MODE` (no recipe there): W&B files under
+    ``cache_dir`` as a run's would be, the runs grouped as ``leaderboard``."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"tracking": {"wandb": {"mode": mode, "project": project, "entity": None,
+                                                    "group": "leaderboard", "dir": str(cache_dir)}},
+                             "zoo": {"name": "leaderboard"}})  # fmt: skip
+
+
+def log_board(cfg: DictConfig, board: Board, results_dir: str | Path) -> str | None:
+    """Log a board as one W&B run (job type ``leaderboard``): the ``leaderboard`` and ``comparisons`` tables
+    (raw fields: :mod:`bench.report.wandb_board`), the figures under ``plots/<zoo>/`` and the board's
+    CSV as an artifact. Returns the run folder, or None when W&B is disabled or failed (guarded)."""
+    root = Path(results_dir)
+    name = f"leaderboard/{root.resolve().name}"
+    return with_fallback(f"logging {name}", cfg, lambda settings: _log_board(settings, name, board, root))
+
+
+def _log_board(settings: dict[str, Any], name: str, board: Board, root: Path) -> str:
+    import wandb
+
+    csv = root / "leaderboard.csv"
+    artifact = ("leaderboard-" + root.resolve().name, "leaderboard", csv) if csv.is_file() else None
+    with _wandb_run(settings, name, "leaderboard", config={"fpr_targets": board.fpr_targets, "budget": board.budget},
+                    artifact=artifact) as run:
+        run.summary.update(board_summary(board))
+        tables = {key: wandb.Table(dataframe=frame) for key, frame in board_frames(board).items()}
+        run.log({**tables, **{key: wandb.Image(str(path)) for key, path in board_figures(root).items()}})
         run_dir = run.dir
     return run_dir

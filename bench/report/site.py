@@ -15,7 +15,6 @@ byte-identical for the same files: no timestamps.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -23,19 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
-from bench.io import atomic_write_text, inside
+from bench.io import atomic_write_text
 from bench.report import columns as cols
 from bench.report import row_figures as rf
+from bench.report import site_sections as sections
 from bench.report.leaderboard import build_board
 from bench.report.model import Board
 from bench.report.plots import write_plots
-from bench.report.site_sections import comparisons, figure, footnotes, legend, sweeps
 from bench.report.trials import format_trial, trial_key
 
-PLOTS = (("roc.png", "ROC curves"), ("scores_box.png", "positive vs negative scores"),
-         ("groups_heatmap.png", "mean score per attack / negative kind"),
-         ("score_vs_accuracy_drop.png", "score against the suspect's accuracy drop"))  # fmt: skip
+PLOTS = sections.PLOTS
 COMMAND = "fpbench leaderboard --html --results-dir RESULTS_DIR"
 _FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("positives", "positives"), ("method", "method"))
 
@@ -65,58 +63,14 @@ def _rows(board: Board, tpr: Sequence[rf.TprColumn]) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]], ctx: cols.Context) -> str:
-    columns = cols.shown(cols.HTML, ctx)
-    head = "".join(
-        f'<th scope="col" data-key="{col.key}" data-type="{"number" if col.numeric else "text"}" aria-sort="none" '
-        f'title="{html.escape(col.tip)}"><button type="button">{html.escape(col.heading)}'
-        '<span class="sort-indicator" aria-hidden="true"></span></button></th>'
-        for col in columns
-    )
-    body = "\n".join(
-        f'<tr data-index="{i}">'
-        + "".join(f'<td data-key="{col.key}" class="{"number" if col.numeric else "text"}">{col.cell(row)}</td>'
-                  for col in columns)
-        + "</tr>"
-        for i, row in enumerate(rows)
-    )
-    return f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+def _cells(rows: list[dict[str, Any]], columns: Sequence[cols.Shown]) -> list[list[Markup]]:
+    """Each row's cells as the column spec writes them for the page (already escaped HTML)."""
+    return [[Markup(col.cell(row)) for col in columns] for row in rows]
 
 
-def _filters(rows: list[dict[str, Any]]) -> str:
-    parts = []
-    for key, label in _FILTERS:
-        values = sorted({str(row[key]) for row in rows})
-        options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
-        parts.append(
-            f'<label>{label} <select id="filter-{key}" data-key="{key}"><option value="">all</option>{options}'
-            "</select></label>"
-        )
-    parts.append('<label>text <input id="filter-text" type="search" placeholder="any text in a row"></label>')
-    shown = f"{len(rows)} of {len(rows)} rows shown"
-    parts.append(f'<output id="row-count" aria-live="polite" data-shown="{len(rows)}">{shown}</output>')
-    return '<div id="filters" role="search">' + "\n".join(parts) + "</div>"
-
-
-def _plot_exists(results_dir: Path, zoo: str, name: str) -> bool:
-    """Whether ``plots/<zoo>/<name>`` is a file; a zoo name (from a result file) that leads out of
-    ``plots/`` has no plot."""
-    try:
-        return inside(results_dir / "plots", zoo, name).is_file()
-    except ValueError:
-        return False
-
-
-def _plots(results_dir: Path, zoos: list[str]) -> str:
-    sections = []
-    for zoo in zoos:
-        figures = "".join(figure(f"plots/{zoo}/{name}", f"{zoo}: {caption}")
-                          for name, caption in PLOTS if _plot_exists(results_dir, zoo, name))
-        if figures:
-            sections.append(f'<section class="zoo-plots" data-zoo="{html.escape(zoo)}"><h3>{html.escape(zoo)}</h3>'
-                            f'<div class="figures">{figures}</div></section>')  # fmt: skip
-    text = "\n".join(sections) or "<p>No plots: no result files yet.</p>"
-    return f'<section id="plots"><h2>Plots</h2>\n{text}\n</section>'
+def _filters(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One select per filterable field, with the values the rows hold."""
+    return [{"key": key, "label": label, "options": sorted({str(row[key]) for row in rows})} for key, label in _FILTERS]
 
 
 def _json_for_html(data: Any) -> str:
@@ -146,38 +100,16 @@ def render_site(results_dir: str | Path, board: Board | None = None) -> str:
     rows = _rows(board, ctx.tpr)
     data = {"columns": [col.key for col in cols.shown(cols.HTML, ctx)], "rows": rows}
     n_files = len({f for row in rows for f in row["result_files"]})  # a file can feed an `all` and a `paper` row
-    empty = "" if rows else "<p>No result files found. Run <code>fpbench run RECIPE</code> first.</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fpbench leaderboard</title>
-<style>
-{_asset("site.css")}</style>
-</head>
-<body>
-<header><h1>fpbench leaderboard</h1>
-<p>{len(rows)} row(s) from {n_files} result file(s) under <code>runs/</code>; generated from those files only,
-do not edit by hand. Regenerate with <code>{COMMAND}</code> (<code>RESULTS_DIR</code> is the folder
-holding <code>runs/</code>, default <code>results</code>).</p></header>
-<main>
-{_filters(rows)}
-{empty}{_table(rows, ctx)}
-<p id="no-rows" hidden>No rows match the filters.</p>
-{footnotes(board, rows)}
-{legend(board)}
-{comparisons(board) if rows else ""}
-{_plots(root, sorted({row["zoo"] for row in rows}))}
-{sweeps(root)}
-</main>
-<footer><p>Regenerate: <code>{COMMAND}</code></p></footer>
-<script type="application/json" id="leaderboard-data">{_json_for_html(data)}</script>
-<script>
-{_asset("site.js")}</script>
-</body>
-</html>
-"""
+    columns = cols.shown(cols.HTML, ctx)
+    notes = sections.footnotes(board, rows)
+    page = sections.environment().get_template("page.html")
+    return page.render(
+        css=Markup(_asset("site.css")), js=Markup(_asset("site.js")), data=Markup(_json_for_html(data)),
+        command=COMMAND, rows=rows, n_files=n_files, filters=_filters(rows), columns=columns,
+        cells=_cells(rows, columns), few_trials=notes["few_trials"], targets=notes["targets"],
+        legend=sections.legend(board), comparisons=sections.comparisons(board),
+        plots=sections.plots(root, sorted({row["zoo"] for row in rows})), sweeps=sections.sweeps(root),
+    )
 
 
 def write_site(results_dir: str | Path, board: Board | None = None) -> Path:
