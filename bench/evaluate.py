@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from bench import tracking
 from bench.budgets import BudgetPlan, budget_descriptors, plan_budgets, score_at_budgets
@@ -32,6 +31,7 @@ from bench.methods import Fingerprint, FingerprintMethod, GenerationContext, Poo
 from bench.methods.base import FingerprintIntegrityError
 from bench.metrics import format_fpr, fpr_label, result_fpr_targets
 from bench.oracle import Oracle
+from bench.progress import counted, short_list
 from bench.published import overwrite_decision
 from bench.report import write_leaderboard, write_plots
 from bench.report.row_figures import min_negatives
@@ -286,7 +286,8 @@ def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, r
     store, suspects = zoo.store, zoo.plan.by_role("positive", "negative")
     zoo_deploy = to_dict(cfg)["zoo"].get("deploy")  # docs/deployment.md: every suspect, before its own `deploy:`
     splits = SplitCache(zoo.datamodule)  # deployed suspects share the test and attacker tensors
-    for job in tqdm(suspects, desc="verifying suspects", disable=not progress, unit="model"):
+    desc = f"verifying suspects [{short_list([run.entry['name'] for run in runs], 'methods')}]"
+    for job in counted(suspects, desc, enabled=progress, unit="model"):  # a bar, or a line per suspect (bench.progress)
         record = records[job.model_id]
         model = store.load_model(job.model_id, record).to(device)
         behaviour.check(model, record)  # labels, test_acc, source_agreement as recorded (bench.zoo.integrity)

@@ -19,6 +19,14 @@ HARMLESS_WARNINGS = (
 )
 
 
+class _QuietLibraries(logging.Filter):
+    """Drop the training libraries' INFO banners whatever level their loggers hold: Lightning sets its own
+    logger back to INFO when it is imported, which the CLI does after this setup has run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LOGGERS)
+
+
 def setup_logging(quiet: bool, worker: bool = False) -> None:
     """Configure the root logger and silence the libraries' banners.
 
@@ -30,5 +38,8 @@ def setup_logging(quiet: bool, worker: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     for noisy in NOISY_LOGGERS + (("datamodules",) if worker else ()):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+            handler.addFilter(_QuietLibraries())
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)

@@ -178,10 +178,10 @@ def test_eval_progress_false_silences_every_bar(smoke_cfg, smoke_zoo, tmp_path, 
     from tests.conftest import SMOKE, smoke_overrides
 
     seen: dict[str, list[bool]] = {"zoo": [], "generate": [], "verify": []}
-    build, context, bar = evaluate.build_zoo, evaluate.GenerationContext, evaluate.tqdm
+    build, context, count = evaluate.build_zoo, evaluate.GenerationContext, evaluate.counted
     monkeypatch.setattr(evaluate, "build_zoo", lambda *a, **k: seen["zoo"].append(k["progress"]) or build(*a, **k))
     monkeypatch.setattr(evaluate, "GenerationContext", lambda **k: seen["generate"].append(k["progress"]) or context(**k))
-    monkeypatch.setattr(evaluate, "tqdm", lambda *a, **k: seen["verify"].append(not k["disable"]) or bar(*a, **k))
+    monkeypatch.setattr(evaluate, "counted", lambda *a, **k: seen["verify"].append(k["enabled"]) or count(*a, **k))
     for flag in ("false", "true"):
         cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path / flag), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}",
                                   "methods=[random]", "eval.budgets=[]", f"eval.progress={flag}"])

@@ -31,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bench.log_setup import setup_logging
+from bench.progress import Progress
 from bench.zoo.plan_base import ZooPlan
 from bench.zoo.store import ZooStore
 from bench.zoo.tasks import (
@@ -82,7 +83,8 @@ def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore
     Args:
         workers: worker processes (`resolve_workers`), at most one per pending job is started.
         log_training: log each model's training curve to W&B when the recipe's tracking asks for it.
-        progress: show a bar counting finished models (workers train without Lightning's bars).
+        progress: count finished models (`bench.progress`: a bar on a terminal, else lines with an ETA;
+            workers train without Lightning's bars).
         cost: job -> estimated work; ready jobs start longest first (`JobQueue`).
     """
     cfg_data, plan_data, fail_ids = portable_config(cfg), plan_summary(plan), failing_jobs()
@@ -95,7 +97,7 @@ def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore
         slots.put(slot)
     log.info("training %d models in %d worker processes (%d thread%s each)", len(pending), workers, threads,
              "" if threads == 1 else "s")
-    bar = _bar(len(pending), progress)
+    bar = Progress(len(pending), "zoo models", unit="model", enabled=progress)  # a bar, or a line per finished model
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                initargs=(slots, visible_gpus(cfg), logging.getLogger("bench").getEffectiveLevel()))
     queue, in_flight = JobQueue(pending, cost), {}
@@ -140,18 +142,3 @@ def _stop(pool: ProcessPoolExecutor, in_flight: dict[Future, Any]) -> None:
             process.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
 
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="zoo models", unit="model", dynamic_ncols=True)
