@@ -2,13 +2,14 @@
 
 Merge order: dataclass defaults < included files (in order) < the recipe < command-line overrides.
 Method entries are validated against each method's own `Config`; zoo entries (negatives, positives)
-are validated by the zoo planner (`bench.zoo.plan`), which the CLI runs before any training.
+are validated by the zoo planner (`bench.zoo.plan`), which the CLI runs before any training, except
+their `deploy:` chains, which are checked here: the zoo never imports the deployments and keeps a chain
+as plain data (docs/architecture.md, "Import direction"). `ConfigError` (`bench.errors`) and `ModelSpec`
+(`bench.model_spec`) live in leaf modules the zoo imports; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -20,25 +21,29 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from bench.budgets import DEFAULT_BUDGETS
 from bench.builtin_recipes import builtin_names, builtin_recipe, is_builtin_name
+from bench.deploy import parse_chain
 from bench.endpoints import parse_endpoints
+from bench.errors import ConfigError
 from bench.fingerprint_import import IMPORT_KEY, check_import_id
 from bench.io import sha256_json
 from bench.methods import METHODS, instantiate
 from bench.metrics import BootstrapConfig
+from bench.model_spec import ModelSpec, to_dict, without_unset_external  # noqa: F401  (to_dict: re-exported)
 from bench.oracle import ACCESS_LEVELS
 from bench.recipe_checks import check_method_sizes, check_recipe, check_values
 from bench.registry import RegistryError
-from bench.training_config import OptimizerConfig, ScheduleConfig, TrainerConfig, check_seed
+from bench.training_config import (  # noqa: F401  (OptimizerConfig, ScheduleConfig: re-exported, callers import them here)
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainerConfig,
+    check_seed,
+)
 from datamodules.base import DataConfig
 
 log = logging.getLogger(__name__)
 
 # Where things go, how they run and how many times, not what is measured.
 HASH_EXCLUDED = ("paths", "tracking", "compute", "trials")
-
-
-class ConfigError(ValueError):
-    """A recipe or override is invalid; raised before any work (the CLI exits 2)."""
 
 
 @dataclass
@@ -50,29 +55,6 @@ class PathsConfig:
     published_dir: str | None = None  # the published benchmark to compare with; None: results/ of this checkout
     overwrite_published: bool = False  # allow a run to replace a published result whose numbers differ
     recipe_dir: str | None = None  # where `weights:` paths are relative to; None: set by load_recipe to the recipe's folder
-
-
-@dataclass
-class ModelSpec:
-    """How one model is trained from scratch (the source; negatives and pools override fields)."""
-
-    arch: str = "convnet"
-    arch_params: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    split: str = "owner"
-    seed: int = 0
-    # External models (docs/byo.md): a weights file imports the model instead of training it.
-    weights: str | None = None  # safetensors or torch state dict, relative to the recipe; set: no training
-    mean: list[float] | None = None  # the model's input normalisation; None: the datamodule's
-    std: list[float] | None = None  # per-channel std of that normalisation; None: the datamodule's
-    pretrained: bool = False  # start training from timm's published weights (downloads once; timm: archs)
-    pretrained_weights: str | None = None  # the offline path: a local file of those weights (any arch)
-    factory: str | None = None  # "package.module:function" builds the model: shorthand for arch "factory:<it>"
-    # An imported model's test accuracy as its owner recorded it: checked at planning (docs/byo.md, "Normalisation")
-    test_acc: float | None = None
 
 
 @dataclass
@@ -361,6 +343,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> DictCon
     if missing:
         raise ConfigError(f"Required keys missing in {path}: {', '.join(missing)}. Set them in the recipe or as key=value.")
     _check_choices(cfg, per_method)
+    _check_suspect_deploys(cfg)
     methods = _method_entries(cfg, selection, per_method)
     for entry in methods:
         _raise_config_error(check_method_sizes, entry, cfg)
@@ -393,15 +376,13 @@ def _check_choices(cfg: DictConfig, per_method: list[tuple[str, str, DictConfig]
     _raise_config_error(check_recipe, cfg)
 
 
-# ModelSpec's external-model fields (docs/byo.md) at their defaults: left out of hashed configs, so the
-# config hashes (result file names) of recipes that do not use them stay what they were.
-EXTERNAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSpec)
-                     if f.name in ("weights", "mean", "std", "pretrained", "pretrained_weights", "factory", "test_acc")}
-
-
-def without_unset_external(spec: dict[str, Any]) -> dict[str, Any]:
-    """A model spec dict without the external-model fields that are at their defaults."""
-    return {k: v for k, v in spec.items() if not (k in EXTERNAL_DEFAULTS and v == EXTERNAL_DEFAULTS[k])}
+def _check_suspect_deploys(cfg: DictConfig) -> None:
+    """Every negative's and positive's own `deploy:` chain (docs/deployment.md): each wrapper known, its
+    parameters valid. The planner only splits the chain off the entry, as plain data."""
+    for key in ("negatives", "positives"):
+        for i, entry in enumerate(OmegaConf.to_container(cfg.zoo[key], resolve=True)):
+            if isinstance(entry, dict) and "deploy" in entry:
+                _raise_config_error(parse_chain, entry["deploy"], f"zoo.{key}[{i}].deploy")
 
 
 def _needed_access(methods: list[dict]) -> dict[str, str]:
@@ -440,14 +421,6 @@ def _hashed(data: dict[str, Any]) -> dict[str, Any]:
     zoo = data.get("zoo")
     if isinstance(zoo, dict):  # an empty `zoo.endpoints` or `zoo.deploy` (docs/deployment.md) is left out
         data["zoo"] = {k: v for k, v in zoo.items() if not (k in ("endpoints", "deploy") and not v)}
-    return data
-
-
-def to_dict(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved recipe as plain Python containers (a fresh copy; unset external-model fields left out)."""
-    data = copy.deepcopy(OmegaConf.to_container(cfg, resolve=True))
-    if isinstance(data.get("zoo", {}).get("source"), dict):
-        data["zoo"]["source"] = without_unset_external(data["zoo"]["source"])
     return data
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from bench.io import inside, sha256_json
 from bench.metrics import format_fpr, isclose
-from bench.report.trials import strip_trial_keys
 from bench.results import ResultError, read_result
 from bench.stats import certifies, tpr_column
+from bench.trial_keys import strip_trial_keys
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from bench.budgets import check_budgets
 from bench.deploy import parse_chain
 from bench.io import name_problem
 from bench.metrics import validate_bootstrap
-from bench.training_config import check_seed, several_devices, validate_trainer, validate_training
+from bench.model_spec import check_model_spec
+from bench.training_config import check_seed, several_devices, validate_trainer
 from datamodules import DATAMODULES
 from datamodules.base import validate_data_config
 
@@ -64,15 +65,6 @@ def check_deploy(cfg: DictConfig) -> None:
         raise ValueError("zoo.deploy applies to zoo models only: endpoint suspects (zoo.endpoints) cannot be deployed "
                          "yet, and scoring them undeployed would measure the FPR under two deployments. Fix: drop "
                          "zoo.endpoints or zoo.deploy.")
-
-
-def check_model_spec(spec: Any, where: str) -> None:
-    """One from-scratch training spec (a `ModelSpec` or its node): optimizer, schedule, epochs in
-    [0, MAX_EPOCHS], batch_size >= 1, seed in [0, SEED_MAX]."""
-    validate_training(spec.optimizer, spec.schedule, spec.epochs, where)
-    if spec.batch_size < 1:
-        raise ValueError(f"{where}.batch_size={spec.batch_size} must be >= 1.")
-    check_seed(f"{where}.seed", spec.seed)
 
 
 def check_seeds(cfg: DictConfig) -> None:

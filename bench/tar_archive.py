@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import DISTRIBUTION
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.io import is_temp_name, name_problem, sha256_file
 
 INDEX = "archive.json"

@@ -1,12 +1,15 @@
 """The package structure (docs/architecture.md, "Import direction"): every module imports on its own, the import graph is one-way.
 
-Three checks over every module under `bench/` and `datamodules/`:
+Checks over every module under `bench/` and `datamodules/`:
 - each imports first thing, with no other first-party module loaded (a cycle hidden by import
   order breaks there; one subprocess, our modules dropped from `sys.modules` before each);
 - statically (`ast`), the graph of module-level imports has no cycle, and no function imports a
   bench/datamodules module unless a comment on that import (or the line above) marks it
   `# optional: <why>` (an optional dependency such as Ray or timm stands behind it);
-- nothing under `bench/zoo/` imports `bench.methods` (the zoo never depends on the methods).
+- dependencies run one way, at any depth of the module-level graph, type-only imports and the
+  parent packages an import runs included: nothing under `bench/zoo/` reaches `bench.methods`,
+  `bench.deploy` or `bench.config`; the result modules never reach `bench.report`; and a fresh
+  `import bench.zoo.plan_base` loads none of the layers above the zoo.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -78,16 +83,17 @@ def _is_type_checking(node: ast.If) -> bool:
     return "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def parse_imports(module: str, path: Path, modules: dict[str, Path]) -> list[Import]:
-    """Every first-party import of a module; `if TYPE_CHECKING:` blocks are skipped (never run)."""
+def parse_imports(module: str, path: Path, modules: dict[str, Path], type_only: bool = False) -> list[Import]:
+    """Every first-party import of a module; `if TYPE_CHECKING:` blocks are skipped (never run) unless
+    `type_only` (a type-only import is still a dependency of the module's meaning)."""
     lines = path.read_text().splitlines()
     out: list[Import] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and _is_type_checking(child):
-                for other in child.orelse:
-                    visit(other, in_function)
+                kept = [*child.body, *child.orelse] if type_only else child.orelse  # `else:` runs
+                visit(ast.Module(body=kept, type_ignores=[]), in_function)
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 targets = _targets(module, child, modules)
@@ -102,9 +108,9 @@ def parse_imports(module: str, path: Path, modules: dict[str, Path]) -> list[Imp
     return out
 
 
-def all_imports(root: Path = REPO) -> list[Import]:
+def all_imports(root: Path = REPO, type_only: bool = False) -> list[Import]:
     modules = module_files(root)
-    return [imp for name, path in modules.items() for imp in parse_imports(name, path, modules)]
+    return [imp for name, path in modules.items() for imp in parse_imports(name, path, modules, type_only)]
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -153,11 +159,74 @@ def test_no_function_level_import_of_a_first_party_module():
                         + "\n".join(hidden))
 
 
-def test_the_zoo_never_imports_the_methods():
-    offending = [f"{imp.module} (line {imp.line})" for imp in all_imports()
-                 if imp.module.startswith("bench.zoo") and any(t == "bench.methods" or t.startswith("bench.methods.")
-                                                               for t in imp.targets)]
-    assert not offending, f"bench.zoo must not import bench.methods (docs/architecture.md, 'Import direction'): {offending}"
+def _packages(module: str) -> list[str]:
+    """The packages Python runs before `module` itself: `bench.zoo.plan` -> bench, bench.zoo."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def dependency_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """Module-level imports, type-only ones included, each with the parent packages that importing it runs."""
+    graph = module_graph(all_imports(root, type_only=True))
+    return {name: {p for t in graph.get(name, ()) for p in (*_packages(t), t) if p != name} | set(_packages(name))
+            for name in module_files(root)}
+
+
+def forbidden_path(graph: dict[str, set[str]], start: str, forbidden: tuple[str, ...]) -> list[str] | None:
+    """The shortest import chain from `start` to a module of a `forbidden` package, or None (breadth first)."""
+    before: dict[str, str | None] = {start: None}
+    queue = [start]
+    for name in queue:
+        if name != start and any(name == f or name.startswith(f + ".") for f in forbidden):
+            chain = [name]
+            while before[chain[-1]] is not None:
+                chain.append(before[chain[-1]])
+            return chain[::-1]
+        for target in sorted(graph.get(name, ())):
+            if target not in before:
+                before[target] = name
+                queue.append(target)
+    return None
+
+
+ABOVE_THE_ZOO = ("bench.methods", "bench.deploy", "bench.config")
+RESULT_MODULES = ("bench.results", "bench.published", "bench.io", "bench.metrics", "bench.stats")
+ZOO_MODULES = sorted(m for m in module_files() if m == "bench.zoo" or m.startswith("bench.zoo."))
+LOW_MODULES = sorted(m for m in module_files() if any(m == r or m.startswith(r + ".") for r in RESULT_MODULES))
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return dependency_graph()
+
+
+@pytest.mark.parametrize("module", ZOO_MODULES)
+def test_the_zoo_never_reaches_methods_deployments_or_the_recipe_loader(graph, module):
+    chain = forbidden_path(graph, module, ABOVE_THE_ZOO)
+    assert chain is None, (f"{module} imports {chain[-1]} through {' -> '.join(chain)} (type-only imports count): the "
+                           "zoo must not depend on bench.methods, bench.deploy or bench.config (docs/architecture.md, "
+                           "'Import direction'). Import ConfigError from bench.errors and ModelSpec from "
+                           "bench.model_spec, or move what both layers need into a module below both.")
+
+
+@pytest.mark.parametrize("module", LOW_MODULES)
+def test_results_never_reach_the_reports(graph, module):
+    chain = forbidden_path(graph, module, ("bench.report",))
+    assert chain is None, (f"{module} imports {chain[-1]} through {' -> '.join(chain)} (type-only imports count): "
+                           "results are below reports (docs/architecture.md, 'Import direction'); move what both "
+                           "need below both (e.g. bench.trial_keys).")
+
+
+def test_importing_the_zoo_planner_loads_no_layer_above_it():
+    """The running interpreter agrees with the static graph: `import bench.zoo.plan_base` alone, afresh."""
+    code = ("import json, sys\nimport bench.zoo.plan_base\n"
+            "print('LOADED ' + json.dumps(sorted(m for m in sys.modules if m.startswith('bench.'))))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "LOADED " in proc.stdout, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.rsplit("LOADED ", 1)[1])
+    above = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in (*ABOVE_THE_ZOO, "bench.report"))]
+    assert "bench.zoo.plan_base" in loaded and not above, f"import bench.zoo.plan_base loaded {above}"
 
 
 FRESH_IMPORTS = """
@@ -225,3 +294,17 @@ def test_fresh_import_reports_a_cycle_that_import_order_hides(tmp_path):
                              "bench/a.py": "import bench.b\nVALUE = 1\n", "bench/b.py": "from bench.a import VALUE\n"})
     failed = fresh_import_failures(["bench.a", "bench.b"], root)
     assert list(failed) == ["bench.a"] and "ImportError" in failed["bench.a"]
+
+
+def test_checker_finds_a_forbidden_module_through_type_only_imports_and_packages(tmp_path):
+    """a -> (type-only) b -> c.d, whose package c imports e: a reaches e, and the chain names every step."""
+    root = _write(tmp_path, {
+        "bench/__init__.py": "", "datamodules/__init__.py": "",
+        "bench/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bench.b import B\n",
+        "bench/b.py": "from bench.c.d import D\n", "bench/c/__init__.py": "import bench.e\n", "bench/c/d.py": "",
+        "bench/e.py": "", "bench/f.py": "import bench.c.d\n"})
+    graph = dependency_graph(root)
+    assert forbidden_path(graph, "bench.a", ("bench.e",)) == ["bench.a", "bench.b", "bench.c", "bench.e"]
+    assert forbidden_path(graph, "bench.c.d", ("bench.e",)) == ["bench.c.d", "bench.c", "bench.e"]  # its own package
+    assert forbidden_path(graph, "bench.f", ("bench.a", "bench.b")) is None
+    assert forbidden_path(module_graph(all_imports(root)), "bench.a", ("bench.e",)) is None  # without type-only imports

@@ -15,7 +15,7 @@ import pytest
 
 from bench.cli import main
 from bench.io import STALE_TEMP_S, temp_target
-from bench.report.site import _plots
+from bench.report.site_sections import plots
 from bench.zoo.store import ZooError, ZooStore
 from datamodules.base import SplitSizes, split_counts
 from tests.conftest import SMOKE, smoke_overrides
@@ -118,9 +118,9 @@ def test_the_site_shows_no_plot_outside_the_plots_folder(tmp_path):
     results = tmp_path / "results"
     plant(results / "plots" / "tiny" / "roc.png")
     plant(tmp_path / "secret" / "roc.png")  # results/plots/../../secret/roc.png
-    html = _plots(results, ["../../secret", "tiny"])
-    assert 'data-zoo="tiny"' in html and "plots/tiny/roc.png" in html
-    assert "secret" not in html  # before: its figure was shown
+    shown = plots(results, ["../../secret", "tiny"])
+    assert [zoo["zoo"] for zoo in shown] == ["tiny"] and shown[0]["figures"][0]["href"] == "../plots/tiny/roc.png"
+    assert "secret" not in repr(shown)  # before: its figure was shown
 
 
 # -- help and messages ---------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ Pure functions over result dicts (numpy and scipy; no torch, no files). The exac
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -27,21 +26,12 @@ from typing import Any
 import numpy as np
 
 from bench.io import sha256_json
+from bench.trial_keys import strip_trial_keys  # re-exported: callers import it here
 
 log = logging.getLogger(__name__)
 DEFAULT_BOOTSTRAP_N = 2000  # resamples of a paired comparison when the results do not set eval.bootstrap.n
 DEFAULT_CONFIDENCE = 0.95  # two-sided level when the results do not set eval.bootstrap.confidence
 TrialKey = tuple[int, int | None]
-
-
-def strip_trial_keys(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a result's ``config`` without the trial keys ``seed`` and ``zoo.source.seed``."""
-    out = copy.deepcopy(dict(config))
-    out.pop("seed", None)
-    zoo = out.get("zoo")
-    if isinstance(zoo, dict) and isinstance(zoo.get("source"), dict):
-        zoo["source"].pop("seed", None)
-    return out
 
 
 def trial_key(result: Mapping[str, Any]) -> TrialKey:

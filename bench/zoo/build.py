@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.pools import PoolSpec
 from bench.progress import Progress
-from bench.tracking import log_zoo_model
+from bench.wandb_runs import log_zoo_model
 from bench.zoo.ddp import follow_rank_zero, is_rank_zero
 from bench.zoo.executors import run_ray
 from bench.zoo.external import preflight

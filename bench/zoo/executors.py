@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
 from bench.zoo.tasks import (

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.io import sha256_file
 from bench.nets import build_model, new_model
 from bench.nets.factory_net import is_factory_arch

@@ -10,24 +10,21 @@ The import writes a recipe whose zoo entries are `weights:` entries (paths relat
 `<zoo_dir>/<NAME>/recipe.yaml`, and builds that zoo: every file is checked before anything is
 written, then copied as safetensors with its sha256 in the manifest. `fpbench run` on the written
 recipe evaluates the imported zoo like any other.
+
+This module reads and checks the folder; `bench.zoo_import.import_zoo` loads the written recipe and
+builds the zoo (loading a recipe is the layer above the zoo: docs/architecture.md, "Import direction").
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.config import ConfigError, load_recipe
-from bench.io import atomic_write_text, inside
-from bench.zoo.build import build_zoo, prepare
+from bench.errors import ConfigError
 from bench.zoo.external import WEIGHT_SUFFIXES
-
-log = logging.getLogger(__name__)
 
 WEIGHT_NAMES = tuple(f"model{suffix}" for suffix in WEIGHT_SUFFIXES)
 META_NAMES = ("meta.yaml", "meta.yml", "meta.json")
@@ -102,7 +99,7 @@ def _shape_checks(root: Path) -> dict[str, Any]:
     return out
 
 
-def _check_declared(checks: dict[str, Any], dm: Any) -> None:
+def check_declared(checks: dict[str, Any], dm: Any) -> None:
     shape = [dm.in_channels, dm.image_size, dm.image_size]
     for member, declared in checks.items():
         if "num_classes" in declared and int(declared["num_classes"]) != dm.num_classes:
@@ -111,38 +108,3 @@ def _check_declared(checks: dict[str, Any], dm: Any) -> None:
         if "input_shape" in declared and [int(v) for v in declared["input_shape"]] != shape:
             raise ConfigError(f"{member}: meta input_shape={list(declared['input_shape'])}, dataset '{dm.name}' "
                               f"gives {shape} (C, H, W).")
-
-
-def import_zoo(folder: str | os.PathLike, name: str, zoo_dir: str = "zoo", overrides: list[str] | None = None) -> Any:
-    """Check every model of `folder`, then build the zoo `<zoo_dir>/<name>/` and write its recipe there.
-
-    Args:
-        folder: the published zoo in the documented layout.
-        name: the zoo's name (its folder under `zoo_dir`).
-        zoo_dir: where zoos live (`paths.zoo_dir`).
-        overrides: key=value recipe overrides (e.g. `data.splits.test=500`).
-
-    Returns:
-        (path of the written recipe, the `BuildReport`).
-
-    Raises:
-        ConfigError: any bad folder, metadata or weights file; nothing is written then.
-    """
-    try:
-        final_dir = inside(zoo_dir, name)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    recipe = import_recipe(folder, name, final_dir, zoo_dir)
-    checks = recipe.pop("imported")["checks"]
-    text = "# Written by `fpbench zoo import`; weights paths are relative to this file.\n" + yaml.safe_dump(recipe, sort_keys=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "recipe.yaml"
-        staged.write_text(text)
-        cfg = load_recipe(staged, [f"paths.recipe_dir={final_dir.resolve()}", *(overrides or [])])
-        dm, _, _ = prepare(cfg)  # every file checked (format, keys, shapes, classes) before anything is written
-        _check_declared(checks, dm)
-        report = build_zoo(cfg, progress=False)
-    recipe_path = final_dir / "recipe.yaml"
-    atomic_write_text(recipe_path, text)
-    log.info("Imported %d models from %s into %s", len(report.plan.jobs), folder, report.store.root)
-    return recipe_path, report

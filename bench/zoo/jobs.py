@@ -14,8 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from bench.config import ModelSpec
 from bench.io import inside
+from bench.model_spec import ModelSpec
 from bench.nets import new_model
 from bench.training import (
     ClassifierModule,

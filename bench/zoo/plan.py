@@ -13,11 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import ConfigError, ModelSpec
-from bench.deploy import parse_chain
+from bench.errors import ConfigError
+from bench.model_spec import ModelSpec
 from bench.nets.factory_net import FACTORY_PREFIX
 from bench.pools import PoolSpec
-from bench.training import check_seed
+from bench.training_config import check_seed
 from bench.zoo.attacks import ATTACKS, build_attack
 from bench.zoo.plan_base import (  # noqa: F401  (Job, ZooPlan, _model_id, expand: re-exported, callers import them here)
     IMPORTED_KINDS,
@@ -112,15 +112,18 @@ def _split_label(entry: Any, where: str) -> tuple[Any, str | None]:
 
 
 def _split_deploy(entry: Any, where: str) -> tuple[Any, list[Any] | None]:
-    """A suspect entry without its `deploy:` chain (validated now, before any training), and the chain."""
+    """A suspect entry without its `deploy:` chain, and the chain as plain data (None: undeployed).
+
+    `bench.config.load_recipe` has checked every wrapper of the chain already; the zoo never imports the
+    deployments (docs/architecture.md, "Import direction"), and the evaluation loop builds them.
+    """
     if not isinstance(entry, dict) or "deploy" not in entry:
         return entry, None
     entry = dict(entry)
     chain = entry.pop("deploy")
-    try:
-        parse_chain(chain, f"{where}.deploy")
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    if chain is not None and not isinstance(chain, list):
+        raise ConfigError(f"{where}.deploy must be a list of one-key maps, e.g. [{{jpeg: {{quality: 75}}}}, "
+                          f"{{top1: {{}}}}]; got {chain!r}.")
     return entry, list(chain or []) or None
 
 

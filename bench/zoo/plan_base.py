@@ -15,12 +15,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench.config import ConfigError, ModelSpec, without_unset_external
+from bench.errors import ConfigError
 from bench.io import sha256_file, sha256_json
+from bench.model_spec import ModelSpec, check_model_spec, without_unset_external
 from bench.nets import check_arch
 from bench.nets.factory_net import FACTORY_PREFIX
 from bench.nets.timm_net import is_timm_arch
-from bench.recipe_checks import check_model_spec
 from bench.registry import RegistryError
 from bench.zoo.external import resolve_file
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.pools import SOURCE_ARCH, PoolSpec, differs_from_suspects
-from bench.training import check_seed
+from bench.training_config import check_seed
 from bench.zoo.attacks import build_attack
 from bench.zoo.plan_base import Job, ZooPlan, _model_id, _train_job, _train_spec, hashed_step
 

@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import RecipeConfig
-from bench.tracking import log_zoo_model, training_logger_factory
+from bench.training_config import TrainerConfig
+from bench.wandb_runs import log_zoo_model, training_logger_factory
 from bench.zoo.jobs import finish_record, run_job, setup_datamodule, zoo_root
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
+from datamodules.base import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
         log_training: log the training curve to W&B when the recipe's tracking asks for it.
     """
     torch.set_num_threads(max(1, threads))
-    cfg = OmegaConf.merge(OmegaConf.structured(RecipeConfig), cfg_data)
+    cfg = OmegaConf.create(cfg_data)  # the driver's resolved, validated recipe (the zoo does not import bench.config)
+    cfg.data = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg_data["data"])  # typed, as the datamodules read it
     job = Job(**job_data)
     if fail:
         raise RuntimeError(f"{FAIL_JOB_ENV} names {job.model_id}: failing it on purpose (test hook)")
@@ -86,7 +88,8 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
                            "(split hashes differ); every node needs the same dataset files.")
     factory = training_logger_factory(cfg) if log_training else None
     logger = factory(job) if factory else False
-    trainer_cfg = OmegaConf.to_object(cfg.compute.trainer) if trainer_cfg is None else trainer_cfg
+    if trainer_cfg is None:
+        trainer_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.compute.trainer))
     root_dir = str(Path(cfg.paths.cache_dir) / "lightning")
     store = ZooStore(zoo_root(cfg))
     try:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 
 SAVE_COMMANDS = ("`torch.save(model.state_dict(), 'model.pt')` or "
                  "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`")
