@@ -2,14 +2,18 @@
 
 A family wired to an entry-point group (`use_entry_points`) also holds what installed packages declare
 there, loaded on the first read (`bench.plugins`); each entry records where it comes from (`origin`).
+A family whose package holds one entry per module finds them with `import_submodules`, and a family whose
+entries are classes naming themselves (`name_attr`) writes each name once: in the class or in the decorator.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import pkgutil
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any, Generic, TypeVar, overload
 
 from bench import plugins
 
@@ -30,6 +34,9 @@ class Registry(Generic[T]):
 
     Args:
         kind: what is registered, used in error messages ("method", "attack", ...).
+        name_attr: the class attribute that holds an entry's registry name ("name"; None: entries are not
+            classes that name themselves). `register` then reads it, or sets it from the decorator's argument,
+            so a name is written once.
 
     Attributes:
         group: the entry-point group loaded on the first read (None: built-ins only).
@@ -37,8 +44,9 @@ class Registry(Generic[T]):
         broken: entry points that were skipped, name -> "distribution: why" (`fpbench list` shows them).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, name_attr: str | None = None) -> None:
         self.kind = kind
+        self.name_attr = name_attr
         self._items: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
         self._origins: dict[str, str] = {}
@@ -60,14 +68,47 @@ class Registry(Generic[T]):
         """
         self.group, self.base, self._pending, self.references = group, base, True, references
 
-    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
-        """Decorator: register `obj` under `name`; a duplicate name raises."""
+    @overload
+    def register(self, name: type) -> Any: ...
+
+    @overload
+    def register(self, name: str | None = None, description: str | None = None) -> Callable[[T], T]: ...
+
+    def register(self, name: str | type | None = None, description: str | None = None) -> Any:
+        """Decorator: register `obj` under `name`; a duplicate name raises.
+
+        With `name_attr`, the name is written once: `@REG.register` (or `register()`) reads the class's own
+        `name_attr`; `@REG.register("x")` sets it on a class that does not set it itself.
+
+        Raises:
+            RegistryError: a duplicate name; with `name_attr`, a class without a name, or whose own name
+                differs from the decorator's.
+        """
+        if isinstance(name, type):  # `@REG.register` without parentheses: the class itself
+            return self.register()(name)  # type: ignore[arg-type]
 
         def decorator(obj: T) -> T:
-            self.add(name, obj, description)
+            self.add(self._entry_name(obj, name), obj, description)
             return obj
 
         return decorator
+
+    def _entry_name(self, obj: Any, name: str | None) -> str:
+        """The name `obj` registers under: the decorator's, or its own `name_attr` (set from the decorator's)."""
+        if self.name_attr is None or not isinstance(obj, type):
+            if name is None:
+                raise RegistryError(f"Register the {self.kind} {obj!r} with a name: @register(\"<name>\").")
+            return name
+        own = vars(obj).get(self.name_attr)  # inherited names do not count: a subclass is its own entry
+        if name is None and own is None:
+            raise RegistryError(f"{self.kind} class {obj.__module__}.{obj.__qualname__} has no name: set "
+                                f"`{self.name_attr} = \"<name>\"` in its body (written once; the decorator reads it).")
+        if name is not None and own is not None and own != name:
+            raise RegistryError(f"{self.kind} class {obj.__module__}.{obj.__qualname__} says {self.name_attr} = "
+                                f"{own!r} but is registered as {name!r}: write the name once, in the class only.")
+        key = str(own if own is not None else name)
+        setattr(obj, self.name_attr, key)
+        return key
 
     def add(self, name: str, obj: T, description: str | None = None) -> None:
         """Register `obj` under `name` (non-decorator form)."""
@@ -76,6 +117,9 @@ class Registry(Generic[T]):
         self._items[name] = obj
         doc = description if description is not None else (getattr(obj, "__doc__", None) or "")
         self._descriptions[name] = doc.strip().splitlines()[0] if doc.strip() else ""
+        finish = getattr(obj, "on_register", None)  # a family's base class finishes an entry here (attacks: Config)
+        if callable(finish):
+            finish()
 
     def _load(self) -> None:
         """Register the entry points of `group` once; a broken one is skipped with one warning."""
@@ -167,3 +211,26 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._items)
+
+
+def import_submodules(package: str, path: Iterable[str], helpers: Collection[str] = ()) -> list[str]:
+    """Import every module of a package, sorted by name, so what they register is complete.
+
+    A family's `__init__.py` calls `import_submodules(__name__, __path__)`: a new entry is one new file and
+    touches no other. Modules whose name starts with `_` and the `helpers` named are not imported here (they
+    are imported by the modules that use them); every other module must be cheap and side-effect free
+    besides registering.
+
+    Args:
+        package: the package's dotted name (its `__name__`).
+        path: the package's `__path__`.
+        helpers: module names (without the package) to leave out.
+
+    Returns:
+        The dotted names imported, in order.
+    """
+    names = sorted(info.name for info in pkgutil.iter_modules(list(path)))
+    wanted = [f"{package}.{name}" for name in names if not name.startswith("_") and name not in helpers]
+    for module in wanted:
+        importlib.import_module(module)
+    return wanted

@@ -56,8 +56,9 @@ LIGHT = [
     (["list", "archs"], 0, "timm:<name>"),
     (["list", "deployments"], 0, "jpeg "),
     (["list", "datamodules"], 0, "digits "),
-    # the attack modules import the Lightning training loop only when they train (ftsmooth_module.py)
+    # the attack modules import the Lightning training loop only when they train (_ftsmooth_module.py)
     (["list", "attacks"], 0, "ftsmooth "),
+    (["check-method", "-h"], 0, "PASS/FAIL"),
     (["show", QUICKSTART], 0, "- name: adv_tra"),
     (["show", QUICKSTART, "methods=[akh]", "methods.akh.n_samples=abc"], 2, "'n_samples' in method 'akh'"),
     (["show", "recipes/no_such_recipe.yaml"], 2, "Recipe file not found"),

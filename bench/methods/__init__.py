@@ -1,4 +1,9 @@
-"""Fingerprinting methods. Importing this package registers every method in `METHODS`."""
+"""Fingerprinting methods. Importing this package registers every method in `METHODS`.
+
+Every module of the package is imported, sorted by name (`import_submodules`), so a new method is one new
+file (or subpackage) and touches no existing one; `_common.py` and the helpers named below are imported by
+the methods that use them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench.methods import adv_tra, akh, cae, cort, ipguard, metav, modeldiff, oracle_label, random, sac, uap  # noqa: F401  (registration side effects)
 from bench.methods.base import (
     IMPORT_KEY,
     METHODS,
@@ -16,6 +20,10 @@ from bench.methods.base import (
     Pools,
     PoolSpec,
 )
+from bench.registry import import_submodules
+
+HELPERS = ("base", "uap_perturbation")  # modules that register nothing
+import_submodules(__name__, __path__, HELPERS)
 
 # Methods of installed packages (entry points) and classes a recipe names as package.module:Class
 # (docs/extending.md, "From your own package"); loaded on the first read, after the built-ins above.

@@ -35,7 +35,7 @@ class AkhConfig:
         check_choice("akh.padding", self.padding, PADDINGS)
 
 
-@METHODS.register("akh")
+@METHODS.register
 class Akh(FingerprintMethod):
     """AKH (Godinot et al., QuRD, AAAI 2025): label-only; owner samples the source misclassifies.
 
@@ -48,6 +48,7 @@ class Akh(FingerprintMethod):
 
     name = "akh"
     Config = AkhConfig
+    test_config = AkhConfig(n_samples=20)  # contract tests (tests/methods/test_contract.py)
     access = "label"
     version = "2"  # 2: padded up to n_samples with CutMix images (QuRD); 1 kept the mistakes only
     budget_tensors = ("inputs", "labels", "padded")  # query budgets: an item is one sample

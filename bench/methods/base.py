@@ -1,9 +1,11 @@
 """The fingerprinting-method contract: Config, access, generate(source, ctx), score(fp, oracle).
 
-Every method is one file in this package, one class, one config dataclass; the file name, the
-registry key and the YAML `name:` agree. The base class handles what all methods share (config,
-eval mode, seeds, timing, the saved fingerprint format); subclasses write only the algorithm
-(`_generate`, `_score`, optionally `_measure`).
+Every method is one file (or one subpackage) in this package, one class, one config dataclass; the
+file name, the registry key and the YAML `name:` agree. The package imports every module it holds
+(`bench.registry.import_submodules`), so a new method is one new file; its name is written once, as the
+class's `name` (`@METHODS.register` reads it), and its small contract-test config sits in the class
+(`test_config`). The base class handles what all methods share (config, eval mode, seeds, timing, the
+saved fingerprint format); subclasses write only the algorithm (`_generate`, `_score`, optionally `_measure`).
 """
 
 from __future__ import annotations
@@ -196,11 +198,11 @@ def verify_fingerprint_files(directory: Path) -> str:
 class FingerprintMethod(ABC):
     """Base class of all fingerprinting methods: subclasses write only the algorithm.
 
-    Subclasses set `name`, `Config` (a dataclass), `access` and `version`, and implement
-    `_generate` and `_score`; `_measure` may return extra figures next to the score (e.g. ADV-TRA's
-    detection rate and agreement); the loop records every figure and ranks by `score`.
-    `generation_target` says whether the fingerprint reached what the method's generation aims for
-    (None: no target).
+    Subclasses set `name` (the registry key, written only here: `@METHODS.register` reads it), `Config`
+    (a dataclass), `access`, `version` and `test_config`, and implement `_generate` and `_score`;
+    `_measure` may return extra figures next to the score (e.g. ADV-TRA's detection rate and agreement);
+    the loop records every figure and ranks by `score`. `generation_target` says whether the fingerprint
+    reached what the method's generation aims for (None: no target).
 
     The public `generate`, `score` and `measure` are template methods that own the bookkeeping
     (subclasses may not override them):
@@ -219,6 +221,10 @@ class FingerprintMethod(ABC):
     Config: ClassVar[type]
     access: ClassVar[Access] = "label"
     version: ClassVar[str] = "1"
+    # The small config the contract tests run (tests/methods/test_contract.py): a Config instance that
+    # generates in about a second on 8x8 digits, or None for the defaults. Deliberately no default here:
+    # a method without one fails the contract test that names it.
+    test_config: ClassVar[Any]
     # Config fields read only when scoring a suspect: a fingerprint cached under one value serves
     # every other value (the loop leaves them out of the cache key), so sweeping them is cheap.
     verification_fields: ClassVar[tuple[str, ...]] = ()
@@ -374,4 +380,4 @@ def kept_fraction_target(name: str, kept: int, requested: int) -> dict[str, Any]
     return target_record(name, kept / requested, KEPT_FRACTION_FLOOR)
 
 
-METHODS: Registry[type[FingerprintMethod]] = Registry("method")
+METHODS: Registry[type[FingerprintMethod]] = Registry("method", name_attr="name")

@@ -145,7 +145,7 @@ def select_seeds(source: nn.Module, ctx: GenerationContext, count: int, mode: st
         limit *= 2
 
 
-@METHODS.register("cae")
+@METHODS.register
 class Cae(PooledMethod):
     """CAE (Lukas et al., ICLR 2021): label-only; adversarial examples that transfer to surrogates, not references.
 
@@ -162,6 +162,8 @@ class Cae(PooledMethod):
 
     name = "cae"
     Config = CaeConfig
+    # contract tests: 20 candidates x 10 iterations flipped 2 labels, or none with oneDNN's AVX2 kernels; these find 4-6
+    test_config = CaeConfig(n_fingerprints=5, candidates=40, eps=0.25, iterations=20)
     access = "label"
     version = "2"  # 2: gradient through both sides of the third term, softmax ME, correctly classified seeds
     budget_tensors = ("inputs", "labels", "seeds", "seed_labels", "conferrability")  # budgets: an item is one example

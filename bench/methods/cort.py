@@ -105,7 +105,7 @@ def select_seeds(probs: torch.Tensor, labels: torch.Tensor, count: int, order: s
     return correct[ranks][:count]
 
 
-@METHODS.register("cort")
+@METHODS.register
 class Cort(FingerprintMethod):
     """CoRt / DeepJudge (Chen et al., IEEE S&P 2022): label-only by default; RobD on adversarial test cases.
 
@@ -120,6 +120,7 @@ class Cort(FingerprintMethod):
 
     name = "cort"
     Config = CortConfig
+    test_config = CortConfig(n_seeds=20, eps=0.25)  # contract tests (tests/methods/test_contract.py)
     access = "label"  # the default config; an instance whose metrics include jsd declares "probs"
     version = "1"
     verification_fields = ("metrics", "robd_threshold", "jsd_threshold")  # the fingerprint holds every metric's data

@@ -60,7 +60,7 @@ def ipguard_loss(logits: torch.Tensor, source_labels: torch.Tensor, targets: tor
     return torch.relu(g_i - g_j + k) + torch.relu(others.max(1).values - g_i)
 
 
-@METHODS.register("ipguard")
+@METHODS.register
 class Ipguard(FingerprintMethod):
     """IPGuard (Cao et al., AsiaCCS 2021): label-only; points pushed just across the source's boundaries.
 
@@ -74,6 +74,7 @@ class Ipguard(FingerprintMethod):
 
     name = "ipguard"
     Config = IpguardConfig
+    test_config = IpguardConfig(n_fingerprints=8, max_steps=60, keep_failures=True)  # contract tests
     access = "label"
     version = "1"
     budget_tensors = ("inputs", "labels", "seeds", "seed_labels", "targets")  # query budgets: an item is one sample

@@ -137,7 +137,7 @@ def magnitude_pruned(model: nn.Module, rate: float) -> nn.Module:
     return pruned
 
 
-@METHODS.register("metav")
+@METHODS.register
 class Metav(PooledMethod):
     """MetaV (Pan et al., KDD 2022): probabilities (or label-only with `outputs: labels`); a meta-verifier's verdict.
 
@@ -150,6 +150,8 @@ class Metav(PooledMethod):
 
     name = "metav"
     Config = MetavConfig
+    test_config = MetavConfig(n_fingerprints=8, steps=20, prune_rates=[0.3], finetune_variants=1,
+                              finetune_steps=3)  # contract tests (tests/methods/test_contract.py)
     access = "probs"
     version = "1"
 

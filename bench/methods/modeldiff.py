@@ -82,7 +82,7 @@ def search_objective(probs_a: torch.Tensor, probs_b: torch.Tensor) -> float:
     return float(divergence * diversity)
 
 
-@METHODS.register("modeldiff")
+@METHODS.register
 class Modeldiff(FingerprintMethod):
     """ModelDiff (Li et al., ISSTA 2021): probabilities; cosine similarity of decision distance vectors.
 
@@ -95,6 +95,7 @@ class Modeldiff(FingerprintMethod):
 
     name = "modeldiff"
     Config = ModeldiffConfig
+    test_config = ModeldiffConfig(n_pairs=10, iterations=100)  # contract tests (tests/methods/test_contract.py)
     access = "probs"
     version = "1"
     budget_tensors = ("inputs_a", "inputs_b", "source_ddv", "seed_labels")  # one row per pair, 2 queries each

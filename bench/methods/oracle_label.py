@@ -15,7 +15,7 @@ class OracleLabelConfig:
     pass
 
 
-@METHODS.register("oracle_label")
+@METHODS.register
 class OracleLabel(FingerprintMethod):
     """Guard (test only, not a paper): cheats by reading the manifest role; AUC must be exactly 1.0.
 
@@ -26,6 +26,7 @@ class OracleLabel(FingerprintMethod):
 
     name = "oracle_label"
     Config = OracleLabelConfig
+    test_config = None  # contract tests: the defaults
     access = "manifest"
 
     def _generate(self, source: nn.Module, ctx: GenerationContext) -> Fingerprint:

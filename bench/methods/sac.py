@@ -63,7 +63,7 @@ def cutmix(x: torch.Tensor, count: int, generator: torch.Generator) -> torch.Ten
     return torch.where(inside, x[second], x[first])
 
 
-@METHODS.register("sac")
+@METHODS.register
 class Sac(FingerprintMethod):
     """SAC (Guan et al., NeurIPS 2022): probabilities; correlation of the outputs on samples the source misclassifies.
 
@@ -75,6 +75,7 @@ class Sac(FingerprintMethod):
 
     name = "sac"
     Config = SacConfig
+    test_config = SacConfig(n_samples=10)  # contract tests (tests/methods/test_contract.py)
     access = "probs"
     version = "1"
     # Query budgets: an item is one sample; the stored correlation matrix keeps the kept samples' rows and columns.

@@ -66,7 +66,7 @@ class UapConfig(PoolFields):
         require_pool_fields("uap", self)
 
 
-@METHODS.register("uap")
+@METHODS.register
 class Uap(PooledMethod):
     """UAP fingerprinting (Peng et al., CVPR 2022): probabilities; outputs around a universal perturbation.
 
@@ -82,6 +82,8 @@ class Uap(PooledMethod):
 
     name = "uap"
     Config = UapConfig
+    test_config = UapConfig(xi=0.3, uap_samples=100, max_passes=1, uap_batch_size=50, clusters=5, views=3,
+                            cluster_samples=100, encoder_epochs=10, allow_below_target=True)  # contract tests
     access = "probs"
     version = "2"  # 2: DeepFool checks every class, drops unconverged steps, best pass kept, shortfall fails
     # Query budgets: an item is one view (its m points and m points + v: 2m queries); the encoder's input is

@@ -12,8 +12,8 @@ from torch import nn
 
 import bench.methods.adv_tra  # noqa: F401  (registers adv_tra)
 from bench.methods.adv_tra import AdvTra, AdvTraConfig, random_class_orders
-from bench.methods.adv_tra_pipeline import UNRESOLVED, run_trajectories
-from bench.methods.adv_tra_steps import DIVERGED, SUCCESS, Counter
+from bench.methods.adv_tra.pipeline import UNRESOLVED, run_trajectories
+from bench.methods.adv_tra.steps import DIVERGED, SUCCESS, Counter
 from bench.methods.base import METHODS, Fingerprint, GenerationContext
 from bench.nets import build_model
 from bench.oracle import Oracle

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from bench.methods.adv_tra import AdvTraConfig
-from bench.methods.adv_tra_pipeline import run_trajectories
-from bench.methods.adv_tra_steps import DIVERGED, NO_SUCCESS, SUCCESS, Counter, StepRules
+from bench.methods.adv_tra.pipeline import run_trajectories
+from bench.methods.adv_tra.steps import DIVERGED, NO_SUCCESS, SUCCESS, Counter, StepRules
 
 SHAPE = (1, 4, 4)  # tiny images; 16 pixels
 CLASSES = 4

@@ -1,17 +1,18 @@
 """The method contract, checked for EVERY registered method (parametrised over `METHODS.names()`).
 
 Each method runs on the tiny digits world of `test_baselines.py` (a convnet source with BatchNorm,
-two surrogates and two references as pools, an independent model) with a small config from `SMALL`:
-generate, save, load, score; the same seed gives the same fingerprint; the source scores at least as
-high as an independent model; the oracle counts exactly what the suspect saw; models come back in
-the modes they arrived in (a frozen BatchNorm inside a train-mode model included); the caller's
-global RNG is untouched. A newly registered method fails `test_every_method_has_a_small_config`
-until it adds its entry to `SMALL` (docs/extending.md). The checks themselves live in `bench/testing.py`,
-where the author of a method in another package runs them too (`bench.testing.check_method`).
+two surrogates and two references as pools, an independent model) with the small config it carries
+itself (`test_config`): generate, save, load, score; the same seed gives the same fingerprint; the source
+scores at least as high as an independent model; the oracle counts exactly what the suspect saw; models
+come back in the modes they arrived in (a frozen BatchNorm inside a train-mode model included); the
+caller's global RNG is untouched. A method without `test_config` fails `test_every_method_has_a_test_config`
+(and every other test of it), naming the method (docs/extending.md). The checks themselves live in
+`bench/testing.py`, where the author of a method in another package runs them too (`bench.testing.check_method`).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -19,53 +20,67 @@ import torch
 
 from bench import testing as contract
 from bench.methods import METHODS, Fingerprint, FingerprintMethod
-from bench.methods.adv_tra import AdvTraConfig
-from bench.methods.akh import AkhConfig
-from bench.methods.cae import CaeConfig
-from bench.methods.cort import CortConfig
-from bench.methods.ipguard import IpguardConfig
-from bench.methods.metav import MetavConfig
-from bench.methods.modeldiff import ModeldiffConfig
-from bench.methods.sac import SacConfig
-from bench.methods.uap import UapConfig
+from bench.methods.random_guard import RandomGuard
 from bench.modes import eval_mode
 from bench.oracle import Oracle
 from bench.testing import mixed_modes, modes
 from tests.methods.test_baselines import World, world  # noqa: F401  (the shared digits world fixture)
 
-# Small configs: every method generates in about a second on the digits world (None: the defaults).
-SMALL: dict[str, Any] = {
-    "adv_tra": AdvTraConfig(n_fingerprints=3, candidates=10, max_iterations=60),
-    "akh": AkhConfig(n_samples=20),
-    # 20 candidates x 10 iterations flipped 2 labels, or none with oneDNN's AVX2 kernels; these find 4-6
-    "cae": CaeConfig(n_fingerprints=5, candidates=40, eps=0.25, iterations=20),
-    "cort": CortConfig(n_seeds=20, eps=0.25),
-    "ipguard": IpguardConfig(n_fingerprints=8, max_steps=60, keep_failures=True),
-    "metav": MetavConfig(n_fingerprints=8, steps=20, prune_rates=[0.3], finetune_variants=1, finetune_steps=3),
-    "modeldiff": ModeldiffConfig(n_pairs=10, iterations=100),
-    "oracle_label": None,
-    "random": None,
-    "sac": SacConfig(n_samples=10),
-    "uap": UapConfig(xi=0.3, uap_samples=100, max_passes=1, uap_batch_size=50, clusters=5, views=3,
-                     cluster_samples=100, encoder_epochs=10, allow_below_target=True),
-}
 NAMES = METHODS.names()
 
 
+def small_config(cls: type[FingerprintMethod]) -> Any:
+    """The small config a method class carries (None: its defaults); fails naming the method when it has none."""
+    if not hasattr(cls, "test_config"):
+        pytest.fail(f"method '{cls.name}' ({cls.__module__}.{cls.__qualname__}) has no `test_config`: set it in the "
+                    f"class to a small {cls.Config.__name__}(...) that generates in about a second on 8x8 digits, or "
+                    "to None for the defaults (docs/extending.md)")
+    return cls.test_config
+
+
 def make(name: str) -> FingerprintMethod:
-    """A fresh instance with the method's small config (a new method must add one to SMALL)."""
-    return METHODS.get(name)(SMALL.get(name))
+    """A fresh instance with the method's own small config (a copy: an instance never shares it)."""
+    cls = METHODS.get(name)
+    return cls(copy.deepcopy(small_config(cls)))
 
 
 @pytest.fixture(scope="module")
 def generated(world: World) -> dict[str, dict[str, Any]]:  # noqa: F811
-    """Every method's fingerprint, each from its own mixed-mode copies, with the modes, states and RNG around it."""
-    return {name: contract.generate_run(make(name), world) for name in NAMES}
+    """Each method's fingerprint, generated on first use from its own mixed-mode copies, with the modes, states
+    and RNG around it (lazily, so `-k <name>` runs only that method)."""
+
+    class Runs(dict):
+        def __missing__(self, name: str) -> dict[str, Any]:
+            self[name] = contract.generate_run(make(name), world)
+            return self[name]
+
+    return Runs()
 
 
-def test_every_method_has_a_small_config():
-    missing = sorted(set(NAMES) - set(SMALL))
-    assert not missing, f"add a small config for {missing} to SMALL in tests/methods/test_contract.py"
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_has_a_test_config(name):
+    cls = METHODS.get(name)
+    config = small_config(cls)
+    assert config is None or isinstance(config, cls.Config), \
+        f"method '{name}': test_config is a {type(config).__name__}, not a {cls.Config.__name__} or None"
+
+
+def test_a_method_without_a_test_config_fails_naming_it():
+    class Bare(FingerprintMethod):
+        """Bare (test): a method that forgot its test config."""
+
+        name = "bare"
+        Config = RandomGuard.Config
+
+        def _generate(self, source, ctx):
+            return Fingerprint(self.name, {})
+
+        def _score(self, fp, suspect):
+            return 0.0
+
+    with pytest.raises(pytest.fail.Exception, match=r"method 'bare' \(.*Bare\) has no `test_config`: set it"):
+        small_config(Bare)
+    assert small_config(RandomGuard) is None  # None (the defaults) is a test config
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -101,8 +116,6 @@ def test_queries_are_counted_by_the_oracle(world, generated, name):  # noqa: F81
 
 def test_the_checks_catch_a_method_that_breaks_the_contract(world):  # noqa: F811
     """The shared checks can fail: a method that queries the suspect around the oracle is caught."""
-    from bench.methods.random import RandomGuard
-
     class Leaky(RandomGuard):
         def _score(self, fp, suspect):
             suspect._model(torch.zeros(2, 1, 8, 8))  # behind the oracle's back

@@ -6,7 +6,9 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -35,18 +37,6 @@ from bench.zoo.attacks import ATTACKS, AttackContext, AttackOutput, RemovalAttac
 from bench.zoo.attacks.prune import prunable_weights
 from datamodules import DataConfig, SplitSizes, build_datamodule
 
-# Small settings per attack so the whole file stays fast on a CPU; a new attack runs with its defaults
-# (epochs capped at 1 when it trains).
-FAST: dict[str, dict] = {
-    "ftll": {"epochs": 1},
-    "ftal": {"epochs": 1},
-    "rtll": {"epochs": 2},
-    "rtal": {"epochs": 1},
-    "prune": {"rate": 0.5, "scope": "global", "epochs": 1},
-    "adv_train": {"eps": 0.1, "steps": 5, "epochs": 6},
-    "extract": {"epochs": 10},
-    "quantize": {"dtype": "int8", "scope": "per_channel"},
-}
 ADV_EPS = 0.1
 
 
@@ -59,11 +49,19 @@ def state_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def small_config(cls: type[RemovalAttack]) -> Any:
+    """The small config an attack class carries (None: its defaults); fails naming the attack when it has none."""
+    if not hasattr(cls, "test_config"):
+        pytest.fail(f"attack '{cls.name}' ({cls.__module__}.{cls.__qualname__}) has no `test_config`: set it in the "
+                    f"class to a small {cls.Config.__name__}(...) that runs in seconds on 8x8 digits (one or two "
+                    "epochs), or to None for the defaults (docs/extending.md)")
+    return cls.test_config
+
+
 def fast_params(name: str) -> dict:
-    if name in FAST:
-        return dict(FAST[name])
-    fields = ATTACKS.get(name).Config.__dataclass_fields__
-    return {"epochs": 1} if "epochs" in fields else {}
+    """The params of the attack's own small config (`test_config`), as a recipe would write them."""
+    config = small_config(ATTACKS.get(name))
+    return {} if config is None else asdict(config)
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +90,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def run(setup: dict, name: str, params: dict | None = None) -> AttackOutput:
-    """Apply `name` (FAST params unless given) once per module; assert the source is untouched."""
+    """Apply `name` (its `test_config` unless params are given) once per module; assert the source is untouched."""
     params = fast_params(name) if params is None else params
-    key = (name, json.dumps(params, sort_keys=True))
+    key = (name, json.dumps(build_attack(name, params).config_dict(), sort_keys=True))  # one run per config
     if key not in setup["runs"]:
         setup["runs"][key] = build_attack(name, params).apply(setup["source"], setup["ctx"])
     assert state_hash(setup["source"]) == setup["hash"], f"{name} mutated the source"
@@ -123,6 +121,28 @@ def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float)
 
 def test_registry_is_complete() -> None:
     assert {"ftll", "ftal", "rtll", "rtal", "prune", "adv_train", "extract", "quantize"} <= set(ATTACKS.names())
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_has_a_test_config(name: str) -> None:
+    cls = ATTACKS.get(name)
+    config = small_config(cls)
+    assert config is None or isinstance(config, cls.Config), \
+        f"attack '{name}': test_config is a {type(config).__name__}, not a {cls.Config.__name__} or None"
+
+
+def test_an_attack_without_a_test_config_fails_naming_it() -> None:
+    class Bare(RemovalAttack):
+        """Bare (test): an attack that forgot its test config."""
+
+        name = "bare"
+        Config = ATTACKS.get("quantize").Config
+
+        def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
+            return AttackOutput(model)
+
+    with pytest.raises(pytest.fail.Exception, match=r"attack 'bare' \(.*Bare\) has no `test_config`: set it"):
+        small_config(Bare)
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

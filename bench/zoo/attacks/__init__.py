@@ -1,7 +1,10 @@
 """Removal attacks: the registry `ATTACKS` and `build_attack`, which validates params before any work.
 
-Importing this package imports every attack module, so `ATTACKS` is complete: ftll, ftal, rtll, rtal
-(`finetune.py`), ftsmooth, prune, adv_train, extract, quantize.
+Importing this package imports every module it holds, sorted by name (`import_submodules`), so `ATTACKS`
+is complete and a new attack is one new file that touches no existing one: today ftll, ftal, rtll, rtal
+(`finetune.py`), ftsmooth, prune, adv_train, extract, quantize. Modules whose name starts with `_`
+(`_ftsmooth_module.py`, which loads Lightning) and the helpers named below are imported by the attacks
+that use them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.zoo.attacks import adv_train, extract, finetune, ftsmooth, prune, quantize  # noqa: F401  (registers them)
+from bench.registry import import_submodules
 from bench.zoo.attacks.base import (
     ATTACKS,
     AttackContext,
@@ -25,6 +28,9 @@ from bench.zoo.attacks.base import (
     attack_loader,
     source_outputs,
 )
+
+HELPERS = ("base", "query_data")  # modules that register nothing
+import_submodules(__name__, __path__, HELPERS)
 
 # Attacks of installed packages (entry points; docs/extending.md, "From your own package"), on the first read.
 ATTACKS.use_entry_points("fpbench.attacks", RemovalAttack)

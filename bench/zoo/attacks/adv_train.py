@@ -9,7 +9,6 @@ fraction `adv_ratio` of each batch is replaced by its adversarial version.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from torch import nn
 
@@ -38,7 +37,6 @@ class AdvTrainConfig(AttackTrainingConfig):
     random_start: bool = True  # start from a uniform point in the eps-ball
     adv_ratio: float = 0.5  # fraction of each batch replaced by PGD samples, 0 < adv_ratio <= 1
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4))
-    attack_name: ClassVar[str] = "adv_train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,7 +53,7 @@ class AdvTrainConfig(AttackTrainingConfig):
                          random_start=self.random_start, adv_ratio=self.adv_ratio)
 
 
-@ATTACKS.register("adv_train")
+@ATTACKS.register
 class AdvTrain(RemovalAttack):
     """Adversarial training (Madry et al., ICLR 2018; ADV-TRA, NeurIPS 2024): L-inf PGD + clean mix, all layers."""
 
@@ -64,6 +62,7 @@ class AdvTrain(RemovalAttack):
 
     name = "adv_train"
     Config = AdvTrainConfig
+    test_config = AdvTrainConfig(eps=0.1, steps=5, epochs=6)  # contract tests (tests/zoo/test_attacks.py)
     provenance_keys = ("eps", "epochs", "optimizer.lr")
     paper_table2 = True  # adversarial training is a Table 2 positive of the ADV-TRA paper
 

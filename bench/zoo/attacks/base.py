@@ -1,8 +1,11 @@
 """The removal-attack contract: take the source, return a new model; the source is never mutated.
 
 An attack is one file in this package, one class, one config dataclass; the file name, the registry
-key (`ATTACKS`) and the YAML `attack:` agree. Every hyperparameter is a field of the config, so the
-manifest records all of them.
+key (`ATTACKS`) and the YAML `attack:` agree. The package imports every module it holds
+(`bench.registry.import_submodules`), so a new attack is one new file; its name is written once, as the
+class's `name` (`@ATTACKS.register` reads it; registering names the Config too), and its small
+contract-test config sits in the class (`test_config`). Every hyperparameter is a field of the config,
+so the manifest records all of them.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ class AttackTrainingConfig:
     labels: str = "ground_truth"  # ground_truth | source (the source's predicted labels)
     seed: int = 0
 
-    attack_name: ClassVar[str] = "attack"  # prefix of validation messages; each attack's Config sets it
+    # Prefix of validation messages: registering an attack sets it on its own Config (`RemovalAttack.on_register`).
+    attack_name: ClassVar[str] = "attack"
 
     def __post_init__(self) -> None:
         where = self.attack_name
@@ -82,8 +86,12 @@ class AttackOutput:
 class RemovalAttack(ABC):
     """Base class: `apply` hands `_attack` a deep copy of the source, so the source is never mutated."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the registry key, written only here: `@ATTACKS.register` reads it
     Config: ClassVar[type]
+    # The small config the contract tests run (tests/zoo/test_attacks.py): a Config instance that runs in
+    # seconds on 8x8 digits (one or two epochs), or None for the defaults. Deliberately no default here: an
+    # attack without one fails the contract test that names it.
+    test_config: ClassVar[Any]
     provenance_keys: ClassVar[tuple[str, ...]] = ()  # always shown in `provenance()` (flattened names)
     revision: ClassVar[int] = 0  # bump when the output for an unchanged config changes (enters the model id when > 0)
     paper_table2: ClassVar[bool] = False  # one of the ADV-TRA paper's Table 2 families (the leaderboard's `paper` positives)
@@ -94,6 +102,17 @@ class RemovalAttack(ABC):
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def on_register(cls) -> None:
+        """Called by `ATTACKS` when the class is registered: its Config's messages take the attack's name.
+
+        Only a Config of the attack's own (one that neither sets `attack_name` itself nor already serves
+        another attack) is named, so a shared base such as `AttackTrainingConfig` keeps its own.
+        """
+        config = vars(cls).get("Config")
+        if config is not None and "attack_name" not in vars(config):
+            config.attack_name = cls.name
 
     def output_revision(self) -> int:
         """The revision of this config's output; the zoo hashes it into the model id when > 0, so a
@@ -256,4 +275,4 @@ class RelabelledDataset(Dataset):
         return self.__getitems__([item % len(self)])[0]
 
 
-ATTACKS: Registry[type[RemovalAttack]] = Registry("attack")
+ATTACKS: Registry[type[RemovalAttack]] = Registry("attack", name_attr="name")

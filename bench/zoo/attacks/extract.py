@@ -14,7 +14,7 @@ that rely on the source's behaviour on its own data distribution (docs/attacks.m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,7 +57,6 @@ class ExtractConfig(AttackTrainingConfig):
     query_data: str = "attacker"  # attacker | transformed | synthetic (fpbench decision; the default keeps every id)
     epochs: int = 10
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3, weight_decay=0.0))
-    attack_name: ClassVar[str] = "extract"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +76,7 @@ class ExtractConfig(AttackTrainingConfig):
                 raise ValueError(f"extract.arch='{self.arch}' with arch_params={self.arch_params}: {exc}") from None
 
 
-@ATTACKS.register("extract")
+@ATTACKS.register
 class Extract(RemovalAttack):
     """Model extraction (Tramer et al., USENIX Sec 2016; ADV-TRA, NeurIPS 2024): a fresh substitute trained on the source's answers.
 
@@ -92,6 +91,7 @@ class Extract(RemovalAttack):
 
     name = "extract"
     Config = ExtractConfig
+    test_config = ExtractConfig(epochs=10)  # contract tests (tests/zoo/test_attacks.py)
     provenance_keys = ("arch", "labels_kind", "query_budget", "epochs")  # non-default query_data is shown too
 
     def config_dict(self) -> dict[str, Any]:

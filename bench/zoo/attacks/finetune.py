@@ -34,14 +34,10 @@ def _sgd(lr: float) -> OptimizerConfig:
 class FTLLConfig(AttackTrainingConfig):
     """FTLL: epochs 5 (paper 50), SGD lr 1e-3 momentum 0.9 (paper), batch 64, attacker split, true labels."""
 
-    attack_name: ClassVar[str] = "ftll"
-
 
 @dataclass
 class FTALConfig(AttackTrainingConfig):
     """FTAL: as FTLL, every layer trained."""
-
-    attack_name: ClassVar[str] = "ftal"
 
 
 @dataclass
@@ -49,7 +45,6 @@ class RTLLConfig(AttackTrainingConfig):
     """RTLL: the head is re-initialised (seeded by `seed`), then trained with SGD lr 1e-2 (paper)."""
 
     optimizer: OptimizerConfig = field(default_factory=lambda: _sgd(1e-2))
-    attack_name: ClassVar[str] = "rtll"
 
 
 @dataclass
@@ -57,7 +52,6 @@ class RTALConfig(AttackTrainingConfig):
     """RTAL: as RTLL, every layer trained."""
 
     optimizer: OptimizerConfig = field(default_factory=lambda: _sgd(1e-2))
-    attack_name: ClassVar[str] = "rtal"
 
 
 class _FineTune(RemovalAttack):
@@ -93,41 +87,45 @@ class _FineTune(RemovalAttack):
         return AttackOutput(model=model, info=info, train_seconds=seconds)
 
 
-@ATTACKS.register("ftll")
+@ATTACKS.register
 class FTLL(_FineTune):
     """FTLL (Adi et al., USENIX Sec 2018; ADV-TRA NeurIPS 2024): fine-tune the last layer only."""
 
     name = "ftll"
     Config = FTLLConfig
+    test_config = FTLLConfig(epochs=1)  # contract tests (tests/zoo/test_attacks.py)
     trainable = "head"
     reinit_head = False
 
 
-@ATTACKS.register("ftal")
+@ATTACKS.register
 class FTAL(_FineTune):
     """FTAL (Adi et al., USENIX Sec 2018; ADV-TRA NeurIPS 2024): fine-tune all layers."""
 
     name = "ftal"
     Config = FTALConfig
+    test_config = FTALConfig(epochs=1)  # contract tests (tests/zoo/test_attacks.py)
     trainable = "all"
     reinit_head = False
 
 
-@ATTACKS.register("rtll")
+@ATTACKS.register
 class RTLL(_FineTune):
     """RTLL (Adi et al., USENIX Sec 2018; ADV-TRA NeurIPS 2024): re-initialise the last layer, train it only."""
 
     name = "rtll"
     Config = RTLLConfig
+    test_config = RTLLConfig(epochs=2)  # contract tests (tests/zoo/test_attacks.py)
     trainable = "head"
     reinit_head = True
 
 
-@ATTACKS.register("rtal")
+@ATTACKS.register
 class RTAL(_FineTune):
     """RTAL (Adi et al., USENIX Sec 2018; ADV-TRA NeurIPS 2024): re-initialise the last layer, train all."""
 
     name = "rtal"
     Config = RTALConfig
+    test_config = RTALConfig(epochs=1)  # contract tests (tests/zoo/test_attacks.py)
     trainable = "all"
     reinit_head = True

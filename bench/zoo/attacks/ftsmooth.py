@@ -7,7 +7,7 @@ model is trained towards, so the logit margins near a boundary shrink; mixup (Zh
 2018) trains on convex combinations of images and labels, which makes the model behave linearly
 between classes and shifts where the boundaries lie. Both keep the attacker's accuracy.
 
-The training module (`SmoothingModule`, a Lightning `ClassifierModule`) lives in `ftsmooth_module.py`,
+The training module (`SmoothingModule`, a Lightning `ClassifierModule`) lives in `_ftsmooth_module.py`,
 imported only when the attack trains, so listing and validating attacks does not load Lightning.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,6 @@ class FTSmoothConfig(AttackTrainingConfig):
 
     smoothing: float = 0.1  # label-smoothing epsilon in [0, 1): Szegedy et al. 2016 (Inception-v3) use 0.1
     mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weight, >= 0: Zhang et al. 2018's ImageNet value (0.1-0.4)
-    attack_name: ClassVar[str] = "ftsmooth"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,7 +84,7 @@ def smooth_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> 
     return onehot * (1.0 - smoothing) + smoothing / num_classes
 
 
-@ATTACKS.register("ftsmooth")
+@ATTACKS.register
 class FTSmooth(RemovalAttack):
     """Adaptive FTAL: all layers fine-tuned with label smoothing (Szegedy, CVPR 2016) and/or mixup (Zhang, ICLR 2018).
 
@@ -98,11 +97,12 @@ class FTSmooth(RemovalAttack):
 
     name = "ftsmooth"
     Config = FTSmoothConfig
+    test_config = FTSmoothConfig(epochs=1)  # contract tests (tests/zoo/test_attacks.py)
     provenance_keys = ("epochs", "optimizer.lr", "smoothing", "mixup_alpha")
 
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
         # optional: heavy (Lightning training loop)
-        from bench.zoo.attacks.ftsmooth_module import SmoothingModule
+        from bench.zoo.attacks._ftsmooth_module import SmoothingModule
 
         cfg = self.config
         for param in model.parameters():
@@ -118,10 +118,10 @@ class FTSmooth(RemovalAttack):
 
 
 def __getattr__(name: str) -> Any:
-    """`SmoothingModule`, imported on first use: it lives in `ftsmooth_module` (Lightning)."""
+    """`SmoothingModule`, imported on first use: it lives in `_ftsmooth_module` (Lightning)."""
     if name == "SmoothingModule":
         # optional: heavy (Lightning training loop)
-        from bench.zoo.attacks.ftsmooth_module import SmoothingModule
+        from bench.zoo.attacks._ftsmooth_module import SmoothingModule
 
         return SmoothingModule
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

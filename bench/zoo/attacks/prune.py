@@ -10,7 +10,6 @@ weights themselves hold the zeros). Biases, BatchNorm and the normalisation buff
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -41,7 +40,6 @@ class PruneConfig(AttackTrainingConfig):
     scope: str = "global"  # global: one magnitude threshold over all tensors | layer: the rate in each tensor
     include_head: bool = True  # prune the last layer too (as the paper's whole-model pruning does)
     epochs: int = 2  # fine-tuning epochs after pruning; 0 = prune only
-    attack_name: ClassVar[str] = "prune"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,7 +76,7 @@ def sparsity(tensors: list[torch.Tensor]) -> float:
     return sum(int((t == 0).sum()) for t in tensors) / max(total, 1)
 
 
-@ATTACKS.register("prune")
+@ATTACKS.register
 class Prune(RemovalAttack):
     """Magnitude pruning (Han et al., NeurIPS 2015; ADV-TRA, NeurIPS 2024), permanent, then fine-tuning.
 
@@ -90,6 +88,7 @@ class Prune(RemovalAttack):
 
     name = "prune"
     Config = PruneConfig
+    test_config = PruneConfig(rate=0.5, scope="global", epochs=1)  # contract tests (tests/zoo/test_attacks.py)
     provenance_keys = ("rate", "scope")
     paper_table2 = True  # pruning is a Table 2 positive of the ADV-TRA paper
 

@@ -14,7 +14,6 @@ PyTorch's default range [-128, 127] (no reduce_range) computes scale and zero po
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,7 +42,6 @@ class QuantizeConfig:
     scope: str = "per_channel"  # int8 only: one scale per output channel (dim 0) | one per tensor
     symmetric: bool = True  # int8 only: PyTorch's *_symmetric (scale amax/127.5, zero point 0) | *_affine (min/max, zero point)
     seed: int = 0  # unused (deterministic); kept so every attack config has one
-    attack_name: ClassVar[str] = "quantize"
 
     def __post_init__(self) -> None:
         check_choice("quantize.dtype", self.dtype, QUANT_DTYPES)
@@ -73,7 +71,7 @@ def fake_quantize_int8(weight: torch.Tensor, per_channel: bool, symmetric: bool)
     return rounded.to(weight.dtype)
 
 
-@ATTACKS.register("quantize")
+@ATTACKS.register
 class Quantize(RemovalAttack):
     """Post-training weight quantisation (Jacob et al., CVPR 2018): int8 or fp16, simulated in float32.
 
@@ -85,6 +83,7 @@ class Quantize(RemovalAttack):
 
     name = "quantize"
     Config = QuantizeConfig
+    test_config = QuantizeConfig(dtype="int8", scope="per_channel")  # contract tests: the defaults, spelt out
     provenance_keys = ("dtype", "scope")
     revision = 1  # 1: int8 grids come from PyTorch's observers (were scale amax/127 on [-127, 127])
 

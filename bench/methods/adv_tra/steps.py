@@ -2,7 +2,7 @@
 
 Every function works on a batch of base samples at once, each with its own target class and its
 own step sizes; finished or failed samples leave the batch as soon as their fate is known. The
-method class (`bench/methods/adv_tra.py`) chains these into surface trajectories.
+method class (`bench/methods/adv_tra/__init__.py`) chains these into surface trajectories.
 """
 
 from __future__ import annotations

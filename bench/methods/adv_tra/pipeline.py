@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.methods.adv_tra_steps import (
+from bench.methods.adv_tra.steps import (
     DIVERGED,
     END_NOT_TARGET,
     NO_SUCCESS,

@@ -12,8 +12,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.checks import check, check_choice
-from bench.methods.adv_tra_pipeline import UNRESOLVED, run_trajectories
-from bench.methods.adv_tra_steps import FAILURE_NAMES, Counter, StepRules
+from bench.methods.adv_tra.pipeline import UNRESOLVED, run_trajectories
+from bench.methods.adv_tra.steps import FAILURE_NAMES, Counter, StepRules
 from bench.methods.base import (
     METHODS,
     Fingerprint,
@@ -146,7 +146,7 @@ class AdvTraConfig:
         )
 
 
-@METHODS.register("adv_tra")
+@METHODS.register
 class AdvTra(FingerprintMethod):
     """ADV-TRA (Xu et al., "United We Stand, Divided We Fall", NeurIPS 2024): adversarial trajectories.
 
@@ -166,6 +166,7 @@ class AdvTra(FingerprintMethod):
     # first convs (bench/nets/frozen.py); only float rounding differed. 4: variant=reference follows the
     # authors' loop exactly (early check of x_0, x_2..x_{l-1}; one length-control factor; accept at T//4 + 1).
     Config = AdvTraConfig
+    test_config = AdvTraConfig(n_fingerprints=3, candidates=10, max_iterations=60)  # contract tests: ~1 s on digits
     verification_fields = ("threshold", "score")
     # AUC/T1%F/T10%F in the paper's Table 2 (Xu et al., 2024)
     paper_results = {"cifar10": "1.00/1.00/1.00", "cifar100": "1.00/1.00/1.00", "imagenet": "0.96/0.88/0.90"}

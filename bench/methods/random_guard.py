@@ -1,4 +1,7 @@
-"""Guard method: a seeded random score, independent of the suspect (expected AUC 0.5)."""
+"""Guard method `random`: a seeded random score, independent of the suspect (expected AUC 0.5).
+
+The module is `random_guard`, not `random`, so that no module of fpbench shares the standard library's name.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ class RandomConfig:
     seed: int = 0  # scores are drawn in suspect order from a generator seeded with ctx.seed * 1_000_003 + seed
 
 
-@METHODS.register("random")
+@METHODS.register
 class RandomGuard(FingerprintMethod):
     """Guard (not a paper): uniform random scores, label access, 0 queries; tests the loop (AUC ~ 0.5).
 
@@ -26,6 +29,7 @@ class RandomGuard(FingerprintMethod):
 
     name = "random"
     Config = RandomConfig
+    test_config = None  # contract tests: the defaults
     access = "label"
     recognises_source = False  # its score ignores the suspect: the source is no exception
     version = "2"  # 2: seeded by the common formula ctx.seed * 1_000_003 + seed (1: ctx.seed + seed; equal at ctx.seed 0)
