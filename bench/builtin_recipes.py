@@ -1,4 +1,5 @@
-"""The recipes shipped with fpbench: ``fpbench run quickstart`` finds ``recipes/quickstart.yaml`` by name.
+"""The recipes shipped with fpbench: ``fpbench run quickstart`` finds ``recipes/quickstart.yaml`` by name, and
+``fpbench sweep smoke`` finds ``recipes/sweeps/smoke.yaml``.
 
 The wheel ships the checkout's ``recipes/`` folder as the package ``fpbench_recipes`` (pyproject.toml,
 ``package-dir``), ``sweeps/`` included, so an installed fpbench runs its own recipes from any folder;
@@ -50,4 +51,21 @@ def builtin_recipe(name: str) -> Path | None:
     """The file of the built-in recipe ``name`` (``quickstart`` -> ``<recipes folder>/quickstart.yaml``), or ``None``."""
     folder = recipes_folder()
     path = folder / f"{name}.yaml" if folder is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+SWEEPS = "sweeps"  # the built-in sweeps' folder inside the recipes folder
+
+
+def builtin_sweep_names() -> list[str]:
+    """The names of the built-in sweeps (``smoke``, ``adv_tra_classes``, ...), sorted; empty if none are installed."""
+    folder = recipes_folder()
+    found = folder / SWEEPS if folder is not None else None
+    return sorted(p.stem for p in found.glob("*.yaml") if p.is_file()) if found is not None and found.is_dir() else []
+
+
+def builtin_sweep(name: str) -> Path | None:
+    """The file of the built-in sweep ``name`` (``smoke`` -> ``<recipes folder>/sweeps/smoke.yaml``), or ``None``."""
+    folder = recipes_folder()
+    path = folder / SWEEPS / f"{name}.yaml" if folder is not None else None
     return path if path is not None and path.is_file() else None

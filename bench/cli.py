@@ -106,8 +106,8 @@ def _cmd_zoo_import(args: argparse.Namespace) -> int:
         raise UsageError("usage: fpbench zoo import DIR --name NAME [--zoo-dir zoo] [key=value ...] (docs/byo.md).")
     if not os.path.isdir(args.folder):
         raise UsageError(f"{args.folder} is not a folder; give the published zoo's folder (layout in docs/byo.md).")
-    from bench.zoo.importer import import_zoo  # optional: heavy (module docstring)
     from bench.zoo.listing import zoo_table  # optional: heavy (module docstring)
+    from bench.zoo_import import import_zoo  # optional: heavy (module docstring)
 
     recipe, report = import_zoo(args.folder, args.name, args.zoo_dir, args.overrides)
     print(zoo_table(report.plan, report.store))
@@ -219,6 +219,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.check_submission:
         return cli_share.check_submission(args)
+    if args.method:
+        raise UsageError("--method is for `fpbench leaderboard --check-submission BUNDLE` only: the leaderboard "
+                         "reads result files and never imports a method.")
     if not os.path.isdir(args.results_dir):
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
     from bench.report import (  # optional: heavy (module docstring)
@@ -254,6 +257,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         write_frontier_plots(args.results_dir)  # plots/<zoo>/evasion_cost.png, plots/<zoo>/frontier/<row>.png
     if args.readme:
         print(f"README tables updated: {', '.join(str(p) for p in _update_readme(args, board)) or 'none changed'}")
+    if args.wandb:
+        from bench.tracking import leaderboard_tracking, log_board  # optional: heavy (W&B, Lightning)
+
+        run_dir = log_board(leaderboard_tracking(args.wandb, args.wandb_dir), board, args.results_dir)
+        print(f"W&B: {'run written to ' + run_dir if run_dir else 'not logged (see the error above)'}")
     print(f"leaderboard: {md}, {csv}; evasion frontier: {os.path.join(args.results_dir, 'frontier.md')}; "
           f"plots under {os.path.join(args.results_dir, 'plots')}")
     return 0
@@ -354,8 +362,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from bench import verification as vf  # optional: heavy (module docstring)
     from bench.oracle import Oracle  # optional: heavy (module docstring)
 
+    method = cli_share.use_methods([args.method])[0] if args.method else None
     try:  # every input is read and checked before the first query
-        loaded = vf.load_fingerprint(args.fingerprint, args.cache_dir)
+        loaded = vf.load_fingerprint(args.fingerprint, args.cache_dir, method)
         options = vf.WeightsOptions(mean=_stats(args.mean, "--mean"), std=_stats(args.std, "--std"),
                                     test_acc=args.test_acc, data_dir=args.data_dir,
                                     endpoint={k: v for k, v in (("timeout_s", args.endpoint_timeout),
@@ -387,7 +396,8 @@ def _stats(text: str | None, flag: str) -> list[float] | None:
 
 COMMANDS = {"zoo": _cmd_zoo, "run": _cmd_run, "sweep": _cmd_sweep, "leaderboard": _cmd_leaderboard, "frontier": _cmd_frontier,
             "list": _cmd_list, "perf": _cmd_perf, "show": _cmd_show, "fingerprint": _cmd_fingerprint,
-            "verify": _cmd_verify, "reproduce": cli_share.reproduce, "submit": cli_share.submit}
+            "verify": _cmd_verify, "reproduce": cli_share.reproduce, "submit": cli_share.submit,
+            "check-method": cli_share.check_method}
 
 
 def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: float) -> list[str]:

@@ -14,7 +14,7 @@ from bench.budgets import DEFAULT_BUDGET
 EXAMPLES = {
     "zoo": "fpbench zoo recipes/quickstart.yaml --list zoo.source.epochs=3",
     "run": "fpbench run recipes/quickstart.yaml methods=[adv_tra,akh] eval.fpr_targets=[0.05]",
-    "sweep": "fpbench sweep recipes/sweeps/smoke.yaml --wandb-config sweep.yaml",
+    "sweep": "fpbench sweep smoke --wandb-config sweep.yaml",
     "leaderboard": "fpbench leaderboard --results-dir local_results --html",
     "frontier": "fpbench frontier --zoo fmnist_paper",
     "list": "fpbench list methods",
@@ -24,12 +24,15 @@ EXAMPLES = {
     "verify": "fpbench verify --fingerprint local_results/runs/smoke/akh/1a2b3c4d-s0.json --suspect 9f8e7d6c5b4a",
     "reproduce": "fpbench reproduce --zoo quickstart --pull-zoo quickstart.tar --pull-fingerprints fingerprints-quickstart.tar",
     "submit": "fpbench submit local_results --zoo fmnist_paper --out submission-fmnist_paper.tar",
+    "check-method": "fpbench check-method my_methods.agreement:Agreement n_samples=20",
 }
+METHOD_REF_HELP = ("import and register this method class (package.module:Class) first, as a recipe naming it does, "
+                   "for results made with it: a name read from a file is never imported (repeatable)")
 # options that take the next argument
 VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
                  "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name",
                  "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget", "--out",
-                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out", "--check-submission")
+                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out", "--check-submission", "--wandb", "--wandb-dir")
 
 
 def version_text() -> str:
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = _subparser(sub, "run", "build the zoo if needed, evaluate methods, write results")
     run.add_argument("recipe")
     sweep = _subparser(sub, "sweep", "a grid/random sweep of recipe keys, one result per point and trial")
-    sweep.add_argument("sweep")
+    sweep.add_argument("sweep", help="a sweep file, or the name of a built-in sweep (smoke: recipes/sweeps/smoke.yaml)")
     sweep.add_argument("--wandb-config", metavar="PATH", help="write a W&B sweep definition to PATH and exit")
     board = _subparser(sub, "leaderboard", "regenerate results/leaderboard.md (+ .csv) from result files")
     board.add_argument("--results-dir", default="results",
@@ -91,11 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoint sha256, roles, test_acc")
     board.add_argument("--check-submission", metavar="BUNDLE", help="re-score every suspect of a submission "
                        "(fpbench submit) on the zoo under --zoo-dir; refuse it on any difference (docs/submitting.md)")
+    board.add_argument("--method", metavar="REF", action="append", default=[], help=f"with --check-submission: "
+                       f"{METHOD_REF_HELP}")
     board.add_argument("--html", action="store_true", help="also write results/site/index.html")
     board.add_argument("--readme", metavar="PATH", help="rewrite the leaderboard block of this README")
     board.add_argument("--budget", type=int, default=DEFAULT_BUDGET, metavar="QUERIES",
                        help=f"queries per suspect of the matched-budget column AUC@QUERIES (default {DEFAULT_BUDGET}; "
                             "docs/metrics.md)")
+    board.add_argument("--wandb", choices=("offline", "online"), metavar="MODE",
+                       help="also log the board to W&B as one run (tables, figures, the CSV): offline (no account; "
+                            "`wandb sync` later) or online (docs/leaderboard.md, Files)")
+    board.add_argument("--wandb-dir", default=".cache/fpbench", metavar="DIR",
+                       help="with --wandb: where W&B writes its files (default .cache/fpbench, as a run's)")
     frontier = _subparser(sub, "frontier", "evasion cost per attack family: detection against accuracy drop")
     frontier.add_argument("--results-dir", default="results",
                           help="results tree (default: results, the published board; yours: local_results)")
@@ -132,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--suspect", required=True, help="a model id of the result's zoo, a weights file "
                         "(.safetensors, .pt/.pth state dict) with --arch, or an endpoint (http(s)://..., py:module:fn)")
     verify.add_argument("--arch", help="the weights file's architecture (fpbench list archs)")
+    verify.add_argument("--method", metavar="REF", help="the method class (package.module:Class) that made the "
+                        "fingerprint, imported and registered first: a name read from a result or fingerprint is "
+                        "never imported")
     verify.add_argument("--endpoint-access", choices=["labels", "probabilities"], default="labels",
                         help="what an endpoint suspect (http(s)://..., py:module:function) returns (default labels)")
     verify.add_argument("--data", help="the task (datamodule name) when --fingerprint is a folder, e.g. digits")
@@ -162,14 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
                            "default .cache/fpbench)")
     reproduce.add_argument("--out", metavar="PATH", help="the JSON report (default "
                            "local_results/reproduce/<zoo or all>.json)")
+    reproduce.add_argument("--method", metavar="REF", action="append", default=[], help=METHOD_REF_HELP)
     submit = _subparser(sub, "submit", "bundle a board's result files, fingerprints and provenance for a published "
                         "benchmark (docs/submitting.md)")
     submit.add_argument("results_dir", help="the results tree of your runs (e.g. local_results)")
     submit.add_argument("--zoo", metavar="NAME", required=True, help="the published benchmark's zoo (e.g. fmnist_paper)")
     submit.add_argument("--cache-dir", default=".cache/fpbench", help="the runs' paths.cache_dir (default .cache/fpbench)")
     submit.add_argument("--out", metavar="PATH", help="the bundle to write (default submission-NAME.tar)")
+    submit.add_argument("--method", metavar="REF", action="append", default=[], help=METHOD_REF_HELP)
+    check = _subparser(sub, "check-method", "run the method contract checks (bench.testing) on one method over a "
+                       "tiny digits world; one PASS/FAIL line per check (docs/extending.md)")
+    check.add_argument("method", metavar="REF", help="a registered method name (fpbench list methods) or a class "
+                       "of your own, package.module:Class")
     for p in (zoo, run, sweep, show, fingerprint, reproduce):
         p.add_argument("overrides", nargs="*", help="key=value recipe overrides (omegaconf dotlist), anywhere")
+    check.add_argument("overrides", nargs="*", help="key=value fields of the method's Config (keep it small: the "
+                       "checks generate twice), e.g. n_samples=20")
     perf.set_defaults(overrides=[])
     submit.set_defaults(overrides=[])
     return parser

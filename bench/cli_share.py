@@ -1,4 +1,6 @@
-"""The sharing commands of `fpbench`: `fingerprint export|pull` and `reproduce` (docs/sharing.md).
+"""The sharing commands of `fpbench`: `fingerprint export|pull`, `reproduce`, `submit` and `leaderboard
+--check-submission` (docs/sharing.md, docs/submitting.md), and `check-method` for a method of one's own
+(docs/extending.md), with `--method REF`, which imports a method class the way a recipe naming it does.
 
 Kept beside `bench.cli` (which dispatches to them) so that the light commands do not import them.
 """
@@ -6,9 +8,57 @@ Kept beside `bench.cli` (which dispatches to them) so that the light commands do
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.config import ConfigError
+from bench.methods import METHODS
+from bench.registry import RegistryError
+
+
+def use_methods(references: Sequence[str], flag: str = "--method") -> list[str]:
+    """Import and register each method a user names (`package.module:Class`, or a registered name) with the
+    recipe's resolver (`Registry.resolve`), so that results made with it can be read; return their keys.
+
+    Names read from files are never imported; a class a result names is usable once the user names it here.
+
+    Raises:
+        ConfigError: an unknown name or a reference that does not import, naming it and the fix (exit 2).
+    """
+    keys = []
+    for reference in references:
+        try:
+            keys.append(METHODS.resolve(reference))
+        except RegistryError as err:
+            raise ConfigError(f"{flag} {reference}: {err}") from None
+    return keys
+
+
+def check_method(args: argparse.Namespace) -> int:
+    """`fpbench check-method REF [key=value ...]`: one PASS/FAIL line per contract check.
+
+    Returns:
+        0 when every check passed, 1 when any failed (a bad REF or config raises ConfigError first: exit 2).
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from bench.testing import contract_outcomes, method_config  # optional: heavy (trains the digits world)
+
+    key = use_methods([args.method], "check-method")[0]
+    try:
+        config = method_config(METHODS.get(key), OmegaConf.to_container(OmegaConf.from_dotlist(args.overrides)))
+    except (ValueError, OmegaConfBaseException) as err:
+        raise ConfigError(f"check-method {args.method}: {' '.join(str(err).split())} Give key=value fields of its "
+                          "Config (fpbench show RECIPE lists a method's defaults).") from None
+    outcomes = contract_outcomes(key, config)
+    width = max(len(o.name) for o in outcomes)
+    for outcome in outcomes:
+        print(f"{'PASS' if outcome.passed else 'FAIL'}  {outcome.name:<{width}}  {outcome.reason}")
+    failed = sum(not o.passed for o in outcomes)
+    print(f"{key} ({METHODS.origin(key)}): {len(outcomes) - failed} of {len(outcomes)} checks passed"
+          + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
 
 
 def fingerprint_share(args: argparse.Namespace) -> int:
@@ -64,6 +114,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from bench.reproduce import reproduce as rescore  # optional: heavy (the loop)
     from bench.zoo.archive import pull_zoo  # optional: heavy (the zoo store)
 
+    use_methods(args.method)
     if args.pull_zoo:
         zoo = pull_zoo(args.pull_zoo, args.zoo_dir, progress=not args.quiet)
         print(f"zoo {zoo.path.name}: {'already there, identical' if zoo.identical else 'verified and installed'} "
@@ -83,6 +134,7 @@ def submit(args: argparse.Namespace) -> int:
     """`fpbench submit RESULTS_DIR --zoo NAME [--out PATH]` (docs/submitting.md)."""
     from bench.submission import submit as bundle  # optional: heavy (torch, methods)
 
+    use_methods(args.method)
     report = bundle(args.results_dir, args.zoo, args.cache_dir, args.out)
     print(f"submission of zoo {args.zoo}: {report.results} result file(s), {report.fingerprints} fingerprint(s), "
           f"{report.size:,} bytes -> {report.path}\nsha256 {report.sha256}\ncheck it: fpbench leaderboard "
@@ -99,6 +151,7 @@ def check_submission(args: argparse.Namespace) -> int:
         raise ConfigError("--check-submission runs alone; drop --check, --html and --readme.")
     if args.zoo_dir is None:
         raise ConfigError("--check-submission needs --zoo-dir DIR, the folder holding the benchmark's zoo.")
+    use_methods(args.method)
     outcome = check(args.check_submission, args.zoo_dir, progress=not args.quiet)
     print("\n".join(check_lines(outcome)))
     return 0 if outcome.accepted else 1

@@ -27,6 +27,7 @@ from bench.methods.base import (
     FingerprintIntegrityError,
     verify_fingerprint_files,
 )
+from bench.plugins import key_reference
 from bench.results import ResultError, iter_results, read_result
 from bench.tar_archive import (
     INDEX,
@@ -194,7 +195,7 @@ def _check_fingerprints(staged: Path, index: dict[str, Any], uri: str) -> None:
             fingerprint = Fingerprint.load(staged / rel)
         except (FingerprintIntegrityError, OSError, ValueError, KeyError) as err:
             raise ArchiveError(f"{uri}: {rel}: not a usable fingerprint ({type(err).__name__}: {err}). Nothing installed.") from None
-        if fingerprint.sha256 != entry["sha256"] or fingerprint.method != rel.split("/")[1]:
+        if fingerprint.sha256 != entry["sha256"] or (fingerprint.method != rel.split("/")[1] and key_reference(rel.split("/")[1]) is None):
             raise ArchiveError(f"{uri}: {rel} holds {fingerprint.method} fingerprint {fingerprint.sha256}, {INDEX} says "
                                f"{entry['sha256']}: tampered or corrupted. Nothing installed.")
         for name in entry["results"]:

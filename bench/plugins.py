@@ -111,6 +111,28 @@ def reference_key(reference: str) -> str:
     return reference.replace(":", REFERENCE_SEPARATOR, 1)
 
 
+def key_reference(key: str) -> str | None:
+    """The reference a registry key reads back as (`pkg.mod-Class` -> `pkg.mod:Class`); None when `key` is not
+    of that form (a built-in's or an entry point's name)."""
+    module, separator, attr = key.partition(REFERENCE_SEPARATOR)
+    reference = f"{module}:{attr}"
+    return reference if separator and _REFERENCE.fullmatch(reference) else None
+
+
+def unregistered_fix(name: str, kind: str = "method", flag: str = "--method") -> str:
+    """What to do about a name read from a file (a result, a fingerprint) that this process has not registered.
+
+    A name in a file is never imported (`Registry.resolve`): the user names the class on the command line.
+    """
+    reference = key_reference(name)
+    if reference is None:
+        return (f"install the package that registers the {kind} '{name}' (an entry point), or, for a class of your "
+                f"own, pass {flag} package.module:Class")
+    return (f"the {kind} '{name}' is the class '{reference}' a recipe named; a name read from a file is never "
+            f"imported, so pass {flag} {reference} (it imports that module: name only code you trust), or install "
+            "its package with an entry point")
+
+
 def import_reference(reference: str, base: type, kind: str) -> tuple[str, type]:
     """Import the class a recipe names as `package.module:Class`; return its registry key and the class.
 

@@ -27,7 +27,9 @@ import yaml
 from bench.config import ConfigError, load_recipe, run_config_sha256
 from bench.evaluate import method_pool_specs, run_benchmark
 from bench.io import atomic_write_json, sha256_json
+from bench.methods import METHODS
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, verify_fingerprint_files
+from bench.plugins import key_reference, unregistered_fix
 from bench.provenance import collect_hardware, cpu_capability
 from bench.results import iter_results
 from bench.verification import VerifyError, cached_fingerprint_dir, method_of, result_entry
@@ -102,6 +104,7 @@ def reproduce(results_dir: str | os.PathLike, zoo: str | None = None, zoo_dir: s
     if not results:
         raise ReproduceError(f"No result files under {runs}{f' of zoo {zoo!r}' if zoo else ''}: name the results tree "
                              "of the board (e.g. results) and --zoo NAME of its benchmark.")
+    _check_references(results, runs)
     groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, result in results:  # one run per trial: the same config less the method
         groups.setdefault(sha256_json({k: v for k, v in result["config"].items() if k != "method"}), []).append((path, result))
@@ -117,6 +120,18 @@ def reproduce(results_dir: str | os.PathLike, zoo: str | None = None, zoo_dir: s
             report.files += trial.outcomes.values()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_references(results: list[tuple[Path, dict[str, Any]]], runs: Path) -> None:
+    """A result made with a method class a recipe named (`package.module-Class`) needs that class registered in
+    this process, and a name read from a file is never imported: refuse before any work, naming the fix."""
+    unregistered = sorted({(r["method"]["name"], p.relative_to(runs).as_posix()) for p, r in results
+                           if key_reference(r["method"]["name"]) and r["method"]["name"] not in METHODS})
+    if unregistered:
+        name, example = unregistered[0]
+        more = len({n for n, _ in unregistered}) - 1
+        raise ReproduceError(f"{example} (under {runs}) was made with a method this process has not registered: "
+                             f"{unregistered_fix(name)}{f'; {more} more such method(s)' if more else ''}.")
 
 
 def _recipe(members: list[tuple[Path, dict[str, Any]]], work: Path, zoo_dir: Path, cache_dir: Path,

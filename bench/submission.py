@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.fingerprint_archive import FingerprintArchiveReport, export_fingerprints, pull_fingerprints
 from bench.methods import METHODS
+from bench.plugins import unregistered_fix
 from bench.reproduce import IDENTICAL, ReproduceReport, report_lines, reproduce
 from bench.results import iter_results
 from bench.tar_archive import ArchiveError, fpbench_version
@@ -48,7 +49,7 @@ def submit(results_dir: str | os.PathLike, zoo: str, cache_dir: str | os.PathLik
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ArchiveError(f"Results of {unknown} name no registered method; a submission is re-scored with the "
-                           "methods this fpbench registers (fpbench list methods).")
+                           f"methods this fpbench registers (fpbench list methods): {unregistered_fix(unknown[0])}.")
     provenance = {"fpbench_version": fpbench_version(), "zoo": zoo,
                   "methods": {name: method_provenance(name) for name in names}}
     target = out if out is not None else f"submission-{zoo}.tar"

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from bench.builtin_recipes import builtin_sweep, builtin_sweep_names, is_builtin_name
 from bench.config import ConfigError, load_recipe
 from bench.io import atomic_write_text, inside, name_problem
 from bench.report.variants import method_config, variant_label
@@ -59,11 +60,29 @@ def _sample(space: Any, rng: random.Random) -> Any:
     return int(round(value)) if space.get("int") else value
 
 
+def sweep_file(path: str | Path) -> Path:
+    """The file a sweep argument names: a path as given, or a built-in sweep's file for a bare name (no ``/``,
+    no ``.yaml`` and no such file here: ``smoke`` -> ``recipes/sweeps/smoke.yaml`` of the installed package).
+
+    Raises:
+        ConfigError: no such file, or a bare name that is no built-in sweep (listing the built-in ones).
+    """
+    if is_builtin_name(path):
+        found = builtin_sweep(str(path))
+        if found is None:
+            raise ConfigError(f"Sweep '{path}' is neither a file nor a built-in sweep. Built-in sweeps: "
+                              f"{', '.join(builtin_sweep_names()) or '(none installed)'}. Give one of those names "
+                              "(fpbench sweep smoke) or a sweep file's path (fpbench sweep recipes/sweeps/smoke.yaml).")
+        return found
+    if not Path(path).is_file():
+        raise ConfigError(f"Sweep file not found: {path}. Give a sweep file's path, or the name of a built-in sweep: "
+                          f"{', '.join(builtin_sweep_names()) or '(none installed)'}.")
+    return Path(path)
+
+
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
-    """Read and check a sweep file; every point's recipe is validated before any work."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Sweep file not found: {path}.")
+    """Read and check a sweep file (or a built-in sweep by name); every point's recipe is validated before any work."""
+    path = sweep_file(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:  # its message carries the line and column

@@ -9,6 +9,7 @@ convnet, and two surrogates and two references when the method asks for pools), 
 modes, weights and the caller's RNG untouched, a saved fingerprint reloads and scores the same, the
 same seed gives the same fingerprint, the source scores at least as high as the independent model, and
 the oracle counted every query. Give it a small config: the checks generate the fingerprint twice.
+`contract_outcomes` runs every check even past a failure, one outcome each: `fpbench check-method REF`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from bench.methods import METHODS, Fingerprint, FingerprintMethod, GenerationContext, Pools
@@ -230,8 +232,60 @@ def check_queries_counted(run: dict[str, Any], world: Any) -> None:
             f"{method.name} should record meta['queries_per_suspect']"
 
 
+# -- running them -----------------------------------------------------------------------------------
+Check = Callable[[dict[str, Any], Callable[[], FingerprintMethod], Any, Path], None]
+# name -> check(run, make, world, folder), in the order `check_method` runs them; each name is its function's
+# name less `check_`, whose docstring says what it asserts (RULES)
+CHECKS: dict[str, Check] = {
+    "generate_restores": lambda run, make, world, folder: check_generate_restores(run),
+    "score_restores": lambda run, make, world, folder: check_score_restores(run, world),
+    "round_trip": lambda run, make, world, folder: check_round_trip(run, make, world, folder),
+    "same_seed": lambda run, make, world, folder: check_same_seed(run, make, world),
+    "source_scores_as_positive": lambda run, make, world, folder: check_source_scores_as_positive(run, world),
+    "queries_counted": lambda run, make, world, folder: check_queries_counted(run, world),
+}
+RULES = {name: " ".join((globals()[f"check_{name}"].__doc__ or "").split()) for name in CHECKS}  # what each asserts
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One contract check of one method: passed, and what it asserts (passed) or why it failed."""
+
+    name: str
+    passed: bool
+    reason: str
+
+
 def _method_class(method: type[FingerprintMethod] | str) -> type[FingerprintMethod]:
     return METHODS.get(METHODS.resolve(method)) if isinstance(method, str) else method
+
+
+def method_config(cls: type[FingerprintMethod], config: Any = None) -> Any:
+    """`config` as an instance of `cls.Config`: a mapping of its fields (None: the defaults) is merged and checked.
+
+    Raises:
+        ValueError: a key that is not a field, a value of the wrong type or out of range; naming the valid keys.
+    """
+    if config is not None and not isinstance(config, dict):
+        return config
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), config or {}))
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        valid = ", ".join(f.name for f in fields(cls.Config))
+        raise ValueError(f"method '{cls.name}': config {config} is not valid ({str(err).splitlines()[0]}). Valid "
+                         f"keys: {valid}.") from None
+
+
+def _prepare(method: type[FingerprintMethod] | str, config: Any,
+             world: World | None) -> tuple[Callable[[], FingerprintMethod], Any]:
+    """A factory of fresh configured instances and the world to check them on (built here when None)."""
+    cls = _method_class(method)
+    config = method_config(cls, config)
+
+    def make() -> FingerprintMethod:
+        return cls(copy.deepcopy(config))
+
+    return make, world if world is not None else small_world(pools=make().pool_spec() is not None)
 
 
 def check_method(method: type[FingerprintMethod] | str, config: Any = None, world: World | None = None) -> None:
@@ -242,19 +296,42 @@ def check_method(method: type[FingerprintMethod] | str, config: Any = None, worl
         config: its Config instance, a mapping of Config fields, or None for the defaults (keep it small).
         world: the models to check on; None: `small_world`, with pools when the method asks for them.
     """
-    cls = _method_class(method)
-    if config is None or isinstance(config, dict):
-        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), config or {}))
-
-    def make() -> FingerprintMethod:
-        return cls(copy.deepcopy(config))
-
-    world = world if world is not None else small_world(pools=make().pool_spec() is not None)
+    make, world = _prepare(method, config, world)
     run = generate_run(make(), world)
-    check_generate_restores(run)
-    check_score_restores(run, world)
     with tempfile.TemporaryDirectory() as folder:
-        check_round_trip(run, make, world, Path(folder) / "fingerprint")
-    check_same_seed(run, make, world)
-    check_source_scores_as_positive(run, world)
-    check_queries_counted(run, world)
+        for check in CHECKS.values():
+            check(run, make, world, Path(folder) / "fingerprint")
+
+
+def _why(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, AssertionError) and text else f"{type(err).__name__}: {text or 'assertion failed'}"
+
+
+def contract_outcomes(method: type[FingerprintMethod] | str, config: Any = None,
+                      world: World | None = None) -> list[CheckOutcome]:
+    """Every contract check on one method, each run even when an earlier one fails (`fpbench check-method`).
+
+    The first outcome, `generate`, is the fingerprint's generation; when it fails no other check can run and
+    each says so. Arguments as `check_method`'s.
+
+    Raises:
+        ValueError: a bad config (before any model is trained).
+        bench.registry.RegistryError: an unknown name or a reference that does not import.
+    """
+    make, world = _prepare(method, config, world)
+    try:
+        run = generate_run(make(), world)
+    except Exception as err:  # whatever the method raises is the outcome to report
+        return [CheckOutcome("generate", False, _why(err)),
+                *(CheckOutcome(name, False, "not run: no fingerprint was generated") for name in CHECKS)]
+    outcomes = [CheckOutcome("generate", True, "the fingerprint generates from the source and the owner's data")]
+    with tempfile.TemporaryDirectory() as folder:
+        for name, check in CHECKS.items():
+            try:
+                check(run, make, world, Path(folder) / name)
+            except Exception as err:  # an AssertionError names the rule; anything else is a failure too
+                outcomes.append(CheckOutcome(name, False, _why(err)))
+            else:
+                outcomes.append(CheckOutcome(name, True, RULES[name]))
+    return outcomes

@@ -24,8 +24,10 @@ from bench.endpoints import Endpoint, EndpointError, open_endpoint, parse_endpoi
 from bench.evaluate import MethodRun, fingerprint_key, instantiate
 from bench.fingerprint_import import IMPORT_KEY, FingerprintImportError, imported_dir, load_imported
 from bench.io import inside
+from bench.methods import METHODS
 from bench.methods.base import Fingerprint, FingerprintIntegrityError, FingerprintMethod
 from bench.oracle import Oracle
+from bench.plugins import key_reference, unregistered_fix
 from bench.results import ResultError, read_result
 from bench.self_check import applies as self_check_applies
 from bench.self_check import source_self_check, threshold_at
@@ -53,13 +55,22 @@ class LoadedFingerprint:
     data: dict[str, Any] = field(default_factory=dict)  # the result's `data:` config (empty for a folder)
 
 
-def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".cache/fpbench") -> LoadedFingerprint:
+def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".cache/fpbench",
+                     method: str | None = None) -> LoadedFingerprint:
     """A fingerprint from a result JSON (via the loop's cache key under `cache_dir`) or a cached folder.
 
     A folder is scored with the method's default config (a result supplies the config it was run with).
 
+    Args:
+        path: a result JSON or a cached fingerprint folder.
+        cache_dir: the run's `paths.cache_dir`.
+        method: the registry key of the method that made it (`--method`, resolved by the caller: a class
+            named `package.module:Class` is registered under `package.module-Class`); None: the name the
+            result or the fingerprint records, which must be registered already.
+
     Raises:
-        VerifyError: the file is not a valid result, the cached fingerprint is missing or its files changed.
+        VerifyError: the file is not a valid result, the cached fingerprint is missing or its files changed,
+            or `method` is not the method that made it.
     """
     target = Path(path)
     if target.is_dir():
@@ -67,8 +78,12 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
             fingerprint = Fingerprint.load(target)
         except (FingerprintIntegrityError, ValueError, OSError, KeyError) as err:
             raise VerifyError(f"--fingerprint {target}: not a usable cached fingerprint ({err}).") from None
-        entry = {"name": fingerprint.method}
-        return LoadedFingerprint(fingerprint, method_of(entry), entry, source=str(target))
+        entry = {"name": method or fingerprint.method}
+        scorer = method_of(entry)
+        if scorer.name != fingerprint.method:
+            raise VerifyError(f"--method {method} makes '{scorer.name}' fingerprints, but {target} holds a "
+                              f"'{fingerprint.method}' fingerprint: name the class that made it.")
+        return LoadedFingerprint(fingerprint, scorer, entry, source=str(target))
     if not target.is_file():
         raise VerifyError(f"--fingerprint {target} does not exist; give a result JSON (results/runs/...) or a cached "
                           "fingerprint folder (<cache_dir>/fingerprints/<method>/<key>).")
@@ -77,8 +92,12 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
     except (ResultError, ValueError, OSError) as err:
         raise VerifyError(f"--fingerprint {target}: not a valid result file ({err}).") from None
     entry = result_entry(result)
-    method = method_of(entry)
-    folder = cached_fingerprint_dir(result, method, cache_dir, target)
+    if method is not None and method != entry["name"]:
+        made_by = key_reference(entry["name"]) or entry["name"]
+        raise VerifyError(f"--method names the method '{method}', but {target} was measured by '{entry['name']}': "
+                          f"drop --method, or give --method {made_by}.")
+    scorer = method_of(entry)
+    folder = cached_fingerprint_dir(result, scorer, cache_dir, target)
     if entry.get(IMPORT_KEY):
         try:
             fingerprint = load_imported(cache_dir, entry["name"], entry[IMPORT_KEY])
@@ -88,7 +107,7 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
         if not Fingerprint.exists(folder):
             raise VerifyError(f"The fingerprint of {target} is not cached at {folder}. Pass --cache-dir (the run's "
                               "paths.cache_dir), or rerun `fpbench run` with that recipe to regenerate it (a method "
-                              f"version other than {method.version} changes the key too).")
+                              f"version other than {scorer.version} changes the key too).")
         try:
             fingerprint = Fingerprint.load(folder)
         except FingerprintIntegrityError as err:
@@ -98,7 +117,7 @@ def load_fingerprint(path: str | os.PathLike, cache_dir: str | os.PathLike = ".c
         raise VerifyError(f"The cached fingerprint at {folder} (sha256 {str(fingerprint.sha256)[:12]}…) is not the one "
                           f"{target} measured ({recorded[:12]}…); it was regenerated since. Rerun `fpbench run`.")
     data = (result.get("config") or {}).get("data") or {}
-    return LoadedFingerprint(fingerprint, method, entry, result, str(target), data)
+    return LoadedFingerprint(fingerprint, scorer, entry, result, str(target), data)
 
 
 def result_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +146,12 @@ def cached_fingerprint_dir(result: dict[str, Any], method: FingerprintMethod, ca
 
 
 def method_of(entry: dict[str, Any]) -> FingerprintMethod:
+    """The method a result entry (`{"name": ..., **config}`) names, with that config; its name is looked up,
+    never imported (`bench.plugins.unregistered_fix` says what to do when it is not registered)."""
+    name = str(entry.get("name"))
+    if name not in METHODS:
+        raise VerifyError(f"Cannot rebuild method '{name}': this fpbench does not register it; "
+                          f"{unregistered_fix(name)}.")
     try:
         method = instantiate(entry)
     except Exception as err:  # unknown name (RegistryError), a config the current method no longer accepts

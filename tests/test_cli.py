@@ -114,3 +114,25 @@ def test_help_version_and_a_mistyped_command_answer_without_heavy_imports(argv, 
               "print(code, sorted(m for m in ('torch', 'pytorch_lightning', 'wandb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split(None, 1) == [str(code), "[]\n"]
+
+
+@pytest.mark.parametrize("argv", [["verify", "--fingerprint", "r.json", "--suspect", "m"], ["reproduce"],
+                                  ["submit", "results", "--zoo", "smoke"],
+                                  ["leaderboard", "--check-submission", "b.tar", "--zoo-dir", "zoo"]])
+def test_an_unimportable_method_reference_exits_2_before_any_work(argv, tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--method", "no_such_pkg_xyz.mod:Cls"]) == 2
+    err = capsys.readouterr().err
+    assert ("--method no_such_pkg_xyz.mod:Cls: method 'no_such_pkg_xyz.mod:Cls': cannot import module "
+            "'no_such_pkg_xyz.mod'") in err and "put its folder on PYTHONPATH" in err
+    assert list(tmp_path.iterdir()) == []  # nothing pulled, written or reported
+
+
+def test_check_method_has_help_and_an_example():
+    from bench.cli import EXAMPLES
+
+    out = fpbench("check-method", "-h")
+    assert out.returncode == 0 and "PASS/FAIL line per check" in out.stdout
+    assert f"example:\n  {EXAMPLES['check-method']}" in out.stdout

@@ -4,6 +4,7 @@ example package of docs/examples installed and run end to end."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -17,14 +18,14 @@ from bench import plugins
 from bench.config import ConfigError, load_recipe
 from bench.io import _SAFE_NAME, SAFE_NAME_RULE
 from bench.methods import METHODS, FingerprintMethod
-from bench.methods.random import RandomGuard
+from bench.methods.random_guard import RandomGuard
 from bench.registry import Registry, RegistryError
 from bench.results import result_path
 from tests.conftest import REPO, SMOKE, smoke_overrides
 
 EXAMPLE = REPO / "docs" / "examples" / "fpbench_example_method"
 MODULE = '''
-from bench.methods.random import RandomGuard
+from bench.methods.random_guard import RandomGuard
 
 
 class Mine(RandomGuard):
@@ -174,3 +175,105 @@ def test_the_example_package_installs_and_runs_end_to_end(tmp_path, smoke_zoo, s
 def test_an_uninstalled_example_is_unknown_with_the_reference_hint(tmp_path):
     with pytest.raises(ConfigError, match=r"Unknown method 'example_agreement'.*package\.module:Class"):
         load_recipe(SMOKE, smoke_overrides(tmp_path, "methods=[example_agreement]"))
+
+
+# -- a method named by reference, after the process that ran it (issue 29: verify, reproduce, submissions) -----
+REFERENCE = "fpbench_example_method.method:ExampleAgreement"
+REFERENCE_KEY = "fpbench_example_method.method-ExampleAgreement"
+
+
+def forget(key: str) -> None:
+    """Unregister `key`: a later process knows a reference only when it is named again."""
+    for table in (METHODS._items, METHODS._descriptions, METHODS._origins):
+        table.pop(key, None)
+
+
+@pytest.fixture(scope="module")
+def reference_board(smoke_zoo, smoke_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A smoke board of one method named by reference (the example package on sys.path), then forgotten."""
+    from bench.evaluate import run_benchmark
+
+    root = tmp_path_factory.mktemp("reference-board")
+    recipe = root / "recipe.yaml"  # noisier inputs than the default's: its fingerprint passes the self-check here
+    recipe.write_text(f"include: {SMOKE}\nmethods:\n  - {{name: '{REFERENCE}', n_samples: 100, noise: 0.3}}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(EXAMPLE / "src"))
+        cfg = load_recipe(recipe, smoke_overrides(smoke_root, f"paths.results_dir={root / 'results'}",
+                                                  f"paths.cache_dir={root / 'cache'}"))
+        run_benchmark(cfg, progress=False)
+    forget(REFERENCE_KEY)
+    [result] = (root / "results" / "runs" / "smoke" / REFERENCE_KEY).glob("*.json")
+    return {"root": root, "result": result, "cache": root / "cache", "zoo_dir": smoke_root / "zoo",
+            "data_dir": smoke_root / "data"}
+
+
+@pytest.fixture
+def example_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+    yield
+    forget(REFERENCE_KEY)
+
+
+def test_verify_a_reference_methods_result_with_method(reference_board, example_importable, capsys):
+    from bench.cli import main
+
+    result = json.loads(reference_board["result"].read_text())
+    positive = next(m["model_id"] for m in result["per_model"] if m["role"] == "positive")
+    argv = ["verify", "--fingerprint", str(reference_board["result"]), "--suspect", positive, "--cache-dir",
+            str(reference_board["cache"]), "--zoo-dir", str(reference_board["zoo_dir"]), "--data-dir",
+            str(reference_board["data_dir"]), "-q"]
+    assert main(argv) == 2  # the name in the result is never imported
+    assert f"pass --method {REFERENCE} (it imports that module" in capsys.readouterr().err
+    assert main([*argv, "--method", "akh"]) == 2
+    assert f"measured by '{REFERENCE_KEY}': drop --method, or give --method {REFERENCE}" in capsys.readouterr().err
+    assert main([*argv, "--method", REFERENCE]) == 0
+    out = capsys.readouterr().out
+    assert f"fingerprint: {reference_board['result']} (example_agreement" in out
+    score = next(m["score"] for m in result["per_model"] if m["model_id"] == positive)
+    assert f"score: {score:.6g}" in out and "decision: " in out
+
+
+def submission_argv(board: dict[str, Path], bundle: Path) -> list[str]:
+    return ["submit", str(board["root"] / "results"), "--zoo", "smoke", "--cache-dir", str(board["cache"]), "--out",
+            str(bundle), "-q"]
+
+
+def test_reproduce_and_submit_a_reference_method(reference_board, example_importable, tmp_path, capsys):
+    from bench.cli import main
+
+    reproduce = ["reproduce", "--results-dir", str(reference_board["root"] / "results"), "--cache-dir",
+                 str(reference_board["cache"]), "--zoo-dir", str(reference_board["zoo_dir"]), "--out",
+                 str(tmp_path / "reproduce.json"), "-q"]
+    assert main(reproduce) == 2 and f"pass --method {REFERENCE}" in capsys.readouterr().err
+    assert main([*reproduce, "--method", REFERENCE]) == 0, capsys.readouterr()
+    assert "1 identical, 0 differ, 0 not re-scored" in capsys.readouterr().out
+    forget(REFERENCE_KEY)
+    submit = submission_argv(reference_board, tmp_path / "submission.tar")
+    assert main(submit) == 2 and f"pass --method {REFERENCE}" in capsys.readouterr().err
+    assert main([*submit, "--method", REFERENCE]) == 0 and (tmp_path / "submission.tar").is_file()
+
+
+def test_check_a_submission_of_a_reference_method(reference_board, example_importable, tmp_path, capsys):
+    from bench.cli import main
+
+    bundle = tmp_path / "submission.tar"
+    assert main([*submission_argv(reference_board, bundle), "--method", REFERENCE]) == 0
+    forget(REFERENCE_KEY)  # the maintainer's process: it has not seen the class
+    capsys.readouterr()
+    check = ["leaderboard", "--check-submission", str(bundle), "--zoo-dir", str(reference_board["zoo_dir"]), "-q"]
+    assert main(check) == 2 and f"pass --method {REFERENCE}" in capsys.readouterr().err
+    assert main([*check, "--method", REFERENCE]) == 0
+    assert "ACCEPTED" in capsys.readouterr().out
+
+
+def test_method_is_refused_where_nothing_reads_a_method(capsys):
+    from bench.cli import main
+
+    assert main(["leaderboard", "--results-dir", "results", "--method", REFERENCE]) == 2
+    assert "--method is for `fpbench leaderboard --check-submission BUNDLE` only" in capsys.readouterr().err
+    assert REFERENCE_KEY not in METHODS  # refused before anything was imported
+
+
+def test_a_key_reads_back_as_its_reference():
+    assert plugins.key_reference(REFERENCE_KEY) == REFERENCE and plugins.key_reference("akh") is None
+    assert "pass --method package.module:Class" in plugins.unregistered_fix("example_agreement")

@@ -166,3 +166,41 @@ def test_sweep_plots_name_only_what_the_negatives_certify(n_negative, labels):
 
     frame = pd.DataFrame([{**row, "n_negative": n_negative} for row in _points(("0.01", "0.1"))])
     assert [label for _, label in metrics(frame, every_target=True)] == ["AUC", *labels]
+
+
+def test_a_built_in_sweep_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from bench.builtin_recipes import recipes_folder
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no sweeps/ here: the name is looked up in the installed recipes
+    spec = load_sweep("smoke", smoke_overrides(tmp_path))
+    assert spec.path == recipes_folder() / "sweeps" / "smoke.yaml" and spec.recipe == recipes_folder() / "smoke.yaml"
+    assert spec.points() == load_sweep(SWEEP, smoke_overrides(tmp_path)).points()
+    assert main(["sweep", "smoke", "--wandb-config", "w.yaml", *smoke_overrides(tmp_path), "-q"]) == 0
+    definition = yaml.safe_load((tmp_path / "w.yaml").read_text())
+    assert definition["name"] == "smoke" and definition["command"][2] == str(recipes_folder() / "smoke.yaml")
+
+
+def test_a_built_in_sweep_comes_from_the_recipes_package(tmp_path, monkeypatch):
+    package = tmp_path / "fpbench_recipes"
+    (package / "sweeps").mkdir(parents=True)
+    (package / "base.yaml").write_text(f"include: {REPO / 'recipes' / 'smoke.yaml'}\n")
+    (package / "sweeps" / "mine.yaml").write_text(yaml.safe_dump(
+        {"recipe": "../base.yaml", "overrides": ["methods=[akh]"], "parameters": {"methods.akh.n_samples": [3, 4]}}))
+    monkeypatch.setattr("bench.builtin_recipes.recipes_folder", lambda: package)
+    spec = load_sweep("mine", smoke_overrides(tmp_path))
+    assert spec.name == "mine" and spec.recipe == package / "base.yaml" and len(spec.points()) == 2
+    with pytest.raises(ConfigError, match="Built-in sweeps: mine. Give one of those names"):
+        load_sweep("smoke", smoke_overrides(tmp_path))
+
+
+def test_an_unknown_sweep_name_lists_the_built_in_ones(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "smok", "--wandb-config", "w.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "Sweep 'smok' is neither a file nor a built-in sweep" in err
+    assert "adv_tra_classes" in err and "smoke" in err and not (tmp_path / "w.yaml").exists()
+    assert main(["sweep", "no/such.yaml"]) == 2
+    assert "Sweep file not found: no/such.yaml" in capsys.readouterr().err

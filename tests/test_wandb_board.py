@@ -88,3 +88,20 @@ def test_page_values_are_escaped_by_the_template(tmp_path: Path) -> None:
     root = write_results(tmp_path, (("<b>z</b>", "d&d", "random", (0,), 0.3), ("<b>z</b>", "d&d", "oracle_label", (0,), 0.6)))
     page = render_site(root)
     assert "<b>z</b>" not in page and "&lt;b&gt;z&lt;/b&gt;" in page and "d&amp;d" in page
+
+
+def test_cli_leaderboard_wandb_logs_the_board(fake_wandb, results: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    from bench.cli import main
+
+    assert main(["leaderboard", "--results-dir", str(results), "--wandb", "offline", "--wandb-dir", str(tmp_path)]) == 0
+    (run,) = fake_wandb.runs
+    assert run.init_kwargs["dir"] == str(tmp_path) and {"leaderboard", "comparisons"} <= set(run.logged)
+    assert "W&B: run written to fake-run-dir" in capsys.readouterr().out
+
+
+def test_cli_leaderboard_wandb_mode_is_checked_before_any_work(results: Path, capsys) -> None:
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["leaderboard", "--results-dir", str(results), "--wandb", "disabled"])
+    assert exit_.value.code == 2 and "invalid choice: 'disabled'" in capsys.readouterr().err
