@@ -1,7 +1,7 @@
 # The two commands of the README. Both set everything up themselves and are idempotent:
 #   make quickstart   # venv + install + Fashion-MNIST, then the quickstart benchmark into local_results/,
 #                     # compared with the published results/ (publish: fpbench run ... paths.results_dir=results)
-#   make test         # venv + install, then the default test suite, then its numerics-sensitive part
+#   make test         # venv + install, ruff, mypy (make typecheck), then the default test suite, then its numerics-sensitive part
 #                     # again on other CPU kernels (test-cpu-capability)
 # On a machine with a GPU nothing changes: Lightning's accelerator=auto picks it up.
 
@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data quickstart test test-cpu-capability test-all perf lint clean
+.PHONY: setup data quickstart test typecheck test-cpu-capability test-all perf lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ quickstart: setup data
 
 test: setup data
 	$(BIN)/ruff check bench datamodules tests
+	@$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -q
 	@$(MAKE) --no-print-directory test-cpu-capability
 
@@ -61,6 +62,10 @@ perf: setup data
 
 lint: setup
 	$(BIN)/ruff check bench datamodules tests
+
+# mypy on the public modules pyproject.toml's [tool.mypy] lists (docs/architecture.md, style rule 8).
+typecheck: setup
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .cache zoo

@@ -84,6 +84,7 @@ def fingerprint(method: str | dict[str, Any] | FingerprintMethod, cfg: DictConfi
     device = resolve_device(cfg.eval.device)
     datamodule = zoo.datamodule if zoo is not None and zoo.datamodule is not None else setup_datamodule(cfg)
     if source is None:
+        assert zoo is not None  # one of the two, checked above
         source = zoo.store.load_model(zoo.plan.source.model_id)
     source = source.to(device)
     ctx = GenerationContext(datamodule=datamodule, seed=int(cfg.seed if seed is None else seed), device=device,
@@ -112,10 +113,12 @@ def verify(fp: Fingerprint | LoadedFingerprint | str | os.PathLike, suspect: nn.
         `{"method", "score", "figures", "queries", "threshold", "decision"}`: `decision` is "derived" or
         "independent" (None without a result), `threshold` the calibration record (n_negative, fpr_target, ...).
     """
-    loaded = fp if isinstance(fp, LoadedFingerprint) else None
-    if isinstance(fp, (str, os.PathLike)):
-        loaded = load_fingerprint(fp, cache_dir)
-    fingerprint_ = fp if isinstance(fp, Fingerprint) else loaded.fingerprint
+    loaded: LoadedFingerprint | None = None
+    if isinstance(fp, Fingerprint):
+        fingerprint_ = fp
+    else:
+        loaded = fp if isinstance(fp, LoadedFingerprint) else load_fingerprint(fp, cache_dir)
+        fingerprint_ = loaded.fingerprint
     if method is not None or loaded is None:
         runner, _ = _method(method if method is not None else fingerprint_.method)
     else:
@@ -144,7 +147,7 @@ def benchmark(cfg: DictConfig | str | os.PathLike, overrides: list[str] | None =
         RuntimeError: a method failed (the others' results are written; the message names it).
     """
     if not isinstance(cfg, DictConfig):
-        cfg = load_recipe(cfg, overrides)
+        cfg = load_recipe(cfg if isinstance(cfg, str) else Path(cfg), overrides)
     outcome = run_benchmark(cfg, progress=progress)
     if outcome.failed:
         raise RuntimeError(f"methods failed: {outcome.failed}; results written: {list(outcome.results)}")

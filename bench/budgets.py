@@ -171,10 +171,10 @@ def validate_budget_entries(entries: Any, records: Sequence[dict[str, Any]]) -> 
                 return f"field '{where}.reason' must be a string, in an entry with subsampled false"
             continue
         for key in ("queries_per_suspect", "auc", "aruc"):
-            if not _number(entry.get(key)):
+            if not _is_finite_number(entry.get(key)):
                 return f"field '{where}.{key}' must be a finite number, got {entry.get(key)!r:.40}"
         tprs = entry.get("tpr_at_fpr")
-        if not isinstance(tprs, dict) or not all(_number(v) for v in tprs.values()):
+        if not isinstance(tprs, dict) or not all(_is_finite_number(v) for v in tprs.values()):
             return f"field '{where}.tpr_at_fpr' must be an object of finite numbers"
         if entry.get("items") is not None and not isinstance(entry["items"], int):
             return f"field '{where}.items' must be an integer or null"
@@ -183,7 +183,8 @@ def validate_budget_entries(entries: Any, records: Sequence[dict[str, Any]]) -> 
     return None
 
 
-def _number(value: Any) -> bool:
+def _is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
 
 

@@ -236,7 +236,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.check:
         if args.zoo_dir is not None and not os.path.isdir(args.zoo_dir):
-            raise UsageError(f"--zoo-dir {args.zoo_dir} is not a folder; name the folder holding the zoos (paths.zoo_dir, e.g. zoo).")
+            raise UsageError(f"--zoo-dir {args.zoo_dir} is not a folder; "
+                             "name the folder holding the zoos (paths.zoo_dir, e.g. zoo).")
         problems = check_results(args.results_dir, zoo_dir=args.zoo_dir)
         boards: dict[Path, Any] = {}  # generated blocks of README.md / docs drawn from this folder, rebuilt once
         problems += stale_blocks(Path.cwd(), Path(args.results_dir),
@@ -411,7 +412,8 @@ def _interrupted_lines(args: argparse.Namespace, argv: Sequence[str], started: f
 
             store = ZooStore(zoo_root(cfg))
             records = store.records()
-            new = [i for i in records if store.checkpoint_path(i).is_file() and store.checkpoint_path(i).stat().st_mtime >= started]
+            new = [i for i in records
+                   if store.checkpoint_path(i).is_file() and store.checkpoint_path(i).stat().st_mtime >= started]
             runs = Path(cfg.paths.results_dir) / "runs" / str(cfg.zoo.name)
             written = [p for p in runs.rglob("*.json") if p.stat().st_mtime >= started] if runs.is_dir() else []
             lines.append(f"kept: {len(records)} finished model(s) in {store.manifest_path} ({len(new)} built by this "

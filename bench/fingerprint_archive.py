@@ -194,8 +194,11 @@ def _check_fingerprints(staged: Path, index: dict[str, Any], uri: str) -> None:
         try:
             fingerprint = Fingerprint.load(staged / rel)
         except (FingerprintIntegrityError, OSError, ValueError, KeyError) as err:
-            raise ArchiveError(f"{uri}: {rel}: not a usable fingerprint ({type(err).__name__}: {err}). Nothing installed.") from None
-        if fingerprint.sha256 != entry["sha256"] or (fingerprint.method != rel.split("/")[1] and key_reference(rel.split("/")[1]) is None):
+            raise ArchiveError(f"{uri}: {rel}: not a usable fingerprint ({type(err).__name__}: {err}). "
+                               "Nothing installed.") from None
+        method_folder = rel.split("/")[1]
+        foreign = fingerprint.method != method_folder and key_reference(method_folder) is None
+        if fingerprint.sha256 != entry["sha256"] or foreign:
             raise ArchiveError(f"{uri}: {rel} holds {fingerprint.method} fingerprint {fingerprint.sha256}, {INDEX} says "
                                f"{entry['sha256']}: tampered or corrupted. Nothing installed.")
         for name in entry["results"]:

@@ -63,7 +63,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def atomic_save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Atomically write a safetensors file (contiguous CPU copies of `tensors`).
 
     Serialised in memory and written by :func:`atomic_write_bytes`: ``safetensors``' own ``save_file``
@@ -196,7 +198,7 @@ def temp_files(folder: str | os.PathLike, modified_before: float | None = None) 
     found: list[Path] = []
     if not os.path.isdir(folder):
         return found
-    with os.scandir(folder) as entries:
+    with os.scandir(Path(folder)) as entries:
         for entry in entries:
             if (is_temp_name(entry.name) and entry.is_file(follow_symlinks=False)
                     and (modified_before is None or entry.stat(follow_symlinks=False).st_mtime < modified_before)):

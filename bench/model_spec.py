@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,7 +66,7 @@ def check_model_spec(spec: Any, where: str) -> None:
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     """The resolved recipe as plain Python containers (a fresh copy; unset external-model fields left out)."""
-    data = copy.deepcopy(OmegaConf.to_container(cfg, resolve=True))
+    data = cast(dict[str, Any], copy.deepcopy(OmegaConf.to_container(cfg, resolve=True)))  # a DictConfig: a dict
     if isinstance(data.get("zoo", {}).get("source"), dict):
         data["zoo"]["source"] = without_unset_external(data["zoo"]["source"])
     return data

@@ -119,8 +119,12 @@ def overwrite_decision(cfg: Any, path: Path, result: dict[str, Any]) -> tuple[st
         f"folder to keep your run, or add paths.overwrite_published=true to replace the published result.")
 
 
-def benchmark_key(result: dict[str, Any]) -> str:
-    """Hash of what a result measures less its trial seeds: results with equal keys are trials of one benchmark."""
+def trial_group_key(result: dict[str, Any]) -> str:
+    """Hash of what a result measures less its trial seeds and run-only eval keys (method included).
+
+    Results with equal keys are trials of one method config on one benchmark. Not the report's
+    `bench.report.trials.benchmark_key`, which leaves the method out to group every method of a benchmark.
+    """
     config = strip_trial_keys(result["config"])  # a copy
     evaluation = config.get("eval")
     if isinstance(evaluation, dict):
@@ -181,7 +185,7 @@ class MetricComparison:
 
 
 @dataclass
-class Comparison:
+class PublishedComparison:
     """A user's result set beside the published trials of the same benchmark."""
 
     result_path: str
@@ -194,7 +198,7 @@ class Comparison:
 
 
 def _published_candidates(folder: Path, result: dict[str, Any], own: Path) -> list[tuple[Path, dict[str, Any]]]:
-    out = []
+    out: list[tuple[Path, dict[str, Any]]] = []
     try:
         runs = inside(folder / "runs", result["zoo"]["name"], result["method"]["name"])
     except ValueError as err:  # a name that would leave the published folder: nothing there to compare with
@@ -228,7 +232,7 @@ def _compare_metric(label: str, key: str | None, yours: dict[str, Any], publishe
     return MetricComparison(label, mine, mean, sd, low, high, low - 1e-9 <= mine <= high + 1e-9)
 
 
-def compare_with_published(results: dict[str, dict[str, Any]], folder: Path | None) -> list[Comparison]:
+def compare_with_published(results: dict[str, dict[str, Any]], folder: Path | None) -> list[PublishedComparison]:
     """Set each result beside the published trials of its benchmark.
 
     Args:
@@ -236,18 +240,18 @@ def compare_with_published(results: dict[str, dict[str, Any]], folder: Path | No
         folder: The published benchmark folder; ``None`` compares with nothing.
 
     Returns:
-        One :class:`Comparison` per result, in the given order; ``published_files`` is empty when
+        One :class:`PublishedComparison` per result, in the given order; ``published_files`` is empty when
         the published folder has no trial of the same benchmark and method version.
     """
     comparisons = []
     for path, result in results.items():
-        comparison = Comparison(result_path=str(path), method=result["method"]["name"],
+        comparison = PublishedComparison(result_path=str(path), method=result["method"]["name"],
                                 config=result["config_sha256"][:8], seed=int(result["seed"]))
         comparisons.append(comparison)
         if folder is None or not folder.is_dir():
             continue
-        key, version = benchmark_key(result), str(result["method"]["version"])
-        same = [(p, r) for p, r in _published_candidates(folder, result, Path(path)) if benchmark_key(r) == key]
+        key, version = trial_group_key(result), str(result["method"]["version"])
+        same = [(p, r) for p, r in _published_candidates(folder, result, Path(path)) if trial_group_key(r) == key]
         matched = [(p, r) for p, r in same if str(r["method"]["version"]) == version]
         comparison.other_versions = sorted({str(r["method"]["version"]) for _, r in same} - {version})
         comparison.published_files = [p.relative_to(folder).as_posix() for p, _ in matched]
@@ -257,23 +261,25 @@ def compare_with_published(results: dict[str, dict[str, Any]], folder: Path | No
     return comparisons
 
 
-def _number(value: float) -> str:
+def _format_number(value: float) -> str:
+    """Three decimals, or ``n/a`` for NaN."""
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _metric_line(m: MetricComparison, trials: int) -> str:
     if trials >= 2:
-        published = f"published {_number(m.published_mean)} ± {_number(m.published_sd)} over {trials} trials"
-        spread = f"mean ± 2 sd {_number(m.low)}–{_number(m.high)}"
+        published = f"published {_format_number(m.published_mean)} ± {_format_number(m.published_sd)} over {trials} trials"
+        spread = f"mean ± 2 sd {_format_number(m.low)}–{_format_number(m.high)}"
         verdict = {True: "within the published spread", False: "OUTSIDE the published spread", None: "no spread"}
     else:
-        published = f"published {_number(m.published_mean)} from ONE trial only"
-        spread = "no bootstrap CI stored" if m.within is None else f"its bootstrap CI {_number(m.low)}–{_number(m.high)}"
+        published = f"published {_format_number(m.published_mean)} from ONE trial only"
+        spread = ("no bootstrap CI stored" if m.within is None
+                  else f"its bootstrap CI {_format_number(m.low)}–{_format_number(m.high)}")
         verdict = {True: "within that CI", False: "OUTSIDE that CI", None: "cannot judge from one number"}
-    return f"    {m.label:<6} {_number(m.yours)}  vs {published} ({spread}): {verdict[m.within]}"
+    return f"    {m.label:<6} {_format_number(m.yours)}  vs {published} ({spread}): {verdict[m.within]}"
 
 
-def comparison_lines(comparisons: list[Comparison], folder: Path | None) -> list[str]:
+def comparison_lines(comparisons: list[PublishedComparison], folder: Path | None) -> list[str]:
     """What ``fpbench run`` prints after its summary: each result beside the published numbers."""
     if folder is None or not folder.is_dir():
         return ["published results: none found (no fpbench checkout with a results/ folder holds "

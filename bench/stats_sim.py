@@ -146,11 +146,6 @@ def separation_rate(margin: float = 0.0, *, runs: int = 200, design: SimDesign =
             "mean_diff": float(np.mean(diffs)), "margin": margin}
 
 
-def power(margin: float = 0.02, **kwargs: Any) -> float:
-    """The power to detect a population AUC difference ``margin`` (:func:`separation_rate`'s rate)."""
-    return separation_rate(margin, **kwargs)["rate"]
-
-
 def report(runs: int, n_boot: int, seed: int) -> str:
     """The markdown block of docs/statistics.md: false-separation rates and power at the published size."""
     plain, ties = SimDesign(), SimDesign(zero_below=0.0)

@@ -209,7 +209,8 @@ def _row(spec: SweepSpec, index: int, point: dict[str, Any], trial: int, path: P
            # what differs from the method's defaults besides the swept keys: two entries of one method in
            # the recipe (e.g. adv_tra and adv_tra[score=agreement]) stay apart in the CSV and the plots
            "variant": variant_label(name, config, result["config_sha256"][:8]),
-           "auc": metrics["auc"], **{f"tpr@{k}": v for k, v in sorted(metrics["tpr_at_fpr"].items(), key=lambda kv: float(kv[0]))},
+           "auc": metrics["auc"],
+           **{f"tpr@{k}": v for k, v in sorted(metrics["tpr_at_fpr"].items(), key=lambda kv: float(kv[0]))},
            "n_negative": metrics["n_negative"],  # what the TPR columns' labels may claim (docs/statistics.md)
            "queries_per_suspect": result["queries_per_suspect"], "generate_s": result["timing_s"]["generate"],
            "result": str(path)}

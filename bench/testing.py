@@ -154,11 +154,12 @@ def generate_run(method: FingerprintMethod, world: Any) -> dict[str, Any]:
     """
     source, ctx = mixed_world(world)
     models = [source, *((ctx.pools.surrogates + ctx.pools.references) if ctx.pools is not None else [])]
-    before = {"modes": [modes(m) for m in models], "states": [state(m) for m in models], "rng": torch.get_rng_state()}
+    states = [state(m) for m in models]
+    before = {"modes": [modes(m) for m in models], "states": states, "rng": torch.get_rng_state()}
     fp = method.generate(source, ctx)
     return {"method": method, "fp": fp, "before": before, "modes_after": [modes(m) for m in models],
             "rng_after": torch.get_rng_state(),
-            "same_states": all(same_state(m, s) for m, s in zip(models, before["states"], strict=True))}
+            "same_states": all(same_state(m, s) for m, s in zip(models, states, strict=True))}
 
 
 def check_generate_restores(run: dict[str, Any]) -> None:

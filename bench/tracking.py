@@ -95,7 +95,8 @@ def _log_result(settings: dict[str, Any], name: str, result: dict[str, Any], pat
     with _wandb_run(settings, name, "eval", config=result["config"], artifact=artifact) as run:
         metrics = result["metrics"]
         summary = {"auc": metrics["auc"], "n_positive": metrics["n_positive"], "n_negative": metrics["n_negative"],
-                   "queries_per_suspect": result["queries_per_suspect"], **{f"timing/{k}": v for k, v in result["timing_s"].items()}}
+                   "queries_per_suspect": result["queries_per_suspect"],
+                   **{f"timing/{k}": v for k, v in result["timing_s"].items()}}
         summary.update({f"tpr_at_fpr/{k}": v for k, v in metrics["tpr_at_fpr"].items()})
         for k, entry in (metrics.get("tpr_resolution") or {}).items():  # what the negatives certify (docs/statistics.md)
             summary.update({f"tpr_resolution/{k}/label": entry["label"], f"tpr_resolution/{k}/tpr": entry["tpr"],

@@ -57,7 +57,9 @@ def check_finite_model(model: nn.Module, what: str = "the model") -> None:
             raise NonFiniteTrainingError(f"{what} has non-finite values (inf or nan) in '{name}'")
 
 
-def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def pgd_attack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Untargeted L-inf PGD; returns adversarial inputs in [0,1] within `eps` of `x`."""
     step = cfg.step_size if cfg.step_size is not None else 2.5 * cfg.eps / max(cfg.steps, 1)
     x_adv = x.detach().clone()
@@ -158,7 +160,8 @@ class ClassifierModule(pl.LightningModule):
         if self.schedule_cfg.name == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         elif self.schedule_cfg.name == "multistep":
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(self.schedule_cfg.milestones), gamma=self.schedule_cfg.gamma)
+            sched = torch.optim.lr_scheduler.MultiStepLR(
+                opt, milestones=list(self.schedule_cfg.milestones), gamma=self.schedule_cfg.gamma)
         else:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
@@ -195,7 +198,9 @@ class InterruptRecorder(pl.Callback):
         self.exception = exception
 
 
-def make_trainer(cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: Any = False, progress: bool | None = None) -> pl.Trainer:
+def make_trainer(
+    cfg: TrainerConfig, max_epochs: int, *, root_dir: str, logger: Any = False, progress: bool | None = None
+) -> pl.Trainer:
     """A Trainer from `compute.trainer`: no checkpoints (the zoo saves safetensors itself).
 
     Progress: Lightning's bar on a terminal; one line per epoch when output goes to a file (`bench.epoch_lines`).

@@ -3,8 +3,8 @@
 The model owner's everyday question. The fingerprint comes from a result file (the cached fingerprint
 the loop used for it, found by the same cache key) or from a cached fingerprint folder. The suspect is
 a zoo model id or a weights file (safetensors, or a torch state dict read with `weights_only=True`) of a
-registered architecture, or an endpoint (`bench.endpoints`). The decision uses a threshold calibrated on the negatives of the result's
-benchmark (`calibrated_threshold`; docs/byo.md, "Verify one suspect").
+registered architecture, or an endpoint (`bench.endpoints`). The decision uses a threshold calibrated on
+the negatives of the result's benchmark (`calibrated_threshold`; docs/byo.md, "Verify one suspect").
 """
 
 from __future__ import annotations

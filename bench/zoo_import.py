@@ -42,7 +42,8 @@ def import_zoo(folder: str | os.PathLike, name: str, zoo_dir: str = "zoo", overr
         raise ConfigError(str(err)) from None
     recipe = import_recipe(folder, name, final_dir, zoo_dir)
     checks = recipe.pop("imported")["checks"]
-    text = "# Written by `fpbench zoo import`; weights paths are relative to this file.\n" + yaml.safe_dump(recipe, sort_keys=False)
+    header = "# Written by `fpbench zoo import`; weights paths are relative to this file.\n"
+    text = header + yaml.safe_dump(recipe, sort_keys=False)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "recipe.yaml"
         staged.write_text(text)

@@ -101,7 +101,8 @@ def test_hash_ignores_paths_tracking_compute_but_not_science():
 def test_run_hash_is_per_method():
     a = load_recipe(SMOKE, ["methods=[akh]"])
     b = load_recipe(SMOKE, ["methods=[akh,random]"])
-    assert run_config_sha256(a, OmegaConf.to_container(a.methods[0])) == run_config_sha256(b, OmegaConf.to_container(b.methods[0]))
+    sha_a = run_config_sha256(a, OmegaConf.to_container(a.methods[0]))
+    assert sha_a == run_config_sha256(b, OmegaConf.to_container(b.methods[0]))
 
 
 def test_run_hash_ignores_display_and_extra_figures():

@@ -26,7 +26,6 @@ from bench.zoo.integrity import (
     LABEL_TOLERANCE,
     ForgedModelError,
     behaviour_problems,
-    recorded_labels,
     recorded_outputs,
 )
 from tests.conftest import SMOKE, smoke_overrides
@@ -57,7 +56,7 @@ def test_every_built_record_carries_its_behaviour(smoke_zoo):
     records = smoke_zoo.store.records()
     x, y = smoke_zoo.datamodule.tensors("test", CHECK_SAMPLES)
     for record in records.values():
-        labels = recorded_labels(record["check"])
+        labels, _ = recorded_outputs(record["check"])
         assert record["check"]["n"] == min(CHECK_SAMPLES, smoke_zoo.datamodule.split_size("test")) == len(labels)
         if smoke_zoo.datamodule.split_size("test") <= CHECK_SAMPLES:  # the whole split: the recorded accuracy itself
             assert int((labels == y).sum()) / len(y) == pytest.approx(record["test_acc"])

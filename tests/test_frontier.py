@@ -97,7 +97,7 @@ def test_frontier_plots_for_a_results_tree(tmp_path):
     old = synthetic_result(method="akh")  # no test accuracies: no accuracy drop, no frontier
     write_result(old, result_path(tmp_path, "tiny", "akh", old["config_sha256"], 0))
     written = write_frontier_plots(tmp_path)
-    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["plots/tiny/evasion_cost.png",
-                                                                    "plots/tiny/frontier/adv_tra_n=10.png"]  # row label adv_tra[n=10]
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == [
+        "plots/tiny/evasion_cost.png", "plots/tiny/frontier/adv_tra_n=10.png"]  # row label adv_tra[n=10]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
     assert file_name("cae[pool_seeds=1,xi=0.25]") == "cae_pool_seeds=1_xi=0.25"

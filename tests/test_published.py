@@ -13,11 +13,11 @@ import pytest
 from bench.cli import main
 from bench.config import load_recipe
 from bench.published import (
-    benchmark_key,
     compare_with_published,
     comparison_lines,
     default_published_dir,
     number_differences,
+    trial_group_key,
 )
 from bench.results import read_result, result_path, write_result
 from tests.conftest import REPO, SMOKE, smoke_overrides
@@ -110,15 +110,15 @@ def test_no_published_folder() -> None:
     assert "none found" in comparison_lines([], None)[0]
 
 
-def test_benchmark_key_ignores_only_trial_seeds() -> None:
+def test_trial_group_key_ignores_only_trial_seeds() -> None:
     result = synthetic_result(config={"seed": 0, "zoo": {"name": "z", "source": {"seed": 0, "epochs": 3}},
                                       "eval": {"progress": True, "bootstrap": {"n": 10}}, "method": {"name": "akh"}})
     trial = copy.deepcopy(result)
     trial["config"]["seed"], trial["config"]["zoo"]["source"]["seed"] = 4, 4
     trial["config"]["eval"]["progress"] = False
-    assert benchmark_key(trial) == benchmark_key(result)
+    assert trial_group_key(trial) == trial_group_key(result)
     trial["config"]["zoo"]["source"]["epochs"] = 4
-    assert benchmark_key(trial) != benchmark_key(result)
+    assert trial_group_key(trial) != trial_group_key(result)
 
 
 def test_number_differences() -> None:

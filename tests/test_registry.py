@@ -185,9 +185,10 @@ def test_import_submodules_imports_every_module_but_helpers(tmp_path, monkeypatc
     package = tmp_path / "probe_pkg"
     (package / "sub").mkdir(parents=True)
     (package / "__init__.py").write_text("")
+    record_import = "import probe_pkg\nprobe_pkg.SEEN = [*getattr(probe_pkg, 'SEEN', []), __name__]\n"
     for name in ("b_entry", "a_entry", "_private", "helper"):
-        (package / f"{name}.py").write_text("import probe_pkg\nprobe_pkg.SEEN = [*getattr(probe_pkg, 'SEEN', []), __name__]\n")
-    (package / "sub" / "__init__.py").write_text("import probe_pkg\nprobe_pkg.SEEN = [*getattr(probe_pkg, 'SEEN', []), __name__]\n")
+        (package / f"{name}.py").write_text(record_import)
+    (package / "sub" / "__init__.py").write_text(record_import)
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         import probe_pkg

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from bench.metrics import BootstrapConfig
-from bench.report import build_leaderboard, check_results, paper_value, write_leaderboard, write_plots
+from bench.report import build_board, check_results, paper_value, write_leaderboard, write_plots
 from bench.results import make_result, result_path, write_result
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -38,7 +38,9 @@ def _version(method: str) -> str:
 
     return str(METHODS.get(method).version) if method in METHODS else "1"
 
-def synthetic_result(method: str, seed: int, lift: float, n: int = 12, fpr_targets: tuple[float, ...] = (0.01, 0.1)) -> dict[str, Any]:
+def synthetic_result(
+    method: str, seed: int, lift: float, n: int = 12, fpr_targets: tuple[float, ...] = (0.01, 0.1)
+) -> dict[str, Any]:
     """A result on zoo `tiny` (cifar10) with scores from `random.Random`, stable across versions."""
     rng = random.Random(f"{method}-{seed}")
     per_model = []
@@ -77,7 +79,7 @@ def results_dir(tmp_path: Path) -> Path:
 
 
 def test_leaderboard_rows(results_dir: Path) -> None:
-    frame = build_leaderboard(results_dir)
+    frame = build_board(results_dir).rows
     assert list(frame["method"]) == ["adv_tra", "ipguard", "akh"]  # by rank, the unranked row last
     assert dict(zip(frame["method"], frame["trials"])) == {"adv_tra": 3, "ipguard": 3, "akh": 1}
     rows = frame.set_index("method")
@@ -166,7 +168,7 @@ def test_custom_fpr_targets_in_leaderboard_md_csv_html(tmp_path: Path) -> None:
     head = next(line for line in text.splitlines() if line.startswith("| zoo"))
     assert "| T5%F |" in head and "T1%F" not in head and "T10%F" not in head and "TPR@0FP" not in head
     assert "- **T5%F**: the largest true-positive rate" in text and "at most 5 %," in text and "n− ≥ 59 for 5 %" in text
-    frame = build_leaderboard(tmp_path).set_index("method")
+    frame = build_board(tmp_path).rows.set_index("method")
     want = sum(synthetic_result("adv_tra", s, 0.5, n=60, fpr_targets=(0.05,))["metrics"]["tpr_at_fpr"]["0.05"]
                for s in (0, 1)) / 2  # fmt: skip
     assert frame.loc["adv_tra", "t5f"] == pytest.approx(want) and not math.isnan(frame.loc["akh", "t5f"])
@@ -181,7 +183,7 @@ def test_custom_fpr_targets_in_leaderboard_md_csv_html(tmp_path: Path) -> None:
 
 def test_fpr_targets_union_over_results(tmp_path: Path) -> None:
     root = _write(tmp_path, [("adv_tra", 0, 0.5, (0.05,)), ("akh", 0, 0.35, (0.1, 0.01))])
-    frame = build_leaderboard(root).set_index("method")
+    frame = build_board(root).rows.set_index("method")
     tprs = [c for c in frame.columns if c.startswith("t") and c.endswith("f") and c != "trials"]
     assert tprs == ["t1f", "t5f", "t10f"]  # ascending, whatever order the results give
     assert math.isnan(frame.loc["adv_tra", "t1f"]) and not math.isnan(frame.loc["akh", "t1f"])

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bench.metrics import BootstrapConfig
-from bench.report import build_leaderboard, write_site
+from bench.report import build_board, write_site
 from bench.results import make_result, result_path, write_result
 
 # (zoo, dataset, method, seeds, lift of positives' scores over negatives')
@@ -101,7 +101,7 @@ def embedded_data(page: str) -> dict[str, Any]:
 
 def test_page_embeds_every_row(site: Path) -> None:
     page = site.read_text(encoding="utf-8")
-    frame = build_leaderboard(site.parent.parent)
+    frame = build_board(site.parent.parent).rows
     rows = embedded_data(page)["rows"]
     assert len(rows) == len(frame) == len(RUNS)
     assert [(r["zoo"], r["method"], r["trials"]) for r in rows] == list(
@@ -162,7 +162,8 @@ def test_row_below_target_is_marked_and_ranked(tmp_path: Path) -> None:
         for method, lift in (("uap", 0.5), ("akh", 0.1)):
             result = synthetic_result("tiny", "cifar10", method, seed, lift)
             if method == "uap":
-                result["fingerprint"] = {"generation_target": {"name": "fooling_rate", "achieved": 0.2, "floor": 0.7, "met": False}}
+                result["fingerprint"] = {
+                    "generation_target": {"name": "fooling_rate", "achieved": 0.2, "floor": 0.7, "met": False}}
             write_result(result, result_path(tmp_path, "tiny", method, result["config_sha256"], seed))
     page = write_site(tmp_path).read_text(encoding="utf-8")
     rows = {r["method"]: r for r in embedded_data(page)["rows"]}

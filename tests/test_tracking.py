@@ -201,7 +201,8 @@ def test_log_zoo_model_records_lineage(fake_wandb, tmp_path: Path):
     assert (artifact.name, artifact.type, artifact.description) == ("model-b2", "model", record["provenance"])
     assert {k: artifact.metadata[k] for k in record} == record
     assert artifact.metadata["parent_artifact"] == model_artifact_name("a1") == "model-a1"
-    assert artifact.references == [(checkpoint.resolve().as_uri(), "b2.safetensors"), (checkpoint.with_suffix(".json").resolve().as_uri(), "b2.json")]
+    assert artifact.references == [(checkpoint.resolve().as_uri(), "b2.safetensors"),
+                                   (checkpoint.with_suffix(".json").resolve().as_uri(), "b2.json")]
     assert online.used == ["model-a1:latest"]  # lineage edge: parent artifact -> this run -> this model
     offline = FakeRun(offline=True)
     log_zoo_model(offline, record, checkpoint)
@@ -261,7 +262,8 @@ def test_ray_task_logs_its_model_as_an_artifact(fake_wandb, tmp_path: Path, monk
 
     cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path), "zoo.source.epochs=1", "zoo.negatives=[]", "zoo.positives=[]"])
     loggers: list[FakeWandbLogger] = []
-    monkeypatch.setattr(tasks, "training_logger_factory", lambda cfg: lambda job: loggers.append(FakeWandbLogger(job)) or loggers[-1])
+    monkeypatch.setattr(tasks, "training_logger_factory",
+                        lambda cfg: lambda job: loggers.append(FakeWandbLogger(job)) or loggers[-1])
     threads = torch.get_num_threads()
     _, plan, _ = prepare(cfg)
     plan_data = {"name": plan.name, "dataset": plan.dataset, "split_hashes": dict(plan.split_hashes)}

@@ -176,7 +176,8 @@ def test_identical_methods_share_a_rank_and_a_dominant_one_ranks_alone(tmp_path:
     assert len(pairs) == 3 and pairs[("akh", "ipguard")]["distinguishable"] == "yes"
     assert pairs[("akh", "ipguard")]["p_holm"] == pytest.approx(3 * pairs[("akh", "ipguard")]["p_value"])
     tie = pairs.get(("ipguard", "sac")) or pairs[("sac", "ipguard")]
-    assert tie["distinguishable"] == "no" and tie["delta_auc"] == 0.0 and tie["n_boot"] == max(N_BOOT, 600)  # holm_resolution: 10 x 3 comparisons / 0.05
+    # n_boot: holm_resolution, 10 x 3 comparisons / 0.05
+    assert tie["distinguishable"] == "no" and tie["delta_auc"] == 0.0 and tie["n_boot"] == max(N_BOOT, 600)
     assert tie["p_value"] == tie["p_holm"] == 1.0
     text = leaderboard_markdown(board)
     assert "## Paired comparisons" in text and "| akh | ipguard | 4 | +" in text

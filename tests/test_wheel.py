@@ -21,11 +21,11 @@ SOURCES = ("pyproject.toml", "README.md", "bench", "datamodules", "recipes")  # 
 
 
 def _package_folders(root: Path) -> set[str]:
-    """Every folder under bench/ and datamodules/ holding Python or the page's assets, as a package name."""
+    """Every folder under bench/ and datamodules/ holding Python or the page's assets (CSS, JS, templates), as a package name."""
     found = set()
     for top in ("bench", "datamodules"):
         for folder in [root / top, *(p for p in (root / top).rglob("*") if p.is_dir())]:
-            if folder.name != "__pycache__" and any(f.suffix in (".py", ".css", ".js") for f in folder.iterdir()):
+            if folder.name != "__pycache__" and any(f.suffix in (".py", ".css", ".js", ".html") for f in folder.iterdir()):
                 found.add(".".join(folder.relative_to(root).parts))
     return found
 

@@ -22,7 +22,8 @@ def executor_ray(run: PerfRun) -> dict[str, Any]:
     s, work, out = run.settings, workdir("executor"), {"workers": run.settings.workers, "errors": {}}
     try:
         for executor in ("local", "ray"):
-            command = [sys.executable, "-m", "bench", "-q", "zoo", s.smoke_recipe, *s.smoke_overrides, *scratch_paths(work / executor),
+            command = [sys.executable, "-m", "bench", "-q", "zoo", s.smoke_recipe, *s.smoke_overrides,
+                       *scratch_paths(work / executor),
                        f"compute.executor={executor}", f"compute.workers={s.workers}"]
             out[executor] = run_measured(command, work / executor / "build.log", s.timeout_s)
             found = re.search(r"already built \(([\d.]+) s\)", "\n".join(out[executor]["log_tail"]))

@@ -35,7 +35,7 @@ Trials = Mapping[tr.TrialKey, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
-class Comparison:
+class RowComparison:
     """Row A against row B: mean over their shared trials of AUC(A) − AUC(B) on the shared suspects.
 
     Attributes:
@@ -86,32 +86,32 @@ def trial_pair(result_a: Mapping[str, Any], result_b: Mapping[str, Any]) -> tupl
             TrialScores(shared, roles, [float(b[k]["score"]) for k in shared], clusters))  # fmt: skip
 
 
-def compare_rows(trials_a: Trials, trials_b: Trials, n_boot: int, confidence: float, seed: int) -> Comparison:
+def compare_rows(trials_a: Trials, trials_b: Trials, n_boot: int, confidence: float, seed: int) -> RowComparison:
     """:func:`bench.stats.paired_difference` of the AUC on the shared trials (see the module docstring).
 
     Returns:
-        The :class:`Comparison`, ``shared_trials`` 0 with a ``note`` when fewer than
+        The :class:`RowComparison`, ``shared_trials`` 0 with a ``note`` when fewer than
         :data:`MIN_TRIALS` trials can be paired or the scores cannot be aligned.
     """
     shared = sorted(trials_a.keys() & trials_b.keys(), key=tr.trial_sort_key)
     pairs = [p for key in shared if (p := trial_pair(trials_a[key], trials_b[key])) is not None]
     if len(pairs) < MIN_TRIALS:
-        return Comparison(0, n_boot=n_boot, note=f"{len(pairs)} shared trial(s) with positives and negatives; "
+        return RowComparison(0, n_boot=n_boot, note=f"{len(pairs)} shared trial(s) with positives and negatives; "
                                                  f"comparisons need at least {MIN_TRIALS}")  # fmt: skip
     try:
         out = paired_difference([a for a, _ in pairs], [b for _, b in pairs], statistic="auc", n_boot=n_boot,
                                 confidence=confidence, seed=seed)  # fmt: skip
     except ValueError as err:  # e.g. a suspect whose role or cluster differs between trials
         log.warning("rows not compared: %s", err)
-        return Comparison(0, n_boot=n_boot, note=str(err))
-    return Comparison(len(pairs), out["diff"], out["low"], out["high"], out["p_value"], n_boot)
+        return RowComparison(0, n_boot=n_boot, note=str(err))
+    return RowComparison(len(pairs), out["diff"], out["low"], out["high"], out["p_value"], n_boot)
 
 
 @dataclass(frozen=True)
 class RankedBenchmark:
     """One benchmark's comparisons (pairs of row ids, in row order) and ranks (None: not ranked)."""
 
-    comparisons: list[tuple[str, str, Comparison]]
+    comparisons: list[tuple[str, str, RowComparison]]
     ranks: dict[str, int | None]
 
 
@@ -145,6 +145,6 @@ def rank_benchmark(rows: Sequence[tuple[str, Trials]], n_boot: int, confidence: 
     return RankedBenchmark(pairs, {name: ranked.get(name) for name, _ in rows})
 
 
-def distinguishable(comparison: Comparison, alpha: float) -> bool:
+def distinguishable(comparison: RowComparison, alpha: float) -> bool:
     """Whether the Holm-adjusted p-value of a compared pair is below ``alpha`` (= 1 − confidence)."""
     return comparison.compared and comparison.p_holm < alpha

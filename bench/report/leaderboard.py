@@ -218,11 +218,6 @@ def build_board(results_dir: str | Path, budget: int = DEFAULT_BUDGET) -> Board:
     return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets, results, budget)
 
 
-def build_leaderboard(results_dir: str | Path) -> pd.DataFrame:
-    """The rows of :func:`build_board` (one per zoo × method × version × config without trial keys)."""
-    return build_board(results_dir).rows
-
-
 def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) -> list[str]:
     """Validate every result file and re-check its metrics, config hash, place and CI (:mod:`bench.report.check`).
 

@@ -21,7 +21,6 @@ def columns(fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> list[str]:
     return frame_fields(fpr_targets)
 
 
-COLUMNS = columns()  # the row fields for the default eval.fpr_targets [0.01, 0.1]
 COMPARISON_COLUMNS = [
     "zoo", "dataset", "benchmark", "positives", "a", "b", "a_config", "b_config", "shared_trials", "delta_auc",
     "ci_low", "ci_high", "confidence", "p_value", "p_holm", "n_boot", "distinguishable", "note",

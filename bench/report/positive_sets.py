@@ -8,8 +8,8 @@ with its metrics recomputed by :func:`bench.metrics.compute_metrics` with the re
 targets and bootstrap settings (as the evaluation loop computes them). Rules and reasons:
 ``docs/leaderboard.md``, section "Positive sets".
 
-Light on purpose (numpy only): the attack classes carry the same fact as ``paper_table2``
-(``bench/zoo/attacks``), and a test checks that :data:`PAPER_TABLE2_ATTACKS` agrees with them.
+Light on purpose (numpy only): :data:`PAPER_TABLE2_ATTACKS` names the attacks by their registry keys,
+without importing the attack code; a test checks that each is a registered attack.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ VIEW_NOTES = {
     ALL: "every positive (with extraction etc.)",
     PAPER: "only the ADV-TRA paper's Table 2 attack families (fine-tuning, pruning, adversarial training)",
 }
-# Registry names of the attacks in the paper's Table 2 (the classes with `paper_table2 = True`).
+# Registry names of the attacks in the paper's Table 2; a published table, so the set is fixed.
 PAPER_TABLE2_ATTACKS = frozenset({"ftll", "ftal", "rtll", "rtal", "prune", "adv_train"})
 
 

@@ -38,7 +38,7 @@ COMMAND = "fpbench leaderboard --html --results-dir RESULTS_DIR"
 _FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("positives", "positives"), ("method", "method"))
 
 
-def _number(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
     """JSON-safe value: NaN and pandas NA become null, numpy scalars Python ones."""
     if value is None or (not isinstance(value, (str, list)) and pd.isna(value)):
         return None
@@ -49,13 +49,13 @@ def _trial(result: dict[str, Any], fpr_targets: Sequence[float], tpr: Sequence[r
     """A trial's key, AUC and the TPR of each shown column (of its positives view), for the row details."""
     figures = rf.trial_figures(result, fpr_targets)
     return {"trial": format_trial(trial_key(result)), "auc": result["metrics"]["auc"],
-            **{c.key: _number(figures[c.key]) for c in tpr}}  # fmt: skip
+            **{c.key: _json_value(figures[c.key]) for c in tpr}}  # fmt: skip
 
 
 def _rows(board: Board, tpr: Sequence[rf.TprColumn]) -> list[dict[str, Any]]:
     rows = []
     for record in cols.numbered(board.rows.to_dict("records")):  # footnotes numbered as in leaderboard.md
-        row = {key: _number(value) for key, value in record.items() if key != "result_files"}
+        row = {key: _json_value(value) for key, value in record.items() if key != "result_files"}
         row["result_files"] = list(record["result_files"])
         row["trial_results"] = [{"file": f, **_trial(board.results[(record["positives"], f)], board.fpr_targets, tpr)}
                                 for f in row["result_files"]]  # fmt: skip

@@ -1,11 +1,12 @@
 """Sweep report: a CSV of every (point, trial) and plots on the swept axes.
 
 Two swept keys give heatmaps of AUC and of the TPR at the smallest FPR target the results carry
-(``eval.fpr_targets``; T1%F by default, labelled by what the negatives certify: `tpr_label`) (mean over trials; the paper's Fig. 11 is AUC over brake
-factor x length); one swept key gives line plots of the same two figures with a 95% band over trials
-(Fig. 10). One swept key with non-numeric values (a deployment sweep over `zoo.deploy`) gives one
-heatmap of every method against the values per figure (AUC and every FPR target), in the sweep file's order, and, when the rows carry the
-deployed positives' utility, AUC against that utility.
+(``eval.fpr_targets``; T1%F by default, labelled by what the negatives certify: `tpr_label`) (mean over
+trials; the paper's Fig. 11 is AUC over brake factor x length); one swept key gives line plots of the
+same two figures with a 95% band over trials (Fig. 10). One swept key with non-numeric values (a
+deployment sweep over `zoo.deploy`) gives one heatmap of every method against the values per figure
+(AUC and every FPR target), in the sweep file's order, and, when the rows carry the deployed positives'
+utility, AUC against that utility.
 """
 
 from __future__ import annotations

@@ -212,7 +212,8 @@ def _check_manifest(staged: Path, index: dict[str, Any], uri: str) -> None:
                                "the checkpoint does not belong to its record (tampered or corrupted). Nothing installed.")
         if index.get("split_hashes") not in (None, record.get("split_hashes")) or index.get("dataset") != record.get("dataset"):
             raise ArchiveError(f"{uri}: model {model_id} records dataset/split hashes other than {INDEX}'s.")
-    if set(files) != expected or index["models"] != len(records) or index.get("manifest_sha256") != files["manifest.jsonl"]["sha256"]:
+    manifest_sha256 = files["manifest.jsonl"]["sha256"]
+    if set(files) != expected or index["models"] != len(records) or index.get("manifest_sha256") != manifest_sha256:
         raise ArchiveError(f"{uri}: files the manifest does not name {sorted(set(files) - expected)[:5]}, or a model count "
                            f"/ manifest_sha256 in {INDEX} other than the manifest's. Nothing installed.")
     try:  # the store's own check, as `fpbench zoo RECIPE --list` and `fpbench run` make it

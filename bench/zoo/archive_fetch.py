@@ -1,4 +1,6 @@
-"""Where `fpbench zoo pull` and `fpbench fingerprint pull` get an archive from: a path, ``file://``, ``http(s)://``, ``wandb://``, ``hf://``.
+"""Where `fpbench zoo pull` and `fpbench fingerprint pull` get an archive from.
+
+A path, ``file://``, ``http(s)://``, ``wandb://`` or ``hf://``.
 
 Each fetcher only brings the archive's bytes into a temporary folder (or names the local file);
 nothing here trusts them: `bench.tar_archive` and its callers verify every member before anything is installed.
@@ -56,7 +58,8 @@ def fetch(uri: str, workdir: Path, progress: bool = True) -> Path:
 def _local(path: Path, uri: str) -> Path:
     if not path.is_file():
         what = "a folder, not an archive file" if path.is_dir() else "not found"
-        raise ArchiveError(f"{uri}: {what}. Give the .tar file `fpbench zoo export` or `fpbench fingerprint export` wrote (or a URL of one).")
+        raise ArchiveError(f"{uri}: {what}. Give the .tar file `fpbench zoo export` or `fpbench fingerprint export` wrote "
+                           "(or a URL of one).")
     return path
 
 
@@ -166,5 +169,6 @@ def _single_archive(folder: Path, uri: str) -> Path:
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES))
     if len(found) != 1:
         raise ArchiveError(f"{uri}: the artifact holds {len(found)} archive files "
-                           f"({[p.name for p in found][:5]}); it should hold the one .tar `fpbench zoo export` or `fpbench fingerprint export` wrote.")
+                           f"({[p.name for p in found][:5]}); it should hold the one .tar `fpbench zoo export` or "
+                           "`fpbench fingerprint export` wrote.")
     return found[0]

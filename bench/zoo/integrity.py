@@ -69,11 +69,6 @@ def recorded_outputs(check: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]
     return labels, margins
 
 
-def recorded_labels(check: dict[str, Any]) -> torch.Tensor:
-    """The labels a `behaviour_record` holds (see `recorded_outputs`)."""
-    return recorded_outputs(check)[0]
-
-
 def _moved(recorded: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
     """Where a margin moved more than float kernels and float16 storage explain (1 % of it, plus 0.01)."""
     return (now - recorded).abs() > MARGIN_RTOL * recorded.abs() + MARGIN_ATOL

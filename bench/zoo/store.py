@@ -168,7 +168,8 @@ class ZooStore:
             model.load_state_dict(load_file(str(path)))
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a size mismatch is a RuntimeError
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-            detail = lines[1] if len(lines) > 1 else (lines[0] if lines else repr(err))  # torch: a header, then the first mismatch
+            # torch: a header, then the first mismatch
+            detail = lines[1] if len(lines) > 1 else (lines[0] if lines else repr(err))
             raise ZooError(
                 f"Model {model_id} ({record.get('provenance')}) cannot be loaded: its checkpoint {path} does not fit the "
                 f"architecture its record in {self.manifest_path} describes (arch {record.get('arch')!r}, "

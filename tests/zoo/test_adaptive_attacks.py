@@ -13,7 +13,8 @@ from torch import nn
 from bench.config import load_recipe
 from bench.training import ClassifierModule, accuracy
 from bench.zoo.attacks import build_attack
-from bench.zoo.attacks.ftsmooth import SmoothingModule, sample_beta, smooth_targets
+from bench.zoo.attacks._ftsmooth_module import SmoothingModule
+from bench.zoo.attacks.ftsmooth import sample_beta, smooth_targets
 from bench.zoo.attacks.query_data import synthetic_queries, transformed_queries
 from bench.zoo.plan import plan_zoo
 from tests.conftest import SMOKE

@@ -48,7 +48,8 @@ def test_export_pull_round_trip_is_byte_identical(archive, smoke_zoo, smoke_root
     records = smoke_zoo.store.records()
     index = json.loads(members(archive)[0][1])
     source = next(r for r in records.values() if r["role"] == "source")
-    assert (index["format"], index["zoo"], index["dataset"], index["models"]) == ("fpbench-zoo-archive", "smoke", "digits", len(records))
+    head = (index["format"], index["zoo"], index["dataset"], index["models"])
+    assert head == ("fpbench-zoo-archive", "smoke", "digits", len(records))
     assert index["split_hashes"] == source["split_hashes"] and index["recipe"] is None and index["fpbench_version"]
     original = tree(smoke_zoo.store.root)
     assert set(index["files"]) == set(original)  # manifest, every checkpoint and its .json

@@ -1,8 +1,10 @@
 """ADV-TRA's batched kernels: signed-gradient steps, step-size optimisation, bilateral extension.
 
 Every function works on a batch of base samples at once, each with its own target class and its
-own step sizes; finished or failed samples leave the batch as soon as their fate is known. The
-method class (`bench/methods/adv_tra/__init__.py`) chains these into surface trajectories.
+own step sizes. The scheduler (`run_trajectories` in `bench/methods/adv_tra/pipeline.py`) chains them
+into surface trajectories and takes a sample out of the batch as soon as it has finished or failed;
+the method class (`bench/methods/adv_tra/__init__.py`) builds the `StepRules`, counts queries with a
+`Counter` and reports failures by `FAILURE_NAMES`.
 """
 
 from __future__ import annotations

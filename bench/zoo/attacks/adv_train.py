@@ -36,7 +36,8 @@ class AdvTrainConfig(AttackTrainingConfig):
     step_size: float | None = None  # None: 2.5 * eps / steps (Madry et al.)
     random_start: bool = True  # start from a uniform point in the eps-ball
     adv_ratio: float = 0.5  # fraction of each batch replaced by PGD samples, 0 < adv_ratio <= 1
-    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4))
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,7 +65,6 @@ class AdvTrain(RemovalAttack):
     Config = AdvTrainConfig
     test_config = AdvTrainConfig(eps=0.1, steps=5, epochs=6)  # contract tests (tests/zoo/test_attacks.py)
     provenance_keys = ("eps", "epochs", "optimizer.lr")
-    paper_table2 = True  # adversarial training is a Table 2 positive of the ADV-TRA paper
 
     def _attack(self, model: nn.Module, source: nn.Module, ctx: AttackContext) -> AttackOutput:
         cfg = self.config

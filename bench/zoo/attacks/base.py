@@ -38,7 +38,8 @@ class AttackTrainingConfig:
 
     epochs: int = 5
     batch_size: int = 64
-    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4))
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="none"))
     split: str = "attacker"  # the attacker's own data; owner / independent allowed (defender pools use owner)
     labels: str = "ground_truth"  # ground_truth | source (the source's predicted labels)
@@ -94,7 +95,6 @@ class RemovalAttack(ABC):
     test_config: ClassVar[Any]
     provenance_keys: ClassVar[tuple[str, ...]] = ()  # always shown in `provenance()` (flattened names)
     revision: ClassVar[int] = 0  # bump when the output for an unchanged config changes (enters the model id when > 0)
-    paper_table2: ClassVar[bool] = False  # one of the ADV-TRA paper's Table 2 families (the leaderboard's `paper` positives)
     # The threat model, as data (issue "Threat models, not a mixture"): the family the attack belongs to and the
     # config keys (dotted) that set its strength; results carry both per positive (`attack_facts`).
     family: ClassVar[str] = "other"

@@ -78,10 +78,11 @@ class ExtractConfig(AttackTrainingConfig):
 
 @ATTACKS.register
 class Extract(RemovalAttack):
-    """Model extraction (Tramer et al., USENIX Sec 2016; ADV-TRA, NeurIPS 2024): a fresh substitute trained on the source's answers.
+    """Model extraction (Tramer et al., USENIX Sec 2016; ADV-TRA, NeurIPS 2024).
 
-    Hard labels, or soft probabilities at a temperature (knowledge distillation, Hinton et al. 2015);
-    the source is only queried, each attacker sample once, within `query_budget`. With `query_data`
+    A fresh substitute trained on the source's answers: hard labels, or soft probabilities at a
+    temperature (knowledge distillation, Hinton et al. 2015); the source is only queried, each attacker
+    sample once, within `query_budget`. With `query_data`
     `transformed` or `synthetic` the queries are out-of-distribution inputs of the attacker's own
     (`bench.zoo.attacks.query_data`), made once from `seed` and queried once each.
     """

@@ -65,7 +65,6 @@ class _FineTune(RemovalAttack):
     strength_keys = ("epochs", "optimizer.lr")
 
     trainable: ClassVar[str]
-    paper_table2 = True  # FTLL/FTAL/RTLL/RTAL are Table 2 positives of the ADV-TRA paper
     reinit_head: ClassVar[bool]
     provenance_keys = ("epochs", "optimizer.lr")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +88,8 @@ class FTSmooth(RemovalAttack):
     """Adaptive FTAL: all layers fine-tuned with label smoothing (Szegedy, CVPR 2016) and/or mixup (Zhang, ICLR 2018).
 
     An adaptive attack (issue #19) on boundary-based fingerprints (ADV-TRA, IPGuard): FTAL (Adi et al.,
-    USENIX Sec 2018) with targets that soften and move the source's decision boundaries. Every layer is fine-tuned on the attacker's split with smoothed targets, mixed-up inputs, or both.
+    USENIX Sec 2018) with targets that soften and move the source's decision boundaries. Every layer is
+    fine-tuned on the attacker's split with smoothed targets, mixed-up inputs, or both.
     """
 
     family = "adaptive"
@@ -115,13 +115,3 @@ class FTSmooth(RemovalAttack):
         info = {"train_samples": len(loader.dataset), "smoothing": cfg.smoothing,  # type: ignore[arg-type]
                 "mixup_alpha": cfg.mixup_alpha}
         return AttackOutput(model=model, info=info, train_seconds=seconds)
-
-
-def __getattr__(name: str) -> Any:
-    """`SmoothingModule`, imported on first use: it lives in `_ftsmooth_module` (Lightning)."""
-    if name == "SmoothingModule":
-        # optional: heavy (Lightning training loop)
-        from bench.zoo.attacks._ftsmooth_module import SmoothingModule
-
-        return SmoothingModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

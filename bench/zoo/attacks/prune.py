@@ -90,7 +90,6 @@ class Prune(RemovalAttack):
     Config = PruneConfig
     test_config = PruneConfig(rate=0.5, scope="global", epochs=1)  # contract tests (tests/zoo/test_attacks.py)
     provenance_keys = ("rate", "scope")
-    paper_table2 = True  # pruning is a Table 2 positive of the ADV-TRA paper
 
     def provenance(self) -> str:
         """`prune(rate=0.4,scope=global)->finetune(epochs=2,lr=0.001)`; no finetune part when epochs = 0."""
