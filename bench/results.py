@@ -226,7 +226,8 @@ def validate_result(d: dict[str, Any], source: str | Path | None = None) -> None
     _check_sha256(d["zoo"], "source_sha256", "zoo.", where)
     ci = d["metrics"]["ci"]
     if ci is not None and "seed" in ci and not _matches(ci["seed"], "int"):
-        raise ResultError(f"{where}: field 'metrics.ci.seed' must be an integer, got {_type_name(ci['seed'])} {ci['seed']!r:.60}.")
+        raise ResultError(f"{where}: field 'metrics.ci.seed' must be an integer, "
+                          f"got {_type_name(ci['seed'])} {ci['seed']!r:.60}.")
     _check_numbers(d["metrics"]["tpr_at_fpr"], "metrics.tpr_at_fpr", where)
     if "aruc" in d["metrics"] and not _matches(d["metrics"]["aruc"], "num"):
         raise ResultError(f"{where}: field 'metrics.aruc' must be a finite number, got {d['metrics']['aruc']!r:.60}.")
