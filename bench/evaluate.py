@@ -300,7 +300,7 @@ def _verify_suspects(runs: list[MethodRun], cfg: DictConfig, zoo: BuildReport, r
                                    batch_size=cfg.eval.query_batch_size, manifest_role=record["role"])
             _measure(run, oracle, {
                 "model_id": job.model_id, "role": job.role, "attack": job.attack, "kind": job.kind,
-                "group": job.attack if job.role == "positive" else job.kind,
+                "group": job.group, **({"overlap": job.overlap} if job.overlap is not None else {}),  # overlap negatives
                 **threat_model(job),  # family and strength as data (positives the zoo made; null otherwise)
                 # how far the model moved from the source (null in zoos built before it was recorded)
                 "test_acc": record.get("test_acc"), "source_agreement": record.get("source_agreement"),

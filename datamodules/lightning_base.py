@@ -13,6 +13,9 @@ pool once; `owner`, `attacker`, `independent` (and, for single-pool datasets, `t
 slices of that permutation, in that order. So changing a later split's size never changes an earlier
 split. A two-pool dataset's `test` is the official test set in file order (`splits.test: null`) or a
 random subset of it drawn from the same generator.
+
+Overlap negatives (docs/threat_models.md) train on a mix: `owner_mix_indices` draws a training set the
+size of a train-pool split, the given fraction of it from `owner` and the rest from that split.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import DataConfig, split_counts
+from datamodules.base import TRAIN_POOL_SPLITS, DataConfig, split_counts
 from datamodules.specs import DataSpec
 
 _SHOWN_SPLITS: set[str] = set()  # split lines already logged at INFO by this process
@@ -157,6 +160,7 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
         train: bool = False,
         drop_last: bool = False,
         generator_seed: int | None = None,
+        indices: torch.Tensor | None = None,
     ) -> DataLoader:
         """A DataLoader over `split`.
 
@@ -167,8 +171,12 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
             train: augment (if `cfg.augment`) and use the training batch size.
             drop_last: drop the last incomplete batch.
             generator_seed: seed of the shuffle order; None: the global torch RNG.
+            indices: serve these indices of the split's pool instead of the split (`owner_mix_indices`).
         """
-        dataset = self.dataset(split, train=train)
+        if indices is None:
+            dataset = self.dataset(split, train=train)
+        else:
+            dataset = self._make_dataset(indices, self.pool(split), train and self.cfg.augment)
         if batch_size is None:
             batch_size = self.cfg.batch_size if train else self.cfg.eval_batch_size
         generator = torch.Generator().manual_seed(generator_seed) if generator_seed is not None else None
@@ -191,6 +199,19 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
                 raise ValueError(f"limit={limit} is negative; pass None for the whole split or a count >= 0.")
             indices = indices[:limit]
         return self._tensors(indices, self.pool(split))
+
+    def owner_mix_indices(self, split: str, overlap: float, seed: int) -> torch.Tensor:
+        """Train-pool indices of an overlap negative's training set: `split`'s size, `overlap` of it from `owner`.
+
+        Raises:
+            ValueError: `split` is not a train-pool split, or the fraction is out of range or asks for more
+                owner samples than the owner split holds (`owner_mix`).
+        """
+        mixable = [s for s in TRAIN_POOL_SPLITS if s != "owner"]  # never test: accuracy is measured on it
+        if split not in mixable:
+            raise ValueError(f"An overlap training set mixes the owner split into another train-pool split "
+                             f"({', '.join(mixable)}); got '{split}'.")
+        return owner_mix(self.indices("owner"), self.indices(split), overlap, seed)
 
     def split_size(self, split: str) -> int:
         """Number of samples in `split`."""
@@ -234,3 +255,31 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
         return splits
 
 
+def owner_mix(owner: torch.Tensor, other: torch.Tensor, overlap: float, seed: int) -> torch.Tensor:
+    """A training set of `len(other)` indices: `round(overlap * len(other))` drawn from `owner`, the rest
+    from `other`, each without replacement, from a generator seeded with `seed` (the model's seed).
+
+    The owner part comes first, then the other part; the training loader shuffles them together.
+
+    Args:
+        owner: the owner split's indices into the train pool.
+        other: the indices of the split whose size the training set keeps (the independent split).
+        overlap: the fraction drawn from `owner`, 0 <= overlap <= 1.
+        seed: seed of the draw; the same seed gives the same indices on any machine.
+
+    Raises:
+        ValueError: `overlap` outside [0, 1], or more owner samples asked for than `owner` holds.
+    """
+    if isinstance(overlap, bool) or not 0.0 <= float(overlap) <= 1.0:
+        raise ValueError(f"overlap={overlap!r} must be a fraction in [0, 1] (0.25: a quarter of the training set "
+                         "comes from the owner's data).")
+    size = len(other)
+    from_owner = round(float(overlap) * size)
+    if from_owner > len(owner):
+        raise ValueError(f"overlap={overlap} of a {size}-sample training set takes {from_owner} owner samples, but "
+                         f"the owner split has {len(owner)}. Fix: lower overlap to at most {len(owner) / size:.4g}, "
+                         "or raise data.splits.owner.")
+    generator = torch.Generator().manual_seed(int(seed))
+    owner_part = owner[torch.randperm(len(owner), generator=generator)[:from_owner]]
+    other_part = other[torch.randperm(size, generator=generator)[: size - from_owner]]
+    return torch.cat([owner_part, other_part])

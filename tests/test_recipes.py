@@ -102,3 +102,40 @@ def test_a_broken_sweep_fails(recipes_copy, path, breakage):
     broken.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=match):
         plan_sweep(broken)
+
+
+def test_the_threat_recipe_plans_its_negatives_and_grids():
+    """recipes/fmnist_threat.yaml (issue #27 items 1 and 2): >= 300 distinct negatives over >= 3 archs with
+    overlap fractions, and every family's strength grid at >= 2 seeds a point (docs/threat_models.md)."""
+    plan = plan_recipe(REPO / "recipes" / "fmnist_threat.yaml")
+    negatives = plan.by_role("negative")
+    assert len({job.model_id for job in negatives}) == len(negatives) >= 300
+    assert {job.arch for job in negatives} >= {"convnet", "lenet", "mlp"}
+    assert {job.kind for job in negatives} >= {"SAST", "SADT", "DAST", "DADT"}
+    assert {job.overlap for job in negatives} == {None, 0.1, 0.25, 0.5}
+    assert {job.arch for job in negatives if job.overlap is not None} == {"convnet", "lenet", "mlp"}
+
+    steps = [job.spec["chain"] for job in plan.by_role("positive")]
+    assert all(len(chain) == 1 for chain in steps)
+    steps = [(chain[0]["attack"], chain[0]["params"]) for chain in steps]
+
+    def grid(attack: str, key: str, **where) -> set:
+        """The values of `key` among the positives of `attack` whose params match `where` (defaults filled)."""
+        return {params.get(key) for name, params in steps
+                if name == attack and all(params.get(k, "attacker" if k == "query_data" else None) == v
+                                          for k, v in where.items())}
+
+    for attack in ("ftll", "ftal", "rtll", "rtal"):
+        assert len(grid(attack, "epochs")) >= 3
+    assert len(grid("prune", "rate")) >= 5 and max(grid("prune", "rate")) == 0.95
+    assert len(grid("adv_train", "eps")) >= 5 and min(grid("adv_train", "eps")) == 0.001
+    for arch in (None, "lenet"):  # the source's architecture and another
+        for labels in ("hard", "soft"):
+            assert len(grid("extract", "query_budget", arch=arch, labels_kind=labels, query_data="attacker")) >= 3
+    assert grid("extract", "query_data") == {None, "transformed", "synthetic"}  # None: the attacker split
+    assert len(grid("quantize", "dtype")) == 2 and len(grid("ftsmooth", "smoothing")) >= 2
+    seeds: dict[str, set[int]] = {}  # every trained point at >= 2 seeds (quantize is deterministic)
+    for name, params in steps:
+        point = repr(sorted((k, v) for k, v in params.items() if k != "seed"))
+        seeds.setdefault(name + point, set()).add(params["seed"])
+    assert all(len(s) >= 2 for point, s in seeds.items() if not point.startswith("quantize"))

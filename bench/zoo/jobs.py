@@ -82,7 +82,10 @@ def _make_model(job: Job, dm: Any, store: ZooStore, trainer_cfg: TrainerConfig, 
         model = new_model(spec.arch, spec.arch_params, dm, spec.seed)
         apply_pretrained(model, job, dm)  # a no-op unless the spec starts from published weights
         module = ClassifierModule(model, _as(OptimizerConfig, spec.optimizer), _as(ScheduleConfig, spec.schedule), spec.epochs)
-        loader = dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed)
+        # An overlap negative's training set: its split's size, `overlap` of it owner samples, drawn from its seed
+        mix = None if job.overlap is None else dm.owner_mix_indices(spec.split, job.overlap, spec.seed)
+        loader = dm.loader(spec.split, batch_size=spec.batch_size, shuffle=True, train=True, generator_seed=spec.seed,
+                           indices=mix)
         seconds = fit(module, loader, trainer_cfg, root_dir=root_dir, seed=spec.seed, logger=logger, progress=progress)
         return module.model, {}, seconds
     source_record = store.records()[job.parent]
@@ -131,7 +134,8 @@ def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: flo
         "train_seconds": round(seconds, 3),
         "info": info,
     })
-    record["sha256"] = store.save_model(job.model_id, model, {k: record[k] for k in ("model_id", "arch", "arch_params", "provenance", "data")})
+    meta = {k: record[k] for k in ("model_id", "arch", "arch_params", "provenance", "data")}
+    record["sha256"] = store.save_model(job.model_id, model, meta)
     return record
 
 

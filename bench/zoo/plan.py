@@ -30,9 +30,11 @@ from bench.zoo.plan_base import (  # noqa: F401  (Job, ZooPlan, _model_id, expan
     _scalar_fields,
     _train_job,
     _train_spec,
+    check_overlap_sizes,
     expand,
     hashed_step,
     import_job,
+    pop_overlap,
 )
 from bench.zoo.pool_plan import check_pool_collisions, pool_jobs
 
@@ -57,7 +59,7 @@ def _imported_base(source: Job, entry: dict[str, Any]) -> dict[str, Any]:
 def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashes: dict[str, str],
                    augment: bool = False, source: Job | None = None) -> list[Job]:
     jobs = []
-    scalar = _scalar_fields(ModelSpec) | {"kind"}
+    scalar = _scalar_fields(ModelSpec) | {"kind", "overlap"}  # `overlap: [0.1, 0.25]` expands like a seed list
     for i, raw in enumerate(zoo.negatives):
         where = f"zoo.negatives[{i}]"
         entry = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw
@@ -72,6 +74,7 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
             shown = ",".join(f"{k}={v}" for k, v in varied.items())  # an entry that expands names each model apart
             names.append(label and (f"{label}({shown})" if shown else label))
             kind = params.pop("kind")
+            overlap = pop_overlap(params, kind, where, imported)
             if imported:  # the kind describes how it was made elsewhere; nothing is trained
                 jobs.append(import_job("negative", _train_spec(_imported_base(source, params), params, where), where, kind=kind))
                 continue
@@ -92,7 +95,7 @@ def _negative_jobs(zoo: DictConfig, source_spec: dict, dataset: str, split_hashe
             if kind == "SAST" and spec["seed"] == source_spec["seed"] and spec == source_spec:
                 raise ConfigError(f"{where}: a SAST negative with the source's own seed ({spec['seed']}) is the source itself; "
                                   "give it another seed.")
-            jobs.append(_train_job("negative", spec, dataset, split_hashes, kind=kind, augment=augment))
+            jobs.append(_train_job("negative", spec, dataset, split_hashes, kind=kind, augment=augment, overlap=overlap))
         for job, name in zip(jobs[first:], names):
             job.deploy = deploy
             job.label = name  # the suspect's name in results (`per_model[i].label`); never in its id or the manifest
@@ -258,6 +261,7 @@ def plan_zoo(cfg: DictConfig, split_hashes: dict[str, str], pool_specs: list[Poo
         jobs = _plan_jobs(cfg, split_hashes, pool_specs)
     finally:
         RECIPE_DIR.reset(token)
+    check_overlap_sizes(cfg, jobs)
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.model_id in seen:

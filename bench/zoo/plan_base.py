@@ -23,12 +23,17 @@ from bench.nets.factory_net import FACTORY_PREFIX
 from bench.nets.timm_net import is_timm_arch
 from bench.registry import RegistryError
 from bench.zoo.external import resolve_file
+from datamodules import DATAMODULES
+from datamodules.base import split_counts
 
 NEGATIVE_KINDS = ("SAST", "SADT", "DAST", "DADT", "PTFT")  # PTFT: fine-tuned from the source's pretrained weights
 IMPORTED_KINDS = (*NEGATIVE_KINDS, "external")  # an imported negative's kind is the user's description of it
 # The folder `weights:`/`pretrained_weights:` paths are relative to (paths.recipe_dir), set by plan_zoo.
 RECIPE_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("recipe_dir", default=None)
 TRAIN_SPLITS = ("owner", "independent")
+# Kinds whose training set may overlap the owner's (`overlap: F`, docs/threat_models.md): those trained on
+# the independent split; the same-data kinds already train on the owner's, and PTFT's point is the weights.
+OVERLAP_KINDS = ("SADT", "DADT")
 
 
 @dataclass
@@ -53,11 +58,21 @@ class Job:
     # or the manifest: a deployed suspect is the same checkpoint served behind wrappers.
     deploy: list[Any] | None = None
     label: str | None = None  # a suspect's name from the recipe's `label:` (never in the id or the manifest)
+    overlap: float | None = None  # overlap negatives: the fraction of the training set drawn from the owner split
+
+    @property
+    def group(self) -> str | None:
+        """The suspect's group in results: a positive's attack label, a negative's kind (with its overlap)."""
+        if self.role == "positive":
+            return self.attack
+        return self.kind if self.overlap is None else f"{self.kind}(overlap={self.overlap:g})"
 
     def record_base(self) -> dict[str, Any]:
         record = {"model_id": self.model_id, "role": self.role, "kind": self.kind, "attack": self.attack,
                   "provenance": self.provenance, "arch": self.arch, "arch_params": self.arch_params,
                   "params": self.spec, "seed": self.seed, "parent": self.parent, "split": self.split}
+        if self.overlap is not None:  # only overlap negatives: other records stay as they were
+            record["overlap"] = self.overlap
         if self.external:  # the absolute path stays out of the manifest
             record["external"] = {k: v for k, v in self.external.items() if k != "path"}
         return record
@@ -136,13 +151,15 @@ def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> 
     return spec
 
 
-def _train_provenance(spec: dict[str, Any], dataset: str) -> str:
-    return f"train({spec['arch']},{dataset}:{spec['split']},seed={spec['seed']},epochs={spec['epochs']})"
+def _train_provenance(spec: dict[str, Any], dataset: str, overlap: float | None = None) -> str:
+    data = spec["split"] if overlap is None else f"{spec['split']}+owner(overlap={overlap:g})"
+    return f"train({spec['arch']},{dataset}:{data},seed={spec['seed']},epochs={spec['epochs']})"
 
 
 def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict[str, str], kind: str | None = None,
-               augment: bool = False) -> Job:
-    """A from-scratch training job; its id hashes `augment: true` only when `data.augment` is on (old ids stay)."""
+               augment: bool = False, overlap: float | None = None) -> Job:
+    """A from-scratch training job; its id hashes `augment: true` only when `data.augment` is on, and the
+    overlap fraction with the owner split's hash only for an overlap negative (so old ids stay)."""
     _check_arch(spec["arch"], spec["arch_params"])
     if spec.get("weights"):
         raise ConfigError(f"A {role} with 'weights:' is imported, not trained; drop 'weights:' from its training spec.")
@@ -155,7 +172,9 @@ def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict
     payload = {"role": role, "op": "train", "data": dataset, "split_hash": split_hashes[spec["split"]], "spec": spec}
     if augment:  # augmented batches change the trained model, so they must change its id
         payload["augment"] = True
-    external, provenance = None, _train_provenance(spec, dataset)
+    if overlap is not None:  # part of the training set is the owner's: its fraction and content make the model
+        payload.update(overlap=overlap, owner_split_hash=split_hashes["owner"])
+    external, provenance = None, _train_provenance(spec, dataset, overlap)
     if spec.get("pretrained_weights"):  # the file's content, not its path, makes the model
         path = external_file(spec["pretrained_weights"], role)
         external = {"pretrained_weights": spec["pretrained_weights"], "sha256": sha256_file(path), "path": str(path)}
@@ -165,7 +184,7 @@ def _train_job(role: str, spec: dict[str, Any], dataset: str, split_hashes: dict
         provenance = f"pretrained({spec['arch']})->{provenance}"
     return Job(model_id=_model_id(payload), role=role, provenance=provenance, op="train", spec=spec,
                arch=spec["arch"], arch_params=spec["arch_params"], seed=spec["seed"], kind=kind, split=spec["split"],
-               external=external)
+               external=external, overlap=overlap)
 
 
 def external_file(value: str, where: str) -> Path:
@@ -202,3 +221,54 @@ def _check_arch(arch: str, params: dict[str, Any]) -> None:
         check_arch(arch, params)
     except (RegistryError, ValueError) as err:
         raise ConfigError(str(err)) from None
+
+
+def pop_overlap(params: dict[str, Any], kind: str, where: str, imported: bool) -> float | None:
+    """Take an entry's `overlap:` out of its params, checked: a fraction in [0, 1] on a kind of `OVERLAP_KINDS`.
+
+    Returns:
+        The fraction as a float (so `1` and `1.0` give one model id), or None when the entry has none.
+
+    Raises:
+        ConfigError: naming `<where>.overlap`, the bad value or kind, and the fix.
+    """
+    if "overlap" not in params:
+        return None
+    value = params.pop("overlap")
+    if imported:
+        raise ConfigError(f"{where}.overlap: an imported negative ('weights:') was trained elsewhere, so fpbench "
+                          "cannot choose its data; drop 'overlap:' (describe its data in 'label:').")
+    if kind not in OVERLAP_KINDS:
+        data = "the owner's data already" if kind.endswith("ST") else "the independent split after published weights"
+        raise ConfigError(f"{where}.overlap={value!r}: 'overlap:' mixes owner data into a negative trained on the "
+                          f"independent split ({', '.join(OVERLAP_KINDS)}), but a {kind} negative trains on {data}. "
+                          "Fix: use kind SADT (the source's arch) or DADT (another arch), or drop 'overlap:'.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{where}.overlap={value!r} must be a fraction in [0, 1]: the share of the training set "
+                          "drawn from the owner split (e.g. overlap: 0.25, or a list [0.1, 0.25, 0.5]).")
+    return float(value)
+
+
+def check_overlap_sizes(cfg: Any, jobs: list[Job]) -> None:
+    """Refuse an overlap negative that asks for more owner samples than the owner split holds, before
+    training, when the dataset's pool sizes are known (else `owner_mix` refuses it when the data is read).
+
+    Raises:
+        ConfigError: naming the model, the counts and the fix.
+    """
+    overlapping = [job for job in jobs if job.overlap is not None]
+    if not overlapping or cfg.data.name not in DATAMODULES:
+        return
+    spec = DATAMODULES.spec(cfg.data.name)
+    if spec.known_pool_sizes is None:
+        return
+    try:
+        counts = split_counts(cfg.data.splits, *spec.known_pool_sizes, spec.name)
+    except ValueError as err:  # load_recipe has checked the splits; a bare plan_zoo call may not have
+        raise ConfigError(str(err)) from None
+    for job in overlapping:
+        size, wanted = counts[job.split], round(job.overlap * counts[job.split])
+        if wanted > counts["owner"]:
+            raise ConfigError(f"overlap={job.overlap:g} of {job.provenance} takes {wanted} of its {size} training "
+                              f"samples from the owner split, which has {counts['owner']}. Fix: lower overlap to at "
+                              f"most {counts['owner'] / size:.4g}, or raise data.splits.owner.")

@@ -130,7 +130,7 @@ def pool_summary(plan: ZooPlan, model_ids: list[str]) -> list[dict[str, Any]]:
     """Per pool model: its role, model id, provenance, facts, and how it differs from the closest
     scored suspect (`differs_from_suspects`), in the order of `model_ids`."""
     suspects = [{**job_facts(j), "model_id": j.model_id, "role": j.role, "provenance": j.provenance,
-                 "group": j.attack if j.role == "positive" else j.kind} for j in plan.by_role("positive", "negative")]
+                 "group": j.group} for j in plan.by_role("positive", "negative")]
     by_id = {j.model_id: j for j in plan.by_role("pool")}
     out = []
     for model_id in model_ids:
