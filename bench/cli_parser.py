@@ -32,7 +32,8 @@ METHOD_REF_HELP = ("import and register this method class (package.module:Class)
 VALUE_OPTIONS = ("--results-dir", "--wandb-config", "--readme", "--zoo-dir", "--method", "--inputs", "--labels",
                  "--fingerprint", "--suspect", "--arch", "--data", "--cache-dir", "--fpr", "--endpoint-access", "--name",
                  "--mean", "--std", "--test-acc", "--data-dir", "--endpoint-timeout", "--endpoint-max-bytes", "--budget", "--out",
-                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out", "--check-submission", "--wandb", "--wandb-dir")
+                 "--zoo", "--pull-zoo", "--pull-fingerprints", "--results-out", "--check-submission", "--wandb", "--wandb-dir",
+                 "--submitter")
 
 
 def version_text() -> str:
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--cache-dir", default=".cache/fpbench", help="the runs' paths.cache_dir (default .cache/fpbench)")
     submit.add_argument("--out", metavar="PATH", help="the bundle to write (default submission-NAME.tar)")
     submit.add_argument("--method", metavar="REF", action="append", default=[], help=METHOD_REF_HELP)
+    submit.add_argument("--submitter", metavar="TEXT", help="who submits (e.g. 'Ada Lovelace <ada@lab.org>'): the "
+                        "board marks the accepted rows with it")
     check = _subparser(sub, "check-method", "run the method contract checks (bench.testing) on one method over a "
                        "tiny digits world; one PASS/FAIL line per check (docs/extending.md)")
     check.add_argument("method", metavar="REF", help="a registered method name (fpbench list methods) or a class "

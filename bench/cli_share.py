@@ -80,6 +80,11 @@ def fingerprint_share(args: argparse.Namespace) -> int:
         raise ConfigError("--out and --zoo are for `fpbench fingerprint export` only.")
     report = pull_fingerprints(args.target, args.cache_dir, args.results_out, progress=not args.quiet)
     written = f"; {len(report.results_written or [])} result file(s) -> {args.results_out}/runs" if args.results_out else ""
+    if args.results_out and report.results_written:
+        from bench.submission import record_pulled  # optional: heavy (torch, methods)
+
+        marked = record_pulled(args.results_out, report)
+        written += f"; marked as submitted in {marked}" if marked else ""
     print(f"verified {report.fingerprints} fingerprint(s) of zoo(s) {', '.join(report.zoos)}: {report.installed} "
           f"installed, {report.identical} already there -> {report.path}{written}\n"
           f"archive sha256 {report.sha256} ({report.size:,} bytes)")
@@ -135,7 +140,7 @@ def submit(args: argparse.Namespace) -> int:
     from bench.submission import submit as bundle  # optional: heavy (torch, methods)
 
     use_methods(args.method)
-    report = bundle(args.results_dir, args.zoo, args.cache_dir, args.out)
+    report = bundle(args.results_dir, args.zoo, args.cache_dir, args.out, submitter=args.submitter)
     print(f"submission of zoo {args.zoo}: {report.results} result file(s), {report.fingerprints} fingerprint(s), "
           f"{report.size:,} bytes -> {report.path}\nsha256 {report.sha256}\ncheck it: fpbench leaderboard "
           f"--check-submission {report.path} --zoo-dir DIR")

@@ -24,6 +24,7 @@ from bench.methods import METHODS
 from bench.plugins import unregistered_fix
 from bench.reproduce import IDENTICAL, ReproduceReport, report_lines, reproduce
 from bench.results import iter_results
+from bench.submitted import record_submission
 from bench.tar_archive import ArchiveError, fpbench_version
 
 SUBMISSION_KEY = "submission"  # the index field that makes a fingerprint archive a submission
@@ -38,7 +39,7 @@ def method_provenance(name: str) -> dict[str, Any]:
 
 
 def submit(results_dir: str | os.PathLike, zoo: str, cache_dir: str | os.PathLike = ".cache/fpbench",
-           out: str | os.PathLike | None = None) -> FingerprintArchiveReport:
+           out: str | os.PathLike | None = None, submitter: str | None = None) -> FingerprintArchiveReport:
     """Bundle the results of zoo `zoo` under `results_dir`, their fingerprints and provenance as one archive.
 
     Raises:
@@ -50,7 +51,7 @@ def submit(results_dir: str | os.PathLike, zoo: str, cache_dir: str | os.PathLik
     if unknown:
         raise ArchiveError(f"Results of {unknown} name no registered method; a submission is re-scored with the "
                            f"methods this fpbench registers (fpbench list methods): {unregistered_fix(unknown[0])}.")
-    provenance = {"fpbench_version": fpbench_version(), "zoo": zoo,
+    provenance = {"fpbench_version": fpbench_version(), "zoo": zoo, "submitter": submitter,
                   "methods": {name: method_provenance(name) for name in names}}
     target = out if out is not None else f"submission-{zoo}.tar"
     return export_fingerprints(results_dir, cache_dir, target, zoo, extra={SUBMISSION_KEY: provenance})
@@ -108,3 +109,16 @@ def check_lines(check: SubmissionCheck) -> list[str]:
     if check.accepted:
         return [*lines, "ACCEPTED: every submitted score re-scored identically on this zoo."]
     return [*lines, f"REFUSED: {len(check.problems)} problem(s):", *(f"  {p}" for p in check.problems)]
+
+
+def record_pulled(results_out: str | os.PathLike, report: FingerprintArchiveReport) -> Path | None:
+    """After `fpbench fingerprint pull BUNDLE --results-out DIR`: when the bundle is a submission, record the result
+    files it wrote in `DIR/submissions.json` (`bench.submitted`), so the board marks their rows. None otherwise."""
+    provenance = (report.index or {}).get(SUBMISSION_KEY)
+    if not isinstance(provenance, dict) or not report.results_written:
+        return None
+    submitter = provenance.get("submitter")
+    root = Path(results_out).resolve()
+    files = [Path(path).resolve().relative_to(root).as_posix() for path in report.results_written]
+    return record_submission(results_out, files, submitter if isinstance(submitter, str) else None, report.sha256,
+                             provenance.get("fpbench_version"))

@@ -226,3 +226,36 @@ def test_a_submission_with_one_altered_score_or_another_version_is_refused(board
 def test_a_plain_fingerprint_archive_is_not_a_submission(board, archive, capsys):
     code = main(["leaderboard", "--check-submission", str(archive), "--zoo-dir", str(board["zoo_dir"]), "-q"])
     assert code == 2 and "not a submission" in capsys.readouterr().err
+
+
+def test_a_pulled_submission_marks_its_rows_and_check_watches_the_record(board, tmp_path, capsys):
+    """`submit --submitter`, then the maintainer's `fingerprint pull --results-out`: the board marks exactly the
+    rows whose files the record lists (Markdown, CSV), and `--check` flags a dangling entry."""
+    from bench.report import build_board, write_leaderboard
+    from bench.submitted import SUBMISSIONS_FILE, read_submissions, record_submission
+
+    bundle = tmp_path / "ada.tar"
+    code = main(["submit", str(board["results"]), "--zoo", "smoke", "--cache-dir", str(board["cache"]), "--out",
+                 str(bundle), "--submitter", "Ada | Lab", "-q"])
+    assert code == 0
+    published = tmp_path / "published"
+    capsys.readouterr()
+    assert main(["fingerprint", "pull", str(bundle), "--cache-dir", str(tmp_path / "cache"), "--results-out",
+                 str(published), "-q"]) == 0
+    assert f"marked as submitted in {published / SUBMISSIONS_FILE}" in capsys.readouterr().out
+    record = read_submissions(published)
+    assert len(record) == 3 and {entry["submitter"] for entry in record.values()} == {"Ada | Lab"}
+    own = next(rel for rel in record if "/cae/" in rel)  # pretend the maintainers ran cae themselves
+    (published / SUBMISSIONS_FILE).unlink()
+    record_submission(published, [rel for rel in record if rel != own], "Ada | Lab", "ab" * 32, None)
+    rows = build_board(published).rows
+    assert set(rows.loc[rows["method"] == "cae", "submitted_by"]) == {""}
+    assert set(rows.loc[rows["method"] != "cae", "submitted_by"]) == {"Ada | Lab"}
+    md, csv = write_leaderboard(published)
+    assert "(submitted: Ada \\| Lab)" in md.read_text() and "submitted_by" in csv.read_text().splitlines()[0]
+    assert main(["leaderboard", "--check", "--results-dir", str(published)]) == 0
+    gone = next(rel for rel in record if rel != own)
+    (published / gone).unlink()
+    capsys.readouterr()
+    assert main(["leaderboard", "--check", "--results-dir", str(published)]) == 1
+    assert f"entry {gone} names no result file" in capsys.readouterr().out

@@ -117,14 +117,19 @@ def _flag(row: Mapping[str, Any]) -> str:
     return f" {c.WARNING}{row['footnote']}" if row["below_target"] else ""
 
 
+def _submitted(row: Mapping[str, Any]) -> str:
+    """`` (submitted: <who>)`` for a row whose results came in through a submission (`bench.submitted`)."""
+    return f" (submitted: {row['submitted_by']})" if row.get("submitted_by") else ""
+
+
 def _method_md(row: Mapping[str, Any], key: str, ctx: Context) -> str:
-    return c.md_text(row["variant"]) + _flag(row)
+    return c.md_text(row["variant"] + _submitted(row)) + _flag(row)
 
 
 def _method_html(row: Mapping[str, Any], key: str, ctx: Context) -> str:
     flag = (f' <span class="below-target" title="{html.escape(row["target_note"])}">{c.WARNING}{row["footnote"]}</span>'
             if row["below_target"] else "")
-    return c.breakable(row["variant"]) + flag
+    return c.breakable(row["variant"] + _submitted(row)) + flag
 
 
 def _auc_md(row: Mapping[str, Any], key: str, ctx: Context) -> str:
@@ -246,6 +251,7 @@ SPEC: tuple[Column, ...] = (
     Column("paper", "paper", ("paper",), _EVERY,
            tip="AUC/T1%F/T10%F reported in the ADV-TRA paper (default config only), not measured here"),
     Column("target", "target", ("below_target", "target_note")),  # read by the method cell and the footnotes
+    Column("submitted", "submitted by", ("submitted_by",)),  # read by the method cell; "" for the maintainers' own rows
     Column("result_files", "result files", ("result_files",), {MARKDOWN: _runs_md, COMPACT: _runs_compact, HTML: _runs_html},
            tip="the result JSON files this row aggregates", headings={MARKDOWN: "runs", COMPACT: "results"}),
 )  # fmt: skip

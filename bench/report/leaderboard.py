@@ -42,6 +42,7 @@ from bench.report.leaderboard_text import comparisons_csv, leaderboard_csv, lead
 from bench.report.model import COMPARISON_COLUMNS, Board, columns
 from bench.report.variants import is_default, method_config, paper_value, variant_label
 from bench.results import check_result, iter_results, list_result_files, try_read_result
+from bench.submitted import SubmissionsFileError, read_submissions, submission_problems, submitted_by
 from bench.zoo.store import ZooError
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,15 @@ def _benchmark(rows: list[_Row], records: dict[tuple, dict[str, Any]]) -> list[d
     return out
 
 
+def _submissions(root: Path) -> dict[str, dict[str, Any]]:
+    """The folder's record of submitted result files; an unreadable one marks nothing (``--check`` reports it)."""
+    try:
+        return read_submissions(root)
+    except SubmissionsFileError as err:
+        log.warning("%s Rows are shown without submission marks.", err)
+        return {}
+
+
 def build_board(results_dir: str | Path, budget: int = DEFAULT_BUDGET) -> Board:
     """Aggregate every result file under ``results_dir/runs`` into rows and paired comparisons.
 
@@ -214,6 +224,8 @@ def build_board(results_dir: str | Path, budget: int = DEFAULT_BUDGET) -> Board:
         comparisons += _benchmark([r for r in rows if (r.benchmark, r.key[4]) == (benchmark, view)], records)
     frame = pd.DataFrame(sorted(records.values(), key=_sort_key), columns=columns(targets))
     frame["rank"] = frame["rank"].astype("Int64")
+    submissions = _submissions(root)
+    frame["submitted_by"] = [submitted_by(files, submissions) for files in frame["result_files"]]
     results = {(view, rel): result for rel, view, result in viewed}
     return Board(frame, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), targets, results, budget)
 
@@ -243,7 +255,7 @@ def check_results(results_dir: str | Path, zoo_dir: str | Path | None = None) ->
         except ZooError as err:  # a damaged manifest: the message names its file, line and fix
             messages.append(str(err))
         problems.extend(f"{path}: {message}" for message in messages)
-    return problems
+    return problems + submission_problems(results_dir)
 
 
 def write_leaderboard(results_dir: str | Path, board: Board | None = None) -> tuple[Path, Path]:
