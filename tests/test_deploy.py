@@ -1,20 +1,39 @@
 """The deployment layer (issue #19, items 1, 3 and 5): each wrapper on known inputs, the chain, the
 query-aware defender on a toy model, query counting, validation before compute, unchanged hashes and
-ids, and the loop on the smoke zoo with every suspect (negatives too) deployed."""
+ids, and the loop on the smoke zoo with every suspect (negatives too) deployed. The contract
+(`bench.deploy.contract`) runs over every registered wrapper with the `test_config` it carries, and
+fails on wrappers that break it (issue #28, item 2)."""
 
 from __future__ import annotations
 
+import builtins
 import glob
 import json
+import pkgutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import bench.deploy
 from bench.cli import main
 from bench.config import load_recipe, run_config, run_config_sha256, to_dict
-from bench.deploy import DEPLOYMENTS, Answer, DeployedSuspect, build_deployment, chain_label, parse_chain
+from bench.deploy import (
+    DEPLOYMENTS,
+    Answer,
+    DeployedSuspect,
+    InputTransform,
+    OutputRestriction,
+    build_deployment,
+    chain_label,
+    parse_chain,
+)
+from bench.deploy.contract import check_deployment
 from bench.oracle import Oracle
 from bench.zoo.plan import plan_zoo
 from tests.conftest import REPO, SMOKE, smoke_overrides
@@ -37,6 +56,88 @@ def _restrict(name: str, probs: torch.Tensor, seed: int = 0, **params) -> Answer
 
 def _images(channels: int = 1, n: int = 6, side: int = 8) -> torch.Tensor:
     return torch.rand(n, channels, side, side, generator=torch.Generator().manual_seed(1))
+
+
+# -- the contract, over every registered wrapper ------------------------------------------------------
+@pytest.mark.parametrize("name", DEPLOYMENTS.names())
+def test_deployment_contract(name):
+    """Its `test_config`, config checks, shape and range, one query per input, seeded, the global RNG untouched."""
+    check_deployment(name)
+
+
+@dataclass
+class _NoConfig:
+    """No parameters."""
+
+
+class _Shrink(InputTransform):
+    """Broken (test): crops the queries to half their width."""
+
+    name, Config, test_config = "broken_shrink", _NoConfig, None
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return x[..., :4]
+
+
+class _Double(OutputRestriction):
+    """Broken (test): doubles the probabilities."""
+
+    name, Config, test_config = "broken_double", _NoConfig, None
+
+    def restrict(self, answer: Answer, generator: torch.Generator | None) -> Answer:
+        answer.probs = answer.probs * 2
+        return answer
+
+
+class _GlobalDraw(InputTransform):
+    """Broken (test): draws from the global RNG (its answers do not change)."""
+
+    name, Config, test_config, random = "broken_global", _NoConfig, None, True
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return (x + 0 * torch.rand(x.shape)).clamp(0, 1)
+
+
+class _Untested(OutputRestriction):
+    """Broken (test): no `test_config`."""
+
+    name, Config = "broken_untested", _NoConfig
+
+    def restrict(self, answer: Answer, generator: torch.Generator | None) -> Answer:
+        return answer
+
+
+@contextmanager
+def _registered(cls: type) -> Iterator[str]:
+    """`cls` in `DEPLOYMENTS` for the block, removed again (other tests parametrise over the registry)."""
+    DEPLOYMENTS.register(cls)
+    try:
+        yield cls.name
+    finally:
+        DEPLOYMENTS._items.pop(cls.name)
+        DEPLOYMENTS._descriptions.pop(cls.name)
+
+
+@pytest.mark.parametrize("cls, fragment", [
+    (_Shrink, r"'broken_shrink': transform gave \(48, 1, 8, 4\)"),
+    (_Double, "'broken_double': probabilities left"),
+    (_GlobalDraw, "'broken_global' drew from the global RNG"),
+    (_Untested, r"'broken_untested' \(.*_Untested\) has no `test_config`: set it"),
+], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_the_contract_fails_naming_the_wrapper_and_the_rule(cls, fragment):
+    with _registered(cls) as name, pytest.raises(AssertionError, match=fragment):
+        check_deployment(name)
+    assert cls.name not in DEPLOYMENTS
+
+
+def test_every_module_is_found_and_none_is_named_after_a_standard_name():
+    """`round` lives in `rounding.py`; every wrapper module registers itself (no import list to extend)."""
+    modules = {info.name for info in pkgutil.iter_modules(bench.deploy.__path__)}
+    shadowing = modules & (set(sys.stdlib_module_names) | set(dir(builtins)))
+    assert not shadowing, f"bench/deploy modules named after standard names: {sorted(shadowing)}"
+    built_in = [DEPLOYMENTS.get(name).__module__ for name in DEPLOYMENTS.names()]
+    wrappers = {module.rsplit(".", 1)[1] for module in built_in if module.startswith("bench.deploy.")}
+    assert wrappers == modules - set(bench.deploy.HELPERS) and DEPLOYMENTS.get("round").__module__ == "bench.deploy.rounding"
 
 
 # -- input transforms -----------------------------------------------------------------------------

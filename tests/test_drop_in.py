@@ -1,11 +1,13 @@
-"""A new method and a new attack are one new file each (issue #28, item 2): nothing else is edited.
+"""A new method, attack and deployment are one new file each (issue #28, item 2): nothing else is edited.
 
 A copy of the `bench` and `datamodules` packages (and `recipes/`, `tests/`) gets one method file in
-`bench/methods/` and one attack file in `bench/zoo/attacks/`, each carrying its name once and its small
-test config. In a subprocess on that copy: `python -m bench list` shows both, a smoke run with the new
-method scoring a positive made by the new attack exits 0, and the contract checks pass on both
-(`bench.testing.check_method` on the method; the copy's own parametrised attack contract tests and its
-test-config check of every method, selected with `-k`).
+`bench/methods/`, one attack file in `bench/zoo/attacks/` and one deployment file in `bench/deploy/`, each
+carrying its name once and its small test config. In a subprocess on that copy: `python -m bench list`
+shows all three, a smoke run with the new method scoring, through the new deployment (`zoo.deploy`), a
+positive made by the new attack exits 0, and the contract checks pass on all three
+(`bench.testing.check_method` on the method, `bench.deploy.contract.check_deployment` on the wrapper; the
+copy's own parametrised attack and deployment contract tests and its test-config check of every method,
+selected with `-k`).
 """
 
 from __future__ import annotations
@@ -102,7 +104,40 @@ class DropInNoise(RemovalAttack):
         return AttackOutput(model.eval(), info={"sigma": self.config.sigma})
 '''
 
+DEPLOY_FILE = '''"""Drop-in deployment (tests/test_drop_in.py): every query's pixels moved towards grey."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.checks import check_range
+from bench.deploy.base import DEPLOYMENTS, InputTransform
+
+
+@dataclass
+class DropInGreyConfig:
+    amount: float = 0.1  # share of the way from each pixel to mid-grey
+
+    def __post_init__(self) -> None:
+        check_range("dropin_grey.amount", self.amount, 0, 1)
+
+
+@DEPLOYMENTS.register
+class DropInGrey(InputTransform):
+    """Drop-in grey (test only): every pixel moved `amount` of the way to 0.5."""
+
+    name = "dropin_grey"
+    Config = DropInGreyConfig
+    test_config = DropInGreyConfig(amount=0.3)
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return x + float(self.config.amount) * (0.5 - x)
+'''
+
 CHECK = '''
+from bench.deploy.contract import check_deployment
 from bench.testing import check_method
 from bench.zoo.attacks import ATTACKS, build_attack
 
@@ -112,13 +147,23 @@ try:
     build_attack("dropin_noise", {"sigma": -1.0})
 except ValueError as err:
     assert str(err).startswith("sigma=-1.0"), err
+check_deployment("dropin_grey")  # raises AssertionError naming a broken rule
 print("CONTRACT OK")
+'''
+
+FAMILIES = ("methods", "attacks", "deployments")
+LIST = f'''
+from bench.entry import main
+
+for family in {FAMILIES!r}:
+    print(f"== {{family}}", flush=True)
+    assert main(["list", family]) == 0, family
 '''
 
 
 @pytest.fixture(scope="module")
 def copy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packages, recipes and tests copied, plus the two new files; nothing else of the copy is edited."""
+    """The packages, recipes and tests copied, plus the three new files; nothing else of the copy is edited."""
     root = tmp_path_factory.mktemp("drop_in")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("bench", "datamodules", "recipes", "tests"):
@@ -126,6 +171,7 @@ def copy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")  # the pytest settings and markers
     (root / "bench" / "methods" / "dropin_agree.py").write_text(METHOD_FILE)
     (root / "bench" / "zoo" / "attacks" / "dropin_noise.py").write_text(ATTACK_FILE)
+    (root / "bench" / "deploy" / "dropin_grey.py").write_text(DEPLOY_FILE)
     return root
 
 
@@ -138,18 +184,22 @@ def run_in(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedPr
     return result
 
 
-def test_both_are_listed(copy_root: Path) -> None:
-    methods = run_in(copy_root, "-m", "bench", "list", "methods").stdout
-    attacks = run_in(copy_root, "-m", "bench", "list", "attacks").stdout
+def test_all_three_are_listed(copy_root: Path) -> None:
+    # `fpbench list <family>` for the three families in one process (each start costs seconds)
+    out = run_in(copy_root, "-c", LIST).stdout
+    methods, attacks, deployments = (out.split(f"== {family}\n")[1].split("== ")[0] for family in FAMILIES)
     assert any(line.split()[:2] == ["dropin_agree", "built-in"] for line in methods.splitlines()), methods
     assert any(line.split()[:2] == ["dropin_noise", "built-in"] for line in attacks.splitlines()), attacks
+    assert any(line.split()[:2] == ["dropin_grey", "built-in"] for line in deployments.splitlines()), deployments
     assert "Drop-in agreement (test only" in methods and "Drop-in noise (test only" in attacks
+    assert "Drop-in grey (test only): every pixel moved `amount` of the way to 0.5." in deployments
 
 
-def test_both_run_in_a_recipe(copy_root: Path) -> None:
+def test_all_three_run_in_a_recipe(copy_root: Path) -> None:
     out = copy_root / "run"
     overrides = smoke_overrides(out, "zoo.name=dropin", "zoo.source.epochs=3", "zoo.negatives=[{kind: SAST, seed: 1}]",
-                                "zoo.positives=[{attack: dropin_noise, sigma: 0.005}]", "methods=[dropin_agree]")
+                                "zoo.positives=[{attack: dropin_noise, sigma: 0.005}]", "methods=[dropin_agree]",
+                                "zoo.deploy=[{dropin_grey: {amount: 0.2}}]")
     run_in(copy_root, "-m", "bench", "run", "recipes/smoke.yaml", *overrides)
     results = list((out / "results" / "runs" / "dropin" / "dropin_agree").glob("*.json"))
     assert len(results) == 1, results
@@ -157,13 +207,16 @@ def test_both_run_in_a_recipe(copy_root: Path) -> None:
     assert result["method"]["name"] == "dropin_agree"
     positives = [row for row in result["per_model"] if row["role"] == "positive"]
     assert [row["attack"] for row in positives] == ["dropin_noise"], positives
+    assert {row["deploy"] for row in result["per_model"]} == {"dropin_grey(amount=0.2)"}, result["per_model"]
 
 
-def test_both_pass_the_contract_checks(copy_root: Path) -> None:
+def test_all_three_pass_the_contract_checks(copy_root: Path) -> None:
     assert "CONTRACT OK" in run_in(copy_root, "-c", CHECK).stdout
-    # the copy's own parametrised tests pick both up: every attack contract test, and the method's test config
-    # (its generation checks are `check_method`'s above; the suite's method world is slower to build)
+    # the copy's own parametrised tests pick all three up: every attack contract test, the deployment contract
+    # and the method's test config (its generation checks are `check_method`'s above; the suite's method world
+    # is slower to build)
     tests = run_in(copy_root, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/zoo/test_attacks.py",
+                   "tests/test_deploy.py::test_deployment_contract",
                    "tests/methods/test_contract.py::test_every_method_has_a_test_config", "-k", "dropin").stdout
     summary = tests.strip().splitlines()[-1]
-    assert summary.startswith("5 passed") and "failed" not in summary and "error" not in summary, tests
+    assert summary.startswith("6 passed") and "failed" not in summary and "error" not in summary, tests

@@ -5,7 +5,10 @@ the incoming queries (`InputTransform`: JPEG, noise, blur, bit depth, crop) and 
 answers (`OutputRestriction`: top-1 only, rounding, top-k, random labels, a query-aware defender).
 A chain is a list of one-key maps, `[{jpeg: {quality: 75}}, {top1: {}}]`; input transforms run on
 the queries in their order, then the model, then the output restrictions on its answers in theirs.
-Every wrapper is one file with one config dataclass, registered in `DEPLOYMENTS` (docs/deployment.md).
+Every wrapper is one file with one config dataclass and one class, registered in `DEPLOYMENTS` under the
+class's own `name` (written once), with the small config its contract test runs beside it (`test_config`);
+the package imports every module itself, so a new wrapper touches no existing file (docs/deployment.md,
+docs/extending.md).
 """
 
 from __future__ import annotations
@@ -63,10 +66,13 @@ class Answer:
 
 
 class Deployment(ABC):
-    """One wrapper of a deployment chain; subclasses set `name`, `Config`, `stage` and write one method."""
+    """One wrapper of a deployment chain; subclasses set `name`, `Config`, `test_config` and write one method."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the registry key, written only here: `@DEPLOYMENTS.register` reads it
     Config: ClassVar[type]
+    # The config the contract check runs (`bench.deploy.contract`, tests/test_deploy.py): a Config instance,
+    # or None for the defaults. Deliberately no default here: a wrapper without one fails the check naming it.
+    test_config: ClassVar[Any]
     stage: ClassVar[str]  # "input" | "output"
     random: ClassVar[bool] = False  # draws random numbers (from the generator the chain hands it)
     defender: ClassVar[bool] = False  # flags queries (its flag rates are recorded; it calibrates on attacker data)
@@ -114,7 +120,7 @@ class OutputRestriction(Deployment):
         """The restricted answer (may modify `answer` and return it)."""
 
 
-DEPLOYMENTS: Registry[type[Deployment]] = Registry("deployment")
+DEPLOYMENTS: Registry[type[Deployment]] = Registry("deployment", name_attr="name")
 
 
 def _format(value: Any) -> str:

@@ -18,12 +18,13 @@ class BitsConfig:
         check_range("bits.bits", self.bits, 1, 8)
 
 
-@DEPLOYMENTS.register("bits")
+@DEPLOYMENTS.register
 class Bits(InputTransform):
     """Each pixel rounded to one of 2^bits levels: round(x * (2^bits - 1)) / (2^bits - 1)."""
 
     name = "bits"
     Config = BitsConfig
+    test_config = BitsConfig(bits=2)  # contract test: four grey levels
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         levels = 2 ** int(self.config.bits) - 1

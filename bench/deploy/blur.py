@@ -26,12 +26,13 @@ class BlurConfig:
         check_range("blur.sigma", self.sigma, 0, 100, low_open=True)
 
 
-@DEPLOYMENTS.register("blur")
+@DEPLOYMENTS.register
 class Blur(InputTransform):
     """A `kernel` x `kernel` Gaussian (std `sigma`) or median filter per channel; borders reflected."""
 
     name = "blur"
     Config = BlurConfig
+    test_config = BlurConfig(kind="median")  # contract test: the median path (the default is gaussian)
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         k = int(self.config.kernel)

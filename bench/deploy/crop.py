@@ -23,12 +23,13 @@ class CropConfig:
         check("crop.scale", list(self.scale), ok, "two numbers [lo, hi] with 0 < lo <= hi <= 1")
 
 
-@DEPLOYMENTS.register("crop")
+@DEPLOYMENTS.register
 class Crop(InputTransform):
     """A square crop of area fraction in `scale` at a random place, resized back (bilinear)."""
 
     name = "crop"
     Config = CropConfig
+    test_config = CropConfig(scale=[0.5, 0.9])  # contract test: a crop that always moves pixels
     random = True
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

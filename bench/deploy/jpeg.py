@@ -23,12 +23,13 @@ class JpegConfig:
         check_range("jpeg.quality", self.quality, 1, 100)
 
 
-@DEPLOYMENTS.register("jpeg")
+@DEPLOYMENTS.register
 class Jpeg(InputTransform):
     """JPEG at `quality`: each query -> uint8 -> JPEG (PIL, in memory) -> float [0,1]; grey or RGB."""
 
     name = "jpeg"
     Config = JpegConfig
+    test_config = JpegConfig(quality=30)  # contract test: strong compression
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         channels = x.shape[1]

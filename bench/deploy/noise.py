@@ -18,12 +18,13 @@ class NoiseConfig:
         check_range("noise.sigma", self.sigma, 0, 1)
 
 
-@DEPLOYMENTS.register("noise")
+@DEPLOYMENTS.register
 class Noise(InputTransform):
     """Gaussian noise of std `sigma` added to every pixel, clamped to [0,1]; fresh draws per query."""
 
     name = "noise"
     Config = NoiseConfig
+    test_config = NoiseConfig(sigma=0.1)  # contract test
     random = True
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

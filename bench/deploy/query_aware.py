@@ -50,7 +50,7 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
 
 
-@DEPLOYMENTS.register("query_aware")
+@DEPLOYMENTS.register
 class QueryAware(OutputRestriction):
     """Answers suspicious queries (low margin, high entropy, far from the data) with the 2nd label.
 
@@ -59,6 +59,7 @@ class QueryAware(OutputRestriction):
 
     name = "query_aware"
     Config = QueryAwareConfig
+    test_config = QueryAwareConfig(signals=["margin", "distance"], calibration_samples=100)  # contract test
     defender = True
 
     def __init__(self, config: QueryAwareConfig) -> None:

@@ -18,7 +18,7 @@ class RandomLabelsConfig:
         check_range("random_labels.p", self.p, 0, 1)
 
 
-@DEPLOYMENTS.register("random_labels")
+@DEPLOYMENTS.register
 class RandomLabels(OutputRestriction):
     """With probability `p` a query is answered with a label drawn uniformly from the other classes.
 
@@ -27,6 +27,7 @@ class RandomLabels(OutputRestriction):
 
     name = "random_labels"
     Config = RandomLabelsConfig
+    test_config = RandomLabelsConfig(p=0.5)  # contract test: half the answers changed
     random = True
 
     def restrict(self, answer: Answer, generator: torch.Generator | None) -> Answer:

@@ -15,12 +15,13 @@ class Top1Config:
     """No parameters."""
 
 
-@DEPLOYMENTS.register("top1")
+@DEPLOYMENTS.register
 class Top1(OutputRestriction):
     """Label-only API: probabilities become the one-hot vector of the answered label."""
 
     name = "top1"
     Config = Top1Config
+    test_config = None  # contract test: the defaults (no parameters)
 
     def restrict(self, answer: Answer, generator: torch.Generator | None) -> Answer:
         answer.probs = F.one_hot(answer.labels, answer.probs.shape[1]).to(answer.probs.dtype)

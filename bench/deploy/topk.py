@@ -18,12 +18,13 @@ class TopkConfig:
         check_range("topk.k", self.k, 1, None)
 
 
-@DEPLOYMENTS.register("topk")
+@DEPLOYMENTS.register
 class Topk(OutputRestriction):
     """The top `k` probabilities kept, the others set to 0, then divided by their sum (sums to 1)."""
 
     name = "topk"
     Config = TopkConfig
+    test_config = TopkConfig(k=2)  # contract test
 
     def restrict(self, answer: Answer, generator: torch.Generator | None) -> Answer:
         k = min(int(self.config.k), answer.probs.shape[1])

@@ -1,5 +1,6 @@
-"""What the evaluation loop asks of the deployment layer: a suspect's chain, the deployed suspect
-(calibrated, its utility measured once) and the fields its per_model rows carry."""
+"""Deploying the benchmark's suspects, as the evaluation loop asks: each suspect's chain, the suspect behind
+it (calibrated, its utility measured once), the fields its per_model rows carry, and the oracles that query
+it for each method (`bench/evaluate.py`). The deployed suspect itself is `bench.deploy.suspect`."""
 
 from __future__ import annotations
 

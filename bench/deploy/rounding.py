@@ -1,4 +1,7 @@
-"""`round`: probabilities rounded to a number of decimals (a common API restriction)."""
+"""`round`: probabilities rounded to a number of decimals (a common API restriction).
+
+The module is `rounding`, not `round`: a module named after the built-in reads as if it were the built-in.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ class RoundConfig:
         check_range("round.decimals", self.decimals, 0, 8)
 
 
-@DEPLOYMENTS.register("round")
+@DEPLOYMENTS.register
 class Round(OutputRestriction):
     """Each probability rounded to `decimals` (not renormalised); the answered label is unchanged."""
 
     name = "round"
     Config = RoundConfig
+    test_config = RoundConfig(decimals=1)  # contract test
 
     def restrict(self, answer: Answer, generator: torch.Generator | None) -> Answer:
         answer.probs = torch.round(answer.probs, decimals=int(self.config.decimals))
