@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from bench.methods import Fingerprint, FingerprintMethod, GenerationContext, Poo
 from bench.methods.base import FingerprintIntegrityError
 from bench.metrics import format_fpr, fpr_label, result_fpr_targets
 from bench.oracle import Oracle
-from bench.progress import counted, short_list
+from bench.progress import counted, draws_bars, short_list
 from bench.published import overwrite_decision
 from bench.report import write_leaderboard, write_plots
 from bench.report.row_figures import min_negatives
@@ -323,8 +324,10 @@ def threat_model(job: Any) -> dict[str, Any]:
 def _generate_run(run: MethodRun, source: torch.nn.Module, cfg: DictConfig, zoo: BuildReport, device: torch.device,
                   records: dict[str, dict[str, Any]], progress: bool, behaviour: BehaviourCheck) -> None:
     """Generate (or load from `run.cache_dir`) one method's fingerprint, with its defender pools if it uses them."""
+    # A method's own step bars only where they redraw in place: in a log each update would be a \r fragment,
+    # and the run's per-job lines already say how far it is (bench.progress).
     ctx = GenerationContext(datamodule=zoo.datamodule, seed=cfg.seed, device=device,
-                            num_classes=zoo.datamodule.num_classes, progress=progress)
+                            num_classes=zoo.datamodule.num_classes, progress=progress and draws_bars(sys.stderr))
     ctx.pools = _pools(run, cfg, zoo, device, records, behaviour)
     try:
         _generate(run, source, ctx, run.cache_dir)

@@ -182,11 +182,13 @@ def test_eval_progress_false_silences_every_bar(smoke_cfg, smoke_zoo, tmp_path, 
     monkeypatch.setattr(evaluate, "build_zoo", lambda *a, **k: seen["zoo"].append(k["progress"]) or build(*a, **k))
     monkeypatch.setattr(evaluate, "GenerationContext", lambda **k: seen["generate"].append(k["progress"]) or context(**k))
     monkeypatch.setattr(evaluate, "counted", lambda *a, **k: seen["verify"].append(k["enabled"]) or count(*a, **k))
-    for flag in ("false", "true"):
-        cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path / flag), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}",
+    for flag, terminal in (("false", True), ("true", True), ("true", False)):
+        monkeypatch.setattr(evaluate, "draws_bars", lambda stream, terminal=terminal: terminal)
+        cfg = load_recipe(SMOKE, [*smoke_overrides(tmp_path / f"{flag}-{terminal}"), f"paths.zoo_dir={smoke_cfg.paths.zoo_dir}",
                                   "methods=[random]", "eval.budgets=[]", f"eval.progress={flag}"])
         evaluate.run_benchmark(cfg, progress=True)  # what the CLI passes with bars on
-    assert seen == {"zoo": [False, True], "generate": [False, True], "verify": [False, True]}
+    # off a terminal (a log file) the methods' own step bars stay off: each update would be a \r fragment there
+    assert seen == {"zoo": [False, True, True], "generate": [False, True, False], "verify": [False, True, True]}
 
 
 def test_the_split_line_is_logged_once(tmp_path, caplog, monkeypatch) -> None:
