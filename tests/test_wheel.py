@@ -90,9 +90,10 @@ def _check_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert wheel.name.startswith(DISTRIBUTION.replace("-", "_") + "-")
     expected = {p.relative_to(REPO).as_posix() for top in ("bench", "datamodules") for p in (REPO / top).rglob("*")
-                if p.suffix in (".py", ".css", ".js") and "__pycache__" not in p.parts}
+                if p.suffix in (".py", ".css", ".js", ".html") and "__pycache__" not in p.parts}
     expected |= {"fpbench_recipes/" + p.relative_to(REPO / "recipes").as_posix() for p in (REPO / "recipes").rglob("*.yaml")}
-    assert {"bench/report/static/site.css", "fpbench_recipes/quickstart.yaml", "fpbench_recipes/sweeps/smoke.yaml"} <= expected
+    assert {"bench/report/static/site.css", "bench/report/templates/page.html", "fpbench_recipes/quickstart.yaml",
+            "fpbench_recipes/sweeps/smoke.yaml"} <= expected
     assert expected - names == set()
 
 
@@ -130,3 +131,5 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert {p.parent.name for p in results} >= {"akh", "random"}, run.stdout
     assert (work / "zoo" / "smoke" / "manifest.jsonl").is_file()
     assert "published results: none found" in run.stdout  # no checkout: nothing to compare with, no failure
+    page = _run([fpbench, "leaderboard", "--results-dir", "local_results", "--html"], work, env)  # templates from the wheel
+    assert "<!DOCTYPE html>" in (work / "local_results" / "site" / "index.html").read_text(), page.stdout
