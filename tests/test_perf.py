@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from bench.perf import ORDER, parse_overrides, run_perf
+from bench.perf import BENCHMARKS, DEFAULT_RUN_ATTR, default_order, in_default_run, parse_overrides, run_perf
 from bench.registry import RegistryError
 from tests.conftest import REPO, SMOKE
 
@@ -72,8 +72,61 @@ def _positive_numbers(figures: dict, *keys: str) -> None:
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, (key, figures[key])
 
 
+def _check_train_throughput(figures: dict) -> None:
+    _positive_numbers(figures, "ratio_time_per_epoch")
+    _positive_numbers(figures["lightning"], "images_per_second")
+    _positive_numbers(figures["plain"], "images_per_second")
+
+
+def _check_methods(rate: str):
+    def check(figures: dict) -> None:
+        assert figures["methods"] and not figures["errors"]
+        for method, numbers in figures["methods"].items():
+            assert numbers[rate] is None or numbers[rate] > 0, method
+            _positive_numbers(numbers, "seconds")
+    return check
+
+
+def _check_adv_tra_batching(figures: dict) -> None:
+    assert figures["runs"] and isinstance(figures["meets_target"], bool)
+    for numbers in figures["runs"]:
+        _positive_numbers(numbers, "ratio", "threads")
+        assert numbers["batched"]["fingerprints"] > 0 and numbers["sequential"]["fingerprints"] > 0
+        assert 0 < numbers["ratio_vs_fastest_sequential"] <= numbers["ratio"]  # its own one-at-a-time run is a candidate
+
+
+def _check_zoo_throughput(figures: dict) -> None:
+    assert not figures["errors"] and figures["accuracy"]["abs_diff_from_before"]["workers"]["max"] == 0.0
+    _positive_numbers(figures["speedup"], "workers", "after")
+
+
+def _check_executor_ray(figures: dict) -> None:
+    assert figures["same_ids"] and figures["max_test_acc_diff"] <= 0.02
+    _positive_numbers(figures, "speedup_ray_vs_local", "ratio_ray_to_local_time")
+
+
+# What a benchmark's figures must hold beyond "status ok, some figures" (optional: a new benchmark runs without one).
+FIGURE_CHECKS = {
+    "train_throughput": _check_train_throughput,
+    "generation": _check_methods("fingerprints_per_second"),
+    "verification": _check_methods("queries_per_second"),
+    "adv_tra_batching": _check_adv_tra_batching,
+    "quickstart": lambda figures: _positive_numbers(figures, "wall_seconds", "peak_rss_mb"),
+    "zoo_profile": lambda figures: (_positive_numbers(figures["breakdown"], "job_seconds"),
+                                    _positive_numbers(figures["flops"], "step_gflops")),
+    "zoo_throughput": _check_zoo_throughput,
+    "executor_ray": _check_executor_ray,
+}
+
+
+def suite_names() -> list[str]:
+    """Every registered benchmark: the default run in its order, then the opt-in ones by name."""
+    default = default_order()
+    return [*default, *(name for name in BENCHMARKS.names() if name not in default)]
+
+
 @pytest.mark.perf
-@pytest.mark.parametrize("name", ORDER)
+@pytest.mark.parametrize("name", suite_names())
 def test_benchmark(name, perf_dirs, benchmark):
     if name == "executor_ray" and importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (pip install -e '.[ray]')")
@@ -82,34 +135,52 @@ def test_benchmark(name, perf_dirs, benchmark):
     record = _read(paths[name])
     assert record["status"] == "ok", record.get("error")
     figures = record["figures"]
-    if name == "train_throughput":
-        _positive_numbers(figures, "ratio_time_per_epoch")
-        _positive_numbers(figures["lightning"], "images_per_second")
-        _positive_numbers(figures["plain"], "images_per_second")
-    elif name in ("generation", "verification"):
-        assert figures["methods"] and not figures["errors"]
-        rate = "fingerprints_per_second" if name == "generation" else "queries_per_second"
-        for method, numbers in figures["methods"].items():
-            assert numbers[rate] is None or numbers[rate] > 0, method
-            _positive_numbers(numbers, "seconds")
-    elif name == "adv_tra_batching":
-        assert figures["runs"] and isinstance(figures["meets_target"], bool)
-        for numbers in figures["runs"]:
-            _positive_numbers(numbers, "ratio", "threads")
-            assert numbers["batched"]["fingerprints"] > 0 and numbers["sequential"]["fingerprints"] > 0
-            assert 0 < numbers["ratio_vs_fastest_sequential"] <= numbers["ratio"]  # its own one-at-a-time run is a candidate
-    elif name == "quickstart":
-        _positive_numbers(figures, "wall_seconds", "peak_rss_mb")
-    elif name == "zoo_profile":
-        _positive_numbers(figures["breakdown"], "job_seconds")
-        _positive_numbers(figures["flops"], "step_gflops")
-    elif name == "zoo_throughput":
-        assert not figures["errors"] and figures["accuracy"]["abs_diff_from_before"]["workers"]["max"] == 0.0
-        _positive_numbers(figures["speedup"], "workers", "after")
-    else:
-        assert figures["same_ids"] and figures["max_test_acc_diff"] <= 0.02
-        _positive_numbers(figures, "speedup_ray_vs_local", "ratio_ray_to_local_time")
+    assert isinstance(figures, dict) and figures, f"benchmark {name} returned no figures"
+    FIGURE_CHECKS.get(name, lambda figures: None)(figures)
     benchmark.extra_info.update({k: v for k, v in figures.items() if isinstance(v, (int, float, bool))})
+
+
+# -- what the runner needs of every registered benchmark (cheap, not perf) ------------------------
+@pytest.mark.parametrize("name", BENCHMARKS.names())
+def test_every_benchmark_is_runnable_and_described(name):
+    """A name the registry and the JSON file share, a one-line description (`fpbench perf` lists it) and the
+    `(run: PerfRun) -> dict` signature `run_perf` calls; a default-run position, when set, is an int."""
+    import inspect
+
+    benchmark = BENCHMARKS.get(name)
+    assert name.isidentifier() and name == benchmark.__name__, f"{name}: register the function under its own name"
+    assert BENCHMARKS.describe()[name], f"benchmark {name} has no docstring: its first line is its description"
+    assert list(inspect.signature(benchmark).parameters) == ["run"], f"benchmark {name} must take (run: PerfRun)"
+    position = getattr(benchmark, DEFAULT_RUN_ATTR, None)
+    assert position is None or isinstance(position, int), f"{name}: in_default_run takes an int position"
+    assert name not in FIGURE_CHECKS or name in default_order(), "FIGURE_CHECKS names a benchmark not in the default run"
+
+
+def test_default_run_is_the_marked_benchmarks_in_order():
+    """`fpbench perf` with no names runs today's eight, in today's order; the rest are opt-in."""
+    assert default_order() == ["train_throughput", "generation", "verification", "adv_tra_batching", "quickstart",
+                               "executor_ray", "zoo_profile", "zoo_throughput"]
+    assert {"cli_start", "deployment"} <= set(BENCHMARKS.names()) - set(default_order())
+    assert set(FIGURE_CHECKS) <= set(BENCHMARKS.names())
+
+
+def test_a_new_benchmark_joins_the_default_run_by_its_position(tmp_path):
+    """Marking a benchmark `in_default_run` is the only step: it then runs with no names, at its position."""
+    @in_default_run(15)
+    @BENCHMARKS.register("tiny_probe")
+    def tiny_probe(run) -> dict:
+        """A probe (test only)."""
+        return {"calls": 1}
+
+    try:
+        order = default_order()
+        assert order.index("tiny_probe") == order.index("train_throughput") + 1
+        assert order.index("tiny_probe") == order.index("generation") - 1
+        assert run_perf(["tiny_probe"], tmp_path) == {"tiny_probe": tmp_path / "perf" / "tiny_probe.json"}
+        assert _read(tmp_path / "perf" / "tiny_probe.json")["figures"] == {"calls": 1}
+    finally:
+        BENCHMARKS._items.pop("tiny_probe")
+        BENCHMARKS._descriptions.pop("tiny_probe")
 
 
 def test_records_hold_no_path_of_this_machine(tmp_path):

@@ -1,6 +1,10 @@
 """Architectures: every model is `Classifier(Normalize(mean, std), features, Linear head)`.
 
-Importing this package imports every family module, so `ARCHS` is complete. Build models with
+Importing this package imports every module it holds, sorted by name (`import_submodules`), so `ARCHS` is
+complete and a new architecture is one new file: a factory `(in_channels, num_classes, image_size, **params)
+-> (features, feature_dim)` registered with `@ARCHS.register("<name>")` (the one place its name is written;
+factories are functions, so the registry has no `name_attr`) and, when the default test shapes do not suit
+it, `@tested_with(ArchTestConfig(...))`. The modules named in `HELPERS` register nothing. Build models with
 `build_model`; any timm model is available as `timm:<model_name>` (randomly initialised).
 """
 
@@ -13,21 +17,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.nets import resnet, small  # noqa: F401  (imported to register their architectures)
-from bench.nets.base import ARCHS, Classifier, FeatureFactory, Normalize
+from bench.nets.base import ARCHS, ArchTestConfig, Classifier, FeatureFactory, Normalize, arch_test_config, tested_with
 from bench.nets.factory_net import FACTORY_PREFIX, check_factory_arch, factory_parts, is_factory_arch
 from bench.nets.timm_net import TIMM_PREFIX, check_timm_arch, is_timm_arch, timm_features
+from bench.registry import import_submodules
+
+HELPERS = ("base", "factory_net", "frozen", "timm_net")  # modules that register nothing
+import_submodules(__name__, __path__, HELPERS)
 
 __all__ = [
     "ARCHS",
+    "ArchTestConfig",
     "Classifier",
     "Normalize",
     "arch_descriptions",
     "arch_names",
+    "arch_test_config",
     "build_model",
     "check_arch",
     "count_parameters",
     "new_model",
+    "tested_with",
 ]
 
 # The factory arguments build_model fills in itself; everything after them is a tunable param.

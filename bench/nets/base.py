@@ -7,6 +7,8 @@ every model takes [0,1] pixels (normalisation is its first layer).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,4 +61,34 @@ class Classifier(nn.Module):
 # A factory takes (in_channels, num_classes, image_size, **params) and returns (features, feature_dim).
 FeatureFactory = Callable[..., tuple[nn.Module, int]]
 
+# Factories are functions, not classes naming themselves: the name is written once, in `@ARCHS.register("<name>")`.
 ARCHS: Registry[FeatureFactory] = Registry("arch")
+TEST_CONFIG_ATTR = "test_config"  # set on a factory by `tested_with`
+
+
+@dataclass(frozen=True)
+class ArchTestConfig:
+    """An arch's tiny test configuration: how the contract tests (`tests/nets/test_nets.py`) build it.
+
+    Attributes:
+        params: the arch params the tests build it with ({}: its defaults).
+        fast_max_image_size: the largest image size the fast suite builds it at; the larger test shapes
+            run only with the slow tests (None: every shape is fast).
+    """
+
+    params: dict[str, Any] = field(default_factory=dict)
+    fast_max_image_size: int | None = None
+
+
+def tested_with(config: ArchTestConfig) -> Callable[[FeatureFactory], FeatureFactory]:
+    """Decorator: the tests build this arch with `config` (without it: `ArchTestConfig()`)."""
+    def mark(factory: FeatureFactory) -> FeatureFactory:
+        setattr(factory, TEST_CONFIG_ATTR, config)
+        return factory
+
+    return mark
+
+
+def arch_test_config(name: str) -> ArchTestConfig:
+    """The test configuration of the registered arch `name` (`tested_with`, else the defaults)."""
+    return getattr(ARCHS.get(name), TEST_CONFIG_ATTR, None) or ArchTestConfig()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.nets.base import ARCHS
+from bench.nets.base import ARCHS, ArchTestConfig, tested_with
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -221,6 +221,7 @@ def wrn(
     return net, net.out_features
 
 
+@tested_with(ArchTestConfig(fast_max_image_size=8))  # 56M parameters: larger shapes only in the slow tests
 @ARCHS.register("wrn40_10")
 def wrn40_10(
     in_channels: int, num_classes: int, image_size: int, dropout: float = 0.0

@@ -6,29 +6,23 @@ times), the machine (CPUs, torch threads and version, device, load average) and 
 the benchmarks load (`perf.recipe`, the quickstart). No benchmark asserts a time (docs/architecture.md, style rule 10).
 
 `base` holds the machinery (`BENCHMARKS`, `PerfConfig`, `PerfRun`, `run_perf`); each other module is
-one benchmark, and this package imports them all so that the registry is complete.
+one benchmark, and this package imports every module it holds, sorted by name (`import_submodules`), so a
+new benchmark is one new file. The modules named in `HELPERS` register nothing: `base`, and the perf zoo
+and subprocess helpers the benchmarks share. `fpbench perf` with no names runs `default_order()`: the
+benchmarks marked `@in_default_run(<position>)`, by position.
 """
 
-from bench.perf import (  # noqa: F401  (imported to register their benchmarks)
-    adv_tra_batching,
-    cli_start,
-    deployment,
-    executor_ray,
-    generation,
-    quickstart,
-    train_throughput,
-    verification,
-    zoo_profile,
-    zoo_throughput,
-)
 from bench.perf.base import (
     BENCHMARKS,
+    DEFAULT_RUN_ATTR,
     GUARDS,
-    ORDER,
     REPO,
     SCHEMA_VERSION,
+    Benchmark,
     PerfConfig,
     PerfRun,
+    default_order,
+    in_default_run,
     machine_info,
     parse_overrides,
     portable_argv,
@@ -36,6 +30,11 @@ from bench.perf.base import (
     run_perf,
     usable_cpus,
 )
+from bench.registry import import_submodules
 
-__all__ = ["BENCHMARKS", "GUARDS", "ORDER", "REPO", "SCHEMA_VERSION", "PerfConfig", "PerfRun", "machine_info",
-           "parse_overrides", "portable_argv", "portable_settings", "run_perf", "usable_cpus"]
+HELPERS = ("base", "perf_zoo", "processes")  # modules that register nothing
+import_submodules(__name__, __path__, HELPERS)
+
+__all__ = ["BENCHMARKS", "DEFAULT_RUN_ATTR", "GUARDS", "REPO", "SCHEMA_VERSION", "Benchmark", "PerfConfig", "PerfRun",
+           "default_order", "in_default_run", "machine_info", "parse_overrides", "portable_argv", "portable_settings",
+           "run_perf", "usable_cpus"]

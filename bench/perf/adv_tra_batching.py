@@ -17,7 +17,7 @@ from torch import nn
 from bench.evaluate import resolve_device
 from bench.methods.adv_tra import AdvTra, AdvTraConfig
 from bench.methods.base import GenerationContext
-from bench.perf.base import BENCHMARKS, PerfRun, usable_cpus
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run, usable_cpus
 from bench.zoo.build import build_zoo
 
 TARGET_RATIO = 20.0  # issue 5: batched >= 20x the fingerprints/s of one at a time, 100 fingerprints, 2 CPU cores
@@ -123,6 +123,7 @@ def compare_batched_vs_sequential(
     }
 
 
+@in_default_run(40)
 @BENCHMARKS.register("adv_tra_batching")
 def adv_tra_batching(run: PerfRun) -> dict[str, Any]:
     """ADV-TRA batched vs one at a time on the recipe's source, with the recipe's adv_tra config.

@@ -2,7 +2,9 @@
 and the JSON record each benchmark writes (`<results_dir>/perf/<name>.json`).
 
 Each benchmark is a module of `bench.perf` that registers one function here; importing
-`bench.perf` imports them all, so the registry is complete. No benchmark asserts a time (docs/architecture.md, style rule 10).
+`bench.perf` imports them all (`import_submodules`), so the registry is complete. A benchmark that
+`fpbench perf` runs with no names says so itself, with its position: `@in_default_run(<position>)`.
+No benchmark asserts a time (docs/architecture.md, style rule 10).
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]  # the repository: bench/perf/base.py -> ../../..
 GUARDS = ("random", "oracle_label")  # methods that test the loop; not benchmarked
-ORDER = ("train_throughput", "generation", "verification", "adv_tra_batching", "quickstart", "executor_ray",
-         "zoo_profile", "zoo_throughput")
 SCHEMA_VERSION = 1
 
 
@@ -71,7 +71,31 @@ class PerfRun:
         return load_recipe(self.settings.recipe, [*self.overrides, *extra])
 
 
-BENCHMARKS: Registry[Callable[[PerfRun], dict[str, Any]]] = Registry("benchmark")
+Benchmark = Callable[[PerfRun], dict[str, Any]]
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+DEFAULT_RUN_ATTR = "default_run_position"  # set by `in_default_run`; absent: run only when named
+
+
+def in_default_run(position: int) -> Callable[[Benchmark], Benchmark]:
+    """Decorator: `fpbench perf` with no names runs this benchmark, ordered by `position` (ascending).
+
+    A benchmark without it is opt-in: it runs only when named (`fpbench perf <name>`).
+
+    Args:
+        position: where it runs in the default order; the built-ins use multiples of 10.
+    """
+    def mark(benchmark: Benchmark) -> Benchmark:
+        setattr(benchmark, DEFAULT_RUN_ATTR, position)
+        return benchmark
+
+    return mark
+
+
+def default_order() -> list[str]:
+    """The benchmarks `fpbench perf` runs with no names: those marked `in_default_run`, by position then name."""
+    positions = {name: getattr(BENCHMARKS.get(name), DEFAULT_RUN_ATTR, None) for name in BENCHMARKS.names()}
+    return sorted((name for name, position in positions.items() if position is not None),
+                  key=lambda name: (positions[name], name))
 
 
 def parse_overrides(overrides: list[str] | None) -> tuple[PerfConfig, list[str]]:
@@ -90,7 +114,7 @@ def parse_overrides(overrides: list[str] | None) -> tuple[PerfConfig, list[str]]
 
 
 def run_perf(names: list[str] | None, results_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Path]:
-    """Run the named benchmarks (default: all, in `ORDER`); write `<results_dir>/perf/<name>.json` each.
+    """Run the named benchmarks (default: `default_order()`); write `<results_dir>/perf/<name>.json` each.
 
     Returns name -> JSON path. A benchmark that fails is written with status "failed" and its error;
     the others still run, then RuntimeError names the failures.
@@ -101,7 +125,7 @@ def run_perf(names: list[str] | None, results_dir: str | os.PathLike, overrides:
     given = list(names or [])  # argparse puts every positional in `names`: key=value items are overrides
     overrides = [*(n for n in given if "=" in n), *(overrides or [])]
     settings, recipe_overrides = parse_overrides(overrides)
-    selected = [n for n in given if "=" not in n] or list(ORDER)
+    selected = [n for n in given if "=" not in n] or default_order()
     for name in selected:
         BENCHMARKS.get(name)
     run = PerfRun(settings=settings, overrides=recipe_overrides, results_dir=Path(results_dir))

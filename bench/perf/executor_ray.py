@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.perf.base import BENCHMARKS, PerfRun
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run
 from bench.perf.processes import run_measured, scratch_paths, workdir
 from bench.zoo.store import ZooStore
 
 
+@in_default_run(60)
 @BENCHMARKS.register("executor_ray")
 def executor_ray(run: PerfRun) -> dict[str, Any]:
     """The smoke zoo built from scratch with `executor=ray workers=N` vs `local` (subprocesses): the ratio."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.perf.base import BENCHMARKS, PerfRun
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run
 from bench.perf.perf_zoo import fingerprint_count, generate, perf_zoo
 from bench.zoo.build import recipe_threads
 
 
+@in_default_run(20)
 @BENCHMARKS.register("generation")
 def generation(run: PerfRun) -> dict[str, Any]:
     """Fingerprints/s and gradient evaluations of every method's `generate` on the perf zoo's source."""

@@ -6,12 +6,13 @@ import shutil
 import sys
 from typing import Any
 
-from bench.perf.base import BENCHMARKS, PerfRun
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run
 from bench.perf.processes import run_measured, scratch_paths, workdir
 
 TARGET_QUICKSTART_S = 600.0  # the quickstart (zoo + all methods) in 10 minutes on 2 CPU cores
 
 
+@in_default_run(50)
 @BENCHMARKS.register("quickstart")
 def quickstart(run: PerfRun) -> dict[str, Any]:
     """`fpbench run <perf.recipe>` from scratch (zoo + every method) in a subprocess: wall time and peak memory."""

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.nets import new_model
-from bench.perf.base import BENCHMARKS, PerfRun
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run
 from bench.training import ClassifierModule, fit
 from bench.zoo.build import recipe_threads
 from bench.zoo.jobs import setup_datamodule
@@ -24,6 +24,7 @@ from bench.zoo.jobs import setup_datamodule
 TARGET_LIGHTNING_RATIO = 1.2  # Lightning's time per epoch within 1.2x the plain loop's
 
 
+@in_default_run(10)
 @BENCHMARKS.register("train_throughput")
 def train_throughput(run: PerfRun) -> dict[str, Any]:
     """Images/s of the zoo's Lightning path (`ClassifierModule` + `fit`) vs a plain PyTorch loop, same model and data."""

@@ -6,11 +6,12 @@ import time
 from typing import Any
 
 from bench.oracle import Oracle
-from bench.perf.base import BENCHMARKS, PerfRun
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run
 from bench.perf.perf_zoo import generate, perf_zoo
 from bench.zoo.build import recipe_threads
 
 
+@in_default_run(30)
 @BENCHMARKS.register("verification")
 def verification(run: PerfRun) -> dict[str, Any]:
     """Suspects/s and queries/s of every method's `measure` over the perf zoo's suspects (loaded once)."""

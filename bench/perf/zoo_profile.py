@@ -25,7 +25,7 @@ from torch import nn
 
 from bench.config import ConfigError
 from bench.nets import new_model
-from bench.perf.base import BENCHMARKS, REPO, PerfRun, usable_cpus
+from bench.perf.base import BENCHMARKS, REPO, PerfRun, in_default_run, usable_cpus
 from bench.perf.train_throughput import _plain_device, plain_fit
 from bench.training import ClassifierModule, fit
 from bench.zoo.build import recipe_threads
@@ -40,6 +40,7 @@ RAY_STARTUP = ("import time, sys, ray; t = time.perf_counter(); ray.init(num_cpu
                "log_to_driver=False, _temp_dir=sys.argv[1]); ray.shutdown(); print(time.perf_counter() - t)")
 
 
+@in_default_run(70)
 @BENCHMARKS.register("zoo_profile")
 def zoo_profile(run: PerfRun) -> dict[str, Any]:
     """Seconds and shares of one source job's wall time: data, fwd+bwd, optimizer, Lightning, eval, checkpoint."""

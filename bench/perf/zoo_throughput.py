@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from bench.evaluate import method_pool_specs
 from bench.nets import new_model
-from bench.perf.base import BENCHMARKS, PerfRun, usable_cpus
+from bench.perf.base import BENCHMARKS, PerfRun, in_default_run, usable_cpus
 from bench.perf.processes import run_measured, scratch_paths, workdir
 from bench.perf.zoo_profile import _image_hw, _matmul_gflops, forward_macs
 from bench.zoo.build import prepare
@@ -49,6 +49,7 @@ PATHS = {
 SEED = re.compile(r"(,?)seed=\d+(,?)")
 
 
+@in_default_run(80)
 @BENCHMARKS.register("zoo_throughput")
 def zoo_throughput(run: PerfRun) -> dict[str, Any]:
     """The recipe's zoo built from scratch by the `before`, `workers` and `after` paths: speed and accuracies."""

@@ -54,7 +54,8 @@ def assert_disjoint(dm: FingerprintDataModule) -> None:
 
 # -- registry and config -------------------------------------------------------------------------
 def test_registry_lists_every_datamodule_with_a_description():
-    assert DATAMODULES.names() == ["cifar10", "cifar100", "digits", "fashion_mnist", "imagenet"]
+    # The built-ins stay (recipes and model ids name them); a new datamodule needs no edit here.
+    assert {"cifar10", "cifar100", "digits", "fashion_mnist", "imagenet"} <= set(DATAMODULES.names())
     for name, description in DATAMODULES.describe().items():
         cls = DATAMODULES.get(name)
         assert description and cls.name == name

@@ -10,26 +10,30 @@ from torch import nn
 
 from bench.nets import (
     ARCHS,
+    ArchTestConfig,
     Classifier,
     Normalize,
     arch_descriptions,
     arch_names,
+    arch_test_config,
     build_model,
+    check_arch,
     count_parameters,
 )
 from bench.registry import RegistryError
 
 # (in_channels, image_size, num_classes): digits, MNIST-sized and CIFAR-sized inputs.
 SHAPES = [(1, 8, 10), (1, 28, 10), (3, 32, 100)]
-# Archs too big for the fast suite at full size (WRN-40-10: 56M parameters); they run 8x8 there.
-HEAVY = {"wrn40_10"}
+# An arch too big for the fast suite at full size (WRN-40-10: 56M parameters) says so itself:
+# `@tested_with(ArchTestConfig(fast_max_image_size=8))` beside its registration; larger shapes are slow tests.
 
 
 def shape_cases() -> list:
     cases = []
     for arch in ARCHS.names():
         for channels, size, classes in SHAPES:
-            marks = [pytest.mark.slow] if arch in HEAVY and size > 8 else []
+            limit = arch_test_config(arch).fast_max_image_size
+            marks = [pytest.mark.slow] if limit is not None and size > limit else []
             case_id = f"{arch}-{channels}x{size}x{size}"
             cases.append(pytest.param(arch, channels, size, classes, marks=marks, id=case_id))
     return cases
@@ -63,7 +67,7 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 
 @pytest.mark.parametrize("arch,channels,size,classes", shape_cases())
 def test_output_shape_on_unit_pixels(arch: str, channels: int, size: int, classes: int) -> None:
-    model = make(arch, channels, size, classes, seed=0)
+    model = make(arch, channels, size, classes, seed=0, params=arch_test_config(arch).params)
     x = torch.rand(2, channels, size, size)  # [0,1] pixels, as every model receives them
     logits = model(x)
     assert logits.shape == (2, classes)
@@ -71,6 +75,23 @@ def test_output_shape_on_unit_pixels(arch: str, channels: int, size: int, classe
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (2, classes)
+
+
+@pytest.mark.parametrize("arch", ARCHS.names())
+def test_test_config_suits_the_arch(arch: str) -> None:
+    """An arch's tiny test configuration names params it accepts, and a fast shape the tests build."""
+    config = arch_test_config(arch)
+    check_arch(arch, config.params)
+    smallest = min(size for _, size, _ in SHAPES)
+    assert config.fast_max_image_size is None or config.fast_max_image_size >= smallest, (
+        f"{arch}: fast_max_image_size={config.fast_max_image_size} leaves it no fast shape (smallest: {smallest})")
+
+
+def test_heavy_arch_declares_its_test_config_and_larger_shapes_are_slow() -> None:
+    assert arch_test_config("wrn40_10").fast_max_image_size == 8
+    assert arch_test_config("convnet") == ArchTestConfig()
+    slow = {case.id for case in shape_cases() if case.marks}
+    assert slow == {"wrn40_10-1x28x28", "wrn40_10-3x32x32"}
 
 
 @pytest.mark.parametrize("arch", ARCHS.names())
