@@ -33,7 +33,6 @@ from bench.report.model import Board
 from bench.report.plots import write_plots
 from bench.report.trials import format_trial, trial_key
 
-PLOTS = sections.PLOTS
 COMMAND = "fpbench leaderboard --html --results-dir RESULTS_DIR"
 _FILTERS = (("dataset", "dataset"), ("zoo", "zoo"), ("positives", "positives"), ("method", "method"))
 
