@@ -109,7 +109,9 @@ def test_groups_block_without_rows_says_so(repo: Path) -> None:
 
 
 @pytest.mark.parametrize(("marker", "message"), [
-    ("zoo=z table=plots", "table=plots is not a table; give table=board (the default), table=groups or table=reproduce"),
+    ("zoo=z table=plots",
+     "table=plots is not a table; give table=board (the default), table=groups, table=frontier or table=reproduce"),
+    ("zoo=z table=frontier budget=many", "budget=many is not a number of queries per suspect"),
     ("zoo=z table=groups view=all", "for table=groups, [variant=...]; unknown: ['view']"),
     ("zoo=z variant=good", "for table=board, [view=...]; unknown: ['variant']"),
 ])
@@ -120,3 +122,36 @@ def test_bad_table_arguments_exit_2_and_fail_check(repo: Path, capsys: pytest.Ca
     assert message in capsys.readouterr().err
     assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1  # a problem line, not a crash
     assert f"docs/notes.md: board block '{marker}': " in capsys.readouterr().out
+
+
+FRONTIER_DOC = "# threat\n\n<!-- board:start zoo=z table=frontier -->\n<!-- board:end -->\n"
+
+
+def test_frontier_block_is_the_evasion_cost_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue "Threat models, not a mixture", item 3: the README headline shows every row's evasion cost per
+    family and overall. Every positive keeps 5 points less accuracy than the source (0.85 vs 0.90); `blind`
+    scores positives like negatives (evades: 5.0 pt), `sure` lifts them above every negative (none found)."""
+    for trial in range(3):
+        for method, lift in (("blind", 0.0), ("sure", 1.0)):
+            res = result(method, trial, n_neg=50, lift=lift)
+            for row in res["per_model"]:
+                row["test_acc"] = 0.85 if row["role"] == "positive" else 0.88
+            write(tmp_path / "results", res)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "threat.md").write_text(FRONTIER_DOC)
+    monkeypatch.chdir(tmp_path)
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "docs/threat.md"]) == 0
+    text = (tmp_path / "docs" / "threat.md").read_text()
+    lines = text.splitlines()
+    assert "| method | overall | adversarial training | fine-tuning | pruning |" in lines
+    rows = {line.split(" | ")[0].lstrip("| ").split("[")[0]: line.split(" | ", 1)[1] for line in lines
+            if line.startswith(("| blind[", "| sure["))}
+    assert rows == {"blind": "5.0 pt | 5.0 pt | 5.0 pt | 5.0 pt |",
+                    "sure": "none up to 5.0 pt | none up to 5.0 pt | none up to 5.0 pt | none up to 5.0 pt |"}
+    assert "[frontier.md](../results/frontier.md)" in text and "negatives per trial: [50]" in text
+    write(tmp_path / "results", result("third", 0, n_neg=50, lift=0.3))
+    capsys.readouterr()
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1
+    assert ("docs/threat.md: the generated block '<!-- board:start zoo=z table=frontier -->' is out of date"
+            in capsys.readouterr().out)

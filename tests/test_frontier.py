@@ -13,7 +13,7 @@ import pytest
 
 from bench.config import load_recipe
 from bench.evaluate import run_benchmark
-from bench.report.frontier import FAMILY_OF_ATTACK, cost_text, family_of, frontier_markdown, method_frontier
+from bench.report.frontier import FAMILY_OF_ATTACK, cost_table, cost_text, family_of, frontier_markdown, method_frontier
 from bench.zoo.attacks import ATTACKS, attack_facts
 from tests.conftest import SMOKE, smoke_overrides
 
@@ -101,3 +101,23 @@ def test_frontier_plots_for_a_results_tree(tmp_path):
         "plots/tiny/evasion_cost.png", "plots/tiny/frontier/adv_tra_n=10.png"]  # row label adv_tra[n=10]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
     assert file_name("cae[pool_seeds=1,xi=0.25]") == "cae_pool_seeds=1_xi=0.25"
+
+
+def test_evasion_cost_at_a_matched_budget_uses_the_budget_scores():
+    """Issue #27 item 5: the evasion cost at a matched query budget scores every suspect as a verifier limited
+    to that budget would (`budget_scores`), keeps the main score when the whole fingerprint fits, and says
+    "not measured" when a trial has no scores at that budget."""
+    negatives = [0.1 * i for i in range(10)]
+    trial = _result(negatives, [("a", "pruning", 0.88, 1.0), ("b", "pruning", 0.85, 1.0)])  # detected: none found
+    trial["queries_per_suspect"] = 400
+    for row in trial["per_model"]:  # at 100 queries: negatives keep their scores, `b` (5 points) falls to 0.5
+        row["budget_scores"] = {"100": 0.5 if row.get("group") == "b" else row["score"]}
+    whole, limited = method_frontier([trial]), method_frontier([trial], budget=100)
+    assert cost_text(whole["overall"]) == "none up to 5.0 pt"
+    assert limited["measured"] and limited["overall"]["evasion_cost"] == pytest.approx(5.0)
+    assert method_frontier([trial], budget=400)["overall"] == whole["overall"]  # the whole fingerprint fits
+    for row in trial["per_model"]:
+        del row["budget_scores"]
+    unmeasured = method_frontier([trial], budget=100)
+    assert not unmeasured["measured"] and cost_text(unmeasured["overall"]) == "not measured"
+    assert "| m | not measured |" in cost_table({"m": unmeasured})

@@ -2,7 +2,7 @@
 
 A block sits between ``<!-- board:start ARGS -->`` and ``<!-- board:end -->``; ARGS are
 ``key=value`` words: ``zoo=NAME`` (required), ``results=DIR`` (the results folder, relative to the
-repository root; default ``results``), ``table=board|groups`` (default ``board``) and, per table:
+repository root; default ``results``), ``table=board|groups|frontier|reproduce`` (default ``board``) and, per table:
 
 - ``table=board``: ``view=all|paper`` (default: both, one table each). The compact headline (issue
   "Honest statistics", item 10; columns: :data:`bench.report.columns.COMPACT`): rank, method,
@@ -11,6 +11,10 @@ repository root; default ``results``), ``table=board|groups`` (default ``board``
   (every column, per-trial links) is ``results/leaderboard.md``.
 - ``table=groups``: ``variant=LABEL`` (a row's method label, e.g. ``adv_tra``; default: every row).
   The per-attack table of ``groups.md`` (:func:`bench.report.groups.groups_block`).
+- ``table=frontier``: ``budget=N`` (queries per suspect; default: the whole fingerprint). The evasion costs
+  of every row of the zoo, methods x families, median [range] over trials
+  (:func:`bench.report.frontier.cost_table`; issue "Threat models, not a mixture", items 3 and 5), with a
+  link to ``frontier.md``, which holds each configuration's detection.
 - ``table=reproduce``: the ``fpbench reproduce`` reports ``<results>/reproduce/<zoo>*.json``
   (:func:`bench.report.reproduce_block.reproduce_block`).
 
@@ -33,6 +37,7 @@ from bench.io import atomic_write_text
 from bench.metrics import fpr_label
 from bench.report import columns as cols
 from bench.report.cells import md_text
+from bench.report.frontier import cost_table, results_frontiers
 from bench.report.groups import groups_block
 from bench.report.model import Board
 from bench.report.positive_sets import VIEW_NOTES, view_order
@@ -46,7 +51,8 @@ BLOCK = re.compile(r"(?P<start><!-- board:start(?P<args>(?: [a-z_]+=[^\s>]+)*) -
 DOC_FILES = ("README.md", "results/README.md", "docs/*.md")  # where `--readme`/`--check` look for blocks
 
 
-TABLES = {"board": ("view",), "groups": ("variant",), "reproduce": ()}  # kind -> keys it takes beside zoo, results, table
+# table kind -> the keys it takes beside zoo, results and table
+TABLES = {"board": ("view",), "groups": ("variant",), "frontier": ("budget",), "reproduce": ()}
 
 
 def block_args(text: str) -> dict[str, str]:
@@ -59,12 +65,15 @@ def block_args(text: str) -> dict[str, str]:
     table = args.get("table", "board")
     if table not in TABLES:
         raise ValueError(f"board block '{text.strip()}': table={table} is not a table; give table=board (the "
-                         "default), table=groups or table=reproduce.")
+                         "default), table=groups, table=frontier or table=reproduce.")
     unknown = sorted(set(args) - {"zoo", "results", "table", *TABLES[table]})
     if unknown or "zoo" not in args:
         raise ValueError(f"board block '{text.strip()}': give zoo=NAME [results=DIR] and, for table={table}, "
                          f"{' '.join(f'[{k}=...]' for k in TABLES[table])}; unknown: {unknown}.")
-    return {"view": "", "variant": "", "results": "results", **args, "table": table}
+    if table == "frontier" and not args.get("budget", "1").isdigit():
+        raise ValueError(f"board block '{text.strip()}': budget={args['budget']} is not a number of queries per "
+                         "suspect; give e.g. budget=100, or leave it out for the whole fingerprint.")
+    return {"view": "", "variant": "", "budget": "", "results": "results", **args, "table": table}
 
 
 def compact_table(rows: pd.DataFrame, comparisons: pd.DataFrame, fpr_targets: list[float], link: Callable[[str], str],
@@ -110,6 +119,13 @@ def render_block(args: dict[str, str], board: Board, link: Callable[[str], str],
         return reproduce_block(results_dir, args["zoo"], link)
     if args["table"] == "groups":
         return groups_block(board, args["zoo"], args["variant"])
+    if args["table"] == "frontier":
+        budget = int(args["budget"]) if args["budget"] else None
+        frontiers = results_frontiers(results_dir, zoo=args["zoo"], budget=budget).get(args["zoo"], {})
+        if not frontiers:
+            return f"\nNo result files of zoo `{args['zoo']}`.\n"
+        return (f"\n{cost_table(frontiers)}\nEach configuration's detection and accuracy drop: "
+                f"[frontier.md]({link('frontier.md')}) (definitions: docs/frontier.md).\n")
     rows = board.rows[board.rows["zoo"] == args["zoo"]]
     comparisons = board.comparisons[board.comparisons["zoo"] == args["zoo"]]
     views = [args["view"]] if args["view"] else sorted(set(rows["positives"]), key=view_order)

@@ -188,11 +188,12 @@ def _runs_html(row: Mapping[str, Any], key: str, ctx: Context) -> str:
 
 
 def _evasion_md(row: Mapping[str, Any], key: str, ctx: Context) -> str:
-    return c.md_text(row["evasion"]) if row["evasion"] else c.MISSING
+    text = row[key.replace("evasion_cost", "evasion")]  # the cell's text field: evasion, evasion_at_budget
+    return c.md_text(text) if text else c.MISSING
 
 
 def _evasion_html(row: Mapping[str, Any], key: str, ctx: Context) -> str:
-    return html.escape(row["evasion"] or c.MISSING)
+    return html.escape(row[key.replace("evasion_cost", "evasion")] or c.MISSING)
 
 
 def _tpr_fields(targets: Sequence[float]) -> tuple[str, ...]:
@@ -238,6 +239,10 @@ SPEC: tuple[Column, ...] = (
            "'none up to X': no configuration evaded up to the largest drop X tested (docs/frontier.md)"),
     Column("auc_at_budget", lambda ctx: f"AUC@{ctx.budget}", ("auc_at_budget",), {MARKDOWN: _places(3, c.MISSING)},
            numeric=True),
+    Column("evasion_cost_at_budget", lambda ctx: f"evasion cost@{ctx.budget}",
+           ("evasion_cost_at_budget", "evasion_at_budget"), {MARKDOWN: _evasion_md, HTML: _evasion_html}, numeric=True,
+           tip="the evasion cost with every suspect scored as a verifier limited to the matched query budget would "
+           "score it (the whole fingerprint when it fits); — = no scores at that budget (docs/frontier.md)"),
     Column("n_pos", "n+", ("n_pos",), {MARKDOWN: _plain, HTML: _html}, numeric=True,
            tip="positive suspects (smallest count over trials)"),
     Column("n_neg", "n−", ("n_neg",), {MARKDOWN: _plain, HTML: _html}, numeric=True,

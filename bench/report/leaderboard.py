@@ -100,7 +100,7 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float], budget: int) ->
     record.update(rf.aggregate(results.values(), fpr_targets, confidence))
     record["ci_over"] = "" if math.isnan(record["auc_ci_low"]) else ("trials" if len(results) > 1 else "suspects")
     record["aruc"] = _mean([_aruc(r) for r in results.values()])
-    record.update(_evasion(list(results.values())))
+    record.update(_evasion(list(results.values()), budget))
     at_budget = [auc_at_budget(r, budget) for r in results.values()]  # every trial or "—"
     record["auc_at_budget"] = math.nan if any(math.isnan(v) for v in at_budget) else _mean(at_budget)
     misses = tr.target_misses(results.items())
@@ -118,13 +118,17 @@ def _record(row: _Row, label: str, fpr_targets: Sequence[float], budget: int) ->
     return record
 
 
-def _evasion(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row's overall evasion cost (`bench.report.frontier`): NaN and no text when no result records accuracies."""
-    overall = method_frontier(results, FRONTIER_FPR)["overall"]
-    if overall["evasion_cost"] is None and overall["max_drop_reached"] is None:
-        return {"evasion_cost": math.nan, "evasion": ""}
-    cost = overall["evasion_cost"]
-    return {"evasion_cost": math.nan if cost is None else float(cost), "evasion": cost_text(overall)}
+def _evasion(results: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+    """The row's overall evasion cost (`bench.report.frontier`), with the whole fingerprint and at ``budget``
+    queries per suspect: NaN and no text when no result records accuracies or scores at that budget."""
+    out: dict[str, Any] = {}
+    for suffix, at in (("", None), ("_at_budget", budget)):
+        overall = method_frontier(results, FRONTIER_FPR, at)["overall"]
+        cost = overall["evasion_cost"]
+        known = overall.get("measured") is not False and not (cost is None and overall["max_drop_reached"] is None)
+        out[f"evasion_cost{suffix}"] = math.nan if cost is None or not known else float(cost)
+        out[f"evasion{suffix}"] = cost_text(overall) if known else ""
+    return out
 
 
 def _mean(values: list[float]) -> float:

@@ -54,6 +54,8 @@ Definitions and exact rules: `docs/leaderboard.md` in the fpbench repository.
   trial's negatives; the minimum over families, median [range] over trials. *none up to X*: no
   configuration evaded up to the largest drop X the zoo tested (a lower bound). Per family and
   figures: `docs/frontier.md`; — = the results do not record the suspects' accuracies.
+  **evasion cost@{budget}**: the same with every suspect scored at most {budget} queries, as AUC@{budget}
+  (equal footing for methods whose whole fingerprints cost different numbers of queries); — = not measured.
 - **±** is the standard deviation across trials; **AUC CI** is the Student-t confidence interval of
   the mean over trials (level `eval.bootstrap.confidence`, 95% by default); † marks a single-trial
   row, whose interval is that result's bootstrap over suspects.
