@@ -4,6 +4,7 @@ per-attack groups table in README.md and docs are written from result files by `
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -110,7 +111,8 @@ def test_groups_block_without_rows_says_so(repo: Path) -> None:
 
 @pytest.mark.parametrize(("marker", "message"), [
     ("zoo=z table=plots",
-     "table=plots is not a table; give table=board (the default), table=groups, table=frontier or table=reproduce"),
+     "table=plots is not a table; give table=board (the default), table=groups, table=frontier, table=cost or "
+     "table=reproduce"),
     ("zoo=z table=frontier budget=many", "budget=many is not a number of queries per suspect"),
     ("zoo=z table=groups view=all", "for table=groups, [variant=...]; unknown: ['view']"),
     ("zoo=z variant=good", "for table=board, [view=...]; unknown: ['variant']"),
@@ -155,3 +157,27 @@ def test_frontier_block_is_the_evasion_cost_table(tmp_path: Path, monkeypatch: p
     assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1
     assert ("docs/threat.md: the generated block '<!-- board:start zoo=z table=frontier -->' is out of date"
             in capsys.readouterr().out)
+
+
+def test_cost_block_renders_the_phase_times_of_a_multi_trial_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #27 item 6 (cost by phase) as a generated block: the numbers of perf/trials-<zoo>.json, rounded,
+    per trial and in all; a trial whose zoo was built before shows 0 models trained."""
+    perf = {"zoo": "z", "workers": 2, "cpu_threads": 1, "executor": "local", "wall_seconds": 1500.4,
+            "hardware": {"cpu": "Test CPU", "cpus_available": 2, "gpus": []},
+            "phase_totals": {"zoo": 1200.0, "generate a": 30.0, "generate b": 20.5, "verify": 240.0, "report": 9.9},
+            "per_trial": [
+                {"trial": 0, "seed": 0, "source_seed": 0, "models_built": 400, "seconds": 1400.2, "skipped": False,
+                 "phases": {"zoo": 1190.0, "generate a": 25.0, "generate b": 15.5, "verify": 160.0, "report": 9.0}},
+                {"trial": 1, "seed": 1, "source_seed": 1, "models_built": 0, "seconds": 100.2, "skipped": False,
+                 "phases": {"zoo": 10.0, "generate a": 5.0, "generate b": 5.0, "verify": 80.0, "report": 0.9}}]}
+    (tmp_path / "results" / "perf").mkdir(parents=True)
+    (tmp_path / "results" / "perf" / "trials-z.json").write_text(json.dumps(perf))
+    (tmp_path / "README.md").write_text("<!-- board:start zoo=z table=cost -->\n<!-- board:end -->\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "README.md"]) == 0
+    lines = (tmp_path / "README.md").read_text().splitlines()
+    assert "| 0 | 0 (0) | 400 | 1,190 | 40 | 160 | 9 | 1,400 |" in lines
+    assert "| 1 | 1 (1) | 0 | 10 | 10 | 80 | 1 | 100 |" in lines
+    assert "| **all** |  | 400 | 1,200 | 50 | 240 | 10 | 1,500 |" in lines
+    assert any("Test CPU, 2 usable CPUs" in line and "[perf/trials-z.json](results/perf/trials-z.json)" in line
+               for line in lines)

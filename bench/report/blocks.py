@@ -2,7 +2,7 @@
 
 A block sits between ``<!-- board:start ARGS -->`` and ``<!-- board:end -->``; ARGS are
 ``key=value`` words: ``zoo=NAME`` (required), ``results=DIR`` (the results folder, relative to the
-repository root; default ``results``), ``table=board|groups|frontier|reproduce`` (default ``board``) and, per table:
+repository root; default ``results``), ``table=board|groups|frontier|cost|reproduce`` (default ``board``) and, per table:
 
 - ``table=board``: ``view=all|paper`` (default: both, one table each). The compact headline (issue
   "Honest statistics", item 10; columns: :data:`bench.report.columns.COMPACT`): rank, method,
@@ -15,6 +15,8 @@ repository root; default ``results``), ``table=board|groups|frontier|reproduce``
   of every row of the zoo, methods x families, median [range] over trials
   (:func:`bench.report.frontier.cost_table`; issue "Threat models, not a mixture", items 3 and 5), with a
   link to ``frontier.md``, which holds each configuration's detection.
+- ``table=cost``: the wall time by phase and trial of a multi-trial run, ``<results>/perf/trials-<zoo>.json``
+  (:func:`bench.report.cost_block.cost_block`).
 - ``table=reproduce``: the ``fpbench reproduce`` reports ``<results>/reproduce/<zoo>*.json``
   (:func:`bench.report.reproduce_block.reproduce_block`).
 
@@ -37,6 +39,7 @@ from bench.io import atomic_write_text
 from bench.metrics import fpr_label
 from bench.report import columns as cols
 from bench.report.cells import md_text
+from bench.report.cost_block import cost_block
 from bench.report.frontier import cost_table, results_frontiers
 from bench.report.groups import groups_block
 from bench.report.model import Board
@@ -52,7 +55,7 @@ DOC_FILES = ("README.md", "results/README.md", "docs/*.md")  # where `--readme`/
 
 
 # table kind -> the keys it takes beside zoo, results and table
-TABLES = {"board": ("view",), "groups": ("variant",), "frontier": ("budget",), "reproduce": ()}
+TABLES = {"board": ("view",), "groups": ("variant",), "frontier": ("budget",), "cost": (), "reproduce": ()}
 
 
 def block_args(text: str) -> dict[str, str]:
@@ -65,7 +68,7 @@ def block_args(text: str) -> dict[str, str]:
     table = args.get("table", "board")
     if table not in TABLES:
         raise ValueError(f"board block '{text.strip()}': table={table} is not a table; give table=board (the "
-                         "default), table=groups, table=frontier or table=reproduce.")
+                         "default), table=groups, table=frontier, table=cost or table=reproduce.")
     unknown = sorted(set(args) - {"zoo", "results", "table", *TABLES[table]})
     if unknown or "zoo" not in args:
         raise ValueError(f"board block '{text.strip()}': give zoo=NAME [results=DIR] and, for table={table}, "
@@ -115,6 +118,8 @@ def reading(rows: pd.DataFrame, comparisons: pd.DataFrame) -> str:
 
 def render_block(args: dict[str, str], board: Board, link: Callable[[str], str], results_dir: Path) -> str:
     """The body of one block (without its markers)."""
+    if args["table"] == "cost":
+        return cost_block(results_dir, args["zoo"], link)
     if args["table"] == "reproduce":
         return reproduce_block(results_dir, args["zoo"], link)
     if args["table"] == "groups":
@@ -141,6 +146,11 @@ def render_block(args: dict[str, str], board: Board, link: Callable[[str], str],
     return "\n" + "\n\n".join(parts).rstrip() + "\n"
 
 
+def _linker(prefix: str) -> Callable[[str], str]:
+    """Links from a markdown file to files of the results folder ``prefix`` (relative to that file)."""
+    return lambda rel: f"{prefix}/{rel}"
+
+
 def regenerate(path: Path, repo_root: Path, boards: Callable[[Path], Board]) -> str:
     """The text of ``path`` with every block rewritten from ``boards(results_dir)``."""
     text = path.read_text(encoding="utf-8")
@@ -149,7 +159,7 @@ def regenerate(path: Path, repo_root: Path, boards: Callable[[Path], Board]) -> 
         args = block_args(match.group("args"))
         results_dir = repo_root / args["results"]
         prefix = Path(os.path.relpath(results_dir.resolve(), path.resolve().parent)).as_posix()
-        body = render_block(args, boards(results_dir), lambda rel: f"{prefix}/{rel}", results_dir)
+        body = render_block(args, boards(results_dir), _linker(prefix), results_dir)
         return match.group("start") + body + END
 
     return BLOCK.sub(replace, text)
@@ -188,7 +198,7 @@ def stale_blocks(repo_root: Path, results_dir: Path, boards: Callable[[Path], Bo
             if (repo_root / args["results"]).resolve() != results_dir.resolve():
                 continue
             prefix = Path(os.path.relpath(results_dir.resolve(), path.resolve().parent)).as_posix()
-            body = render_block(args, boards(results_dir), lambda rel, p=prefix: f"{p}/{rel}", results_dir)
+            body = render_block(args, boards(results_dir), _linker(prefix), results_dir)
             if body != match.group("body"):
                 problems.append(f"{path.relative_to(repo_root)}: the generated block '{match.group('start')}' is out of "
                                 "date with its result files; run `fpbench leaderboard --readme "

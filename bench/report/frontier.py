@@ -102,8 +102,9 @@ def trial_points(result: Mapping[str, Any], fpr: float, budget: int | None = Non
             groups.setdefault(str(record["group"]), []).append(record)
     points = []
     for group, records in groups.items():
-        accs = [r.get("test_acc") for r in records]
-        drop = None if source_acc is None or None in accs else 100 * (source_acc - statistics.fmean(accs))
+        accs = [float(r["test_acc"]) for r in records if r.get("test_acc") is not None]
+        drop = (None if source_acc is None or len(accs) < len(records)
+                else 100 * (float(source_acc) - statistics.fmean(accs)))
         points.append(Point(group=group, family=family_of(records[0]), strength=records[0].get("strength"),
                             n=len(records), accuracy_drop=drop,
                             detection=sum(float(r["score"]) > threshold for r in records) / len(records)))
