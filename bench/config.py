@@ -23,6 +23,7 @@ from bench.budgets import DEFAULT_BUDGETS
 from bench.builtin_recipes import builtin_names, builtin_recipe, is_builtin_name
 from bench.deploy import parse_chain
 from bench.endpoints import parse_endpoints
+from bench.entry_config import build_config
 from bench.errors import ConfigError
 from bench.fingerprint_import import IMPORT_KEY, check_import_id
 from bench.io import sha256_json
@@ -255,14 +256,13 @@ def _resolve_method(entry: dict, overrides: list[DictConfig]) -> dict:
     # A loop-level key, not a Config field: the imported fingerprint to score (docs/byo.md, External fingerprints)
     value = params.pop(IMPORT_KEY, None)
     imported = {IMPORT_KEY: value} if value is not None else {}
-    merged = _merge_checked(OmegaConf.structured(method_cls.Config), params, f"method '{name}'")
+    config = build_config(method_cls.Config, params, where=f"method '{name}'", name=name)
     try:
-        config = OmegaConf.to_object(merged)
         if hasattr(config, "seed"):
             check_seed(f"{name}.seed", config.seed)
         if imported:
             check_import_id(name, imported[IMPORT_KEY])
-    except (ValueError, TypeError) as err:  # __post_init__ range checks
+    except (ValueError, TypeError) as err:  # the seed's and the imported fingerprint's checks
         raise ConfigError(f"method '{name}': {err}") from None
     return {"name": name, **OmegaConf.to_container(OmegaConf.structured(config), resolve=True), **imported}
 

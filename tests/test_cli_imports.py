@@ -60,7 +60,7 @@ LIGHT = [
     (["list", "attacks"], 0, "ftsmooth "),
     (["check-method", "-h"], 0, "PASS/FAIL"),
     (["show", QUICKSTART], 0, "- name: adv_tra"),
-    (["show", QUICKSTART, "methods=[akh]", "methods.akh.n_samples=abc"], 2, "'n_samples' in method 'akh'"),
+    (["show", QUICKSTART, "methods=[akh]", "methods.akh.n_samples=abc"], 2, "akh.n_samples='abc' has the wrong type"),
     (["show", "recipes/no_such_recipe.yaml"], 2, "Recipe file not found"),
     (["run", QUICKSTART, "zoo.source.epochs=abc"], 2, "zoo.source.epochs"),
     (["run", QUICKSTART, "methods=[adv_trx]"], 2, "Did you mean 'adv_tra'?"),

@@ -146,7 +146,7 @@ assert ATTACKS.get("dropin_noise").Config.attack_name == "dropin_noise"
 try:
     build_attack("dropin_noise", {"sigma": -1.0})
 except ValueError as err:
-    assert str(err).startswith("sigma=-1.0"), err
+    assert str(err).startswith("attack 'dropin_noise': sigma=-1.0"), err
 check_deployment("dropin_grey")  # raises AssertionError naming a broken rule
 print("CONTRACT OK")
 '''

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from bench.entry_config import build_config
 from bench.io import sha256_json
 from bench.nets.base import Classifier
 from bench.registry import Registry
@@ -133,27 +132,16 @@ def build_deployment(name: str, params: Any, where: str) -> Deployment:
     """The wrapper registered as `name`, its Config merged from `params` and checked.
 
     Raises:
-        ValueError: an unknown name ("did you mean"), an unknown key (naming the valid ones), a value
-            of the wrong type or out of range (naming `<where> (<name>).<key>`).
+        ValueError: an unknown name ("did you mean"); a ConfigError (:func:`bench.entry_config.build_config`):
+            an unknown key (naming the valid ones), a value of the wrong type or out of range, each naming
+            `<where> (<name>)`.
     """
     if name not in DEPLOYMENTS:
         raise ValueError(f"{where}: {DEPLOYMENTS.unknown_message(name)}")
     cls = DEPLOYMENTS.get(name)
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
+    if params is not None and not isinstance(params, dict):
         raise ValueError(f"{where} ({name}): the parameters must be a mapping such as {{{name}: {{}}}}; got {params!r}.")
-    valid = [f.name for f in dataclasses.fields(cls.Config)]
-    unknown = [k for k in params if k not in valid]
-    if unknown:
-        raise ValueError(f"{where} ({name}): unknown key '{unknown[0]}'. Valid keys: {', '.join(valid) or '(none)'}.")
-    try:
-        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Config), params))
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise ValueError(f"{where} ({name}): bad value for '{name}.{key}': {str(err).splitlines()[0]}") from None
-    except (ValueError, TypeError) as err:  # __post_init__ range checks name the key
-        raise ValueError(f"{where} ({name}): {err}") from None
+    config: Any = build_config(cls.Config, params, where=f"{where} ({name})", name=name)
     return cls(config)
 
 

@@ -84,8 +84,8 @@ def check_config(name: str, params: dict[str, Any]) -> None:
     try:
         build_deployment(name, {**params, "no_such_key": 1}, "contract")
     except ValueError as err:
-        expected = f"unknown key 'no_such_key'. Valid keys: {', '.join(valid) or '(none)'}"
-        assert expected in str(err), f"deployment '{name}': an unknown key's message {str(err)!r} lacks {expected!r}"
+        for expected in (f"Unknown key 'no_such_key' in contract ({name}).", f"Valid keys: {', '.join(valid) or '(none)'}."):
+            assert expected in str(err), f"deployment '{name}': an unknown key's message {str(err)!r} lacks {expected!r}"
     else:
         raise AssertionError(f"deployment '{name}': an unknown config key was accepted")
     deployment = build_deployment(name, params, "contract")

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import ConfigError, load_recipe
+from bench.entry_config import build_config
 from bench.io import atomic_write_json
 from bench.provenance import usable_cpus
 from bench.registry import Registry
@@ -104,13 +105,11 @@ def parse_overrides(overrides: list[str] | None) -> tuple[PerfConfig, list[str]]
     for item in overrides or []:
         item = item[2:] if item.startswith("--") else item
         (perf_items if item.startswith("perf.") else recipe_items).append(item)
-    schema = OmegaConf.structured(PerfConfig)
     try:
-        merged = OmegaConf.merge(schema, OmegaConf.from_dotlist([i[len("perf."):] for i in perf_items]))
+        given = OmegaConf.from_dotlist([i[len("perf."):] for i in perf_items])
     except OmegaConfBaseException as err:
-        valid = ", ".join(f"perf.{f.name}" for f in dataclasses.fields(PerfConfig))
-        raise ConfigError(f"Bad benchmark setting in {perf_items}: {str(err).splitlines()[0]}. Valid: {valid}.") from None
-    return OmegaConf.to_object(merged), recipe_items
+        raise ConfigError(f"Bad benchmark setting in {perf_items}: {str(err).splitlines()[0]}; write perf.<key>=value.") from None
+    return build_config(PerfConfig, given, where="the benchmark settings (perf.<key>=value)", name="perf"), recipe_items
 
 
 def run_perf(names: list[str] | None, results_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Path]:

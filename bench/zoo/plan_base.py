@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from bench.entry_config import check_keys
 from bench.errors import ConfigError
 from bench.io import sha256_file, sha256_json
 from bench.model_spec import ModelSpec, check_model_spec, without_unset_external
@@ -129,6 +130,9 @@ def expand(entry: dict[str, Any], scalar_keys: set[str]) -> list[tuple[dict[str,
 
 
 def _train_spec(base: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    # Keys as every entry config checks them (bench.entry_config); the merge stays omegaconf's own, since a
+    # model id hashes the resulting dict and must not move.
+    check_keys(ModelSpec, overrides, where, "", listed=("kind",))
     schema = OmegaConf.merge(OmegaConf.structured(ModelSpec), base)
     try:
         merged = OmegaConf.merge(schema, overrides)
