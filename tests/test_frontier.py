@@ -121,3 +121,15 @@ def test_evasion_cost_at_a_matched_budget_uses_the_budget_scores():
     unmeasured = method_frontier([trial], budget=100)
     assert not unmeasured["measured"] and cost_text(unmeasured["overall"]) == "not measured"
     assert "| m | not measured |" in cost_table({"m": unmeasured})
+
+
+def test_entries_that_share_a_label_but_not_a_strength_are_two_configurations():
+    """A zoo labels an expanded recipe entry by the keys it varies, so `extract` with and without `arch:
+    lenet` share a label; the frontier tells them apart by their recorded strength."""
+    trial = _result([0.0] * 5, [("extract(q=1)", "extraction", 0.88, 1.0), ("extract(q=1)", "extraction", 0.80, 0.0)])
+    trial["per_model"][-2]["strength"] = {"arch": None, "q": 1}
+    trial["per_model"][-1]["strength"] = {"arch": "lenet", "q": 1}
+    points = method_frontier([trial])["families"]["extraction"]["points"]
+    assert [(p["group"], p["detection"]) for p in points] == [("extract(q=1) [arch=None]", 1.0),
+                                                              ("extract(q=1) [arch=lenet]", 0.0)]
+    assert method_frontier([trial])["families"]["extraction"]["evasion_cost"] == pytest.approx(10.0)

@@ -22,6 +22,7 @@ rest of the report layer. Reading and limits: docs/frontier.md.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,12 +97,12 @@ def trial_points(result: Mapping[str, Any], fpr: float, budget: int | None = Non
     negatives = [float(r["score"]) for r in per_model if r["role"] == "negative"]
     threshold = calibrated_threshold(negatives, fpr)
     source_acc = (result.get("zoo") or {}).get("source_test_acc")
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    configs: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for record in per_model:
         if record["role"] == "positive":
-            groups.setdefault(str(record["group"]), []).append(record)
+            configs.setdefault((str(record["group"]), _strength_key(record)), []).append(record)
     points = []
-    for group, records in groups.items():
+    for group, records in _configurations(configs).items():
         accs = [float(r["test_acc"]) for r in records if r.get("test_acc") is not None]
         drop = (None if source_acc is None or len(accs) < len(records)
                 else 100 * (float(source_acc) - statistics.fmean(accs)))
@@ -109,6 +110,30 @@ def trial_points(result: Mapping[str, Any], fpr: float, budget: int | None = Non
                             n=len(records), accuracy_drop=drop,
                             detection=sum(float(r["score"]) > threshold for r in records) / len(records)))
     return points
+
+
+def _strength_key(record: Mapping[str, Any]) -> str:
+    return json.dumps(record.get("strength"), sort_keys=True, default=str)
+
+
+def _configurations(configs: Mapping[tuple[str, str], list[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
+    """One entry per attack configuration, named by its group label. A zoo labels an expanded recipe entry by
+    the keys the entry varies, so two entries that differ in a fixed key (e.g. `extract` with and without
+    `arch: lenet`) share a label; their strengths tell them apart, and the label gets the keys whose values
+    differ among them (`extract(labels_kind=soft) [arch=lenet]`, `[arch=None]`: the source's)."""
+    by_label: dict[str, list[str]] = {}
+    for label, strength in configs:
+        by_label.setdefault(label, []).append(strength)
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for (label, strength), records in configs.items():
+        if len(by_label[label]) == 1:
+            out[label] = records
+            continue
+        mine = json.loads(strength) or {}
+        others = [json.loads(s) or {} for s in by_label[label]]
+        differ = [k for k in sorted(mine) if len({json.dumps(o.get(k), default=str) for o in others}) > 1]
+        out[f"{label} [{','.join(f'{k}={mine[k]}' for k in differ)}]"] = records
+    return out
 
 
 ResultFiles = Sequence[tuple[str, Mapping[str, Any]]]  # (path relative to the results dir, result)
