@@ -32,6 +32,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from PIL import Image
 
     Image.new("RGB", (4, 4), "white").save(root / "plots" / "z1" / "roc.png")
+    (root / "plots" / "z1" / "frontier").mkdir(exist_ok=True)  # a row's frontier (issue #27 item 3: W&B gets it)
+    Image.new("RGB", (4, 4), "white").save(root / "plots" / "z1" / "frontier" / "m.png")
     return root
 
 
@@ -58,7 +60,7 @@ def test_log_board_logs_both_tables_figures_and_the_csv(fake_wandb, results: Pat
     (run,) = fake_wandb.runs
     assert run.init_kwargs["job_type"] == "leaderboard" and run.init_kwargs["mode"] == "offline"
     assert run.init_kwargs["dir"] == str(tmp_path) and run.finished
-    assert set(run.logged) == {"leaderboard", "comparisons", "plots/z1/roc"}
+    assert set(run.logged) == {"leaderboard", "comparisons", "plots/z1/roc", "plots/z1/frontier/m"}
     assert run.summary["rows"] == len(board.rows)
     (artifact,) = run.artifacts
     assert artifact.type == "leaderboard" and artifact.files == [str(results / "leaderboard.csv")]
@@ -69,8 +71,9 @@ def test_log_board_disabled_logs_nothing(fake_wandb, results: Path, tmp_path: Pa
     assert fake_wandb.runs == [] and not any(tmp_path.iterdir())
 
 
-def test_board_figures_are_the_zoo_level_pngs(results: Path) -> None:
-    assert board_figures(results) == {"plots/z1/roc": results / "plots" / "z1" / "roc.png"}
+def test_board_figures_are_the_zoo_level_pngs_and_the_frontiers(results: Path) -> None:
+    assert board_figures(results) == {"plots/z1/frontier/m": results / "plots" / "z1" / "frontier" / "m.png",
+                                      "plots/z1/roc": results / "plots" / "z1" / "roc.png"}
 
 
 def test_real_wandb_offline_run_holds_the_table(fresh_tracking, results: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -37,8 +37,12 @@ def board_summary(board: Board) -> dict[str, int]:
 
 
 def board_figures(results_dir: str | Path) -> dict[str, Path]:
-    """The board's figures already written under ``plots/<zoo>/`` (one level: ROC, scores, heatmaps, the
-    evasion-cost heatmap), keyed ``plots/<zoo>/<stem>``, sorted."""
+    """The board's figures already written under ``plots/<zoo>/`` (ROC, scores, heatmaps, the evasion-cost
+    heatmap) keyed ``plots/<zoo>/<stem>``, and each row's frontier under ``plots/<zoo>/frontier/`` keyed
+    ``plots/<zoo>/frontier/<stem>``; sorted."""
     root = Path(results_dir) / "plots"
-    found = sorted(root.glob("*/*.png")) if root.is_dir() else []
-    return {f"plots/{p.parent.name}/{p.stem}": p for p in found if not p.parent.name.startswith(".")}
+    if not root.is_dir():
+        return {}
+    found = sorted([*root.glob("*/*.png"), *root.glob("*/frontier/*.png")])
+    return {f"plots/{p.relative_to(root).with_suffix('').as_posix()}": p for p in found
+            if not p.relative_to(root).parts[0].startswith(".")}
