@@ -48,7 +48,7 @@ def test_train_throughput_writes_figures_and_a_ratio(tmp_path):
 def test_bad_names_and_settings_fail_before_work(tmp_path):
     with pytest.raises(RegistryError, match="Did you mean 'generation'"):
         run_perf(["generaton"], tmp_path)
-    with pytest.raises(ConfigError, match=r"Unknown key 'train_imgs' in the benchmark settings \(perf.<key>=value\). Did you mean 'train_images'"):
+    with pytest.raises(ConfigError, match=r"Unknown key 'train_imgs' in the benchmark settings .* Did you mean 'train_images'"):
         parse_overrides(["perf.train_imgs=3"])
     settings, recipe = parse_overrides(["perf.repeats=2", "--zoo.source.epochs=1", "perf.methods=[akh]"])
     assert settings.repeats == 2 and settings.methods == ["akh"] and recipe == ["zoo.source.epochs=1"]
