@@ -16,12 +16,13 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from bench.callables import load_callable
+from bench.entry_config import check_keys
 from bench.http_post import HttpStatusError, ResponseTooLarge, post
 from bench.io import sha256_json
 
@@ -88,15 +89,12 @@ def parse_endpoints(entries: list[Any], method_access: dict[str, str]) -> list[E
         ValueError: naming the entry, the bad value, the allowed values and the fix.
     """
     specs: list[EndpointSpec] = []
-    allowed = [f.name for f in fields(EndpointSpec)]
     for i, raw in enumerate(entries):
         where = f"zoo.endpoints[{i}]"
         if not isinstance(raw, dict):
             raise ValueError(f"{where} must be a mapping such as {{label: api, role: positive, url: http://...}}; "
                              f"got {raw!r}.")
-        unknown = sorted(set(raw) - set(allowed))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(allowed)}.")
+        check_keys(EndpointSpec, raw, where, "")  # the entry configs' message (bench.entry_config)
         spec = EndpointSpec(**raw)
         _check_spec(spec, f"{where} ({spec.label or 'no label'})")
         specs.append(spec)

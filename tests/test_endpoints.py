@@ -252,7 +252,8 @@ def test_probabilities_method_against_a_labels_endpoint_is_refused_at_load(tmp_p
     ({"label": "x", "role": "positive", "url": "http://h/p", "batch_size": 0}, "batch_size=0 must be >= 1"),
     ({"label": "x", "role": "positive", "url": "http://h/p", "batch_size": 2.5}, "batch_size=2.5 must be a whole number"),
     ({"label": "x", "role": "positive", "url": "http://h/p", "retries": 0.5}, "retries=0.5 must be a whole number"),
-    ({"label": "x", "role": "positive", "url": "http://h/p", "tmeout_s": 1}, "unknown key.*tmeout_s.*Valid keys"),
+    ({"label": "x", "role": "positive", "url": "http://h/p", "tmeout_s": 1},
+     r"Unknown key 'tmeout_s' in zoo.endpoints\[0\]. Did you mean 'timeout_s'.*Valid keys"),
     ({"label": "x", "role": "positive", "url": "http://h/p", "headers_env": {"Authorization": 3}}, "headers_env="),
     ({"label": "x", "role": "positive", "url": "http://h/p", "access": "logits"}, "access='logits'; allowed: labels"),
 ])
