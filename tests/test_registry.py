@@ -169,7 +169,7 @@ def test_registering_an_attack_names_its_own_config_only():
     assert ProbeConfig.attack_name == "probe_attack" and AttackTrainingConfig.attack_name == "attack"
     with pytest.raises(ValueError, match=r"^probe_attack\.batch_size=0 must be in \[1, inf\)"):
         ProbeConfig(batch_size=0)
-    with pytest.raises(ValueError, match=r"^ftll\.epochs=-1"):  # the built-ins' configs are named by registering
+    with pytest.raises(ValueError, match=r"^attack 'ftll': ftll\.epochs=-1"):  # the built-ins' configs are named by registering
         build_attack("ftll", {"epochs": -1})
     assert all(ATTACKS.get(name).Config.attack_name == name for name in ATTACKS.names())
 
