@@ -273,9 +273,11 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         raise UsageError(f"--results-dir {args.results_dir} is not a folder. Run `fpbench run RECIPE` first.")
     if not 0 <= args.fpr < 1:
         raise UsageError(f"--fpr {args.fpr} must be in [0, 1), e.g. 0.01.")
+    if args.budget < 1:
+        raise UsageError(f"--budget {args.budget} must be a positive number of queries per suspect, e.g. 100.")
     from bench.report.frontier import frontier_document  # optional: heavy (module docstring)
 
-    text = frontier_document(args.results_dir, args.fpr, args.zoo)
+    text = frontier_document(args.results_dir, args.fpr, args.zoo, budget=args.budget)
     if args.zoo is not None and f"## {args.zoo}\n" not in text:
         raise UsageError(f"no result files of zoo '{args.zoo}' under {args.results_dir}; `fpbench frontier` without "
                          "--zoo shows every zoo there.")

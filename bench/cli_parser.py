@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     frontier.add_argument("--zoo", metavar="NAME", help="only this zoo's rows (default: every zoo)")
     frontier.add_argument("--fpr", type=float, default=0.01,
                           help="FPR target of the calibrated threshold (default 0.01; docs/frontier.md)")
+    frontier.add_argument("--budget", type=int, default=100, metavar="N",
+                          help="queries per suspect of the matched-budget table (default 100; one of the "
+                               "recipe's eval.budgets, else it reads 'not measured')")
     lst = _subparser(sub, "list", "what is registered, with one-line descriptions")
     lst.add_argument("family", choices=["methods", "attacks", "deployments", "archs", "datamodules"])
     perf = _subparser(sub, "perf", "run the performance benchmarks; write <results-dir>/perf/<name>.json")

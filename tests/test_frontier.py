@@ -133,3 +133,22 @@ def test_entries_that_share_a_label_but_not_a_strength_are_two_configurations():
     assert [(p["group"], p["detection"]) for p in points] == [("extract(q=1) [arch=None]", 1.0),
                                                               ("extract(q=1) [arch=lenet]", 0.0)]
     assert method_frontier([trial])["families"]["extraction"]["evasion_cost"] == pytest.approx(10.0)
+
+
+def test_fpbench_frontier_prints_the_matched_budget_it_is_asked_for(tmp_path, capsys):
+    from bench.budgets import DEFAULT_BUDGET
+    from bench.cli import main
+    from bench.cli_parser import build_parser
+    from bench.results import result_path, write_result
+    from tests.test_results import synthetic_result
+    from tests.test_tracking import with_accuracies
+
+    result = with_accuracies(synthetic_result(seed=0))
+    write_result(result, result_path(tmp_path, "tiny", "adv_tra", result["config_sha256"], 0))
+    assert main(["frontier", "--results-dir", str(tmp_path), "--budget", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "## tiny" in out and "### At a matched budget of 30 queries per suspect" in out
+    assert main(["frontier", "--results-dir", str(tmp_path), "--budget", "0"]) == 2
+    assert "--budget 0 must be a positive number of queries per suspect" in capsys.readouterr().err
+    default = build_parser().parse_args(["frontier"]).budget
+    assert default == DEFAULT_BUDGET  # the CLI's default is the board's matched budget (AUC@100, evasion cost@100)
