@@ -43,7 +43,7 @@ from bench.report.cost_block import cost_block
 from bench.report.frontier import cost_table, results_frontiers
 from bench.report.groups import groups_block
 from bench.report.model import Board
-from bench.report.positive_sets import VIEW_NOTES, view_order
+from bench.report.positive_sets import ALL, VIEW_NOTES, view_order
 from bench.report.reproduce_block import reproduce_block
 from bench.report.row_figures import zero_fp_bounds
 from bench.stats import RANK_LEGEND
@@ -126,7 +126,8 @@ def render_block(args: dict[str, str], board: Board, link: Callable[[str], str],
         return groups_block(board, args["zoo"], args["variant"])
     if args["table"] == "frontier":
         budget = int(args["budget"]) if args["budget"] else None
-        frontiers = results_frontiers(results_dir, zoo=args["zoo"], budget=budget).get(args["zoo"], {})
+        files = [(rel, result) for (view, rel), result in board.results.items() if view == ALL]  # read by the board
+        frontiers = results_frontiers(results_dir, zoo=args["zoo"], files=files, budget=budget).get(args["zoo"], {})
         if not frontiers:
             return f"\nNo result files of zoo `{args['zoo']}`.\n"
         return (f"\n{cost_table(frontiers)}\nEach configuration's detection and accuracy drop: "
