@@ -21,22 +21,34 @@ log = logging.getLogger("bench.training")
 
 
 class EpochLines(pl.Callback):
-    """Log `epoch 3/7: loss 0.412, acc 0.861 (2.1 s)` at the end of every training epoch."""
+    """Log `epoch 3/7: loss 0.412, acc 0.861 (2.1 s)` once each training epoch has ended.
+
+    Lightning runs callbacks' `on_train_epoch_end` before the module's, where `ClassifierModule` logs its
+    epoch metrics, so an epoch's line is written when the next epoch starts, or when the fit ends.
+    """
 
     def __init__(self) -> None:
         self._started = 0.0
+        self._ended: tuple[int, float] | None = None  # (epoch, seconds) of the epoch whose line is due
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        self._ended = (trainer.current_epoch, time.perf_counter() - self._started)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        ended, self._ended = self._ended, None
+        if ended is None or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         shown = ", ".join(f"{name.split('/')[-1]} {float(metrics[name]):.3f}" for name in ("train/loss", "train/acc")
                           if name in metrics)
-        log.info("  epoch %d/%d: %s (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs, shown or "done",
-                 time.perf_counter() - self._started)
+        log.info("  epoch %d/%d: %s (%.1f s)", ended[0] + 1, trainer.max_epochs, shown or "done", ended[1])
 
 
 def progress_callbacks(progress: bool, terminal: bool | None = None) -> tuple[bool, list[pl.Callback]]:
