@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch.utils.data import Dataset
 
+from datamodules.batching import FetchedBatch
 from datamodules.lightning_base import FingerprintDataModule
 
 
@@ -58,7 +59,8 @@ class InMemoryDataModule(FingerprintDataModule):
 
 
 class TensorSplitDataset(Dataset):
-    """A split of uint8 images served as float [0,1]; fetches whole batches at once (`__getitems__`).
+    """A split of uint8 images served as float [0,1]; fetches whole batches at once (`__getitems__`, a
+    `FetchedBatch`: `datamodules.batching`).
 
     Args:
         images: uint8 [N,C,H,W] pool.
@@ -84,12 +86,12 @@ class TensorSplitDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def __getitems__(self, items: list[int]) -> FetchedBatch:
         rows = self.indices[torch.as_tensor(items, dtype=torch.long)]
         x = self.images[rows].float().div_(self.pixel_max)
         if self.padding or self.flip:
             x = random_crop_flip(x, self.padding, self.flip)
-        return list(zip(x.unbind(0), self.labels[rows].unbind(0)))
+        return FetchedBatch(x, self.labels[rows])
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not -len(self) <= item < len(self):

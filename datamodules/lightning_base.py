@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import TRAIN_POOL_SPLITS, DataConfig, split_counts
+from datamodules.batching import collate_batch
 from datamodules.specs import DataSpec
 
 _SHOWN_SPLITS: set[str] = set()  # split lines already logged at INFO by this process
@@ -189,6 +190,7 @@ class FingerprintDataModule(pl.LightningDataModule, ABC):
             pin_memory=self.cfg.pin_memory,
             persistent_workers=train and self.cfg.num_workers > 0,
             generator=generator,
+            collate_fn=collate_batch,  # a whole fetched batch as it is (`datamodules.batching`)
         )
 
     def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

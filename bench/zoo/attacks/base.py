@@ -24,6 +24,7 @@ from bench.modes import eval_mode
 from bench.registry import Registry
 from bench.seeding import seeded_generator
 from bench.training_config import OptimizerConfig, PGDConfig, ScheduleConfig, TrainerConfig, validate_training
+from datamodules.batching import FetchedBatch, collate_batch
 
 if TYPE_CHECKING:
     from bench.training import ClassifierModule
@@ -238,7 +239,8 @@ def attack_loader(ctx: AttackContext, source: nn.Module, split: str, labels: str
     else:  # un-augmented: the materialised tensors themselves
         dataset = TensorDataset(x, y)
     generator = seeded_generator(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False,
+                      collate_fn=collate_batch)
 
 
 def augments(datamodule: Any) -> bool:
@@ -264,9 +266,11 @@ class RelabelledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def __getitems__(self, items: list[int]) -> FetchedBatch | list[tuple[torch.Tensor, torch.Tensor]]:
         fetch = getattr(self.base, "__getitems__", None)
         samples = fetch(list(items)) if fetch is not None else [self.base[i] for i in items]
+        if isinstance(samples, FetchedBatch):  # stacked: relabel the whole batch at once
+            return FetchedBatch(samples.x, self.targets[torch.as_tensor(items, dtype=torch.long)])
         return [(x, self.targets[i]) for (x, _), i in zip(samples, items)]
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
