@@ -108,21 +108,22 @@ def _as(cls: type, value: Any) -> Any:
 
 
 def finish_record(job: Job, model: nn.Module, info: dict[str, Any], seconds: float, dm: Any, store: ZooStore,
-                  plan: ZooPlan, source_labels: torch.Tensor | None = None) -> dict[str, Any]:
+                  plan: ZooPlan, source_labels: torch.Tensor | None = None, source_id: str | None = None) -> dict[str, Any]:
     """Save the checkpoint and return the manifest record (test accuracy and source agreement measured here).
 
     Args:
-        source_labels: the source's labels on the test split; None: read the source (`job.parent`)
-            from the store if it is there, else `source_agreement` is null (`fill_source_agreement`
-            fills it in once the source is built).
+        source_labels: the source's labels on the test split; None: read the source (`job.parent`, or
+            `source_id` for a job without a parent) from the store if it is there, else `source_agreement`
+            is null (`fill_source_agreement` fills it in once the source is built).
+        source_id: the zoo's source model id, for a job without a parent (a negative, a pool reference).
     """
     check_finite_model(model, f"{job.role} {job.model_id} ({job.provenance})")  # never record a diverged model
     x_test, y_test = dm.tensors("test")
     labels, margins = model_outputs(model, x_test)  # one pass: the test accuracy and the behaviour record
     if job.role == "source":
         source_labels = labels
-    elif source_labels is None and job.parent is not None:
-        source_labels = source_test_labels(dm, store, job.parent)
+    elif source_labels is None and (job.parent or source_id) is not None:
+        source_labels = source_test_labels(dm, store, job.parent or source_id, x_test)
     record = job.record_base()
     record.update({
         "dataset": plan.dataset,

@@ -43,8 +43,10 @@ def portable_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def plan_summary(plan: ZooPlan) -> dict[str, Any]:
-    """What a task needs of the driver's plan: its name, dataset and split hashes (checked on the task's node)."""
-    return {"name": plan.name, "dataset": plan.dataset, "split_hashes": dict(plan.split_hashes)}
+    """What a task needs of the driver's plan: its name, dataset and split hashes (checked on the task's node), and
+    the source's model id (a job without a parent measures its agreement with the source once that is built)."""
+    return {"name": plan.name, "dataset": plan.dataset, "split_hashes": dict(plan.split_hashes),
+            "source_id": plan.source.model_id if plan.jobs else None}
 
 
 def failing_jobs() -> set[str]:
@@ -94,7 +96,7 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
     store = ZooStore(zoo_root(cfg))
     try:
         model, info, seconds = run_job(job, dm, store, trainer_cfg, root_dir, False, logger)
-        record = finish_record(job, model, info, seconds, dm, store, plan)
+        record = finish_record(job, model, info, seconds, dm, store, plan, source_id=plan_data.get("source_id"))
         if logger:
             log_zoo_model(logger.experiment, record, store.checkpoint_path(job.model_id))  # W&B artifact + lineage
         return record

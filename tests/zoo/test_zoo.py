@@ -18,6 +18,7 @@ from bench.zoo.build import build_zoo, prepare
 from bench.zoo.jobs import fill_source_agreement, finish_record
 from bench.zoo.listing import zoo_frame
 from bench.zoo.plan import _model_id, plan_zoo
+from bench.zoo.tasks import plan_summary
 from tests.conftest import SMOKE, smoke_overrides
 
 RECORD_FIELDS = {"model_id", "provenance", "role", "kind", "attack", "arch", "arch_params", "params", "seed",
@@ -94,6 +95,22 @@ def test_ray_style_records_get_their_agreement_once_the_source_exists(smoke_cfg,
     fill_source_agreement(dm, store, plan, [negative.model_id, positive.model_id])
     for job in (negative, positive):
         assert store.records()[job.model_id]["source_agreement"] == expected[job.model_id]["source_agreement"]
+
+
+def test_a_task_given_the_source_id_measures_a_negatives_agreement_once_the_source_is_built(smoke_cfg, smoke_zoo,
+                                                                                           tmp_path):
+    """`plan_summary` hands tasks the source's id: a negative finishing after the source needs no driver pass."""
+    _, store = _copy_zoo(smoke_cfg, smoke_zoo, tmp_path)
+    plan, dm, expected = smoke_zoo.plan, smoke_zoo.datamodule, smoke_zoo.store.records()
+    negative, source_id = plan.by_role("negative")[0], plan.source.model_id
+    assert plan_summary(plan)["source_id"] == source_id
+    record = finish_record(negative, store.load_model(negative.model_id), {}, 0.0, dm, store, plan, source_id=source_id)
+    assert record["source_agreement"] == expected[negative.model_id]["source_agreement"] < 1.0
+    records = store.records()
+    del records[source_id]  # the source not built yet: null, filled in by the driver later
+    store.write_records(records)
+    record = finish_record(negative, store.load_model(negative.model_id), {}, 0.0, dm, store, plan, source_id=source_id)
+    assert record["source_agreement"] is None
 
 
 def test_list_shows_accuracy_and_source_agreement_old_zoos_too(smoke_cfg, smoke_zoo, tmp_path):
