@@ -264,3 +264,130 @@ def test_zoo_throughput_builds_one_zoo_three_ways(tmp_path):
     _positive_numbers(figures["matmul_job_threads"], "gflops")
     logs = json.dumps([run["log_tail"] for path in figures["paths"].values() for run in path["runs"]])
     assert "<workdir>/zoo/smoke" in logs and "fpbench-perf-throughput-" not in logs  # the scratch folder, portable
+    assert figures["baseline"] == {"ref": None, "how": "overrides: compute.workers=1 compute.trainer.memory_format=contiguous"}
+    assert figures["paths"]["before"]["how"] == figures["baseline"]["how"]
+
+
+def test_run_measured_runs_in_the_given_folder_and_environment(tmp_path):
+    """`cwd` and `env` reach the subprocess; a folder of `placeholders` is recorded by its name, the log's as `<workdir>`."""
+    import sys
+
+    from bench.perf.processes import run_measured
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [sys.executable, "-c", "import os; print(os.getcwd()); print(os.environ['FPBENCH_PROBE'])",
+               f"{tmp_path / 'scratch' / 'zoo'}", f"{elsewhere / 'recipe.yaml'}"]
+    measured = run_measured(command, tmp_path / "scratch" / "run.log", 60, cwd=elsewhere,
+                            env={**os.environ, "FPBENCH_PROBE": "probe-value"}, placeholders={elsewhere: "<baseline>"})
+    assert measured["returncode"] == 0 and not measured["timed_out"]
+    printed = (tmp_path / "scratch" / "run.log").read_text().splitlines()
+    assert Path(printed[0]).samefile(elsewhere) and printed[1] == "probe-value"
+    assert measured["log_tail"] == ["<baseline>", "probe-value"]
+    assert measured["command"].endswith(" <workdir>/zoo <baseline>/recipe.yaml") and str(tmp_path) not in measured["command"]
+    plain = run_measured([sys.executable, "-c", "import os; print(os.getcwd())"], tmp_path / "plain.log", 60)
+    assert Path((tmp_path / "plain.log").read_text().strip()).samefile(os.getcwd()) and plain["returncode"] == 0
+
+
+def _git_checkout() -> bool:
+    from bench.perf import REPO as PACKAGE_REPO
+    from bench.perf.zoo_throughput import _git
+
+    top = _git(PACKAGE_REPO, "rev-parse", "--show-toplevel")
+    return top is not None and Path(top).resolve() == PACKAGE_REPO.resolve()
+
+
+def test_a_bad_baseline_ref_fails_before_any_work(tmp_path, monkeypatch):
+    """perf.baseline_ref that is no commit of the checkout (or a recipe the revision lacks) is refused with the fix,
+    before the zoo is planned, a work folder made or a build started."""
+    from bench.perf import PerfRun
+    from bench.perf import zoo_throughput as zt
+
+    for name in ("run_measured", "prepare", "workdir", "add_worktree"):
+        monkeypatch.setattr(zt, name, lambda *args, name=name, **kwargs: pytest.fail(f"{name} called"))
+    settings, _ = parse_overrides([f"perf.recipe={SMOKE}", "perf.baseline_ref=no-such-ref-xyz"])
+    assert settings.baseline_ref == "no-such-ref-xyz" and parse_overrides([])[0].baseline_ref is None
+    with pytest.raises(ConfigError, match=r"perf\.baseline_ref='no-such-ref-xyz' .* leave perf\.baseline_ref unset"):
+        zt.zoo_throughput(PerfRun(settings=settings, overrides=[], results_dir=tmp_path))
+    with pytest.raises(ConfigError, match=r"needs the bench package in a git checkout, and .* is not one"):
+        zt.check_baseline("HEAD", str(SMOKE), repo=tmp_path)
+    if _git_checkout():
+        with pytest.raises(ConfigError, match=r"perf\.baseline_ref='HEAD' \([0-9a-f]{12}\) has no recipes/no_such\.yaml"):
+            zt.check_baseline("HEAD", str(REPO / "recipes" / "no_such.yaml"))
+        outside = str(tmp_path / "mine.yaml")
+        assert zt.check_baseline("HEAD", outside)[2:] == (outside, False)  # a recipe outside the repository, as given
+        assert zt.check_baseline("HEAD", "smoke")[2:] == ("recipes/smoke.yaml", True)  # a built-in name: its file
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="perf.baseline_ref needs the repository as a git checkout")
+def test_zoo_throughput_builds_before_with_the_code_of_baseline_ref(tmp_path, monkeypatch):
+    """perf.baseline_ref=HEAD: `before` runs in a worktree of that commit, first on PYTHONPATH, without the PATHS
+    overrides; `workers` and `after` run here as before; the worktree is gone afterwards, and model ids the old
+    code names otherwise are errors, not a crash. The builds are faked: each command is replaced by a probe
+    that prints which `bench` it imports."""
+    import subprocess
+    import sys
+
+    from bench.perf import REPO as PACKAGE_REPO
+    from bench.perf import PerfRun
+    from bench.perf import zoo_throughput as zt
+    from bench.perf.processes import portable_command, run_measured
+    from tests.zoo.test_executors import SMALL
+
+    planned: list[str] = []
+    real_prepare = zt.prepare
+
+    def prepare(*args, **kwargs):
+        dm, plan, pools = real_prepare(*args, **kwargs)
+        planned.extend(job.model_id for job in plan.jobs)
+        return dm, plan, pools
+
+    calls = []
+    probe = [sys.executable, "-c", "import bench, os; print(bench.__file__); print(os.getcwd())"]
+
+    def fake_run_measured(command, log_path, timeout_s, cwd=None, env=None, placeholders=None):
+        checked_out = subprocess.run(["git", "-C", str(cwd), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                     check=True).stdout.strip() if cwd else None
+        calls.append({"command": command, "cwd": cwd, "env": env, "checked_out": checked_out})
+        measured = run_measured(probe, log_path, timeout_s, cwd=cwd, env=env, placeholders=placeholders)
+        return {**measured, "command": portable_command(command, log_path.parent, placeholders)}
+
+    def fake_accuracies(zoo_dir):
+        old_code = zoo_dir.parent.parent.name == "before"
+        return {**{model_id: 0.5 for model_id in planned}, **({"an-old-id": 0.5} if old_code else {})}
+
+    work = tmp_path / "work"
+    monkeypatch.setattr(zt, "prepare", prepare)
+    monkeypatch.setattr(zt, "run_measured", fake_run_measured)
+    monkeypatch.setattr(zt, "_accuracies", fake_accuracies)
+    monkeypatch.setattr(zt, "workdir", lambda name: work)
+    monkeypatch.setattr(zt, "_matmul_gflops", lambda repeats, threads: {"threads": threads, "seconds": 1.0, "gflops": 1.0})
+    monkeypatch.setenv("PYTHONPATH", "/already/there")
+    settings, _ = parse_overrides([f"perf.recipe={SMOKE}", "perf.baseline_ref=HEAD", "perf.repeats=1"])
+    overrides = [*SMALL, "methods=[ipguard]", f"paths.data_dir={tmp_path / 'data'}"]
+    figures = zt.zoo_throughput(PerfRun(settings=settings, overrides=overrides, results_dir=tmp_path))
+
+    commit = figures["baseline"]["commit"]
+    assert figures["baseline"] == {"ref": "HEAD", "commit": commit, "how": f"code of {commit[:12]}"} and len(commit) == 40
+    assert figures["paths"]["before"]["how"] == f"code of {commit[:12]}"
+    before, workers, after = calls
+    worktree = work / "baseline"
+    assert before["cwd"] == worktree and before["checked_out"] == commit
+    assert before["env"]["PYTHONPATH"] == os.pathsep.join([str(worktree), "/already/there"])
+    assert before["command"][5] == str(worktree / "recipes" / "smoke.yaml")  # python -m bench -q zoo <recipe>
+    assert before["command"][6:] == [*overrides, f"paths.data_dir={(tmp_path / 'data').resolve()}",
+                                     *zt.scratch_paths(work / "before" / "0")]  # no PATHS["before"] overrides
+    for call, name in ((workers, "workers"), (after, "after")):
+        assert call["cwd"] is None and call["env"] is None and call["command"][5] == str(SMOKE), name
+        assert call["command"][-2:] == zt.PATHS[name]
+    runs = {name: figures["paths"][name]["runs"][0] for name in zt.PATHS}
+    assert runs["before"]["log_tail"] == ["<baseline>/bench/__init__.py", "<baseline>"]  # the worktree's code ran
+    assert runs["after"]["log_tail"][0] == str(PACKAGE_REPO / "bench" / "__init__.py")
+    assert runs["before"]["command"].startswith("python -m bench -q zoo <baseline>/recipes/smoke.yaml ")
+    assert str(work) not in json.dumps(figures["paths"])  # the scratch folder and the worktree, portable
+    assert list(figures["errors"]) == ["before[0] model ids"] and "an-old-id" in figures["errors"]["before[0] model ids"]
+    assert figures["accuracy"]["abs_diff_from_before"]["workers"] == {"n": 5, "mean": 0.0, "median": 0.0, "max": 0.0}
+    assert not work.exists()
+    listed = subprocess.run(["git", "-C", str(PACKAGE_REPO), "worktree", "list", "--porcelain"], capture_output=True,
+                            text=True, check=True).stdout
+    assert str(worktree) not in listed

@@ -57,6 +57,9 @@ class PerfConfig:
     timeout_s: int = 3600  # per subprocess run (quickstart, each executor_ray build)
     keep_workdir: bool = False  # keep the temporary zoo and results of quickstart and executor_ray
     adv_tra_threads: list[int] = field(default_factory=list)  # adv_tra_batching: torch threads to measure at; []: all cores
+    # zoo_throughput: build the `before` path with the code of this git revision (a worktree of this checkout);
+    # None: emulate it with overrides
+    baseline_ref: str | None = None
 
 
 @dataclass
