@@ -83,6 +83,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     if args.out is not None:
         raise UsageError("--out is for `fpbench zoo export NAME --out PATH` only.")
     cfg = load_recipe(args.recipe, args.overrides)
+    if not args.list:
+        _warm_zoo_workers(cfg)
     from bench.evaluate import method_pool_specs  # optional: heavy (module docstring)
     from bench.tracking import training_logger_factory  # optional: heavy (module docstring)
     from bench.zoo.build import build_zoo, prepare  # optional: heavy (module docstring)
@@ -152,6 +154,13 @@ def _progress(cfg, args: argparse.Namespace) -> bool:  # noqa: ANN001
     return bool(cfg.compute.trainer.enable_progress_bar) and not args.quiet
 
 
+def _warm_zoo_workers(cfg) -> None:  # noqa: ANN001
+    """Spawn the zoo's worker processes now, so their imports overlap this process's (bench.zoo.worker_pool)."""
+    from bench.zoo.worker_pool import start_workers  # optional: only where a zoo may be built (no Lightning)
+
+    start_workers(cfg)
+
+
 def _check_paths(cfg) -> None:  # noqa: ANN001
     for key in ("zoo_dir", "results_dir", "cache_dir"):
         path = cfg.paths[key]
@@ -162,6 +171,7 @@ def _check_paths(cfg) -> None:  # noqa: ANN001
 def _cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     cfg = load_recipe(args.recipe, overrides)
+    _warm_zoo_workers(cfg)
     from bench import published as pub  # optional: heavy (module docstring)
     from bench.evaluate import summary_lines  # optional: heavy (module docstring)
     from bench.trial_runs import (  # optional: heavy (module docstring)
@@ -457,3 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("FPBENCH_DEBUG"):
             raise
         return 1
+    finally:
+        warm = sys.modules.get("bench.zoo.worker_pool")
+        if warm is not None:
+            warm.release_pool()  # warm zoo workers no build took: stopped now, not waited for at exit

@@ -10,7 +10,9 @@ model's checkpoint and returning its record; the driver alone writes the manifes
 A worker trains exactly what the in-process path trains: the same code (`bench.zoo.jobs`), seeds,
 data order and thread count, so the weights are bit for bit those of `compute.workers=1` on the same
 machine (tests/zoo/test_processes.py). On GPUs, worker *i* sees GPU *i* mod the visible count
-(`CUDA_VISIBLE_DEVICES`), so `compute.workers=N` packs N / GPUs models on each device.
+(`CUDA_VISIBLE_DEVICES`), so `compute.workers=N` packs N / GPUs models on each device. The CLI starts
+the workers before its own imports when a first build will need them (`bench.zoo.worker_pool`), and
+the build takes that warm pool.
 
 Ctrl-C: the workers ignore SIGINT; the driver stops them and raises KeyboardInterrupt. Models
 finished before are recorded; the rest are built by the next run.
@@ -20,9 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
-import os
-import signal
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -30,7 +29,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.log_setup import setup_logging
 from bench.progress import Progress
 from bench.zoo.plan_base import ZooPlan
 from bench.zoo.store import ZooStore
@@ -43,7 +41,7 @@ from bench.zoo.tasks import (
     run_job_task,
     sort_manifest,
 )
-from bench.zoo.workers import trains_on_gpu
+from bench.zoo.worker_pool import new_pool, take_pool, visible_gpus
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +49,6 @@ WORKER_DIED = ("a worker process died before returning its model ({error}). Eith
                "compute.workers, or compute.workers=1), or the script that called build_zoo has no "
                "`if __name__ == \"__main__\":` guard (worker processes are spawned: they import the main module "
                "again). Models finished before are kept; run the build again to finish the rest.")
-
-
-def _start_worker(slots: Any, gpus: int, log_level: int) -> None:
-    """Worker initializer: leave Ctrl-C to the driver, take a worker slot, and see one GPU of `gpus`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    setup_logging(quiet=log_level > logging.INFO, worker=True)  # as the CLI: fpbench's lines, not the libraries' banners
-    slot = slots.get()
-    if gpus > 1:  # before CUDA is initialised in this process
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
-        os.environ["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
-
-
-def visible_gpus(cfg: DictConfig) -> int:
-    """GPUs the workers are spread over (0 when jobs train on the CPU)."""
-    if not trains_on_gpu(cfg.compute.trainer):
-        return 0
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore, report: Any, workers: int,
@@ -91,20 +69,18 @@ def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore
     threads = int(cfg.compute.cpu_threads or 1)
     trainer_cfg = OmegaConf.to_object(cfg.compute.trainer)
     workers = max(1, min(workers, len(pending)))
-    context = multiprocessing.get_context("spawn")
-    slots = context.Queue()
-    for slot in range(workers):
-        slots.put(slot)
+    gpus, level = visible_gpus(cfg), logging.getLogger("bench").getEffectiveLevel()
+    warm = take_pool(cfg_data, gpus, level)  # started by the CLI before its own imports (bench.zoo.worker_pool)
+    pool = warm or new_pool(workers, cfg_data, gpus, level)
+    workers = min(pool.workers, len(pending))
     log.info("training %d models in %d worker processes (%d thread%s each)", len(pending), workers, threads,
              "" if threads == 1 else "s")
     bar = Progress(len(pending), "zoo models", unit="model", enabled=progress)  # a bar, or a line per finished model
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(slots, visible_gpus(cfg), logging.getLogger("bench").getEffectiveLevel()))
     queue, in_flight = JobQueue(pending, cost), {}
 
     def submit(job: Any) -> Future:
-        return pool.submit(run_job_task, cfg_data, dataclasses.asdict(job), plan_data, threads,
-                           job.model_id in fail_ids, trainer_cfg, log_training)
+        return pool.executor.submit(run_job_task, cfg_data, dataclasses.asdict(job), plan_data, threads,
+                                    job.model_id in fail_ids, trainer_cfg, log_training)
 
     def after(done: list[Future]) -> None:
         bar.update(len(done))
@@ -116,7 +92,7 @@ def run_processes(cfg: DictConfig, plan: ZooPlan, pending: list, store: ZooStore
                  _outcome, store, report, after)
     finally:
         bar.close()
-        _stop(pool, in_flight)
+        _stop(pool.executor, in_flight)
     sort_manifest(store, plan)
 
 

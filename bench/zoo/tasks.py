@@ -24,22 +24,13 @@ from bench.wandb_runs import log_zoo_model, training_logger_factory
 from bench.zoo.jobs import finish_record, run_job, setup_datamodule, zoo_root
 from bench.zoo.plan_base import Job, ZooPlan
 from bench.zoo.store import ZooStore
+from bench.zoo.worker_pool import portable_config  # noqa: F401  (re-exported: the executors' name for it)
 from datamodules.base import DataConfig
 
 log = logging.getLogger(__name__)
 
 FAIL_JOB_ENV = "FPBENCH_TEST_FAIL_JOB"  # test hook: comma-separated model ids whose task raises
-PATH_KEYS = ("data_dir", "zoo_dir", "results_dir", "cache_dir")
 _DATAMODULES: dict[str, Any] = {}  # this process's datamodules, by data config: a worker loads its data once
-
-
-def portable_config(cfg: DictConfig) -> dict[str, Any]:
-    """The recipe as plain data for a task, with relative paths made absolute (driver's cwd)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in PATH_KEYS:
-        data["paths"][key] = os.path.abspath(data["paths"][key])
-    data["tracking"]["wandb"]["dir"] = os.path.abspath(data["tracking"]["wandb"]["dir"])
-    return data
 
 
 def plan_summary(plan: ZooPlan) -> dict[str, Any]:
@@ -63,6 +54,18 @@ def task_datamodule(cfg: DictConfig) -> Any:
     return _DATAMODULES[key]
 
 
+def task_config(cfg_data: dict[str, Any]) -> DictConfig:
+    """The driver's resolved, validated recipe from `portable_config` (the zoo does not import bench.config)."""
+    cfg = OmegaConf.create(cfg_data)
+    cfg.data = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg_data["data"])  # typed, as the datamodules read it
+    return cfg
+
+
+def task_datamodule_of(cfg_data: dict[str, Any]) -> Any:
+    """`task_datamodule` of a `portable_config` (a warm worker sets its data up before its first job)."""
+    return task_datamodule(task_config(cfg_data))
+
+
 def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: dict[str, Any], threads: int,
                  fail: bool = False, trainer_cfg: Any = None, log_training: bool = True) -> dict[str, Any]:
     """Body of one task: make one model, save its checkpoint, return its manifest record.
@@ -78,8 +81,7 @@ def run_job_task(cfg_data: dict[str, Any], job_data: dict[str, Any], plan_data: 
         log_training: log the training curve to W&B when the recipe's tracking asks for it.
     """
     torch.set_num_threads(max(1, threads))
-    cfg = OmegaConf.create(cfg_data)  # the driver's resolved, validated recipe (the zoo does not import bench.config)
-    cfg.data = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg_data["data"])  # typed, as the datamodules read it
+    cfg = task_config(cfg_data)
     job = Job(**job_data)
     if fail:
         raise RuntimeError(f"{FAIL_JOB_ENV} names {job.model_id}: failing it on purpose (test hook)")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.training import several_devices
+from bench.training_config import several_devices
 
 
 def usable_cores() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -179,3 +180,49 @@ def test_worker_logs_are_fpbenchs_lines_only(tmp_path):
     for banner in ("GPU available", "Trainer.fit", "litlogger", "LeafSpec"):
         assert banner not in out, banner
     assert out.count("digits splits") == 1  # the driver's line; the workers keep theirs to themselves
+
+
+def test_warm_workers_started_before_the_build_train_its_jobs(in_process_and_workers, tmp_path, monkeypatch):
+    """`start_workers` (the CLI calls it before its own imports) spawns the workers; the build takes that pool
+    and trains the same bytes as one process; nothing is left running."""
+    from bench.zoo import processes, worker_pool
+    from bench.zoo.build import build_zoo
+
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, "compute.workers=2"))
+    assert worker_pool.start_workers(cfg) and len(worker_pool._WARM) == 1
+    pool = worker_pool._WARM[0]
+    assert len(pool.executor._processes) == 2  # spawned now, not at the first job
+    monkeypatch.setattr(processes, "new_pool", lambda *a, **k: pytest.fail("the build spawned a pool of its own"))
+    report = build_zoo(cfg, progress=False)
+    assert not worker_pool._WARM and not report.failed and len(report.built) == 5
+    one = in_process_and_workers[0].store.records()
+    for model_id, record in report.store.records().items():
+        assert record["sha256"] == one[model_id]["sha256"], record["provenance"]
+    assert pool.executor._processes is None or not any(p.is_alive() for p in pool.executor._processes.values())
+
+
+def test_no_warm_workers_where_no_first_build_needs_them(tmp_path, monkeypatch):
+    """One worker, Ray, or a zoo already started (a manifest): nothing is spawned. A pool no build takes, or
+    one started for other data, is terminated at once (its workers may still be importing)."""
+    from bench.zoo import worker_pool
+
+    def start(*extra: str) -> bool:
+        return worker_pool.start_workers(load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, *extra)))
+
+    assert not start("compute.workers=1") and not start("compute.executor=ray", "compute.workers=2")
+    manifest = tmp_path / "zoo" / "smoke" / "manifest.jsonl"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("")
+    assert not start("compute.workers=2") and not worker_pool._WARM
+    manifest.unlink()
+    assert start("compute.workers=2")
+    processes = list(worker_pool._WARM[0].executor._processes.values())
+    worker_pool.release_pool()
+    assert not worker_pool._WARM and not any(p.is_alive() for p in processes)
+    cfg = load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, "compute.workers=2"))
+    assert worker_pool.start_workers(cfg)
+    other = worker_pool.portable_config(load_recipe(SMOKE, smoke_overrides(tmp_path, *SMALL, "compute.workers=2",
+                                                                          "zoo.split_seed=7")))
+    processes = list(worker_pool._WARM[0].executor._processes.values())
+    assert worker_pool.take_pool(other, 0, logging.getLogger("bench").getEffectiveLevel()) is None
+    assert not worker_pool._WARM and not any(p.is_alive() for p in processes)
