@@ -111,8 +111,8 @@ def test_groups_block_without_rows_says_so(repo: Path) -> None:
 
 @pytest.mark.parametrize(("marker", "message"), [
     ("zoo=z table=plots",
-     "table=plots is not a table; give table=board (the default), table=groups, table=frontier, table=cost or "
-     "table=reproduce"),
+     "table=plots is not a table; give table=board (the default), table=groups, table=frontier, table=cost, "
+     "table=throughput or table=reproduce"),
     ("zoo=z table=frontier budget=many", "budget=many is not a number of queries per suspect"),
     ("zoo=z table=groups view=all", "for table=groups, [variant=...]; unknown: ['view']"),
     ("zoo=z variant=good", "for table=board, [view=...]; unknown: ['variant']"),
@@ -181,3 +181,42 @@ def test_cost_block_renders_the_phase_times_of_a_multi_trial_run(tmp_path: Path,
     assert "| **all** |  | 400 | 1,200 | 50 | 240 | 10 | 1,500 |" in lines
     assert any("Test CPU, 2 usable CPUs" in line and "[perf/trials-z.json](results/perf/trials-z.json)" in line
                for line in lines)
+
+
+def test_throughput_block_renders_the_benchmarks_paths_rounds_and_accuracy(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #26's before/after table as a generated block: each path's median and per-round seconds and speedups
+    from perf/zoo_throughput.json, what `before` was, the matmul share and the accuracy against seed noise."""
+    def path(wall: float, rounds: list[float], mph: float, gflops: float) -> dict:
+        return {"wall_seconds": wall, "models_per_hour": mph, "images_per_second": 1000.0 * gflops, "gflops": gflops,
+                "rounds": len(rounds), "runs": [{"wall_seconds": r} for r in rounds]}
+
+    noise = {"mean": 0.004, "median": 0.0025, "max": 0.013, "n": 8}
+    figures = {"models": 29, "nominal_images": 1275000, "usable_cpus": 2, "cpu_threads": 1,
+               "paths": {"before": {**path(150.0, [140.0, 150.0, 160.0], 696.0, 30.0), "how": "code of 8fba4de0f00d"},
+                         "workers": path(75.0, [70.0, 75.0, 80.0], 1392.0, 60.0),
+                         "after": path(50.0, [50.0, 50.0, 50.0], 2088.0, 90.0)},
+               "speedup": {"before": 1.0, "workers": 2.0, "after": 3.0},
+               "speedup_per_round": {"before": [1.0, 1.0, 1.0], "workers": [2.0, 2.0, 2.0], "after": [2.8, 3.0, 3.2]},
+               "matmul_job_threads": {"gflops": 100.0, "threads": 1}, "matmul_all_cores": {"gflops": 200.0, "threads": 2},
+               "accuracy": {"abs_diff_from_before": {"after": {"mean": 0.003, "median": 0.002, "max": 0.01, "n": 29},
+                                                     "workers": {"mean": 0.003, "median": 0.002, "max": 0.01, "n": 29}},
+                            "seed_noise": noise},
+               "errors": {}}
+    (tmp_path / "results" / "perf").mkdir(parents=True)
+    (tmp_path / "results" / "perf" / "zoo_throughput.json").write_text(json.dumps(
+        {"command": "fpbench perf zoo_throughput", "figures": figures, "machine": {"torch": "2.14"}}))
+    (tmp_path / "README.md").write_text("<!-- board:start zoo=quickstart table=throughput -->\n<!-- board:end -->\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["leaderboard", "--results-dir", "results", "--readme", "README.md"]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert ("| before | code of 8fba4de0f00d | 150.0 (140.0, 150.0, 160.0) | 696 | 30,000 | 30.0 "
+            "| **1.00x** (1.00, 1.00, 1.00) |") in text
+    assert "| after | worker processes and channels-last weights: the current default | 50.0 (50.0, 50.0, 50.0) | 2,088 " in text
+    assert "**3.00x** (2.80, 3.00, 3.20)" in text and "`after` runs at 45% of the all-core rate" in text
+    assert "seed-to-seed noise (models that differ only in their seed): mean 0.0040, median 0.0025, max 0.0130 (n=8)" in text
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 0  # the block is what the file gives
+    figures["speedup"]["after"] = 2.5
+    (tmp_path / "results" / "perf" / "zoo_throughput.json").write_text(json.dumps(
+        {"command": "fpbench perf zoo_throughput", "figures": figures, "machine": {"torch": "2.14"}}))
+    assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1  # a stale block fails the check

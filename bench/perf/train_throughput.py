@@ -1,8 +1,9 @@
 """Benchmark: training throughput of the zoo's Lightning path against a plain PyTorch loop.
 
-Same model, data, loader, optimizer and schedule for both; the fits are interleaved so that a load
-change on a busy machine hits both. Registered in `bench.perf.BENCHMARKS` when `bench.perf` is
-imported; see `bench.perf.base` for the suite. No timed assertion anywhere (docs/architecture.md, style rule 10).
+Same model, data, loader, optimizer, schedule and weight layout (`compute.trainer.memory_format`) for
+both; the fits are interleaved so that a load change on a busy machine hits both. Registered in
+`bench.perf.BENCHMARKS` when `bench.perf` is imported; see `bench.perf.base` for the suite. No timed
+assertion anywhere (docs/architecture.md, style rule 10).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 
 from bench.nets import new_model
 from bench.perf.base import BENCHMARKS, PerfRun, in_default_run
-from bench.training import ClassifierModule, fit
+from bench.training import MEMORY_FORMATS, ClassifierModule, fit
 from bench.zoo.build import recipe_threads
 from bench.zoo.jobs import setup_datamodule
 
@@ -47,6 +48,7 @@ def train_throughput(run: PerfRun) -> dict[str, Any]:
     def plain(epochs: int) -> float:
         module = ClassifierModule(new_model(spec.arch, spec.arch_params, dm, spec.seed), spec.optimizer, spec.schedule,
                                   epochs)
+        module.model.to(memory_format=MEMORY_FORMATS[trainer_cfg.memory_format])  # the layout `fit` trains in
         return plain_fit(module, loader(), epochs, device, spec.seed)
 
     fits = {"lightning": lightning, "plain": plain}

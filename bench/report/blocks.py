@@ -2,7 +2,8 @@
 
 A block sits between ``<!-- board:start ARGS -->`` and ``<!-- board:end -->``; ARGS are
 ``key=value`` words: ``zoo=NAME`` (required), ``results=DIR`` (the results folder, relative to the
-repository root; default ``results``), ``table=board|groups|frontier|cost|reproduce`` (default ``board``) and, per table:
+repository root; default ``results``), ``table=board|groups|frontier|cost|throughput|reproduce`` (default ``board``)
+and, per table:
 
 - ``table=board``: ``view=all|paper`` (default: both, one table each). The compact headline (issue
   "Honest statistics", item 10; columns: :data:`bench.report.columns.COMPACT`): rank, method,
@@ -17,6 +18,8 @@ repository root; default ``results``), ``table=board|groups|frontier|cost|reprod
   link to ``frontier.md``, which holds each configuration's detection.
 - ``table=cost``: the wall time by phase and trial of a multi-trial run, ``<results>/perf/trials-<zoo>.json``
   (:func:`bench.report.cost_block.cost_block`).
+- ``table=throughput``: the zoo-throughput benchmark, ``<results>/perf/zoo_throughput.json`` (paths, rounds,
+  speedups, accuracy against seed noise; :func:`bench.report.throughput_block.throughput_block`).
 - ``table=reproduce``: the ``fpbench reproduce`` reports ``<results>/reproduce/<zoo>*.json``
   (:func:`bench.report.reproduce_block.reproduce_block`).
 
@@ -46,6 +49,7 @@ from bench.report.model import Board
 from bench.report.positive_sets import ALL, VIEW_NOTES, view_order
 from bench.report.reproduce_block import reproduce_block
 from bench.report.row_figures import zero_fp_bounds
+from bench.report.throughput_block import throughput_block
 from bench.stats import RANK_LEGEND
 
 END = "<!-- board:end -->"
@@ -55,7 +59,8 @@ DOC_FILES = ("README.md", "results/README.md", "docs/*.md")  # where `--readme`/
 
 
 # table kind -> the keys it takes beside zoo, results and table
-TABLES = {"board": ("view",), "groups": ("variant",), "frontier": ("budget",), "cost": (), "reproduce": ()}
+TABLES = {"board": ("view",), "groups": ("variant",), "frontier": ("budget",), "cost": (), "throughput": (),
+          "reproduce": ()}
 
 
 def block_args(text: str) -> dict[str, str]:
@@ -68,7 +73,7 @@ def block_args(text: str) -> dict[str, str]:
     table = args.get("table", "board")
     if table not in TABLES:
         raise ValueError(f"board block '{text.strip()}': table={table} is not a table; give table=board (the "
-                         "default), table=groups, table=frontier, table=cost or table=reproduce.")
+                         "default), table=groups, table=frontier, table=cost, table=throughput or table=reproduce.")
     unknown = sorted(set(args) - {"zoo", "results", "table", *TABLES[table]})
     if unknown or "zoo" not in args:
         raise ValueError(f"board block '{text.strip()}': give zoo=NAME [results=DIR] and, for table={table}, "
@@ -120,6 +125,8 @@ def render_block(args: dict[str, str], board: Board, link: Callable[[str], str],
     """The body of one block (without its markers)."""
     if args["table"] == "cost":
         return cost_block(results_dir, args["zoo"], link)
+    if args["table"] == "throughput":
+        return throughput_block(results_dir, args["zoo"], link)
     if args["table"] == "reproduce":
         return reproduce_block(results_dir, args["zoo"], link)
     if args["table"] == "groups":

@@ -38,7 +38,7 @@ PATH_KEYS = ("data_dir", "zoo_dir", "results_dir", "cache_dir")
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
     """The recipe as plain data for a task, with relative paths made absolute (driver's cwd)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]  # a DictConfig: a dict
     for key in PATH_KEYS:
         data["paths"][key] = os.path.abspath(data["paths"][key])
     data["tracking"]["wandb"]["dir"] = os.path.abspath(data["tracking"]["wandb"]["dir"])
