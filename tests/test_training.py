@@ -1,6 +1,7 @@
 """`ClassifierModule`'s training metrics (issue #15 item 12): train accuracy is a torchmetrics
 `MulticlassAccuracy` (micro average), logged once per epoch, equal to correct / samples over that
-epoch's batches as the module saw them."""
+epoch's batches as the module saw them; the loss is the epoch's batch-size-weighted mean (what
+Lightning's per-step `self.log` gave before the module accumulated it itself, issue "Zoo throughput")."""
 
 from __future__ import annotations
 
@@ -72,9 +73,13 @@ def test_logged_train_accuracy_equals_correct_over_samples_per_epoch(digits, tmp
 
     original_step = module.training_step
 
+    losses: list[tuple[float, int]] = []  # per step: (loss, batch size)
+
     def training_step(batch: Any, batch_idx: int) -> torch.Tensor:
         hard["y"] = batch[1].argmax(1) if soft else batch[1]
-        return original_step(batch, batch_idx)
+        loss = original_step(batch, batch_idx)
+        losses.append((float(loss), len(batch[1])))
+        return loss
 
     module.training_step = training_step
     model.register_forward_hook(record)
@@ -92,6 +97,11 @@ def test_logged_train_accuracy_equals_correct_over_samples_per_epoch(digits, tmp
     expected = (per_epoch[:, 0] / per_epoch[:, 1]).tolist()
     assert logged == pytest.approx(expected, abs=1e-6)
     assert expected[-1] > expected[0]  # it trained: the numbers move, so equality is not vacuous
+    # the loss: Lightning's on_epoch mean, weighted by batch size (64, 64, 22), once an epoch
+    logged_loss = [c["train/loss"] for c in logger.calls if "train/loss" in c]
+    per_epoch_loss = [sum(loss * n for loss, n in losses[e * 3:(e + 1) * 3]) / 150 for e in range(3)]
+    assert logged_loss == pytest.approx(per_epoch_loss, rel=1e-5)
+    assert per_epoch_loss[-1] < per_epoch_loss[0]
 
 
 def test_progress_off_a_terminal_is_one_line_per_epoch(digits, tmp_path, caplog, capsys):
