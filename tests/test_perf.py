@@ -53,6 +53,10 @@ def test_bad_names_and_settings_fail_before_work(tmp_path):
     settings, recipe = parse_overrides(["perf.repeats=2", "--zoo.source.epochs=1", "perf.methods=[akh]"])
     assert settings.repeats == 2 and settings.methods == ["akh"] and recipe == ["zoo.source.epochs=1"]
     assert not (tmp_path / "perf").exists()
+    # text settings are kept as typed: a digits-only git sha is not YAML's octal number 0123456 = 42798
+    settings, _ = parse_overrides(["perf.baseline_ref=0123456", "perf.recipe=007.yaml"])
+    assert settings.baseline_ref == "0123456" and settings.recipe == "007.yaml"
+    assert parse_overrides(["perf.baseline_ref=null"])[0].baseline_ref is None
 
 
 # -- the suite (pytest -m perf) ---------------------------------------------------------------

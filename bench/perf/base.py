@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,9 @@ def default_order() -> list[str]:
                   key=lambda name: (positions[name], name))
 
 
+TEXT_SETTINGS = {f.name for f in fields(PerfConfig) if f.type in ("str", "str | None")}  # kept as typed
+
+
 def parse_overrides(overrides: list[str] | None) -> tuple[PerfConfig, list[str]]:
     """Split `perf.<key>=value` (validated against PerfConfig) from the recipe overrides."""
     perf_items, recipe_items = [], []
@@ -112,6 +115,9 @@ def parse_overrides(overrides: list[str] | None) -> tuple[PerfConfig, list[str]]
         given = OmegaConf.from_dotlist([i[len("perf."):] for i in perf_items])
     except OmegaConfBaseException as err:
         raise ConfigError(f"Bad benchmark setting in {perf_items}: {str(err).splitlines()[0]}; write perf.<key>=value.") from None
+    for key, text in (i[len("perf."):].split("=", 1) for i in perf_items if "=" in i):
+        if key in TEXT_SETTINGS and text not in ("null", "~"):  # as typed: YAML reads 0123456 as the octal int 42798
+            given[key] = text
     return build_config(PerfConfig, given, where="the benchmark settings (perf.<key>=value)", name="perf"), recipe_items
 
 
