@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,13 @@ SMOKE = REPO / "recipes" / "smoke.yaml"
 
 os.environ.setdefault("WANDB_MODE", "disabled")  # belt and braces: tests never talk to W&B
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def sigint_default() -> None:
+    """`preexec_fn` of a child a test interrupts: Ctrl-C at its default, even when the test run itself was
+    started with SIGINT ignored (a background job of a non-interactive shell, `nohup make test &`), which
+    every child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def smoke_overrides(root: Path, *extra: str) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from bench.cli import main
 from bench.training import ClassifierModule
-from tests.conftest import REPO, SMOKE, smoke_overrides
+from tests.conftest import REPO, SMOKE, sigint_default, smoke_overrides
 
 # A source and two positives, a negative: four short fits on the 8x8 digits.
 TINY = ("zoo.source.epochs=1", "zoo.positives=[{attack: ftal, epochs: 1}, {attack: rtal, epochs: 1}]",
@@ -81,6 +81,7 @@ def test_sigint_to_a_running_fpbench_exits_130(tmp_path):
                  "zoo.negatives=[{kind: SAST, seed: 1, epochs: 1}]", "methods=[akh]"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", "run", str(SMOKE), *overrides], cwd=REPO, env=env,
+                            preexec_fn=sigint_default,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -113,6 +114,7 @@ def test_the_console_script_enters_through_the_light_entry_module():
 
 def interrupted(args: list[str], delay: float) -> subprocess.CompletedProcess:
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=sigint_default,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         time.sleep(delay)
@@ -163,6 +165,7 @@ sys.exit(main(["list", "methods"]))
 @pytest.mark.parametrize("how", ["raise", "error", "swallow"])
 def test_ctrl_c_during_the_import_of_the_cli_is_one_line_whatever_the_import_makes_of_it(how):
     proc = subprocess.Popen([sys.executable, "-c", STALLED_IMPORT, how], cwd=REPO, stdout=subprocess.PIPE,
+                            preexec_fn=sigint_default,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "importing bench.cli\n", proc.communicate()

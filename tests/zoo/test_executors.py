@@ -22,7 +22,7 @@ from bench.zoo.ddp import is_rank_zero
 from bench.zoo.executors import check_ray_config, ray_temp_dir, relaunches_script, task_trainer
 from bench.zoo.plan import Job
 from bench.zoo.tasks import FAIL_JOB_ENV, JobQueue, describe_error
-from tests.conftest import REPO, SMOKE, smoke_overrides
+from tests.conftest import REPO, SMOKE, sigint_default, smoke_overrides
 
 # A small digits zoo: source, two negatives, two positives (one with a fit, one without).
 SMALL = ["zoo.source.epochs=4",
@@ -239,6 +239,7 @@ def test_ray_build_killed_midway_resumes_without_retraining(tmp_path):
     manifest = tmp_path / "zoo" / "smoke" / "manifest.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", "-q", "zoo", str(SMOKE), *overrides], cwd=tmp_path, env=env,
+                            preexec_fn=sigint_default,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while not (manifest.exists() and manifest.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:

@@ -24,7 +24,7 @@ from bench.nets import new_model
 from bench.training import ClassifierModule, OptimizerConfig, ScheduleConfig, TrainerConfig, accuracy, fit
 from bench.zoo import workers as workers_mod
 from bench.zoo.workers import resolve_workers
-from tests.conftest import REPO, SMOKE, smoke_overrides
+from tests.conftest import REPO, SMOKE, sigint_default, smoke_overrides
 from tests.zoo.test_executors import SMALL, assert_failed_source_spares_the_negatives
 
 
@@ -140,6 +140,7 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_finishes(tmp_path):
     manifest = tmp_path / "zoo" / "smoke" / "manifest.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([sys.executable, "-m", "bench", "-q", "zoo", str(SMOKE), *overrides], cwd=tmp_path, env=env,
+                            preexec_fn=sigint_default,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 600
     while not (manifest.exists() and manifest.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
