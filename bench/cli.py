@@ -227,6 +227,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    if args.folder and args.results_dir and os.path.normpath(args.folder) != os.path.normpath(args.results_dir):
+        raise UsageError(f"`fpbench leaderboard {args.folder} --results-dir {args.results_dir}` names two results "
+                         "trees; give one (the folder, or --results-dir).")
+    args.results_dir = args.folder or args.results_dir or "results"
     if args.check_submission:
         return cli_share.check_submission(args)
     if args.method:

@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help="a sweep file, or the name of a built-in sweep (smoke: recipes/sweeps/smoke.yaml)")
     sweep.add_argument("--wandb-config", metavar="PATH", help="write a W&B sweep definition to PATH and exit")
     board = _subparser(sub, "leaderboard", "regenerate results/leaderboard.md (+ .csv) from result files")
-    board.add_argument("--results-dir", default="results",
+    board.add_argument("folder", nargs="?", metavar="RESULTS_DIR",
+                       help="results tree to aggregate, as --results-dir (`fpbench leaderboard --check results/`)")
+    board.add_argument("--results-dir", default=None,
                        help="results tree to aggregate (default: results, the published board; yours: local_results)")
     board.add_argument("--check", action="store_true", help="re-validate every result file; fail on any problem")
     board.add_argument("--zoo-dir", metavar="DIR", help="with --check: also check each result against the zoo "

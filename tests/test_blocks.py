@@ -220,3 +220,15 @@ def test_throughput_block_renders_the_benchmarks_paths_rounds_and_accuracy(tmp_p
     (tmp_path / "results" / "perf" / "zoo_throughput.json").write_text(json.dumps(
         {"command": "fpbench perf zoo_throughput", "figures": figures, "machine": {"torch": "2.14"}}))
     assert main(["leaderboard", "--results-dir", "results", "--check"]) == 1  # a stale block fails the check
+
+
+def test_leaderboard_takes_the_results_tree_as_a_folder_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`fpbench leaderboard --check results/` checks that tree, as `--results-dir results/` does; two trees are refused."""
+    (tmp_path / "results").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["leaderboard", "--check", "results/"]) == 0
+    assert "OK: 0 problem(s) in results/" in capsys.readouterr().out
+    assert main(["leaderboard", "--check", "elsewhere"]) == 2  # not a folder: the usage error, not the default tree
+    assert main(["leaderboard", "results", "--results-dir", "local_results", "--check"]) == 2
+    assert "names two results trees" in capsys.readouterr().err
